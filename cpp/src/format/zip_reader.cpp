@@ -1,0 +1,236 @@
+// Zip reading for torch.save files. Every offset and length comes from the
+// file, so each is checked against the mapping before use: a hostile or
+// truncated file gives a FormatError, never an out-of-bounds read.
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "fabricckpt/crc32.h"
+#include "fabricckpt/error.h"
+#include "fabricckpt/zip.h"
+
+namespace fabricckpt {
+
+namespace {
+
+constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
+constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
+constexpr uint32_t kEndSignature = 0x06054b50;
+constexpr uint32_t kEnd64Signature = 0x06064b50;
+constexpr uint32_t kEnd64LocatorSignature = 0x07064b50;
+constexpr uint64_t kLocalHeaderSize = 30;
+constexpr uint64_t kCentralHeaderSize = 46;
+constexpr uint64_t kEndSize = 22;
+constexpr uint64_t kEnd64Size = 56;
+constexpr uint64_t kEnd64LocatorSize = 20;
+constexpr uint64_t kMaxCommentSize = 0xFFFF;
+constexpr uint16_t kZip64ExtraId = 0x0001;
+
+uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t le32(const uint8_t* p) { return le16(p) | (static_cast<uint32_t>(le16(p + 2)) << 16); }
+uint64_t le64(const uint8_t* p) { return le32(p) | (static_cast<uint64_t>(le32(p + 4)) << 32); }
+
+std::string hex32(uint32_t value) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%08x", value);
+  return text;
+}
+
+// Where the central directory is, as the end records describe it.
+struct Directory {
+  uint64_t count;
+  uint64_t size;
+  uint64_t offset;
+  uint64_t limit;  // the directory must end here (start of the end records)
+};
+
+class Parser {
+ public:
+  explicit Parser(const MappedFile& file) : file_(file), base_(file.data()), size_(file.size()) {}
+
+  template <typename... Parts>
+  [[noreturn]] void fail(Parts&&... parts) const {
+    throw FormatError(concat(file_.path(), ": ", std::forward<Parts>(parts)...));
+  }
+
+  Directory find_directory() const {
+    if (size_ < kEndSize) fail("not a zip archive (", size_, " bytes, too short)");
+    // The end record sits before a comment of at most 64 KiB; the last
+    // signature whose comment fits the file is the one.
+    uint64_t lowest = size_ - kEndSize > kMaxCommentSize ? size_ - kEndSize - kMaxCommentSize : 0;
+    uint64_t end = size_ - kEndSize;
+    while (le32(base_ + end) != kEndSignature || end + kEndSize + le16(base_ + end + 20) > size_) {
+      if (end == lowest) fail("not a zip archive (no end of central directory record)");
+      --end;
+    }
+
+    const uint8_t* e = base_ + end;
+    Directory dir{le16(e + 10), le32(e + 12), le32(e + 16), end};
+    bool single_disk = le16(e + 4) == 0 && le16(e + 6) == 0 && le16(e + 8) == le16(e + 10);
+    if (end >= kEnd64LocatorSize && le32(base_ + end - kEnd64LocatorSize) == kEnd64LocatorSignature) {
+      dir = read_zip64_end(end - kEnd64LocatorSize, single_disk);
+    }
+    if (!single_disk) fail("multi-disk zip archives are not supported");
+    if (dir.offset > dir.limit || dir.size > dir.limit - dir.offset) {
+      fail("central directory (offset ", dir.offset, ", ", dir.size,
+           " bytes) runs past its end records at offset ", dir.limit);
+    }
+    if (dir.count > dir.size / kCentralHeaderSize) {
+      fail("central directory of ", dir.size, " bytes cannot hold the ", dir.count, " records it claims");
+    }
+    return dir;
+  }
+
+  ZipRecord read_entry(const Directory& dir, uint64_t& position, uint64_t index) const {
+    const uint64_t offset = dir.offset + position;
+    const uint64_t room = dir.size - position;
+    const uint8_t* h = base_ + offset;
+    if (room < kCentralHeaderSize) fail("central directory entry ", index, " runs past the directory");
+    if (le32(h) != kCentralHeaderSignature) {
+      fail("central directory entry ", index, " at offset ", offset, " has a bad signature");
+    }
+    const uint16_t flags = le16(h + 8);
+    const uint16_t method = le16(h + 10);
+    const uint16_t name_size = le16(h + 28);
+    const uint16_t extra_size = le16(h + 30);
+    const uint16_t comment_size = le16(h + 32);
+    const uint64_t entry_size = kCentralHeaderSize + name_size + extra_size + comment_size;
+    if (entry_size > room) fail("central directory entry ", index, " runs past the directory");
+
+    ZipRecord r;
+    r.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_size);
+    if (r.name.empty()) fail("central directory entry ", index, " has an empty name");
+    r.crc32 = le32(h + 16);
+    uint64_t compressed = le32(h + 20);
+    r.size = le32(h + 24);
+    r.header_offset = le32(h + 42);
+    read_zip64_extra(r, compressed, h + kCentralHeaderSize + name_size, extra_size);
+
+    if (flags & 1) fail("record ", r.name, ": encrypted records are not supported");
+    if (method != 0) {
+      fail("record ", r.name, ": compression method ", method, " is not supported (only stored records)");
+    }
+    if (compressed != r.size) {
+      fail("record ", r.name, ": stored size ", compressed, " differs from its size ", r.size);
+    }
+    r.data_offset = read_local_header(r);
+    position += entry_size;
+    return r;
+  }
+
+ private:
+  Directory read_zip64_end(uint64_t locator, bool& single_disk) const {
+    const uint8_t* l = base_ + locator;
+    const uint64_t end64 = le64(l + 8);
+    single_disk = le32(l + 4) == 0 && le32(l + 16) <= 1;
+    if (end64 > locator || locator - end64 < kEnd64Size) {
+      fail("zip64 end of central directory record (offset ", end64, ") lies outside the file");
+    }
+    const uint8_t* e = base_ + end64;
+    if (le32(e) != kEnd64Signature) fail("no zip64 end of central directory record at offset ", end64);
+    single_disk = single_disk && le32(e + 16) == 0 && le32(e + 20) == 0 && le64(e + 24) == le64(e + 32);
+    return Directory{le64(e + 32), le64(e + 40), le64(e + 48), end64};
+  }
+
+  // Zip64 values replace exactly the 32-bit fields that hold 0xFFFFFFFF, in this order.
+  void read_zip64_extra(ZipRecord& r, uint64_t& compressed, const uint8_t* extra, uint16_t size) const {
+    while (size >= 4) {
+      const uint16_t id = le16(extra);
+      const uint16_t length = le16(extra + 2);
+      if (length > size - 4) fail("record ", r.name, ": extra field runs past its entry");
+      if (id == kZip64ExtraId) {
+        const uint8_t* p = extra + 4;
+        uint16_t left = length;
+        for (uint64_t* field : {&r.size, &compressed, &r.header_offset}) {
+          if (*field != 0xFFFFFFFF) continue;
+          if (left < 8) fail("record ", r.name, ": zip64 extra field is too short");
+          *field = le64(p);
+          p += 8;
+          left -= 8;
+        }
+      }
+      extra += 4 + length;
+      size -= 4 + length;
+    }
+  }
+
+  // Returns where the data starts: after the local header's own name and extra field.
+  uint64_t read_local_header(const ZipRecord& r) const {
+    const uint64_t offset = r.header_offset;
+    if (offset > size_ || size_ - offset < kLocalHeaderSize) {
+      fail("record ", r.name, ": local header offset ", offset, " lies outside the file");
+    }
+    const uint8_t* h = base_ + offset;
+    if (le32(h) != kLocalHeaderSignature) fail("record ", r.name, ": no local header at offset ", offset);
+    const uint16_t name_size = le16(h + 26);
+    const uint64_t data_offset = offset + kLocalHeaderSize + name_size + le16(h + 28);
+    if (data_offset > size_) fail("record ", r.name, ": local header runs past end of file");
+    std::string_view local_name(reinterpret_cast<const char*>(h + kLocalHeaderSize), name_size);
+    if (local_name != r.name) {
+      fail("record ", r.name, ": local header at offset ", offset, " names \"", local_name, "\"");
+    }
+    if (r.size > size_ - data_offset) fail("record ", r.name, ": data runs past end of file");
+    return data_offset;
+  }
+
+  const MappedFile& file_;
+  const uint8_t* base_;
+  uint64_t size_;
+};
+
+}  // namespace
+
+ZipReader::ZipReader(std::shared_ptr<const MappedFile> file) : file_(std::move(file)) {
+  Parser parser(*file_);
+  const Directory dir = parser.find_directory();
+  // The count is only trusted as far as the directory's size bounds it.
+  records_.reserve(std::min<uint64_t>(dir.count, 1 << 16));
+  uint64_t position = 0;
+  for (uint64_t i = 0; i < dir.count; ++i) records_.push_back(parser.read_entry(dir, position, i));
+
+  // records_ no longer changes, so views of its names stay valid.
+  index_.reserve(records_.size());
+  for (size_t i = 0; i < records_.size(); ++i) {
+    if (!index_.emplace(records_[i].name, i).second) parser.fail("duplicate record ", records_[i].name);
+  }
+  if (!records_.empty()) {
+    size_t slash = records_[0].name.find('/');
+    if (slash != std::string::npos && slash > 0) archive_name_ = records_[0].name.substr(0, slash);
+  }
+}
+
+const std::string& ZipReader::archive_name() const {
+  if (archive_name_.empty()) {
+    if (records_.empty()) throw FormatError(concat(file_->path(), ": zip archive holds no records"));
+    throw FormatError(concat(file_->path(), ": first record ", records_[0].name, " is not inside a folder"));
+  }
+  return archive_name_;
+}
+
+const ZipRecord* ZipReader::find(std::string_view name_in_archive) const {
+  std::string full = archive_name();
+  full += '/';
+  full += name_in_archive;
+  auto it = index_.find(full);
+  return it == index_.end() ? nullptr : &records_[it->second];
+}
+
+std::string_view ZipReader::data(const ZipRecord& record, bool verify_crc) const {
+  std::string_view bytes(reinterpret_cast<const char*>(file_->data()) + record.data_offset, record.size);
+  if (verify_crc) {
+    uint32_t computed = crc32_update(0, bytes.data(), bytes.size());
+    if (computed != record.crc32) {
+      throw FormatError(concat(file_->path(), ": record ", record.name, ": CRC-32 mismatch (stored ",
+                               hex32(record.crc32), ", computed ", hex32(computed), ")"));
+    }
+  }
+  return bytes;
+}
+
+bool is_zip(const MappedFile& file) {
+  static constexpr uint8_t kSignature[4] = {'P', 'K', 3, 4};
+  return file.size() >= 4 && std::memcmp(file.data(), kSignature, 4) == 0;
+}
+
+}  // namespace fabricckpt

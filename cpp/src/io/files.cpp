@@ -1,0 +1,195 @@
+#include "fabricckpt/files.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <system_error>
+
+#include "fabricckpt/error.h"
+
+namespace fabricckpt {
+
+namespace {
+
+std::string reason(int error) { return std::strerror(error); }
+
+// Closes a descriptor on scope exit.
+class FdGuard {
+ public:
+  explicit FdGuard(int fd) : fd_(fd) {}
+  ~FdGuard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+// --- MappedFile ---------------------------------------------------------------------------
+
+MappedFile::MappedFile(std::string path, const uint8_t* data, size_t size, bool mapped,
+                       std::string owned)
+    : path_(std::move(path)), data_(data), size_(size), mapped_(mapped), owned_(std::move(owned)) {
+  if (!mapped_) {
+    data_ = reinterpret_cast<const uint8_t*>(owned_.data());
+    size_ = owned_.size();
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+  FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    int error = errno;
+    throw IoError(concat("cannot open ", path, ": ", reason(error)));
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) {
+    int error = errno;
+    throw IoError(concat("cannot stat ", path, ": ", reason(error)));
+  }
+  if (!S_ISREG(st.st_mode)) throw IoError(concat("cannot read ", path, ": not a regular file"));
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    return std::shared_ptr<const MappedFile>(new MappedFile(path, nullptr, 0, false, {}));
+  }
+  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (data == MAP_FAILED) {
+    int error = errno;
+    throw IoError(concat("cannot map ", path, ": ", reason(error)));
+  }
+  // The mapping stays valid after the descriptor is closed.
+  return std::shared_ptr<const MappedFile>(
+      new MappedFile(path, static_cast<const uint8_t*>(data), size, true, {}));
+}
+
+std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std::string name) {
+  return std::shared_ptr<const MappedFile>(
+      new MappedFile(std::move(name), nullptr, 0, false, std::move(bytes)));
+}
+
+// --- StringSink ---------------------------------------------------------------------------
+
+void StringSink::write(const void* data, size_t size) {
+  buffer_.append(static_cast<const char*>(data), size);
+}
+
+// --- AtomicFileSink -----------------------------------------------------------------------
+
+AtomicFileSink::AtomicFileSink(std::string target_path, bool fsync)
+    : target_path_(std::move(target_path)), fsync_(fsync) {
+  namespace fs = std::filesystem;
+  fs::path target(target_path_);
+  if (target.filename().empty()) throw IoError(concat("cannot write ", target_path_, ": not a file name"));
+  fs::path directory = target.parent_path();
+  if (!directory.empty()) {
+    std::error_code error;
+    fs::create_directories(directory, error);
+    if (error) {
+      throw IoError(concat("cannot create directory ", directory.string(), " for ", target_path_,
+                           ": ", error.message()));
+    }
+  }
+
+  // A name no other writer picks; O_EXCL makes sure of it. Created with 0666
+  // so that the umask applies as it would to a file torch.save creates.
+  std::random_device random;
+  std::uniform_int_distribution<uint64_t> any;
+  for (int attempt = 0; fd_ < 0; ++attempt) {
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, ".tmp-%016llx", static_cast<unsigned long long>(any(random)));
+    temp_path_ = (directory / ("." + target.filename().string() + suffix)).string();
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ < 0 && (errno != EEXIST || attempt == 100)) {
+      int error = errno;
+      throw IoError(concat("cannot create temporary file ", temp_path_, " for ", target_path_, ": ",
+                           reason(error)));
+    }
+  }
+  // Replacing a file keeps its permission bits, as overwriting it in place would.
+  struct stat st;
+  if (::stat(target_path_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    ::fchmod(fd_, st.st_mode & 07777);
+  }
+  buffer_ = std::make_unique<char[]>(kBufferSize);
+}
+
+AtomicFileSink::~AtomicFileSink() {
+  if (committed_) return;
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(temp_path_.c_str());
+}
+
+void AtomicFileSink::fail(const char* what, int error) const {
+  throw IoError(concat(what, " ", target_path_, " (temporary file ", temp_path_, "): ", reason(error)));
+}
+
+void AtomicFileSink::write_fully(const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    // Linux moves at most ~2 GiB per call.
+    ssize_t n = ::write(fd_, p, size < (size_t{1} << 30) ? size : (size_t{1} << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("cannot write", errno);
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFileSink::flush_buffer() {
+  if (buffered_ == 0) return;
+  write_fully(buffer_.get(), buffered_);
+  buffered_ = 0;
+}
+
+void AtomicFileSink::write(const void* data, size_t size) {
+  if (committed_) throw Error(concat("write to ", target_path_, " after commit"));
+  if (size > kBufferSize - buffered_) flush_buffer();
+  if (size >= kBufferSize) {
+    write_fully(data, size);  // large blocks skip the copy
+  } else {
+    std::memcpy(buffer_.get() + buffered_, data, size);
+    buffered_ += size;
+  }
+  position_ += size;
+}
+
+void AtomicFileSink::commit() {
+  if (committed_) throw Error(concat("commit of ", target_path_, " called twice"));
+  flush_buffer();
+  if (fsync_ && ::fsync(fd_) != 0) fail("cannot sync", errno);
+  int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail("cannot close", errno);
+  if (::rename(temp_path_.c_str(), target_path_.c_str()) != 0) fail("cannot rename over", errno);
+  committed_ = true;
+  if (fsync_) {
+    // The rename is durable once the directory entry is.
+    std::string directory = std::filesystem::path(target_path_).parent_path().string();
+    if (directory.empty()) directory = ".";
+    FdGuard dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0 || ::fsync(dir.get()) != 0) {
+      int error = errno;
+      throw IoError(concat("cannot sync directory ", directory, " of ", target_path_, ": ", reason(error)));
+    }
+  }
+}
+
+}  // namespace fabricckpt

@@ -1,0 +1,163 @@
+#include "fabric_native.h"
+
+#include <ATen/core/Tensor.h>
+
+#include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/torch_save.h"
+#include "fabricckpt/value.h"
+#include "fabricckpt/zip.h"
+
+namespace fabricckpt::jni {
+namespace {
+
+std::string from_bytes(const signed char* data, long long length) {
+  if (length < 0 || (length > 0 && data == nullptr)) throw Error("invalid byte string from the JVM");
+  return std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(length));
+}
+
+NativeValue wrap_or_none(const ValuePtr& v) { return v ? NativeValue(v) : NativeValue(); }
+
+size_t checked_index(int index, size_t size, const char* what) {
+  if (index < 0 || static_cast<size_t>(index) >= size) {
+    throw Error(concat(what, " index ", index, " out of range (size ", size, ")"));
+  }
+  return static_cast<size_t>(index);
+}
+
+}  // namespace
+
+NativeValue::NativeValue() : value_(Value::none()) {}
+NativeValue::NativeValue(std::shared_ptr<Value> value) : value_(std::move(value)) {
+  if (!value_) value_ = Value::none();
+}
+
+int NativeValue::kind() const { return static_cast<int>(value_->kind); }
+long long NativeValue::identity() const { return static_cast<long long>(reinterpret_cast<intptr_t>(value_.get())); }
+bool NativeValue::boolValue() const { return value_->as_bool(); }
+long long NativeValue::longValue() const { return value_->as_int(); }
+double NativeValue::doubleValue() const { return value_->as_float(); }
+std::string NativeValue::bytesValue() const { return value_->as_string(); }
+
+int NativeValue::size() const {
+  if (value_->is(Kind::Dict)) return static_cast<int>(value_->dict().size());
+  return static_cast<int>(value_->items().size());
+}
+NativeValue NativeValue::item(int index) const {
+  const auto& items = value_->items();
+  return NativeValue(items[checked_index(index, items.size(), "item")]);
+}
+NativeValue NativeValue::key(int index) const {
+  const auto& items = value_->dict().items();
+  return NativeValue(items[checked_index(index, items.size(), "dict")].first);
+}
+NativeValue NativeValue::value(int index) const {
+  const auto& items = value_->dict().items();
+  return NativeValue(items[checked_index(index, items.size(), "dict")].second);
+}
+bool NativeValue::ordered() const { return value_->dict().ordered; }
+NativeValue NativeValue::dictState() const { return wrap_or_none(value_->dict().state); }
+
+std::string NativeValue::globalModule() const { return value_->global_ref().module; }
+std::string NativeValue::globalName() const { return value_->global_ref().name; }
+
+int NativeValue::construct() const { return static_cast<int>(value_->object_ref().construct); }
+NativeValue NativeValue::callable() const { return wrap_or_none(value_->object_ref().callable); }
+NativeValue NativeValue::args() const { return wrap_or_none(value_->object_ref().args); }
+NativeValue NativeValue::kwargs() const { return wrap_or_none(value_->object_ref().kwargs); }
+NativeValue NativeValue::objectState() const { return wrap_or_none(value_->object_ref().state); }
+bool NativeValue::hasObjectState() const { return value_->object_ref().state != nullptr; }
+int NativeValue::listItemCount() const { return static_cast<int>(value_->object_ref().list_items.size()); }
+NativeValue NativeValue::listItem(int index) const {
+  const auto& items = value_->object_ref().list_items;
+  return NativeValue(items[checked_index(index, items.size(), "list item")]);
+}
+int NativeValue::dictItemCount() const { return static_cast<int>(value_->object_ref().dict_items.size()); }
+NativeValue NativeValue::dictItemKey(int index) const {
+  const auto& items = value_->object_ref().dict_items;
+  return NativeValue(items[checked_index(index, items.size(), "dict item")].first);
+}
+NativeValue NativeValue::dictItemValue(int index) const {
+  const auto& items = value_->object_ref().dict_items;
+  return NativeValue(items[checked_index(index, items.size(), "dict item")].second);
+}
+
+void* NativeValue::tensor() const { return value_->tensor_ref().tensor.get(); }
+bool NativeValue::requiresGrad() const { return value_->tensor_ref().requires_grad; }
+bool NativeValue::isParameter() const { return value_->tensor_ref().is_parameter; }
+std::string NativeValue::location() const { return value_->tensor_ref().location; }
+
+NativeValue NativeValue::newNone() { return NativeValue(Value::none()); }
+NativeValue NativeValue::newBool(bool v) { return NativeValue(Value::boolean(v)); }
+NativeValue NativeValue::newLong(long long v) { return NativeValue(Value::integer(v)); }
+NativeValue NativeValue::newBigInt(const signed char* data, long long length) {
+  return NativeValue(Value::big_integer(from_bytes(data, length)));
+}
+NativeValue NativeValue::newDouble(double v) { return NativeValue(Value::floating(v)); }
+NativeValue NativeValue::newString(const signed char* utf8, long long length) {
+  return NativeValue(Value::string(from_bytes(utf8, length)));
+}
+NativeValue NativeValue::newBytes(const signed char* data, long long length) {
+  return NativeValue(Value::bytes(from_bytes(data, length)));
+}
+NativeValue NativeValue::newTuple() { return NativeValue(Value::tuple()); }
+NativeValue NativeValue::newList() { return NativeValue(Value::list()); }
+NativeValue NativeValue::newSet(bool frozen) { return NativeValue(frozen ? Value::frozenset() : Value::set()); }
+NativeValue NativeValue::newDict(bool ordered) { return NativeValue(ordered ? Value::ordered_dict() : Value::plain_dict()); }
+NativeValue NativeValue::newGlobal(const signed char* module, long long module_length, const signed char* name,
+                                   long long name_length) {
+  return NativeValue(Value::global(from_bytes(module, module_length), from_bytes(name, name_length)));
+}
+NativeValue NativeValue::newObject(int construct, const NativeValue& callable, const NativeValue& args) {
+  if (construct < 0 || construct > static_cast<int>(Object::Construct::NewObjEx)) {
+    throw Error(concat("invalid object construction ", construct));
+  }
+  Object obj;
+  obj.construct = static_cast<Object::Construct>(construct);
+  obj.callable = callable.value_;
+  obj.args = args.value_;
+  return NativeValue(Value::object(std::move(obj)));
+}
+NativeValue NativeValue::newTensor(void* tensor, bool requires_grad, bool is_parameter, const signed char* location,
+                                   long long location_length) {
+  if (tensor == nullptr) throw Error("null tensor");
+  const auto& source = *static_cast<const at::Tensor*>(tensor);
+  if (!source.defined()) throw Error("undefined tensor");
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(source);  // shares the tensor; no data copy
+  ref.requires_grad = requires_grad;
+  ref.is_parameter = is_parameter;
+  ref.location = from_bytes(location, location_length);
+  return NativeValue(Value::tensor(std::move(ref)));
+}
+
+void NativeValue::append(const NativeValue& item) { value_->items().push_back(item.value_); }
+void NativeValue::put(const NativeValue& key, const NativeValue& value) { value_->dict().set(key.value_, value.value_); }
+void NativeValue::setDictState(const NativeValue& state) { value_->dict().state = state.value_; }
+void NativeValue::setKwargs(const NativeValue& kwargs) { value_->object_ref().kwargs = kwargs.value_; }
+void NativeValue::setObjectState(const NativeValue& state) { value_->object_ref().state = state.value_; }
+void NativeValue::addListItem(const NativeValue& item) { value_->object_ref().list_items.push_back(item.value_); }
+void NativeValue::addDictItem(const NativeValue& key, const NativeValue& value) {
+  value_->object_ref().dict_items.emplace_back(key.value_, value.value_);
+}
+
+NativeValue loadTorchFile(const std::string& path, bool verify_crc) {
+  TorchLoadOptions options;
+  options.verify_crc = verify_crc;
+  return NativeValue(load_torch_file(path, options).root);
+}
+
+std::string torchFileArchiveName(const std::string& path) {
+  auto file = MappedFile::open(path);
+  if (!is_zip(*file)) return "";
+  return ZipReader(file).archive_name();
+}
+
+void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.fsync = fsync;
+  save_torch_file(path, root.get(), options);
+}
+
+}  // namespace fabricckpt::jni

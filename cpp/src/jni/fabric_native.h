@@ -1,0 +1,97 @@
+// The surface the JVM sees, wrapped by JavaCPP (java/.../internal/NativeValue.java).
+//
+// This header is deliberately free of libtorch and of the Value model's
+// internals: JavaCPP compiles its generated glue against it alone. Tensors
+// cross as `void*` that point at an `at::Tensor` (the preset's Tensor object
+// has that address), so the JVM and this library share one libtorch.
+//
+// Strings cross as UTF-8 bytes (Java byte[] / BytePointer) so that nothing
+// depends on the JVM's default charset.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace fabricckpt {
+struct Value;
+}
+
+namespace fabricckpt::jni {
+
+// A handle on one node of a checkpoint tree; copies share the node.
+class NativeValue {
+ public:
+  NativeValue();  // None
+  explicit NativeValue(std::shared_ptr<Value> value);
+
+  // --- reading -----------------------------------------------------------------
+  int kind() const;                 // fabricckpt::Kind as int
+  long long identity() const;       // stable per node: equal for memo-shared references
+  bool boolValue() const;
+  long long longValue() const;
+  double doubleValue() const;
+  std::string bytesValue() const;   // String (UTF-8), Bytes (raw), BigInt (little-endian two's complement)
+  int size() const;                 // items of Tuple/List/Set/FrozenSet, entries of Dict
+  NativeValue item(int index) const;
+  NativeValue key(int index) const;
+  NativeValue value(int index) const;
+  bool ordered() const;             // Dict is a collections.OrderedDict
+  NativeValue dictState() const;    // OrderedDict BUILD state (None when absent)
+  std::string globalModule() const;
+  std::string globalName() const;
+  int construct() const;            // Object::Construct as int
+  NativeValue callable() const;
+  NativeValue args() const;
+  NativeValue kwargs() const;       // None when absent
+  NativeValue objectState() const;  // None when absent
+  bool hasObjectState() const;
+  int listItemCount() const;
+  NativeValue listItem(int index) const;
+  int dictItemCount() const;
+  NativeValue dictItemKey(int index) const;
+  NativeValue dictItemValue(int index) const;
+  void* tensor() const;             // at::Tensor*, valid while this node lives
+  bool requiresGrad() const;
+  bool isParameter() const;
+  std::string location() const;
+
+  // --- building ------------------------------------------------------------------
+  static NativeValue newNone();
+  static NativeValue newBool(bool v);
+  static NativeValue newLong(long long v);
+  static NativeValue newBigInt(const signed char* twos_complement_le, long long length);
+  static NativeValue newDouble(double v);
+  static NativeValue newString(const signed char* utf8, long long length);
+  static NativeValue newBytes(const signed char* data, long long length);
+  static NativeValue newTuple();
+  static NativeValue newList();
+  static NativeValue newSet(bool frozen);
+  static NativeValue newDict(bool ordered);
+  static NativeValue newGlobal(const signed char* module, long long module_length, const signed char* name,
+                               long long name_length);
+  static NativeValue newObject(int construct, const NativeValue& callable, const NativeValue& args);
+  static NativeValue newTensor(void* tensor, bool requires_grad, bool is_parameter, const signed char* location,
+                               long long location_length);
+  void append(const NativeValue& item);                       // Tuple/List/Set/FrozenSet
+  void put(const NativeValue& key, const NativeValue& value);  // Dict
+  void setDictState(const NativeValue& state);
+  void setKwargs(const NativeValue& kwargs);
+  void setObjectState(const NativeValue& state);
+  void addListItem(const NativeValue& item);
+  void addDictItem(const NativeValue& key, const NativeValue& value);
+
+  const std::shared_ptr<Value>& get() const { return value_; }
+
+ private:
+  std::shared_ptr<Value> value_;
+};
+
+// torch.save file (zip or legacy) -> tree. Throws with the file and what is wrong.
+NativeValue loadTorchFile(const std::string& path, bool verify_crc);
+// The archive folder name of a zip checkpoint ("" for legacy files).
+std::string torchFileArchiveName(const std::string& path);
+// tree -> torch.save file, atomically.
+void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync);
+
+}  // namespace fabricckpt::jni

@@ -1,0 +1,176 @@
+// The torch.save layer: tensors, storages, records, against files real torch wrote
+// (python-compat-tests/fixtures/make_torch_fixtures.py).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/pickle.h"
+#include "fabricckpt/torch_save.h"
+#include "fabricckpt/zip.h"
+
+namespace fabricckpt {
+namespace {
+
+const std::string kData = std::string(FABRICCKPT_TEST_DATA) + "/torch/";
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+const at::Tensor& tensor_at(const Value& dict, std::string_view key) {
+  auto v = dict.dict().get(key);
+  EXPECT_TRUE(v && v->is(Kind::Tensor)) << key;
+  return *v->tensor_ref().tensor;
+}
+
+class TempDir : public ::testing::Test {
+ protected:
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("fabricckpt-torch-" + std::to_string(::getpid()) + "-" +
+                               ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  void SetUp() override { std::filesystem::create_directories(dir); }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+};
+
+TEST(TorchLoad, ReadsWhatPythonWrote) {
+  TorchCheckpoint ckpt = load_torch_file(kData + "state.pt");
+  EXPECT_EQ(ckpt.archive_name, "archive");
+  const Value& root = *ckpt.root;
+  ASSERT_TRUE(root.is(Kind::Dict));
+
+  const Value& model = *root.dict().get("model");
+  ASSERT_TRUE(model.dict().ordered);
+  EXPECT_TRUE(at::equal(tensor_at(model, "weight"), at::arange(12.0).reshape({3, 4})));
+  ASSERT_TRUE(model.dict().state);  // {'_metadata': ...}
+  EXPECT_TRUE(model.dict().state->dict().get("_metadata"));
+
+  // Views share the weight's storage, at the offsets and strides Python recorded.
+  const at::Tensor& weight = tensor_at(model, "weight");
+  const at::Tensor& col = tensor_at(root, "col");
+  EXPECT_TRUE(col.storage().is_alias_of(weight.storage()));
+  EXPECT_EQ(col.storage_offset(), 2);
+  EXPECT_EQ(col.stride(0), 4);
+  EXPECT_TRUE(at::equal(col, at::arange(12.0).reshape({3, 4}).select(1, 2)));
+
+  EXPECT_EQ(tensor_at(root, "half").scalar_type(), at::kHalf);
+  EXPECT_EQ(tensor_at(root, "u16").scalar_type(), at::kUInt16);  // _rebuild_tensor_v3
+  EXPECT_EQ(tensor_at(root, "f8").scalar_type(), at::kFloat8_e4m3fn);
+  EXPECT_TRUE(root.dict().get("param")->tensor_ref().is_parameter);
+  EXPECT_TRUE(root.dict().get("grad")->tensor_ref().requires_grad);
+  EXPECT_EQ(root.dict().get("step")->as_int(), 3);
+}
+
+TEST(TorchSave, RewritesPythonFileByteForByte) {
+  const std::string original = read_file(kData + "state.pt");
+  TorchCheckpoint ckpt = load_torch_file(kData + "state.pt");
+  StringSink out;
+  write_torch_save(out, ckpt.root, ckpt.archive_name);
+  EXPECT_EQ(out.str().size(), original.size());
+  EXPECT_TRUE(out.str() == original);
+}
+
+TEST(TorchLoad, ReadsTheLegacyFormat) {
+  TorchCheckpoint ckpt = load_torch_file(kData + "legacy.pt");
+  EXPECT_TRUE(ckpt.legacy);
+  EXPECT_TRUE(at::equal(tensor_at(*ckpt.root, "w"), at::arange(6.0).reshape({2, 3})));
+  EXPECT_TRUE(at::equal(tensor_at(*ckpt.root, "i"), at::arange(3)));
+  EXPECT_EQ(ckpt.root->dict().get("step")->as_int(), 7);
+}
+
+TEST_F(TempDir, SaveAndLoadKeepDtypesViewsAndSharing) {
+  auto base = at::arange(20, at::kInt).reshape({4, 5});
+  auto root = Value::plain_dict();
+  auto add = [&](const char* key, const at::Tensor& t) {
+    TensorRef ref;
+    ref.tensor = std::make_shared<at::Tensor>(t);
+    root->dict().set(Value::string(key), Value::tensor(ref));
+  };
+  add("base", base);
+  add("slice", base.narrow(1, 1, 3));
+  add("bf16", at::arange(3.0).to(at::kBFloat16));
+  add("complex", at::ones({2}, at::kComplexDouble));
+  add("bits", at::arange(4).to(at::kUInt32));
+  add("empty", at::empty({0, 3}));
+  add("scalar", at::scalar_tensor(2.5));
+  const auto path = (dir / "t.pt").string();
+  save_torch_file(path, root, {});
+
+  TorchCheckpoint back = load_torch_file(path);
+  for (const auto& [key, value] : root->dict().items()) {
+    const at::Tensor& expected = *value->tensor_ref().tensor;
+    const at::Tensor& actual = tensor_at(*back.root, key->as_string());
+    EXPECT_EQ(expected.scalar_type(), actual.scalar_type()) << key->as_string();
+    EXPECT_EQ(expected.sizes(), actual.sizes()) << key->as_string();
+    EXPECT_TRUE(at::equal(expected, actual)) << key->as_string();
+  }
+  EXPECT_TRUE(tensor_at(*back.root, "slice").storage().is_alias_of(tensor_at(*back.root, "base").storage()));
+  // One record per storage: base and slice share "data/0".
+  ZipReader zip(MappedFile::open(path));
+  EXPECT_TRUE(zip.find("data/0"));
+  EXPECT_TRUE(zip.find("data/5"));
+  EXPECT_FALSE(zip.find("data/6"));
+}
+
+// A pickle whose tensor view reaches past its storage must be refused, not read out of bounds.
+TEST_F(TempDir, RejectsViewsOutsideTheirStorage) {
+  auto storage_tensor = at::arange(4.0);
+  auto root = Value::plain_dict();
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(storage_tensor);
+  root->dict().set(Value::string("t"), Value::tensor(ref));
+  StringSink good;
+  write_torch_save(good, root, "archive");
+
+  // Rewrite the size tuple (4,) to (40,) in data.pkl: BININT1 4 TUPLE1 -> BININT1 40 TUPLE1.
+  ZipReader zip(MappedFile::from_bytes(good.str(), "good.pt"));
+  std::string pickled(zip.data(*zip.find("data.pkl")));
+  const std::string from("K\x04\x85", 3), to("K\x28\x85", 3);
+  auto at_pos = pickled.find(from, pickled.find("Q"));
+  ASSERT_NE(at_pos, std::string::npos);
+  pickled.replace(at_pos, 3, to);
+  StringSink bad;
+  TorchZipWriter writer(bad, "archive");
+  writer.write_record("data.pkl", pickled.data(), pickled.size());
+  for (const auto& record : zip.records()) {
+    const std::string name = record.name.substr(std::string("archive/").size());
+    if (name == "data.pkl" || name == ".data/serialization_id") continue;
+    auto bytes = zip.data(record);
+    writer.write_record(name, bytes.data(), bytes.size());
+  }
+  writer.finish();
+  const auto path = (dir / "bad.pt").string();
+  std::ofstream(path, std::ios::binary) << bad.str();
+
+  try {
+    load_torch_file(path);
+    FAIL() << "expected a FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.pt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("storage"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(TempDir, FailedSaveKeepsTheOldFile) {
+  const auto path = (dir / "keep.pt").string();
+  auto ok = Value::plain_dict();
+  ok->dict().set(Value::string("x"), Value::integer(1));
+  save_torch_file(path, ok, {});
+  const std::string before = read_file(path);
+
+  auto bad = Value::plain_dict();
+  TensorRef undefined;
+  undefined.tensor = std::make_shared<at::Tensor>();
+  bad->dict().set(Value::string("t"), Value::tensor(undefined));
+  EXPECT_THROW(save_torch_file(path, bad, {}), Error);
+  EXPECT_EQ(read_file(path), before);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);
+}
+
+}  // namespace
+}  // namespace fabricckpt

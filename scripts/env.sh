@@ -1,0 +1,10 @@
+# Shared paths of the build scripts (sourced, not run).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/fabric-ckpt"
+VENV="$CACHE_DIR/venv"
+PYTORCH_PRESET_VERSION="2.10.0-1.5.13"
+OPENBLAS_PRESET_VERSION="0.3.31-1.5.13"
+PRESET_LIB_DIR="$CACHE_DIR/preset-$PYTORCH_PRESET_VERSION"
+TORCH_INCLUDE_DIR="$(echo "$VENV"/lib/python3*/site-packages/torch/include)"
+BUILD_DIR="${FABRICCKPT_BUILD_DIR:-$ROOT/build}"
+export ROOT CACHE_DIR VENV PYTORCH_PRESET_VERSION OPENBLAS_PRESET_VERSION PRESET_LIB_DIR TORCH_INCLUDE_DIR BUILD_DIR

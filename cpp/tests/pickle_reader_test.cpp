@@ -307,6 +307,7 @@ TEST(PickleReader, StringsAndBytes) {
   const Object& ba = ba_value->object_ref();
   expect_global(ba.callable, "builtins", "bytearray");
   EXPECT_EQ(ba.args->items()[0]->as_string(), "xy");
+  EXPECT_TRUE(load("\x96" + le(0, 8))->object_ref().args->items().empty());
 }
 
 TEST(PickleReader, Containers) {
@@ -468,7 +469,9 @@ TEST(PickleReader, HostileLengthsAreRejectedBeforeAllocating) {
 }
 
 TEST(PickleReader, MalformedInput) {
-  auto fails = [](const std::string& data) { EXPECT_THROW(unpickle(data), FormatError) << describe(*Value::bytes(data)); };
+  auto fails = [](const std::string& data) {
+    EXPECT_THROW(unpickle(data), FormatError) << describe(*Value::bytes(data));
+  };
   fails("]e.");                          // APPENDS without MARK
   fails("](a.");                         // APPEND with nothing above the MARK
   fails("K\x01" "a.");                   // APPEND to an int
@@ -480,6 +483,7 @@ TEST(PickleReader, MalformedInput) {
   fails("(K\x01" "d.");                  // odd DICT
   fails("\x8f(]\x90.");                  // list in a set
   fails("K\x01K\x02\x93.");              // STACK_GLOBAL of ints
+  fails("\x8c\x02" "a\n\x8c\x01" "b\x93.");  // newline in a global name
   fails("K\x01K\x02R.");                 // REDUCE with non-tuple args
   fails("X\x01\x00\x00\x00\xff."s);      // invalid UTF-8
   fails("X\x02\x00\x00\x00\xc0\x80."s);  // overlong UTF-8

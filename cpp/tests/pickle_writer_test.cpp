@@ -83,8 +83,8 @@ ValuePtr namespace_object(ValuePtr state) {
 ValuePtr writer_case(const std::string& name) {
   if (name == "ints") {
     Value::Items items;
-    for (int64_t v : std::initializer_list<int64_t>{0, 1, 255, 256, 65535, 65536, (1LL << 31) - 1, 1LL << 31, -1, -(1LL << 31),
-                      -(1LL << 31) - 1, INT64_MAX, INT64_MIN}) {
+    for (int64_t v : std::initializer_list<int64_t>{0, 1, 255, 256, 65535, 65536, (1LL << 31) - 1, 1LL << 31, -1,
+                                                    -(1LL << 31), -(1LL << 31) - 1, INT64_MAX, INT64_MIN}) {
       items.push_back(I(v));
     }
     items.push_back(Value::big_integer(pow2(100)));
@@ -94,7 +94,10 @@ ValuePtr writer_case(const std::string& name) {
   }
   if (name == "floats") return L({F(0.0), F(-0.0), F(1.5), F(1e300), F(5e-324), F(INFINITY), F(-INFINITY)});
   if (name == "strings") return L({S(""), S("ascii"), S("h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"), S("")});
-  if (name == "bytes") return L({B(""), B("ab\xff"), B(""), B("x"), B("x"), B("\x00\x01\x02"s), B("\x80")});
+  if (name == "bytes") {
+    ValuePtr x = B("x");  // one object in Python; empty bytes are shared by value
+    return L({B(""), B("ab\xff"), B(""), x, x, B("\x00\x01\x02"s), B("\x80")});
+  }
   if (name == "batches") {
     auto dict_of = [](int n) {
       ValuePtr d = Value::plain_dict();
@@ -210,8 +213,8 @@ TEST(PickleWriter, RecursiveTuplesLikeCPython) {
 TEST(PickleWriter, OrderedDictItemsUseTheIteratorBatching) {
   // pickle.dumps([OrderedDict(), OrderedDict([(1, 2), (3, 4)])], 2)
   ValuePtr v = L({D({}, true), D({{I(1), I(2)}, {I(3), I(4)}}, true)});
-  EXPECT_TRUE(same_bytes(pickle(v),
-                         "\x80\x02]q\x00(ccollections\nOrderedDict\nq\x01)Rq\x02h\x01)Rq\x03(K\x01K\x02K\x03K\x04ue."s));
+  EXPECT_TRUE(same_bytes(pickle(v), "\x80\x02]q\x00(ccollections\nOrderedDict\nq\x01)Rq\x02"
+                                    "h\x01)Rq\x03(K\x01K\x02K\x03K\x04ue."s));
 }
 
 TEST(PickleWriter, ObjectItemsAndState) {
@@ -222,7 +225,9 @@ TEST(PickleWriter, ObjectItemsAndState) {
   o.dict_items = {{S("k"), I(2)}, {S("j"), I(3)}};
   o.state = N();
   ValuePtr v = Value::object(o);
-  EXPECT_TRUE(same_bytes(pickle(v), "\x80\x02" "cfoo\nBag\nq\x00)Rq\x01K\x01" "a(X\x01\x00\x00\x00kq\x02K\x02X\x01\x00\x00\x00jq\x03K\x03uNb."s));
+  EXPECT_TRUE(same_bytes(pickle(v), "\x80\x02" "cfoo\nBag\nq\x00)Rq\x01K\x01" "a"  // REDUCE, memo, APPEND
+                                    "(X\x01\x00\x00\x00kq\x02K\x02X\x01\x00\x00\x00jq\x03K\x03u"  // SETITEMS
+                                    "Nb."s));  // BUILD
   ValuePtr back = unpickle(pickle(v)).value;
   EXPECT_EQ(back->object_ref().dict_items.size(), 2u);
   EXPECT_EQ(back->object_ref().state->kind, Kind::None);

@@ -2,18 +2,34 @@
 // sinks for saving (in memory, or a temp file that atomically replaces its target).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fabricckpt {
+
+// How far a long save or load is: bytes done of bytes total. Written by the
+// worker threads, read by anyone (a progress bar polls it).
+struct IoProgress {
+  std::atomic<uint64_t> done{0};
+  std::atomic<uint64_t> total{0};
+
+  void add(uint64_t bytes) { done.fetch_add(bytes, std::memory_order_relaxed); }
+};
 
 // The whole content of a file, mapped read-only; unmapped when the last owner lets go.
 class MappedFile {
  public:
   // IoError naming the path and the system's reason. Empty files are allowed.
   static std::shared_ptr<const MappedFile> open(const std::string& path);
+  // A private copy-on-write mapping (what torch.load(mmap=True) uses): the bytes can be
+  // changed through mutable_data() without ever reaching the file. Pages are read on
+  // first touch. As with any mapping, a file truncated in place by someone else
+  // makes later reads fault (replacing it by rename, as every save here does, is safe).
+  static std::shared_ptr<const MappedFile> open_private(const std::string& path);
   // Holds a copy of `bytes` under the display name `name` (for tests and in-memory input).
   static std::shared_ptr<const MappedFile> from_bytes(std::string bytes, std::string name);
 
@@ -24,15 +40,27 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Writable bytes of an open_private() mapping (changes stay in this process); Error otherwise.
+  uint8_t* mutable_data() const;
+  bool writable() const { return writable_; }
+
+  // Copies [offset, offset + size) of the file into `dest` with pread(2), from
+  // the descriptor the mapping came from (so the same file even if the path was
+  // replaced since): for eager loads, which are faster this way than by copying
+  // from the mapping. IoError on failure or a short file.
+  void read_at(uint64_t offset, void* dest, size_t size) const;
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size, bool mapped, std::string owned);
+  static std::shared_ptr<const MappedFile> open_mode(const std::string& path, bool writable);
 
   std::string path_;
   const uint8_t* data_;
   size_t size_;
   bool mapped_;        // data_ came from mmap and must be unmapped
   std::string owned_;  // the bytes behind data_ when not mapped
+  bool writable_ = false;
+  int fd_ = -1;        // kept open for read_at(); -1 for in-memory content
 };
 
 // Where a writer sends its bytes, in order.
@@ -42,6 +70,27 @@ class OutputSink {
   virtual void write(const void* data, size_t size) = 0;
   // Bytes written so far.
   virtual uint64_t position() const = 0;
+  // Moves the position `size` bytes on without writing them: someone else puts
+  // those bytes there (a parallel writer, see AtomicFileSink::write_at). Sinks
+  // that cannot do that throw Error (the default).
+  virtual void skip(uint64_t size);
+};
+
+// Counts bytes and remembers where each skipped range starts: the layout of a
+// file planned before any byte of it is written.
+class PlanningSink : public OutputSink {
+ public:
+  void write(const void*, size_t size) override { position_ += size; }
+  uint64_t position() const override { return position_; }
+  void skip(uint64_t size) override {
+    skipped_.push_back(position_);
+    position_ += size;
+  }
+  const std::vector<uint64_t>& skipped_offsets() const { return skipped_; }
+
+ private:
+  uint64_t position_ = 0;
+  std::vector<uint64_t> skipped_;
 };
 
 // Collects everything in a string: for tests and small outputs.
@@ -70,16 +119,28 @@ class AtomicFileSink : public OutputSink {
 
   void write(const void* data, size_t size) override;
   uint64_t position() const override { return position_; }
+  void skip(uint64_t size) override;
+
+  // --- positional writing, for writers that planned the layout (several threads at once) ---
+  // Reserves the file's final size up front (fallocate where the file system has
+  // it), so that parallel writes do not allocate blocks as they go.
+  void preallocate(uint64_t size);
+  // Writes `size` bytes at `offset` with pwrite(2), independently of position();
+  // safe from several threads for disjoint ranges. With fsync, the range is handed
+  // to the kernel for write-back right away (sync_file_range), so that commit()'s
+  // fsync has little left to wait for.
+  void write_at(uint64_t offset, const void* data, size_t size);
 
   // Flushes, optionally fsyncs, renames over the target (then fsyncs its directory). Once only.
   void commit();
   const std::string& target_path() const { return target_path_; }
+  const std::string& temp_path() const { return temp_path_; }
 
  private:
   static constexpr size_t kBufferSize = size_t{4} << 20;
 
   void flush_buffer();
-  void write_fully(const void* data, size_t size);
+  void write_fully(uint64_t offset, const void* data, size_t size);
   [[noreturn]] void fail(const char* what, int error) const;
 
   std::string target_path_;

@@ -35,6 +35,9 @@ struct UnpickleResult {
 
 // Parses one pickle from the start of `data`. Errors are FormatError with the
 // byte offset and opcode; callers add the file and record name.
+// Memo references come back as the same node. The result is acyclic (a
+// reference cycle is a FormatError) and at most limits.max_depth deep, so it
+// can be walked and freed recursively.
 UnpickleResult unpickle(std::string_view data, const UnpickleHooks& hooks = {},
                         const UnpickleLimits& limits = {});
 
@@ -50,6 +53,11 @@ struct PickleHooks {
 
 // Writes `root` as a protocol 2 pickle, byte for byte as CPython's C pickler
 // would for the same object graph (memo by node identity).
+// One Python object = one node: share a ValuePtr wherever Python would share the
+// object. Only the empty str and empty bytes, singletons in CPython, are shared
+// by value. Sets are written in their stored order, and globals with the Python
+// 2 names protocol 2 uses (builtins.set -> __builtin__.set). A NEWOBJ_EX object
+// keeps that opcode (CPython would rewrite it through functools.partial).
 std::string pickle(const ValuePtr& root, const PickleHooks& hooks = {});
 
 }  // namespace fabricckpt

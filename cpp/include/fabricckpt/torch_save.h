@@ -10,9 +10,20 @@
 namespace fabricckpt {
 
 class OutputSink;
+struct IoProgress;
 
 struct TorchLoadOptions {
   bool verify_crc = true;  // check each record's CRC-32 before using it
+  // Tensors view a private copy-on-write mapping of the file, as torch.load(mmap=True)
+  // gives them: loading costs next to nothing, pages are read when first touched,
+  // writes to a tensor stay in memory and never reach the file, and the mapping
+  // lives as long as any storage viewing it. The storages' CRCs are not checked
+  // then (that would read every byte); the other records' still are. Legacy files
+  // and records not aligned for their element type are copied as without mmap.
+  bool mmap = false;
+  // Without mmap: threads reading storages (the caller's included); 0 picks one per core.
+  int threads = 0;
+  IoProgress* progress = nullptr;  // storage bytes read so far, of all; may be null
 };
 
 struct TorchCheckpoint {
@@ -27,13 +38,27 @@ TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions&
 struct TorchSaveOptions {
   std::string archive_name = "archive";  // what torch.save writes when given a file object, as Lightning does
   bool fsync = true;                     // make the file durable before it replaces the target
+  int threads = 0;                       // writer threads (the caller's included); 0 picks one per core
+  IoProgress* progress = nullptr;        // bytes of the file written so far, of all; may be null
 };
 
 // Writes `root` as torch.save(root, f) does: atomically (temp file + rename),
 // byte for byte what torch 2.10 writes for the same object graph.
+// The layout is planned first (every record's size is known), then storage bytes
+// go from tensor memory straight to their place in the file from several threads,
+// each computing the CRC-32 of the piece it writes; headers and descriptors follow.
+// No copy of the checkpoint is made: the memory used beyond the state is a few MiB.
 void save_torch_file(const std::string& path, const ValuePtr& root, const TorchSaveOptions& options = {});
 
 // The same stream written to any sink.
 void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name);
+
+// A copy of the tree that owns its tensor data: each distinct storage is copied
+// once (views keep sharing, offsets and strides), containers are copied with their
+// sharing (a node referenced twice stays one node), immutable leaves are shared.
+// Saving the copy gives the same bytes as saving `root` did at the time of the
+// copy, whatever happens to the original tensors afterwards (an async save).
+// `threads` copy in parallel (0: one per core); `progress` counts bytes copied.
+ValuePtr snapshot_tensors(const ValuePtr& root, int threads = 0, IoProgress* progress = nullptr);
 
 }  // namespace fabricckpt

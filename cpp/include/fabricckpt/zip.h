@@ -70,6 +70,18 @@ class TorchZipWriter {
   void write_data(const void* data, size_t size);
   void end_record();
 
+  // A record whose data is written elsewhere (by a parallel writer, straight from
+  // its memory) at the place this call leaves for it: the local header is emitted,
+  // the sink skips `size` bytes (OutputSink::skip), then the descriptor follows
+  // with `crc`, the data's CRC-32. `head` points at the data's first min(size, 8)
+  // bytes (they take part in the serialization id). The bytes are those write_record
+  // would give for the same data; the data's offset is the sink's position after
+  // the header, which a PlanningSink records.
+  void write_record_placed(std::string_view name, uint64_t size, uint32_t crc, const void* head);
+
+  // Bytes of the archive emitted (or skipped) so far.
+  uint64_t offset() const { return offset_; }
+
   // Writes ".data/serialization_id" (as libtorch computes it), the central
   // directory and the end records. Returns the id. The writer is done afterwards.
   std::string finish();

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cstdio>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/pickle.h"
@@ -117,6 +118,7 @@ class Reader {
   UnpickleResult run() {
     try {
       ValuePtr result = parse();
+      keep_shared_chars();
       check_graph();
       return {std::move(result), pos_};
     } catch (...) {
@@ -138,6 +140,13 @@ class Reader {
   std::vector<ValuePtr> created_;  // every container built here, for the graph check and tear-down
   std::vector<ValuePtr> foreign_;  // containers the hooks returned, for the graph check
   std::unordered_map<const Value*, KeyCost> key_costs_;
+  // One-byte bytes from _codecs.encode(text, 'latin1'), and what keep_shared_chars needs.
+  struct OneByteBytes {
+    ValuePtr node, callable, args;
+  };
+  std::vector<OneByteBytes> one_byte_bytes_;
+  std::unordered_set<ValuePtr> fetched_chars_;      // one-character str met through the memo
+  std::unordered_set<const Value*> hashed_bytes_;   // bytes used as (part of) a dict key or set item
 
   [[noreturn]] void fail(const std::string& what) const {
     char code[8];
@@ -236,7 +245,9 @@ class Reader {
   void memo_get(uint64_t index) {
     auto it = memo_.find(index);
     if (it == memo_.end()) fail(concat("memo key ", index, " missing"));
-    push(it->second);
+    const ValuePtr& v = it->second;
+    if (v->kind == Kind::String && std::get<std::string>(v->payload).size() <= 2) fetched_chars_.insert(v);
+    push(v);
   }
 
   // ---- values ----
@@ -395,6 +406,7 @@ class Reader {
       size_t next = work.back().second++;
       if (next < items.size()) {
         const Value* child = items[next].get();
+        if (child->kind == Kind::Bytes) hashed_bytes_.insert(child);
         if (is_immutable_collection(*child) && !key_costs_.count(child)) work.emplace_back(child, 0);
         continue;
       }
@@ -412,6 +424,7 @@ class Reader {
   }
 
   void check_key(const Value& key) {
+    if (key.kind == Kind::Bytes) hashed_bytes_.insert(&key);
     KeyCost cost = key_cost(key);
     if (cost.nodes > kMaxKeyNodes || cost.depth > limits_.max_depth) fail("dict or set key too large or too deep");
     try {
@@ -428,7 +441,9 @@ class Reader {
 
   // ---- calls ----
 
-  ValuePtr recognise(const GlobalRef& g, const Value::Items& args) {
+  ValuePtr recognise(const ValuePtr& callable, const ValuePtr& arg_tuple) {
+    const GlobalRef& g = callable->global_ref();
+    const Value::Items& args = arg_tuple->items();
     std::string_view module = py3_module(g.module);
     if (module == "collections" && g.name == "OrderedDict") {
       if (args.empty()) return track(Value::ordered_dict());
@@ -466,7 +481,9 @@ class Reader {
         if (!next_code_point(text, i, cp) || cp > 0xff) fail("bytes payload is not Latin-1");
         out += static_cast<char>(cp);
       }
-      return Value::bytes(std::move(out));
+      ValuePtr bytes = Value::bytes(std::move(out));
+      if (bytes->as_string().size() == 1) one_byte_bytes_.push_back({bytes, callable, arg_tuple});
+      return bytes;
     }
     return nullptr;
   }
@@ -480,7 +497,7 @@ class Reader {
         if (ValuePtr built = hooks_.reduce(g, args)) return adopt(std::move(built));
       }
       if (how == Object::Construct::Reduce) {
-        if (ValuePtr known = recognise(g, args->items())) return known;
+        if (ValuePtr known = recognise(callable, args)) return known;
       }
     }
     Object obj;
@@ -548,6 +565,10 @@ class Reader {
   }
 
   ValuePtr make_global(std::string_view module, std::string_view name) {
+    // No importable name has a newline, and GLOBAL could not write it back.
+    if (module.find('\n') != std::string_view::npos || name.find('\n') != std::string_view::npos) {
+      fail("global name contains a newline");
+    }
     return Value::global(read_utf8(module, "global name"), read_utf8(name, "global name"));
   }
 
@@ -617,11 +638,11 @@ class Reader {
         case op::SHORT_BINBYTES: push(Value::bytes(std::string(take(read_length(1))))); break;
         case op::BINBYTES8: push(Value::bytes(std::string(take(read_length(8))))); break;
         case op::BYTEARRAY8: {
-          // Kept as the recipe protocols 2-4 use, bytearray(b'...').
-          ValuePtr data = Value::bytes(std::string(take(read_length(8))));
+          // Kept as the recipe of protocols 2-4: bytearray(b'...'), or bytearray() when empty.
+          std::string data(take(read_length(8)));
           Object obj;
           obj.callable = Value::global("builtins", "bytearray");
-          obj.args = make_tuple({std::move(data)});
+          obj.args = data.empty() ? make_tuple({}) : make_tuple({Value::bytes(std::move(data))});
           push(track(Value::object(std::move(obj))));
           break;
         }
@@ -692,7 +713,7 @@ class Reader {
           ValuePtr name = pop();
           ValuePtr module = pop();
           if (name->kind != Kind::String || module->kind != Kind::String) fail("STACK_GLOBAL needs two str");
-          push(Value::global(module->as_string(), name->as_string()));
+          push(make_global(module->as_string(), name->as_string()));
           break;
         }
         case op::REDUCE: {
@@ -798,6 +819,22 @@ class Reader {
       return (i % 2 ? item.second : item.first).get();
     }
     return std::get<Value::Items>(v.payload)[i].get();
+  }
+
+  // For one byte, CPython's _codecs.encode argument is its cached one-character
+  // str, which other parts of the pickle may reference through the memo. Such
+  // bytes go back to being the call, so that writing them reproduces those
+  // references (bytes used as keys stay bytes: their hash must not change).
+  void keep_shared_chars() {
+    for (auto& b : one_byte_bytes_) {
+      if (!fetched_chars_.count(b.args->items()[0]) || hashed_bytes_.count(b.node.get())) continue;
+      Object call;
+      call.callable = b.callable;
+      call.args = b.args;
+      b.node->kind = Kind::Object;
+      b.node->payload = std::move(call);
+      created_.push_back(b.node);
+    }
   }
 
   // Mutation through the memo can chain containers without the stack ever

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <bit>
 #include <deque>
-#include <map>
 #include <optional>
 #include <unordered_map>
 
@@ -194,7 +193,7 @@ class Writer {
   }
 
  private:
-  enum class Task : uint8_t { Save, Opcode, PutFresh, EndTuple, EndReduce, Batch };
+  enum class Task : uint8_t { Save, Opcode, PutFresh, Latin1, EndTuple, EndReduce, Batch };
   enum class Seq : uint8_t { Items, ObjectListItems, DictItems, ObjectDictItems };
   struct Job {
     Task task;
@@ -235,6 +234,7 @@ class Writer {
       case Task::Save: save(*job.slot); break;
       case Task::Opcode: out_ += job.opcode; break;
       case Task::PutFresh: put(next_id_++); break;
+      case Task::Latin1: save_latin1(); break;
       case Task::EndTuple: end_tuple(*job.node); break;
       case Task::EndReduce: end_reduce(*job.node, *job.key); break;
       case Task::Batch: batch(job); break;
@@ -319,13 +319,11 @@ class Writer {
 
   // ---- memo ----
 
-  // CPython's empty str, empty bytes and one-byte bytes are singletons, so
-  // equal ones are one object there and are memoized by value here.
+  // CPython's empty str and empty bytes are singletons, so equal ones are one
+  // object there and are memoized by value here.
   static std::optional<std::string> memo_key(const Value& v) {
     if (v.kind == Kind::String && std::get<std::string>(v.payload).empty()) return std::string("s");
-    if (v.kind == Kind::Bytes && std::get<std::string>(v.payload).size() <= 1) {
-      return "b" + std::get<std::string>(v.payload);
-    }
+    if (v.kind == Kind::Bytes && std::get<std::string>(v.payload).empty()) return std::string("b");
     return std::nullopt;
   }
 
@@ -362,10 +360,12 @@ class Writer {
       case Kind::Bool: out_ += std::get<bool>(v.payload) ? op::NEWTRUE : op::NEWFALSE; return;
       case Kind::Int: write_int(std::get<int64_t>(v.payload)); return;
       case Kind::BigInt: write_long(std::get<std::string>(v.payload)); return;
-      case Kind::Float:
+      case Kind::Float: {
+        auto bits = std::bit_cast<uint64_t>(std::get<double>(v.payload));  // big-endian, as PyFloat_Pack8
         out_ += op::BINFLOAT;
-        for (int i = 7; i >= 0; --i) out_ += static_cast<char>(std::bit_cast<uint64_t>(std::get<double>(v.payload)) >> (8 * i));
+        for (int i = 7; i >= 0; --i) out_ += static_cast<char>(bits >> (8 * i));
         return;
+      }
       case Kind::Global: {
         const GlobalRef& g = std::get<GlobalRef>(v.payload);
         write_global(g.module, g.name);
@@ -446,18 +446,34 @@ class Writer {
       for (char c : data) append_utf8_latin1(text, static_cast<uint8_t>(c));
       write_unicode(text);
       put(next_id_++);
-      if (latin1_id_) {
-        get(*latin1_id_);
-      } else {
-        write_unicode("latin1");
-        latin1_id_ = next_id_;
-        put(next_id_++);
-      }
+      save_latin1();
       out_ += static_cast<char>(op::TUPLE1 + 1);
       put(next_id_++);
     }
     out_ += op::REDUCE;
     memoize(v);
+  }
+
+  // The encoding name of bytes reductions: one interned str in CPython.
+  void save_latin1() {
+    if (latin1_id_) {
+      get(*latin1_id_);
+    } else {
+      write_unicode("latin1");
+      latin1_id_ = next_id_;
+      put(next_id_++);
+    }
+  }
+
+  // _codecs.encode(text, 'latin1') kept as an Object by the reader (see
+  // pickle_reader.cpp): its 'latin1' is the interned one of the bytes reductions.
+  static bool is_latin1_encode(const Object& o) {
+    if (o.construct != Object::Construct::Reduce || !o.callable || o.callable->kind != Kind::Global) return false;
+    const GlobalRef& g = std::get<GlobalRef>(o.callable->payload);
+    if (g.module != "_codecs" || g.name != "encode" || o.args->kind != Kind::Tuple) return false;
+    const auto& args = std::get<Value::Items>(o.args->payload);
+    return args.size() == 2 && args[1] && args[1]->kind == Kind::String &&
+           std::get<std::string>(args[1]->payload) == "latin1";
   }
 
   void save_tuple(const Value& v) {
@@ -500,7 +516,13 @@ class Writer {
         push_save(&o.kwargs);
         break;
     }
-    push_save(&o.args);
+    if (is_latin1_encode(o) && !memo_id(*o.args)) {
+      push({.task = Task::EndTuple, .node = o.args.get()});
+      push({.task = Task::Latin1});
+      push_save(&o.args->items()[0]);
+    } else {
+      push_save(&o.args);
+    }
     push_save(&o.callable);
   }
 

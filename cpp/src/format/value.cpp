@@ -5,7 +5,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 
 #include "fabricckpt/error.h"
@@ -117,7 +116,9 @@ bool numbers_equal(const Value& a, const Value& b) {
   bool a_int = a.kind == Kind::Int || a.kind == Kind::Bool;
   bool b_int = b.kind == Kind::Int || b.kind == Kind::Bool;
   if (a_int && b_int) return int_of(a) == int_of(b);
-  if (a.kind == Kind::BigInt && b.kind == Kind::BigInt) return std::get<std::string>(a.payload) == std::get<std::string>(b.payload);
+  if (a.kind == Kind::BigInt && b.kind == Kind::BigInt) {
+    return std::get<std::string>(a.payload) == std::get<std::string>(b.payload);
+  }
   if (a.kind == Kind::Float && b.kind == Kind::Float) return std::get<double>(a.payload) == std::get<double>(b.payload);
   if (b.kind == Kind::Float) return numbers_equal(b, a);
   if (a.kind != Kind::Float) return false;  // Int against BigInt: normalised, never equal

@@ -159,6 +159,22 @@ void TorchZipWriter::write_data(const void* data, size_t size) {
   offset_ += size;
 }
 
+void TorchZipWriter::write_record_placed(std::string_view name, uint64_t size, uint32_t crc, const void* head) {
+  begin_record(name, size);
+  if (open_.discard || size == 0) {
+    open_.written = size;
+    end_record();
+    return;
+  }
+  if (head == nullptr) fail("record ", name, ": no data given");
+  std::memcpy(open_.head, head, std::min<uint64_t>(size, sizeof open_.head));
+  open_.crc = compute_crc32_ ? crc : 0;
+  out_.skip(size);
+  open_.written = size;
+  offset_ += size;
+  end_record();
+}
+
 void TorchZipWriter::end_record() {
   if (!record_open_) fail("end_record() without a record");
   if (open_.written != open_.size) {

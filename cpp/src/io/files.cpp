@@ -50,9 +50,45 @@ MappedFile::MappedFile(std::string path, const uint8_t* data, size_t size, bool 
 
 MappedFile::~MappedFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
-std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) { return open_mode(path, false); }
+
+std::shared_ptr<const MappedFile> MappedFile::open_private(const std::string& path) {
+  return open_mode(path, true);
+}
+
+uint8_t* MappedFile::mutable_data() const {
+  if (!writable_) throw Error(concat(path_, " is mapped read-only"));
+  return const_cast<uint8_t*>(data_);
+}
+
+void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
+  if (offset > size_ || size > size_ - offset) {
+    throw IoError(concat("cannot read ", size, " bytes at offset ", offset, " of ", path_, ": beyond its ",
+                         size_, " bytes"));
+  }
+  if (fd_ < 0) {  // in-memory content
+    if (size > 0) std::memcpy(dest, data_ + offset, size);
+    return;
+  }
+  char* p = static_cast<char*>(dest);
+  while (size > 0) {
+    ssize_t n = ::pread(fd_, p, size < (size_t{1} << 30) ? size : (size_t{1} << 30), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int error = errno;
+      throw IoError(concat("cannot read ", path_, ": ", reason(error)));
+    }
+    if (n == 0) throw IoError(concat("cannot read ", path_, ": the file got shorter while it was read"));
+    p += n;
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<size_t>(n);
+  }
+}
+
+std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path, bool writable) {
   FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
     int error = errno;
@@ -68,20 +104,31 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   if (size == 0) {
     return std::shared_ptr<const MappedFile>(new MappedFile(path, nullptr, 0, false, {}));
   }
-  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  // Private either way: with PROT_WRITE, writes make private copies of the pages (copy on write).
+  void* data = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (data == MAP_FAILED) {
     int error = errno;
     throw IoError(concat("cannot map ", path, ": ", reason(error)));
   }
-  // The mapping stays valid after the descriptor is closed.
-  return std::shared_ptr<const MappedFile>(
-      new MappedFile(path, static_cast<const uint8_t*>(data), size, true, {}));
+  auto file = std::shared_ptr<MappedFile>(new MappedFile(path, static_cast<const uint8_t*>(data), size, true, {}));
+  file->writable_ = writable;
+  // A copy-on-write mapping lives as long as the tensors viewing it: it keeps no descriptor.
+  // A read-only one keeps its descriptor for read_at().
+  if (!writable) {
+    int kept = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (kept >= 0) file->fd_ = kept;
+  }
+  return file;
 }
 
 std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std::string name) {
   return std::shared_ptr<const MappedFile>(
       new MappedFile(std::move(name), nullptr, 0, false, std::move(bytes)));
 }
+
+// --- OutputSink, StringSink ---------------------------------------------------------------
+
+void OutputSink::skip(uint64_t) { throw Error("this output cannot leave gaps for data written elsewhere"); }
 
 // --- StringSink ---------------------------------------------------------------------------
 
@@ -139,23 +186,24 @@ void AtomicFileSink::fail(const char* what, int error) const {
   throw IoError(concat(what, " ", target_path_, " (temporary file ", temp_path_, "): ", reason(error)));
 }
 
-void AtomicFileSink::write_fully(const void* data, size_t size) {
+void AtomicFileSink::write_fully(uint64_t offset, const void* data, size_t size) {
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     // Linux moves at most ~2 GiB per call.
-    ssize_t n = ::write(fd_, p, size < (size_t{1} << 30) ? size : (size_t{1} << 30));
+    ssize_t n = ::pwrite(fd_, p, size < (size_t{1} << 30) ? size : (size_t{1} << 30), static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       fail("cannot write", errno);
     }
     p += n;
+    offset += static_cast<uint64_t>(n);
     size -= static_cast<size_t>(n);
   }
 }
 
 void AtomicFileSink::flush_buffer() {
   if (buffered_ == 0) return;
-  write_fully(buffer_.get(), buffered_);
+  write_fully(position_ - buffered_, buffer_.get(), buffered_);
   buffered_ = 0;
 }
 
@@ -163,12 +211,36 @@ void AtomicFileSink::write(const void* data, size_t size) {
   if (committed_) throw Error(concat("write to ", target_path_, " after commit"));
   if (size > kBufferSize - buffered_) flush_buffer();
   if (size >= kBufferSize) {
-    write_fully(data, size);  // large blocks skip the copy
+    write_fully(position_, data, size);  // large blocks skip the copy
   } else {
     std::memcpy(buffer_.get() + buffered_, data, size);
     buffered_ += size;
   }
   position_ += size;
+}
+
+void AtomicFileSink::skip(uint64_t size) {
+  if (committed_) throw Error(concat("write to ", target_path_, " after commit"));
+  flush_buffer();
+  position_ += size;
+}
+
+void AtomicFileSink::preallocate(uint64_t size) {
+  if (committed_) throw Error(concat("write to ", target_path_, " after commit"));
+  if (size == 0) return;
+  // fallocate(2), not posix_fallocate: no slow emulation where the file system lacks it
+  // (EOPNOTSUPP); then the blocks are allocated as the data comes.
+  if (::fallocate(fd_, 0, 0, static_cast<off_t>(size)) != 0) {
+    int error = errno;
+    if (error == ENOSPC || error == EFBIG || error == EIO) fail("cannot reserve space for", error);
+  }
+}
+
+void AtomicFileSink::write_at(uint64_t offset, const void* data, size_t size) {
+  if (committed_) throw Error(concat("write to ", target_path_, " after commit"));
+  write_fully(offset, data, size);
+  // Starts write-back of this range now; commit() then waits only for the tail.
+  if (fsync_ && size > 0) ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(size), SYNC_FILE_RANGE_WRITE);
 }
 
 void AtomicFileSink::commit() {

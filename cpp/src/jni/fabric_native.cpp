@@ -2,8 +2,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <unordered_set>
+
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/state.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/value.h"
 #include "fabricckpt/zip.h"
@@ -97,6 +100,9 @@ NativeValue NativeValue::newDouble(double v) { return NativeValue(Value::floatin
 NativeValue NativeValue::newString(const signed char* utf8, long long length) {
   return NativeValue(Value::string(from_bytes(utf8, length)));
 }
+NativeValue NativeValue::newInternedString(const signed char* utf8, long long length) {
+  return NativeValue(state::interned_string(from_bytes(utf8, length)));
+}
 NativeValue NativeValue::newBytes(const signed char* data, long long length) {
   return NativeValue(Value::bytes(from_bytes(data, length)));
 }
@@ -141,6 +147,49 @@ void NativeValue::addDictItem(const NativeValue& key, const NativeValue& value) 
   value_->object_ref().dict_items.emplace_back(key.value_, value.value_);
 }
 
+bool NativeValue::contains(const signed char* key, long long length) const {
+  return value_->dict().get(from_bytes(key, length)) != nullptr;
+}
+NativeValue NativeValue::get(const signed char* key, long long length) const {
+  const std::string name = from_bytes(key, length);
+  ValuePtr found = value_->dict().get(name);
+  if (!found) throw StateError(concat("no key '", name, "'"));
+  return NativeValue(found);
+}
+bool NativeValue::erase(const signed char* key, long long length) {
+  return value_->dict().erase(*Value::string(from_bytes(key, length)));
+}
+
+NativeValue moduleStateDict(void* module) {
+  if (module == nullptr) throw Error("null module");
+  return NativeValue(state::module_state_dict(*static_cast<torch::nn::Module*>(module)));
+}
+
+std::string loadModuleStateDict(void* module, const NativeValue& state_dict, bool strict) {
+  if (module == nullptr) throw Error("null module");
+  auto report = state::load_module_state_dict(*static_cast<torch::nn::Module*>(module), *state_dict.get(), strict);
+  std::string out;
+  auto list = [&](const char* what, const std::vector<std::string>& keys) {
+    if (keys.empty()) return;
+    out += out.empty() ? "" : "; ";
+    out += what;
+    for (size_t i = 0; i < keys.size(); ++i) out += (i ? ", " : " ") + keys[i];
+  };
+  list("missing keys:", report.missing_keys);
+  list("unexpected keys:", report.unexpected_keys);
+  return out;
+}
+
+NativeValue optimizerStateDict(void* optimizer) {
+  if (optimizer == nullptr) throw Error("null optimizer");
+  return NativeValue(state::optimizer_state_dict(*static_cast<torch::optim::Optimizer*>(optimizer)));
+}
+
+void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict) {
+  if (optimizer == nullptr) throw Error("null optimizer");
+  state::load_optimizer_state_dict(*static_cast<torch::optim::Optimizer*>(optimizer), *state_dict.get());
+}
+
 NativeValue loadTorchFile(const std::string& path, bool verify_crc) {
   TorchLoadOptions options;
   options.verify_crc = verify_crc;
@@ -153,11 +202,96 @@ std::string torchFileArchiveName(const std::string& path) {
   return ZipReader(file).archive_name();
 }
 
+std::string verifyTorchFile(const std::string& path) {
+  auto file = MappedFile::open(path);
+  size_t records = 0;
+  if (file->size() > 0 && is_zip(*file)) {
+    ZipReader zip(file);
+    for (const auto& record : zip.records()) zip.data(record, /*verify_crc=*/true);
+    records = zip.records().size();
+  }
+  TorchCheckpoint checkpoint = load_torch_file(path);
+  size_t tensors = 0;
+  uint64_t tensor_bytes = 0;
+  std::vector<const Value*> stack{checkpoint.root.get()};
+  std::unordered_set<const Value*> seen;
+  while (!stack.empty()) {
+    const Value* v = stack.back();
+    stack.pop_back();
+    if (!seen.insert(v).second) continue;
+    switch (v->kind) {
+      case Kind::Tensor:
+        ++tensors;
+        tensor_bytes += v->tensor_ref().tensor->nbytes();
+        break;
+      case Kind::Tuple: case Kind::List: case Kind::Set: case Kind::FrozenSet:
+        for (const auto& item : v->items()) stack.push_back(item.get());
+        break;
+      case Kind::Dict:
+        for (const auto& [key, value] : v->dict().items()) {
+          stack.push_back(key.get());
+          stack.push_back(value.get());
+        }
+        if (v->dict().state) stack.push_back(v->dict().state.get());
+        break;
+      case Kind::Object: {
+        const Object& o = v->object_ref();
+        for (const ValuePtr& part : {o.callable, o.args, o.kwargs, o.state}) {
+          if (part) stack.push_back(part.get());
+        }
+        for (const auto& item : o.list_items) stack.push_back(item.get());
+        for (const auto& [key, value] : o.dict_items) {
+          stack.push_back(key.get());
+          stack.push_back(value.get());
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return concat(path, ": OK (", checkpoint.legacy ? "legacy format" : concat(records, " records, CRC-32 verified"),
+                ", ", tensors, " tensors, ", tensor_bytes, " tensor bytes)");
+}
+
 void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync) {
   TorchSaveOptions options;
   options.archive_name = archive_name.empty() ? "archive" : archive_name;
   options.fsync = fsync;
   save_torch_file(path, root.get(), options);
+}
+
+}  // namespace fabricckpt::jni
+
+// --- throughput: mapped and parallel loads, parallel saves, snapshots, progress ----------------
+namespace fabricckpt::jni {
+
+NativeProgress::NativeProgress() : progress_(std::make_shared<IoProgress>()) {}
+long long NativeProgress::bytesDone() const { return static_cast<long long>(progress_->done.load()); }
+long long NativeProgress::bytesTotal() const { return static_cast<long long>(progress_->total.load()); }
+
+NativeValue loadTorchFileWith(const std::string& path, bool verify_crc, bool mmap, int threads,
+                              NativeProgress* progress) {
+  TorchLoadOptions options;
+  options.verify_crc = verify_crc;
+  options.mmap = mmap;
+  options.threads = threads;
+  options.progress = progress ? progress->get() : nullptr;
+  return NativeValue(load_torch_file(path, options).root);
+}
+
+void saveTorchFileWith(const std::string& path, const NativeValue& root, const std::string& archive_name,
+                       bool fsync, int threads, NativeProgress* progress) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.fsync = fsync;
+  options.threads = threads;
+  options.progress = progress ? progress->get() : nullptr;
+  save_torch_file(path, root.get(), options);
+}
+
+NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress* progress) {
+  return NativeValue(snapshot_tensors(root.get(), threads, progress ? progress->get() : nullptr));
 }
 
 }  // namespace fabricckpt::jni

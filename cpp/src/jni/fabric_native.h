@@ -63,6 +63,8 @@ class NativeValue {
   static NativeValue newBigInt(const signed char* twos_complement_le, long long length);
   static NativeValue newDouble(double v);
   static NativeValue newString(const signed char* utf8, long long length);
+  // The one node per text that CPython's interned identifier literals correspond to (see state.h).
+  static NativeValue newInternedString(const signed char* utf8, long long length);
   static NativeValue newBytes(const signed char* data, long long length);
   static NativeValue newTuple();
   static NativeValue newList();
@@ -80,6 +82,10 @@ class NativeValue {
   void setObjectState(const NativeValue& state);
   void addListItem(const NativeValue& item);
   void addDictItem(const NativeValue& key, const NativeValue& value);
+  // Dict lookups by string key (UTF-8), as Fabric.load needs them.
+  bool contains(const signed char* key, long long length) const;
+  NativeValue get(const signed char* key, long long length) const;  // StateError-like Error if absent
+  bool erase(const signed char* key, long long length);
 
   const std::shared_ptr<Value>& get() const { return value_; }
 
@@ -91,7 +97,56 @@ class NativeValue {
 NativeValue loadTorchFile(const std::string& path, bool verify_crc);
 // The archive folder name of a zip checkpoint ("" for legacy files).
 std::string torchFileArchiveName(const std::string& path);
+// --- the state layer: modules and optimizers <-> Python-shaped state dicts -----------------
+// `module` is a torch::nn::Module*, `optimizer` a torch::optim::Optimizer* (the preset objects' addresses).
+NativeValue moduleStateDict(void* module);
+// Returns "" or, when not strict, a description of what did not match.
+std::string loadModuleStateDict(void* module, const NativeValue& state_dict, bool strict);
+NativeValue optimizerStateDict(void* optimizer);
+void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict);
+
+// Checks a checkpoint end to end: every zip record's CRC-32, the pickle, every storage and tensor
+// view. Returns a one-line summary; throws with the file and what is wrong.
+std::string verifyTorchFile(const std::string& path);
+
 // tree -> torch.save file, atomically.
 void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync);
+
+}  // namespace fabricckpt::jni
+
+// --- throughput: mapped and parallel loads, parallel saves, snapshots, progress ----------------
+namespace fabricckpt {
+struct IoProgress;
+}
+
+namespace fabricckpt::jni {
+
+// Progress of one long load, save or snapshot: the call runs on one JVM thread
+// while another polls these (bytes so far, of all; total is 0 until known).
+class NativeProgress {
+ public:
+  NativeProgress();
+  long long bytesDone() const;
+  long long bytesTotal() const;
+  IoProgress* get() const { return progress_.get(); }
+
+ private:
+  std::shared_ptr<IoProgress> progress_;
+};
+
+// torch.save file -> tree. With `mmap`, tensors view a private copy-on-write mapping of the file
+// (torch.load(mmap=True)): storages' CRCs are not checked then. Without, storages are read into
+// owned memory by `threads` threads (0: one per core), CRCs checked when `verify_crc`.
+// `progress` may be null.
+NativeValue loadTorchFileWith(const std::string& path, bool verify_crc, bool mmap, int threads,
+                              NativeProgress* progress);
+
+// tree -> torch.save file, atomically, with `threads` writers (0: one per core); `progress` may be null.
+void saveTorchFileWith(const std::string& path, const NativeValue& root, const std::string& archive_name,
+                       bool fsync, int threads, NativeProgress* progress);
+
+// The same tree with every storage copied once (views keep sharing): saving the copy later gives
+// the bytes saving `root` gives now. For async saves. `progress` may be null.
+NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress* progress);
 
 }  // namespace fabricckpt::jni

@@ -5,12 +5,21 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/Storage.h>
+#include <sys/mman.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "dtypes.h"
+#include "fabricckpt/crc32.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/pickle.h"
@@ -18,6 +27,129 @@
 
 namespace fabricckpt {
 namespace {
+
+// --- parallel work ---------------------------------------------------------------------------
+
+// Pieces of storage data handled by one thread at a time: large enough that a
+// system call or a CRC restart costs nothing, small enough to stay in cache
+// between the CRC and the copy.
+constexpr size_t kChunk = size_t{4} << 20;
+// Below this many bytes in all, one thread does the work (starting threads costs more).
+constexpr uint64_t kParallelThreshold = uint64_t{16} << 20;
+
+int pick_threads(int requested, uint64_t bytes, size_t pieces) {
+  if (requested <= 0) {
+    if (bytes < kParallelThreshold) return 1;
+    const unsigned cores = std::thread::hardware_concurrency();
+    requested = static_cast<int>(std::clamp(cores == 0 ? 2u : cores, 1u, 8u));
+  }
+  return static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(requested), pieces)));
+}
+
+// Runs work(i) for every i in [0, count) on `threads` threads, the caller's included.
+// After the first exception the others stop picking up work; it is rethrown here.
+void run_parallel(size_t count, int threads, const std::function<void(size_t)>& work) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto loop = [&] {
+    for (;;) {
+      if (failed.load(std::memory_order_relaxed)) return;
+      const size_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= count) return;
+      try {
+        work(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < threads && static_cast<size_t>(t) < count; ++t) helpers.emplace_back(loop);
+  loop();
+  for (auto& h : helpers) h.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// A piece [offset, offset + size) of item `item`.
+struct Piece {
+  size_t item;
+  uint64_t offset;
+  size_t size;
+};
+
+std::vector<Piece> split(const std::vector<uint64_t>& sizes) {
+  std::vector<Piece> pieces;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    for (uint64_t at = 0; at < sizes[i]; at += kChunk) {
+      pieces.push_back(Piece{i, at, static_cast<size_t>(std::min<uint64_t>(kChunk, sizes[i] - at))});
+    }
+  }
+  return pieces;
+}
+
+// --- storage memory --------------------------------------------------------------------------
+
+// Large storages that this library fills itself (eager loads, snapshots) come
+// from anonymous mappings advised to use transparent huge pages: one page fault
+// per 2 MiB instead of per 4 KiB makes filling fresh memory several times faster.
+// Small ones use libtorch's CPU allocator.
+constexpr size_t kHugePage = size_t{2} << 20;
+
+struct Mapping {
+  void* base;
+  size_t length;
+};
+
+void unmap_storage(void* context) {
+  auto* mapping = static_cast<Mapping*>(context);
+  ::munmap(mapping->base, mapping->length);
+  delete mapping;
+}
+
+class LargeAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t nbytes) override {
+    if (nbytes < kHugePage) return c10::GetCPUAllocator()->allocate(nbytes);
+    const size_t length = (nbytes + kHugePage - 1) / kHugePage * kHugePage;
+    void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) {
+      // Fall back to libtorch's allocator (which reports out-of-memory its own way).
+      return c10::GetCPUAllocator()->allocate(nbytes);
+    }
+#ifdef MADV_HUGEPAGE
+    ::madvise(base, length, MADV_HUGEPAGE);
+#endif
+    return c10::DataPtr(base, new Mapping{base, length}, &unmap_storage, c10::Device(c10::DeviceType::CPU));
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    if (count > 0) std::memcpy(dest, src, count);
+  }
+};
+
+c10::Allocator* large_allocator() {
+  static LargeAllocator allocator;
+  return &allocator;
+}
+
+c10::Storage allocate_storage(size_t nbytes) {
+  return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, large_allocator(), /*resizable=*/false);
+}
+
+// A storage that views bytes of a copy-on-write mapping and keeps the mapping alive.
+void release_mapping(void* context) { delete static_cast<std::shared_ptr<const MappedFile>*>(context); }
+
+c10::Storage mapped_storage(const std::shared_ptr<const MappedFile>& file, uint64_t offset, size_t nbytes) {
+  void* data = file->mutable_data() + offset;
+  c10::DataPtr ptr(data, new std::shared_ptr<const MappedFile>(file), &release_mapping,
+                   c10::Device(c10::DeviceType::CPU));
+  return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr), /*allocator=*/nullptr,
+                      /*resizable=*/false);
+}
 
 using torchsave::dtype_of_name;
 using torchsave::dtype_of_storage_class;
@@ -136,6 +268,12 @@ std::string require_string(const Value& v, const char* what) {
   return v.as_string();
 }
 
+std::string hex32(uint32_t v) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%08x", v);
+  return text;
+}
+
 TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options) {
   ZipReader zip(file);
   const std::string& path = file->path();
@@ -148,6 +286,12 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
   }
 
   std::unordered_map<std::string, ValuePtr> storages;  // key -> storage node (shared by views)
+  // Storages to fill once the pickle is read: all at once, from several threads.
+  struct PendingRead {
+    const ZipRecord* record;
+    void* dest;
+  };
+  std::vector<PendingRead> pending;
   UnpickleHooks hooks;
   hooks.reduce = reduce_torch;
   hooks.persistent_load = [&](const ValuePtr& pid) -> ValuePtr {
@@ -171,23 +315,66 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
       throw FormatError(concat("record ", record_name, " holds ", record->size, " bytes, the pickle expects ",
                                numel, " elements of ", element_size, " bytes"));
     }
-    const std::string_view bytes = zip.data(*record, options.verify_crc);
-    auto payload = std::make_shared<TorchStorage>(
-        TorchStorage{new_storage(bytes.data(), static_cast<size_t>(numel) * element_size), dtype, location});
+    const size_t nbytes = static_cast<size_t>(numel) * element_size;
+    std::shared_ptr<TorchStorage> payload;
+    if (options.mmap && file->writable() && record->data_offset % element_size == 0) {
+      // The tensor views the mapping; the data is read when it is first touched.
+      payload = std::make_shared<TorchStorage>(TorchStorage{mapped_storage(file, record->data_offset, nbytes),
+                                                            dtype, location});
+    } else if (record->size == nbytes && nbytes > 0) {
+      payload = std::make_shared<TorchStorage>(TorchStorage{allocate_storage(nbytes), dtype, location});
+      pending.push_back(PendingRead{record, payload->storage.mutable_data()});
+    } else {  // a record longer than its storage (the CRC covers it all), or empty
+      const std::string_view bytes = zip.data(*record, options.verify_crc);
+      payload = std::make_shared<TorchStorage>(TorchStorage{new_storage(bytes.data(), nbytes), dtype, location});
+    }
     auto node = Value::storage(StorageRef{payload, id[1]->global_ref().name});
     storages.emplace(key, node);
     return node;
   };
 
+  TorchCheckpoint out;
   try {
     const std::string_view pickled = zip.data(*pickle_record, options.verify_crc);
-    TorchCheckpoint out;
     out.root = unpickle(pickled, hooks).value;
     out.archive_name = zip.archive_name();
-    return out;
   } catch (const FormatError& e) {
     throw FormatError(concat(path, ": ", zip.archive_name(), "/data.pkl: ", e.what()));
   }
+
+  // Fill the storages: pread(2) into fresh memory piece by piece, each piece's CRC
+  // taken while it is still in cache, the pieces' CRCs combined per record.
+  std::vector<uint64_t> sizes;
+  uint64_t total = 0;
+  for (const auto& p : pending) {
+    sizes.push_back(p.record->size);
+    total += p.record->size;
+  }
+  if (options.progress) options.progress->total = total;
+  const std::vector<Piece> pieces = split(sizes);
+  std::vector<uint32_t> crcs(pieces.size());
+  run_parallel(pieces.size(), pick_threads(options.threads, total, pieces.size()), [&](size_t i) {
+    const Piece& piece = pieces[i];
+    const PendingRead& read = pending[piece.item];
+    uint8_t* dest = static_cast<uint8_t*>(read.dest) + piece.offset;
+    file->read_at(read.record->data_offset + piece.offset, dest, piece.size);
+    if (options.verify_crc) crcs[i] = crc32_update(0, dest, piece.size);
+    if (options.progress) options.progress->add(piece.size);
+  });
+  if (options.verify_crc) {
+    size_t i = 0;
+    for (const auto& read : pending) {
+      uint32_t crc = 0;
+      for (uint64_t at = 0; at < read.record->size; at += pieces[i].size, ++i) {
+        crc = crc32_combine(crc, crcs[i], pieces[i].size);
+      }
+      if (crc != read.record->crc32) {
+        throw FormatError(concat(path, ": record ", read.record->name, ": CRC-32 mismatch (stored ",
+                                 hex32(read.record->crc32), ", computed ", hex32(crc), ")"));
+      }
+    }
+  }
+  return out;
 }
 
 // The pre-1.6 format: magic, protocol, sys_info, the object pickle, the storage
@@ -360,31 +547,261 @@ class StorageCollector {
 }  // namespace
 
 TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions& options) {
-  auto file = MappedFile::open(path);
+  auto file = options.mmap ? MappedFile::open_private(path) : MappedFile::open(path);
   if (file->size() == 0) throw FormatError(concat(path, ": file is empty"));
   if (is_zip(*file)) return load_zip(file, options);
   return load_legacy(file);
 }
 
+namespace {
+
+// One record of a torch.save file, in the order torch writes them.
+struct RecordSpec {
+  std::string name;
+  const void* data;
+  uint64_t size;
+};
+
+// The pickle and the storages it refers to; `pickled` must outlive the records.
+std::vector<RecordSpec> torch_records(const ValuePtr& root, std::string& pickled, StorageCollector& storages) {
+  pickled = pickle(root, storages.hooks());
+  std::vector<RecordSpec> records;
+  records.push_back({"data.pkl", pickled.data(), pickled.size()});
+  records.push_back({".format_version", "1", 1});
+  records.push_back({".storage_alignment", "64", 2});
+  records.push_back({"byteorder", "little", 6});
+  for (const auto& entry : storages.entries()) {
+    records.push_back({"data/" + entry.key, entry.storage.data(), entry.storage.nbytes()});
+  }
+  records.push_back({"version", "3\n", 2});
+  return records;
+}
+
+// Records this large are written by the parallel writers; smaller ones go through the sink's buffer.
+constexpr uint64_t kPlacedRecord = uint64_t{1} << 20;
+
+// Writes the records into `sink` (an empty temp file): plans where every byte
+// goes, writes the large records' data from several threads at their planned
+// offsets (pwrite, CRC per piece), then the headers, small records, descriptors
+// and the directory in one sequential pass that skips over the placed data.
+void write_planned(AtomicFileSink& sink, const std::vector<RecordSpec>& records, const std::string& archive_name,
+                   const TorchSaveOptions& options) {
+  // 1. The layout: the same writer over a sink that only counts. CRCs do not move anything.
+  PlanningSink plan;
+  {
+    TorchZipWriter zip(plan, archive_name);
+    for (const auto& r : records) zip.write_record_placed(r.name, r.size, 0, r.data);
+    zip.finish();
+  }
+  const uint64_t total = plan.position();
+  std::vector<uint64_t> data_offset(records.size(), 0);
+  {
+    size_t next = 0;
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (records[i].size == 0) continue;
+      if (next >= plan.skipped_offsets().size()) throw Error("zip layout plan lost a record");
+      data_offset[i] = plan.skipped_offsets()[next++];
+    }
+  }
+  if (options.progress) options.progress->total = total;
+
+  // 2. The large records' data, straight from tensor memory.
+  std::vector<size_t> placed;
+  std::vector<uint64_t> sizes;
+  uint64_t placed_bytes = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (records[i].size >= kPlacedRecord) {
+      placed.push_back(i);
+      sizes.push_back(records[i].size);
+      placed_bytes += records[i].size;
+    }
+  }
+  sink.preallocate(total);
+  const std::vector<Piece> pieces = split(sizes);
+  std::vector<uint32_t> piece_crcs(pieces.size());
+  run_parallel(pieces.size(), pick_threads(options.threads, placed_bytes, pieces.size()), [&](size_t p) {
+    const Piece& piece = pieces[p];
+    const size_t r = placed[piece.item];
+    const auto* data = static_cast<const uint8_t*>(records[r].data) + piece.offset;
+    piece_crcs[p] = crc32_update(0, data, piece.size);
+    sink.write_at(data_offset[r] + piece.offset, data, piece.size);
+    if (options.progress) options.progress->add(piece.size);
+  });
+  std::vector<uint32_t> crc(records.size(), 0);
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    uint32_t& c = crc[placed[pieces[p].item]];
+    c = crc32_combine(c, piece_crcs[p], pieces[p].size);
+  }
+
+  // 3. Everything else, in order, around the placed data (which must be where planned).
+  class Gaps : public OutputSink {
+   public:
+    explicit Gaps(AtomicFileSink& file) : file_(file) {}
+    void write(const void* data, size_t size) override { file_.write(data, size); }
+    uint64_t position() const override { return file_.position(); }
+    void skip(uint64_t size) override {
+      if (file_.position() != expected) throw Error("zip layout differs from its plan");
+      file_.skip(size);
+    }
+    uint64_t expected = 0;
+
+   private:
+    AtomicFileSink& file_;
+  } gaps(sink);
+  TorchZipWriter zip(gaps, archive_name);
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    if (r.size >= kPlacedRecord) {
+      gaps.expected = data_offset[i];
+      zip.write_record_placed(r.name, r.size, crc[i], r.data);
+    } else {
+      zip.write_record(r.name, r.data, r.size);
+    }
+  }
+  zip.finish();
+  if (sink.position() != total) throw Error("zip layout differs from its plan");
+  if (options.progress) options.progress->done = total;
+}
+
+}  // namespace
+
 void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name) {
   StorageCollector storages;
-  const std::string pickled = pickle(root, storages.hooks());
+  std::string pickled;
+  const auto records = torch_records(root, pickled, storages);
   TorchZipWriter zip(out, archive_name);
-  zip.write_record("data.pkl", pickled.data(), pickled.size());
-  zip.write_record(".format_version", "1", 1);
-  zip.write_record(".storage_alignment", "64", 2);
-  zip.write_record("byteorder", "little", 6);
-  for (const auto& entry : storages.entries()) {
-    zip.write_record("data/" + entry.key, entry.storage.data(), entry.storage.nbytes());
-  }
-  zip.write_record("version", "3\n", 2);
+  for (const auto& r : records) zip.write_record(r.name, r.data, r.size);
   zip.finish();
 }
 
 void save_torch_file(const std::string& path, const ValuePtr& root, const TorchSaveOptions& options) {
+  StorageCollector storages;
+  std::string pickled;
+  const auto records = torch_records(root, pickled, storages);
   AtomicFileSink sink(path, options.fsync);
-  write_torch_save(sink, root, options.archive_name);
+  write_planned(sink, records, options.archive_name, options);
   sink.commit();
+}
+
+// --- snapshots -------------------------------------------------------------------------------
+
+namespace {
+
+class Snapshot {
+ public:
+  ValuePtr copy(const ValuePtr& v) {
+    if (!v) return v;
+    if (auto it = copies_.find(v.get()); it != copies_.end()) return it->second;
+    switch (v->kind) {
+      case Kind::None: case Kind::Bool: case Kind::Int: case Kind::BigInt: case Kind::Float:
+      case Kind::String: case Kind::Bytes: case Kind::Global: case Kind::Storage:
+        return v;  // immutable: the copy shares the node (and so keeps its identity)
+      default:
+        break;
+    }
+    auto out = std::make_shared<Value>();
+    out->kind = v->kind;
+    copies_.emplace(v.get(), out);  // before the children: containers may contain themselves
+    switch (v->kind) {
+      case Kind::Tuple: case Kind::List: case Kind::Set: case Kind::FrozenSet: {
+        Value::Items items;
+        items.reserve(v->items().size());
+        for (const auto& item : v->items()) items.push_back(copy(item));
+        out->payload = std::move(items);
+        break;
+      }
+      case Kind::Dict: {
+        Dict dict;
+        dict.ordered = v->dict().ordered;
+        for (const auto& [key, value] : v->dict().items()) dict.set(copy(key), copy(value));
+        dict.state = copy(v->dict().state);
+        out->payload = std::move(dict);
+        break;
+      }
+      case Kind::Object: {
+        const Object& o = v->object_ref();
+        Object c;
+        c.construct = o.construct;
+        c.callable = copy(o.callable);
+        c.args = copy(o.args);
+        c.kwargs = copy(o.kwargs);
+        c.state = copy(o.state);
+        for (const auto& item : o.list_items) c.list_items.push_back(copy(item));
+        for (const auto& [key, value] : o.dict_items) c.dict_items.emplace_back(copy(key), copy(value));
+        out->payload = std::move(c);
+        break;
+      }
+      case Kind::Tensor:
+        out->payload = copy_tensor(v->tensor_ref());
+        break;
+      default:
+        throw Error(concat("cannot snapshot a ", kind_name(v->kind)));
+    }
+    return out;
+  }
+
+  // Copies the storages' bytes (after copy(): all storages are known then).
+  void copy_data(int threads, IoProgress* progress) {
+    std::vector<uint64_t> sizes;
+    uint64_t total = 0;
+    for (const auto& c : storage_copies_) {
+      sizes.push_back(c.size);
+      total += c.size;
+    }
+    if (progress) progress->total = total;
+    const auto pieces = split(sizes);
+    run_parallel(pieces.size(), pick_threads(threads, total, pieces.size()), [&](size_t i) {
+      const Piece& piece = pieces[i];
+      const StorageCopy& c = storage_copies_[piece.item];
+      std::memcpy(static_cast<uint8_t*>(c.dest) + piece.offset, static_cast<const uint8_t*>(c.source) + piece.offset,
+                  piece.size);
+      if (progress) progress->add(piece.size);
+    });
+  }
+
+ private:
+  struct StorageCopy {
+    const void* source;
+    void* dest;
+    uint64_t size;
+  };
+  std::unordered_map<const Value*, ValuePtr> copies_;
+  std::unordered_map<const c10::StorageImpl*, c10::Storage> storages_;
+  std::vector<StorageCopy> storage_copies_;
+
+  TensorRef copy_tensor(const TensorRef& ref) {
+    if (!ref.tensor || !ref.tensor->defined()) throw Error("cannot save an undefined tensor");
+    const at::Tensor& t = *ref.tensor;
+    if (!t.device().is_cpu()) throw Error("only CPU tensors can be saved");
+    if (t.is_sparse() || t.is_quantized() || !t.has_storage()) {
+      throw Error(concat("cannot save a ", t.toString(), " tensor: only dense strided tensors are supported"));
+    }
+    const c10::Storage& source = t.storage();
+    auto [it, inserted] = storages_.try_emplace(source.unsafeGetStorageImpl());
+    if (inserted) {
+      it->second = allocate_storage(source.nbytes());
+      if (source.nbytes() > 0) {
+        storage_copies_.push_back(StorageCopy{source.data(), it->second.mutable_data(), source.nbytes()});
+      }
+    }
+    at::Tensor copy = at::empty({0}, at::TensorOptions().dtype(t.scalar_type()));
+    copy.set_(it->second, t.storage_offset(), t.sizes(), t.strides());
+    TensorRef out;
+    out.tensor = std::make_shared<at::Tensor>(std::move(copy));
+    out.requires_grad = ref.requires_grad || t.requires_grad();
+    out.is_parameter = ref.is_parameter;
+    out.location = ref.location;
+    return out;
+  }
+};
+
+}  // namespace
+
+ValuePtr snapshot_tensors(const ValuePtr& root, int threads, IoProgress* progress) {
+  Snapshot snapshot;
+  ValuePtr copy = snapshot.copy(root);
+  snapshot.copy_data(threads, progress);
+  return copy;
 }
 
 }  // namespace fabricckpt

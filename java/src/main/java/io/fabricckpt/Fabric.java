@@ -1,28 +1,216 @@
 package io.fabricckpt;
 
+import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.ValueConverter;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.Objects;
+import java.util.function.BiPredicate;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.pytorch.Module;
+import org.bytedeco.pytorch.Optimizer;
 
 /**
  * Lightning Fabric's checkpointing for the JVM: {@code fabric.save(path, state)} and
- * {@code fabric.load(path, state)} writing and reading the files Python Lightning writes and reads.
+ * {@code fabric.load(path, state)}, reading and writing the files Python Lightning reads and writes.
+ *
+ * <p>A state is a map of names to models ({@link Module} of any kind), optimizers ({@link Optimizer}:
+ * Adam, AdamW, SGD, RMSprop, Adagrad), {@link Stateful} objects and plain values. Saving turns each
+ * top-level model and optimizer into the state dict Python would produce for it; loading restores
+ * them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
  */
 public final class Fabric {
 
     public Fabric() {}
 
-    /**
-     * Saves {@code state} (a map of plain values: numbers, strings, booleans, null, byte[], tensors,
-     * lists, maps, {@link PyTuple}...) as one torch.save file, atomically.
-     */
+    // ------------------------------------------------------------------------------- save
+
+    /** {@code fabric.save(path, state)}: one torch.save file, written atomically. */
     public void save(Path path, Map<String, ?> state) {
-        TorchFiles.write(path, new LinkedHashMap<>(state));
+        save(path, state, Map.of());
     }
 
-    /** Loads the whole checkpoint ({@code fabric.load(path)} with no state): the raw dictionary. */
+    /**
+     * {@code fabric.save(path, state, filter=...)}: for each key of {@code filter}, only the items of
+     * that entry's state dict for which the predicate holds are saved, into a new plain dictionary
+     * (a filtered model loses its OrderedDict type and {@code _metadata}, as in Lightning); an entry
+     * left empty is not saved at all. Optimizer entries are not filtered along with their model.
+     *
+     * @throws IllegalArgumentException if a filter key is not a state key
+     */
+    public void save(Path path, Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
+        Objects.requireNonNull(state, "state");
+        Objects.requireNonNull(filter, "filter");
+        List<String> unknown = filter.keySet().stream().filter(k -> !state.containsKey(k)).toList();
+        if (!unknown.isEmpty()) {
+            throw new IllegalArgumentException("The filter keys " + unknown
+                    + " are not present in the state keys " + state.keySet() + ".");
+        }
+        ValueConverter.ToNative toNative = new ValueConverter.ToNative();
+        NativeValue checkpoint = NativeValue.newDict(false);
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            String key = entry.getKey();
+            NativeValue converted = convertForSave(entry.getValue(), filter.get(key), toNative);
+            if (converted != null) {
+                checkpoint.put(NativeValue.newKey(key), converted);
+            }
+        }
+        TorchFiles.writeNative(path, checkpoint, TorchFiles.WriteOptions.DEFAULT);
+    }
+
+    /** The saved form of one top-level value, filtered; null when the filter removed everything. */
+    private static NativeValue convertForSave(Object value, BiPredicate<Object, Object> filter,
+            ValueConverter.ToNative toNative) {
+        try {
+            if (value instanceof Module module) {
+                return filterNative(FabricNative.moduleStateDict(module), filter);
+            }
+            if (value instanceof Optimizer optimizer) {
+                return filterNative(FabricNative.optimizerStateDict(optimizer), filter);
+            }
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+        Object plain = value instanceof Stateful stateful ? stateful.stateDict() : value;
+        if (filter != null && plain instanceof Map<?, ?> map) {
+            Map<Object, Object> kept = new LinkedHashMap<>();
+            map.forEach((k, v) -> {
+                if (filter.test(k, v)) {
+                    kept.put(k, v);
+                }
+            });
+            return kept.isEmpty() ? null : toNative.convert(kept);
+        }
+        return toNative.convert(plain);
+    }
+
+    private static NativeValue filterNative(NativeValue dict, BiPredicate<Object, Object> filter) {
+        if (filter == null) {
+            return dict;
+        }
+        ValueConverter.ToJava toJava = new ValueConverter.ToJava();
+        NativeValue kept = NativeValue.newDict(false);
+        for (int i = 0, n = dict.size(); i < n; i++) {
+            NativeValue key = dict.key(i);
+            NativeValue item = dict.value(i);
+            if (filter.test(toJava.convert(key), toJava.convert(item))) {
+                kept.put(key, item);
+            }
+        }
+        return kept.size() == 0 ? null : kept;
+    }
+
+    // ------------------------------------------------------------------------------- load
+
+    /** {@code fabric.load(path)}: the whole checkpoint, nothing restored. */
     public Map<String, Object> load(Path path) {
-        Object root = TorchFiles.read(path);
+        return topLevel(path, ValueConverter.toJava(TorchFiles.readNative(path)));
+    }
+
+    /** {@code fabric.load(path, state)} with strict loading. */
+    public Map<String, Object> load(Path path, Map<String, Object> state) {
+        return load(path, state, true);
+    }
+
+    /**
+     * {@code fabric.load(path, state, strict)}: restores in place what {@code state} names. Models
+     * get their parameters and buffers (strict: every key must match), optimizers their state and
+     * hyper-parameters, {@link Stateful} objects their dictionary; plain values are replaced in
+     * {@code state} (which must be mutable). With {@code strict}, a requested key missing from the
+     * file is an error; keys in the file that were not requested are never an error.
+     *
+     * @return the remainder: everything in the checkpoint that was not restored
+     */
+    public Map<String, Object> load(Path path, Map<String, Object> state, boolean strict) {
+        Objects.requireNonNull(state, "state");
+        NativeValue checkpoint = TorchFiles.readNative(path);
+        if (checkpoint.kind() != NativeValue.DICT) {
+            return topLevel(path, ValueConverter.toJava(checkpoint));
+        }
+        if (state.isEmpty()) {
+            return load(path);
+        }
+        if (strict) {
+            for (String key : state.keySet()) {
+                if (!checkpoint.containsKey(key)) {
+                    throw new CheckpointException(path + ": the requested state contains a key '" + key
+                            + "' that does not exist in the loaded checkpoint. To disable strict loading, "
+                            + "set strict=false.");
+                }
+            }
+        }
+        ValueConverter.ToJava toJava = new ValueConverter.ToJava();
+        for (Map.Entry<String, Object> entry : new ArrayList<>(state.entrySet())) {
+            String key = entry.getKey();
+            if (!checkpoint.containsKey(key)) {
+                continue;
+            }
+            NativeValue saved = checkpoint.getKey(key);
+            Object target = entry.getValue();
+            try {
+                if (target instanceof Module module) {
+                    restoreModule(path, key, module, saved, strict);
+                } else if (target instanceof Optimizer optimizer) {
+                    FabricNative.loadOptimizerStateDict(optimizer, saved);
+                } else if (target instanceof Stateful stateful) {
+                    stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
+                } else {
+                    state.put(key, toJava.convert(saved));
+                }
+            } catch (CheckpointException e) {
+                throw e;
+            } catch (RuntimeException e) {
+                throw new CheckpointException(path + ": cannot restore '" + key + "': " + e.getMessage(), e);
+            }
+            checkpoint.removeKey(key);
+        }
+        return topLevel(path, toJava.convert(checkpoint));
+    }
+
+    /**
+     * {@code fabric.load_raw(path, model, strict)}: the file holds a model's state dict itself (as
+     * {@code torch.save(model.state_dict(), path)} writes), not a Fabric checkpoint.
+     */
+    public void loadRaw(Path path, Module model, boolean strict) {
+        restoreModule(path, null, model, TorchFiles.readNative(path), strict);
+    }
+
+    public void loadRaw(Path path, Module model) {
+        loadRaw(path, model, true);
+    }
+
+    /** {@code fabric.load_raw(path, optimizer)}: the file holds an optimizer's state dict. */
+    public void loadRaw(Path path, Optimizer optimizer) {
+        try {
+            FabricNative.loadOptimizerStateDict(optimizer, TorchFiles.readNative(path));
+        } catch (RuntimeException e) {
+            throw new CheckpointException(path + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void restoreModule(Path path, String key, Module module, NativeValue saved, boolean strict) {
+        try (BytePointer ignored = FabricNative.loadModuleStateDict(module, saved, strict)) {
+            // not strict: what did not match is ignored, as in Python
+        } catch (RuntimeException e) {
+            throw new CheckpointException(path + (key == null ? "" : " ['" + key + "']") + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static Map<String, Object> stringKeys(Path path, String where, Object value) {
+        if (!(value instanceof Map<?, ?> map)) {
+            throw new CheckpointException(path + ": '" + where + "' holds a "
+                    + (value == null ? "None" : value.getClass().getSimpleName()) + ", not a state dictionary");
+        }
+        Map<String, Object> out = new LinkedHashMap<>();
+        map.forEach((k, v) -> out.put(String.valueOf(k), v));
+        return out;
+    }
+
+    private static Map<String, Object> topLevel(Path path, Object root) {
         if (!(root instanceof Map<?, ?> map)) {
             throw new CheckpointException(path + ": the checkpoint is a "
                     + (root == null ? "None" : root.getClass().getSimpleName())

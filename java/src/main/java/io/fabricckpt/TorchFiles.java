@@ -2,6 +2,7 @@ package io.fabricckpt;
 
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.ProgressPoller;
 import io.fabricckpt.internal.ValueConverter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -34,9 +35,64 @@ public final class TorchFiles {
         }
     }
 
-    /** Reads a torch.save file (zip or legacy format); tensors are CPU tensors. */
+    /** Options of {@link #read(Path, ReadOptions)}. */
+    public record ReadOptions(boolean mmap, boolean verifyCrc, int threads) {
+        /**
+         * Memory-mapped, as {@code torch.load(mmap=True)}: tensors view a private copy-on-write
+         * mapping of the file, so loading takes next to no time and memory, pages are read when
+         * first touched, and writing to a tensor changes only this process's copy, never the file.
+         * Storage CRCs are not checked (that would read every byte; {@link TorchFiles#verify} does);
+         * the other records' are. The mapping lives as long as any tensor viewing it. A file
+         * replaced by rename meanwhile (as every save here and Lightning's do) is safe; one truncated
+         * in place by another program makes reading the lost pages fail hard, as in Python.
+         */
+        public static final ReadOptions DEFAULT = new ReadOptions(true, true, 0);
+
+        public ReadOptions {
+            if (threads < 0) {
+                throw new IllegalArgumentException("threads must be 0 (one per core) or more");
+            }
+        }
+
+        /** {@link #DEFAULT}: memory-mapped. */
+        public static ReadOptions mapped() {
+            return DEFAULT;
+        }
+
+        /**
+         * Owned memory: every storage is read (in parallel, one thread per core) and its CRC-32
+         * checked before the call returns.
+         */
+        public static ReadOptions eager() {
+            return new ReadOptions(false, true, 0);
+        }
+
+        public ReadOptions withVerifyCrc(boolean verifyCrc) {
+            return new ReadOptions(mmap, verifyCrc, threads);
+        }
+
+        /** Reader threads of an eager read (0: one per core). */
+        public ReadOptions withThreads(int threads) {
+            return new ReadOptions(mmap, verifyCrc, threads);
+        }
+    }
+
+    /**
+     * Reads a torch.save file (zip or legacy format); tensors are CPU tensors, memory-mapped
+     * ({@link ReadOptions#DEFAULT}).
+     */
     public static Object read(Path path) {
-        return ValueConverter.toJava(readNative(path));
+        return read(path, ReadOptions.DEFAULT);
+    }
+
+    /** Reads a torch.save file mapped or eagerly (see {@link ReadOptions}). */
+    public static Object read(Path path, ReadOptions options) {
+        return read(path, options, null);
+    }
+
+    /** Reads a torch.save file, reporting the bytes read to {@code listener} (may be null). */
+    public static Object read(Path path, ReadOptions options, ProgressListener listener) {
+        return ValueConverter.toJava(readNative(path, options, listener));
     }
 
     /** Writes {@code value} as torch.save does, atomically: a failure leaves any existing file intact. */
@@ -46,6 +102,25 @@ public final class TorchFiles {
 
     public static void write(Path path, Object value) {
         write(path, value, WriteOptions.DEFAULT);
+    }
+
+    /** {@link #write(Path, Object, WriteOptions)}, reporting the bytes written to {@code listener} (may be null). */
+    public static void write(Path path, Object value, WriteOptions options, ProgressListener listener) {
+        writeNative(path, ValueConverter.toNative(value), options, listener);
+    }
+
+    /**
+     * Checks a checkpoint end to end (every record's CRC-32, the pickle, storages, tensor views)
+     * and returns a one-line summary.
+     *
+     * @throws CheckpointException naming the file and what is wrong
+     */
+    public static String verify(Path path) {
+        try {
+            return NativeCalls.string(FabricNative.verifyTorchFile(NativeCalls.path(path)));
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
     }
 
     /** Reads a file and writes it back unchanged in the current format (same archive folder). */
@@ -58,6 +133,42 @@ public final class TorchFiles {
             throw NativeCalls.translate(e);
         }
         writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive));
+    }
+
+    /** {@link #convert(Path, Path)}, reporting the bytes written to {@code listener} (may be null). */
+    public static void convert(Path source, Path target, ProgressListener listener) {
+        NativeValue root = readNative(source, ReadOptions.eager(), null); // CRCs checked before rewriting
+        String archive;
+        try {
+            archive = NativeCalls.string(FabricNative.torchFileArchiveName(NativeCalls.path(source)));
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+        writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive),
+                listener);
+    }
+
+    static NativeValue readNative(Path path, ReadOptions options, ProgressListener listener) {
+        BytePointer nativePath = NativeCalls.path(path);
+        try {
+            return ProgressPoller.run(listener, progress -> FabricNative.loadTorchFileWith(nativePath,
+                    options.verifyCrc(), options.mmap(), options.threads(), progress));
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+    }
+
+    static void writeNative(Path path, NativeValue root, WriteOptions options, ProgressListener listener) {
+        BytePointer nativePath = NativeCalls.path(path);
+        BytePointer archive = new BytePointer(options.archiveName().getBytes(StandardCharsets.UTF_8));
+        try {
+            ProgressPoller.run(listener, progress -> {
+                FabricNative.saveTorchFileWith(nativePath, root, archive, options.fsync(), 0, progress);
+                return null;
+            });
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
     }
 
     static NativeValue readNative(Path path) {

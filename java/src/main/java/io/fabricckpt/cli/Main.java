@@ -3,14 +3,20 @@ package io.fabricckpt.cli;
 import io.fabricckpt.CheckpointException;
 import io.fabricckpt.TorchFiles;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 
 /** {@code bin/fabric-ckpt}: command-line tools over checkpoints. */
 public final class Main {
     private static final String USAGE = """
             usage: fabric-ckpt COMMAND [ARGS]
-              demo [DIR]          build a checkpoint in Java, save it, load it back and print it
-              convert SRC DST     read any checkpoint this library reads and write it as a torch.save file
+              demo [DIR]            train a small model in Java, checkpointing every few steps; run it
+                                    again to resume from the latest checkpoint
+              inspect PATH [--json] the tree of keys with dtypes, shapes and sizes
+              verify PATH           check every record's CRC-32, the pickle, storages and tensor views
+              diff A B              keys, shapes and the largest difference of each tensor
+              convert SRC DST       read any checkpoint this library reads, write it as a torch.save file
             """;
 
     private Main() {}
@@ -24,14 +30,34 @@ public final class Main {
             System.out.print(USAGE);
             return args.length == 0 ? 2 : 0;
         }
-        String[] rest = Arrays.copyOfRange(args, 1, args.length);
+        List<String> rest = new ArrayList<>(Arrays.asList(args).subList(1, args.length));
         try {
             switch (args[0]) {
-                case "demo" -> Demo.run(rest.length > 0 ? Path.of(rest[0]) : null);
+                case "demo" -> Demo.run(rest.isEmpty() ? Path.of("demo-checkpoints") : Path.of(rest.get(0)));
+                case "inspect" -> {
+                    boolean json = rest.remove("--json");
+                    requireArgs(rest, 1, "inspect PATH [--json]");
+                    Object checkpoint = TorchFiles.read(Path.of(rest.get(0)));
+                    if (json) {
+                        System.out.println(Inspect.json(checkpoint));
+                    } else {
+                        Inspect.print(checkpoint, System.out);
+                    }
+                }
+                case "verify" -> {
+                    requireArgs(rest, 1, "verify PATH");
+                    System.out.println(TorchFiles.verify(Path.of(rest.get(0))));
+                }
+                case "diff" -> {
+                    requireArgs(rest, 2, "diff A B");
+                    boolean same = Diff.run(TorchFiles.read(Path.of(rest.get(0))), TorchFiles.read(Path.of(rest.get(1))),
+                            System.out);
+                    return same ? 0 : 1;
+                }
                 case "convert" -> {
                     requireArgs(rest, 2, "convert SRC DST");
-                    TorchFiles.convert(Path.of(rest[0]), Path.of(rest[1]));
-                    System.out.println("wrote " + rest[1]);
+                    TorchFiles.convert(Path.of(rest.get(0)), Path.of(rest.get(1)));
+                    System.out.println("wrote " + rest.get(1));
                 }
                 default -> {
                     System.err.print("unknown command '" + args[0] + "'\n" + USAGE);
@@ -45,8 +71,8 @@ public final class Main {
         }
     }
 
-    private static void requireArgs(String[] args, int count, String usage) {
-        if (args.length != count) {
+    private static void requireArgs(List<String> args, int count, String usage) {
+        if (args.size() != count) {
             throw new IllegalArgumentException("usage: fabric-ckpt " + usage);
         }
     }

@@ -2,6 +2,7 @@ package io.fabricckpt.internal;
 
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.annotation.ByVal;
 import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.Const;
@@ -42,10 +43,42 @@ public final class FabricNative {
         load();
     }
 
+    /** {@code module} is a torch::nn::Module (any preset module object). */
+    public static native @ByVal NativeValue moduleStateDict(Pointer module);
+
+    /** Returns "" or, when not strict, what did not match. */
+    public static native @StdString BytePointer loadModuleStateDict(Pointer module, @Const @ByRef NativeValue stateDict,
+            @Cast("bool") boolean strict);
+
+    /** {@code optimizer} is a torch::optim::Optimizer (Adam, AdamW, SGD, RMSprop, Adagrad). */
+    public static native @ByVal NativeValue optimizerStateDict(Pointer optimizer);
+
+    public static native void loadOptimizerStateDict(Pointer optimizer, @Const @ByRef NativeValue stateDict);
+
     public static native @ByVal NativeValue loadTorchFile(@StdString BytePointer path, @Cast("bool") boolean verifyCrc);
+
+    public static native @StdString BytePointer verifyTorchFile(@StdString BytePointer path);
 
     public static native @StdString BytePointer torchFileArchiveName(@StdString BytePointer path);
 
     public static native void saveTorchFile(@StdString BytePointer path, @Const @ByRef NativeValue root,
             @StdString BytePointer archiveName, @Cast("bool") boolean fsync);
+
+    // --- throughput: mapped and parallel loads, parallel saves, snapshots, progress ---------------
+
+    /**
+     * Reads a torch.save file. With {@code mmap}, tensors view a private copy-on-write mapping of the
+     * file (storage CRCs unchecked); without, {@code threads} threads (0: one per core) read them into
+     * owned memory. {@code progress} may be null.
+     */
+    public static native @ByVal NativeValue loadTorchFileWith(@StdString BytePointer path,
+            @Cast("bool") boolean verifyCrc, @Cast("bool") boolean mmap, int threads, NativeProgress progress);
+
+    /** Writes a tree atomically with {@code threads} writers (0: one per core); {@code progress} may be null. */
+    public static native void saveTorchFileWith(@StdString BytePointer path, @Const @ByRef NativeValue root,
+            @StdString BytePointer archiveName, @Cast("bool") boolean fsync, int threads, NativeProgress progress);
+
+    /** The same tree with every storage copied once: what an async save writes later. */
+    public static native @ByVal NativeValue snapshotTensors(@Const @ByRef NativeValue root, int threads,
+            NativeProgress progress);
 }

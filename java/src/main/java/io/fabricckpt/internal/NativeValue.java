@@ -69,6 +69,7 @@ public final class NativeValue extends Pointer {
     public static native @ByVal NativeValue newBigInt(@Cast("const signed char*") byte[] twosComplementLe, long length);
     public static native @ByVal NativeValue newDouble(double v);
     public static native @ByVal NativeValue newString(@Cast("const signed char*") byte[] utf8, long length);
+    public static native @ByVal NativeValue newInternedString(@Cast("const signed char*") byte[] utf8, long length);
     public static native @ByVal NativeValue newBytes(@Cast("const signed char*") byte[] data, long length);
     public static native @ByVal NativeValue newTuple();
     public static native @ByVal NativeValue newList();
@@ -87,4 +88,40 @@ public final class NativeValue extends Pointer {
     public native void setObjectState(@Const @ByRef NativeValue state);
     public native void addListItem(@Const @ByRef NativeValue item);
     public native void addDictItem(@Const @ByRef NativeValue key, @Const @ByRef NativeValue value);
+    @Cast("bool") public native boolean contains(@Cast("const signed char*") byte[] key, long length);
+    public native @ByVal NativeValue get(@Cast("const signed char*") byte[] key, long length);
+    @Cast("bool") public native boolean erase(@Cast("const signed char*") byte[] key, long length);
+
+    // Conveniences over the UTF-8 entry points.
+    public boolean containsKey(String key) {
+        byte[] k = key.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return contains(k, k.length);
+    }
+
+    public NativeValue getKey(String key) {
+        byte[] k = key.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return get(k, k.length);
+    }
+
+    public boolean removeKey(String key) {
+        byte[] k = key.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return erase(k, k.length);
+    }
+
+    public static NativeValue newString(String s) {
+        byte[] utf8 = s.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return newString(utf8, utf8.length);
+    }
+
+    /**
+     * A key as CPython holds a string literal: identifier-like texts are one shared (interned)
+     * object, which pickle writes once and refers back to. Byte-identical output depends on it.
+     */
+    public static NativeValue newKey(String s) {
+        if (!s.isEmpty() && s.chars().allMatch(c -> c < 128 && (Character.isLetterOrDigit(c) || c == '_'))) {
+            byte[] utf8 = s.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            return newInternedString(utf8, utf8.length);
+        }
+        return newString(s);
+    }
 }

@@ -41,10 +41,11 @@ public final class ValueConverter {
         return new ToJava().convert(root);
     }
 
-    private static final class ToJava {
+    /** One conversion session: nodes shared within it become one Java object. */
+    public static final class ToJava {
         private final Map<Long, Object> seen = new HashMap<>();
 
-        Object convert(NativeValue v) {
+        public Object convert(NativeValue v) {
             int kind = v.kind();
             switch (kind) {
                 case NativeValue.NONE:
@@ -183,11 +184,12 @@ public final class ValueConverter {
         return new ToNative().convert(root);
     }
 
-    private static final class ToNative {
+    /** One conversion session: a Java object met twice becomes one shared node. */
+    public static final class ToNative {
         private final IdentityHashMap<Object, NativeValue> seen = new IdentityHashMap<>();
         private final IdentityHashMap<Object, Boolean> inProgress = new IdentityHashMap<>();
 
-        NativeValue convert(Object value) {
+        public NativeValue convert(Object value) {
             if (value == null) {
                 return NativeValue.newNone();
             }

@@ -40,8 +40,49 @@ public final class CompatTool {
                 TorchFiles.write(Path.of(args[2]), value, TorchFiles.WriteOptions.DEFAULT.withArchiveName(archive));
             }
             case "write-sample" -> new Fabric().save(Path.of(args[1]), sample());
+            case "train" -> train(args[1], Path.of(args[2]), Path.of(args[3]));
             default -> throw new IllegalArgumentException("unknown command " + args[0]);
         }
+    }
+
+    /**
+     * {@code train SRC DATA OUT}: the MLP of test_continuity.py with Adam(lr=1e-2), started from the
+     * Fabric checkpoint SRC (or from torch.manual_seed(0) when SRC is "-"), trained on every batch of
+     * DATA ({'x': [steps, batch, 4], 'y': [steps, batch, 2]}); prints one loss per line and saves
+     * {model, optimizer, step} to OUT.
+     */
+    static void train(String source, Path data, Path out) {
+        torch.manual_seed(0);
+        io.fabricckpt.Net model = new io.fabricckpt.Net(4, 8, 2);
+        org.bytedeco.pytorch.Adam optimizer = new org.bytedeco.pytorch.Adam(model.parameters(),
+                new org.bytedeco.pytorch.AdamOptions(1e-2));
+        Map<String, Object> state = new java.util.HashMap<>();
+        state.put("model", model);
+        state.put("optimizer", optimizer);
+        state.put("step", 0L);
+        Fabric fabric = new Fabric();
+        if (!source.equals("-")) {
+            fabric.load(Path.of(source), state);
+        }
+        @SuppressWarnings("unchecked")
+        Map<Object, Object> batches = (Map<Object, Object>) TorchFiles.read(data);
+        Tensor xs = (Tensor) batches.get("x");
+        Tensor ys = (Tensor) batches.get("y");
+        long step = (Long) state.get("step");
+        for (long i = 0; i < xs.size(0); i++) {
+            optimizer.zero_grad();
+            Tensor loss = torch.mse_loss(model.forward(xs.get(i)), ys.get(i));
+            loss.backward();
+            optimizer.step();
+            step++;
+            System.out.println(loss.item_double());
+        }
+        state.put("step", step);
+        Map<String, Object> checkpoint = new LinkedHashMap<>();
+        checkpoint.put("model", model);
+        checkpoint.put("optimizer", optimizer);
+        checkpoint.put("step", step);
+        fabric.save(out, checkpoint);
     }
 
     /** Keep in sync with expected_sample() in python-compat-tests/test_java_writes.py. */

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Python side of `fabric-ckpt bench`: times Lightning's fabric.save/fabric.load and
+torch.save/torch.load (eager and mmap) on a state of mixed tensors, and prints one
+tab-separated line per operation for the Java driver (cli/BenchCommand.java):
+
+    op <TAB> cache <TAB> seconds,seconds,... <TAB> extra peak RSS in bytes (max over the runs)
+
+"extra peak RSS" is the process's peak resident memory during the operation minus its
+resident memory before it (Linux: /proc/self/clear_refs resets the peak, VmHWM reads it).
+
+Run on its own:  python bench/bench.py --bytes 268435456 --dir /tmp/x [--reps 3] [--cold]
+"""
+import argparse
+import os
+import time
+from collections import OrderedDict
+
+import torch
+
+MiB = 1 << 20
+# The state both sides build: tensors of these sizes and dtypes, in turn, until the total is reached
+# (keep in step with BenchCommand.SPEC).
+SPEC = [
+    (32 * MiB, torch.float32),
+    (8 * MiB, torch.bfloat16),
+    (8 * MiB, torch.float32),
+    (2 * MiB, torch.int64),
+    (512 * 1024, torch.float32),
+    (64 * 1024, torch.float16),
+    (4096, torch.float32),
+    (4096, torch.int64),
+]
+
+
+def build_state(total):
+    model = OrderedDict()
+    left, i = total, 0
+    while left > 0:
+        size, dtype = SPEC[i % len(SPEC)]
+        size = min(size, left)
+        elements = max(1, size // torch.empty((), dtype=dtype).element_size())
+        if dtype.is_floating_point:
+            t = torch.rand(elements).to(dtype)
+        else:
+            t = (torch.rand(elements) * 1000).to(dtype)
+        model[f"layer{i}.weight"] = t
+        left -= t.nbytes
+        i += 1
+    return {"model": model, "step": 1000, "lr": 1e-3, "name": "bench"}
+
+
+def status_bytes(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def drop_caches():
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+        return True
+    except OSError:
+        return False
+
+
+def measure(fn, before=None):
+    """(seconds, extra peak RSS bytes) of one call; `before` runs first, untimed."""
+    if before:
+        before()
+    rss = status_bytes("VmRSS")
+    reset_peak()
+    t = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t
+    extra = max(0, status_bytes("VmHWM") - rss)
+    del result
+    return seconds, extra
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bytes", type=int, required=True)
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cold", action="store_true", help="also time loads after dropping the page cache")
+    args = ap.parse_args()
+
+    import lightning.fabric as lf
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    fabric = lf.Fabric(accelerator="cpu", devices=1)
+    os.makedirs(args.dir, exist_ok=True)
+    path = os.path.join(args.dir, "python.ckpt")
+    state = build_state(args.bytes)
+
+    def fresh():  # no earlier dirty data in the way, no old target
+        if os.path.exists(path):
+            os.remove(path)
+        os.sync()
+
+    results = []
+
+    def run(op, cache, fn, before=None):
+        runs = [measure(fn, before) for _ in range(args.reps)]
+        results.append((op, cache, [s for s, _ in runs], max(e for _, e in runs)))
+
+    measure(lambda: fabric.save(path, state), fresh)  # warm-up: imports, first-touch memory
+    run("fabric.save", "-", lambda: fabric.save(path, state), fresh)
+    run("torch.save", "-", lambda: torch.save(state, path), fresh)
+    torch.save(state, path)
+    os.sync()
+    torch.load(path, weights_only=True)  # cached from here on
+    run("fabric.load", "cached", lambda: fabric.load(path))
+    run("torch.load", "cached", lambda: torch.load(path, weights_only=True))
+    run("torch.load(mmap=True)", "cached", lambda: torch.load(path, weights_only=True, mmap=True))
+    if args.cold and drop_caches():
+        run("fabric.load", "cold", lambda: fabric.load(path), drop_caches)
+        run("torch.load", "cold", lambda: torch.load(path, weights_only=True), drop_caches)
+        run("torch.load(mmap=True)", "cold", lambda: torch.load(path, weights_only=True, mmap=True), drop_caches)
+    os.remove(path)
+
+    for op, cache, seconds, extra in results:
+        print(f"{op}\t{cache}\t{','.join(f'{s:.6f}' for s in seconds)}\t{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+package io.fabricckpt;
+
+import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.ValueConverter;
+import java.util.Map;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.pytorch.Module;
+import org.bytedeco.pytorch.Optimizer;
+
+/**
+ * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules and
+ * optimizers, for code that handles a raw checkpoint itself:
+ * <pre>{@code
+ * Map<String, Object> checkpoint = fabric.load(path);
+ * StateDicts.load(model, (Map<?, ?>) checkpoint.get("model"), true);
+ * StateDicts.load(optimizer, (Map<?, ?>) checkpoint.get("optimizer"));
+ * }</pre>
+ */
+public final class StateDicts {
+    private StateDicts() {}
+
+    /** {@code model.state_dict()}: parameter and buffer names to tensors sharing the model's storage. */
+    public static PyOrderedDict of(Module model) {
+        return (PyOrderedDict) toJava(() -> FabricNative.moduleStateDict(model));
+    }
+
+    /** {@code optimizer.state_dict()}: {@code {'state': {index: {...}}, 'param_groups': [...]}}. */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(Optimizer optimizer) {
+        return (Map<Object, Object>) toJava(() -> FabricNative.optimizerStateDict(optimizer));
+    }
+
+    /**
+     * {@code model.load_state_dict(stateDict, strict)}: copies the tensors into the parameters and
+     * buffers. Strict: every key must match both ways; sizes must always match.
+     */
+    public static void load(Module model, Map<?, ?> stateDict, boolean strict) {
+        NativeValue tree = ValueConverter.toNative(stateDict);
+        try (BytePointer ignored = FabricNative.loadModuleStateDict(model, tree, strict)) {
+            // not strict: what did not match is ignored, as in Python
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+    }
+
+    /** {@code optimizer.load_state_dict(stateDict)}: restores per-parameter state and hyper-parameters. */
+    public static void load(Optimizer optimizer, Map<?, ?> stateDict) {
+        NativeValue tree = ValueConverter.toNative(stateDict);
+        try {
+            FabricNative.loadOptimizerStateDict(optimizer, tree);
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+    }
+
+    private static Object toJava(java.util.function.Supplier<NativeValue> call) {
+        try {
+            return ValueConverter.toJava(call.get());
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+    }
+}

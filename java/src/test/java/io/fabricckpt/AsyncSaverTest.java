@@ -1,0 +1,169 @@
+package io.fabricckpt;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.stream.Stream;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Background saves: snapshots, ordering per path, failures, back-pressure, progress. */
+class AsyncSaverTest {
+    private static final TorchFiles.WriteOptions NO_SYNC = TorchFiles.WriteOptions.DEFAULT.withFsync(false);
+
+    @TempDir
+    Path dir;
+
+    private static Tensor arange(double n, torch.ScalarType dtype) {
+        return torch.arange(new Scalar(n), new TensorOptions(dtype));
+    }
+
+    private static Map<String, Object> state(long step, Tensor weights) {
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("weights", weights);
+        state.put("view", weights.narrow(0, 10, 100));
+        state.put("step", step);
+        return state;
+    }
+
+    private static long step(Path file) {
+        return (Long) ((Map<?, ?>) TorchFiles.read(file)).get("step");
+    }
+
+    @Test
+    void theCallerMayChangeItsTensorsOnceSaveReturns() throws IOException {
+        Tensor weights = arange(16 << 20, torch.ScalarType.Float); // 64 MiB: still being written below
+        Map<String, Object> state = state(1, weights);
+        Path expected = dir.resolve("expected.ckpt");
+        TorchFiles.write(expected, state, NO_SYNC);
+
+        Path file = dir.resolve("async.ckpt");
+        try (AsyncSaver saver = new AsyncSaver()) {
+            CompletableFuture<Void> done = saver.save(file, state, TorchFiles.WriteOptions.DEFAULT, null);
+            weights.fill_(new Scalar(-1.0)); // training goes on
+            done.join();
+        }
+        assertArrayEquals(Files.readAllBytes(expected), Files.readAllBytes(file)); // byte-identical to a sync save
+        Tensor saved = (Tensor) ((Map<?, ?>) TorchFiles.read(file)).get("weights");
+        assertEquals(12345.0, saved.get(12345).item_double());
+        try (Stream<Path> files = Files.list(dir)) {
+            assertEquals(2, files.count()); // no temporary file left
+        }
+    }
+
+    @Test
+    void saveOfTheSamePathLandInOrderAndTheNewestWins() {
+        Path file = dir.resolve("ordered.ckpt");
+        Tensor weights = arange(4 << 20, torch.ScalarType.Float);
+        try (AsyncSaver saver = new AsyncSaver()) {
+            List<CompletableFuture<Void>> futures = new ArrayList<>();
+            for (long step = 1; step <= 6; step++) {
+                futures.add(saver.save(file, state(step, weights), NO_SYNC, null));
+            }
+            CompletableFuture.allOf(futures.toArray(new CompletableFuture[0])).join();
+            assertTrue(futures.stream().allMatch(f -> f.isDone() && !f.isCompletedExceptionally()));
+        }
+        assertEquals(6L, step(file));
+    }
+
+    @Test
+    void anOlderSaveNeverReplacesANewerOneAcrossSavers() {
+        Path file = dir.resolve("shared.ckpt");
+        Tensor big = arange(16 << 20, torch.ScalarType.Float);
+        Tensor small = arange(10, torch.ScalarType.Float);
+        for (int round = 0; round < 3; round++) {
+            try (AsyncSaver a = new AsyncSaver(); AsyncSaver b = new AsyncSaver()) {
+                CompletableFuture<Void> older = a.save(file, state(2 * round + 1, big), NO_SYNC, null);
+                CompletableFuture<Void> newer = b.save(file, state(2 * round + 2, small), NO_SYNC, null);
+                CompletableFuture.allOf(older, newer).join();
+            }
+            assertEquals(2 * round + 2, step(file));
+        }
+    }
+
+    @Test
+    void aFailingSaveCompletesExceptionallyAndKeepsTheOldFile() throws IOException {
+        Path file = dir.resolve("keep.ckpt");
+        TorchFiles.write(file, Map.of("step", 1L));
+        byte[] before = Files.readAllBytes(file);
+        try (AsyncSaver saver = new AsyncSaver()) {
+            // Fails in the writer thread: no pickle can name a global with a newline.
+            Map<String, Object> bad = new LinkedHashMap<>(state(2, arange(1000, torch.ScalarType.Float)));
+            bad.put("global", new PyGlobal("torch", "bad\nname"));
+            CompletableFuture<Void> failed = saver.save(file, bad, NO_SYNC, null);
+            CompletionException e = assertThrows(CompletionException.class, failed::join);
+            assertInstanceOf(CheckpointException.class, e.getCause());
+            assertTrue(e.getCause().getMessage().contains("newline"), e.getCause().getMessage());
+
+            // Fails while taking the snapshot: a tensor with no data.
+            CompletableFuture<Void> undefined = saver.save(file, Map.of("t", new Tensor()), NO_SYNC, null);
+            e = assertThrows(CompletionException.class, undefined::join);
+            assertInstanceOf(CheckpointException.class, e.getCause());
+
+            assertArrayEquals(before, Files.readAllBytes(file)); // the old checkpoint is untouched
+            try (Stream<Path> files = Files.list(dir)) {
+                assertEquals(1, files.count()); // and no temporary file is left
+            }
+
+            // The saver keeps working after failures.
+            saver.save(file, state(3, arange(10, torch.ScalarType.Float)), NO_SYNC, null).join();
+            assertEquals(3L, step(file));
+        }
+    }
+
+    @Test
+    void failedSaveLeavesThePreviousCheckpointInPlace() throws IOException {
+        Path file = dir.resolve("previous.ckpt");
+        try (AsyncSaver saver = new AsyncSaver()) {
+            saver.save(file, state(1, arange(100, torch.ScalarType.Float)), NO_SYNC, null).join();
+            byte[] before = Files.readAllBytes(file);
+            Map<String, Object> bad = new LinkedHashMap<>(state(2, arange(100, torch.ScalarType.Float)));
+            bad.put("global", new PyGlobal("torch", "bad\nname"));
+            assertThrows(CompletionException.class, () -> saver.save(file, bad, NO_SYNC, null).join());
+            assertArrayEquals(before, Files.readAllBytes(file));
+        }
+    }
+
+    @Test
+    void manyPathsBackPressureProgressAndClose() {
+        Tensor weights = arange(8 << 20, torch.ScalarType.Float);
+        List<long[]> reports = new CopyOnWriteArrayList<>();
+        AsyncSaver saver = new AsyncSaver(2);
+        List<CompletableFuture<Void>> futures = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            futures.add(saver.save(dir.resolve("p" + i + ".ckpt"), state(i, weights), NO_SYNC,
+                    (done, total) -> reports.add(new long[] {done, total})));
+            weights.add_(new Scalar(1)); // each save has its own snapshot
+        }
+        saver.awaitIdle();
+        assertTrue(futures.stream().allMatch(CompletableFuture::isDone));
+        for (int i = 0; i < 5; i++) {
+            Tensor saved = (Tensor) ((Map<?, ?>) TorchFiles.read(dir.resolve("p" + i + ".ckpt"))).get("weights");
+            assertEquals(i + 5.0, saved.get(5).item_double());
+        }
+        assertFalse(reports.isEmpty());
+        long[] last = reports.get(reports.size() - 1);
+        assertEquals(last[0], last[1]);
+        saver.close();
+        assertThrows(IllegalStateException.class,
+                () -> saver.save(dir.resolve("late.ckpt"), state(9, weights), NO_SYNC, null));
+    }
+}

@@ -1,0 +1,142 @@
+package io.fabricckpt;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Memory-mapped and eager (parallel) loads through {@link TorchFiles#read(Path, TorchFiles.ReadOptions)}. */
+class MmapLoadTest {
+    @TempDir
+    Path dir;
+
+    private static Tensor arange(double n, torch.ScalarType dtype) {
+        return torch.arange(new Scalar(n), new TensorOptions(dtype));
+    }
+
+    /** Big enough for several 4 MiB pieces per storage, with views and mixed dtypes. */
+    private static Map<String, Object> state() {
+        Tensor base = arange(3 << 20, torch.ScalarType.Float).reshape(3, -1); // 12 MiB
+        Map<String, Object> model = new LinkedHashMap<>();
+        model.put("big", base);
+        model.put("column", base.select(1, 7));
+        model.put("half", arange(1000, torch.ScalarType.Half));
+        model.put("long", arange(5 << 20, torch.ScalarType.Long)); // 40 MiB
+        model.put("param", new Parameter(arange(10, torch.ScalarType.Double), true));
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("step", 42L);
+        state.put("tags", List.of("a", "b"));
+        return state;
+    }
+
+    private static Tensor tensor(Object loaded, String key) {
+        Object v = ((Map<?, ?>) ((Map<?, ?>) loaded).get("model")).get(key);
+        return v instanceof Parameter p ? p.data() : (Tensor) v;
+    }
+
+    @Test
+    void mappedLoadEqualsEagerLoadAndTheDefaultIsMapped() {
+        Path file = dir.resolve("m.ckpt");
+        TorchFiles.write(file, state());
+        Object mapped = TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
+        Object eager = TorchFiles.read(file, TorchFiles.ReadOptions.eager());
+        Object byDefault = TorchFiles.read(file);
+        assertEquals(TorchFiles.ReadOptions.DEFAULT, TorchFiles.ReadOptions.mapped());
+        assertTrue(TorchFiles.ReadOptions.DEFAULT.mmap());
+        for (String key : List.of("big", "column", "half", "long", "param")) {
+            Tensor m = tensor(mapped, key);
+            Tensor e = tensor(eager, key);
+            assertEquals(e.scalar_type().intern(), m.scalar_type().intern(), key);
+            assertTrue(m.equal(e), key); // same shape and values
+            assertTrue(tensor(byDefault, key).equal(e), key);
+        }
+        assertInstanceOf(Parameter.class, ((Map<?, ?>) ((Map<?, ?>) mapped).get("model")).get("param"));
+        assertEquals(42L, ((Map<?, ?>) mapped).get("step"));
+        // Views still share their storage.
+        tensor(mapped, "big").select(1, 7).fill_(new Scalar(-3.0));
+        assertEquals(-3.0, tensor(mapped, "column").get(1).item_double());
+    }
+
+    @Test
+    void writingToAMappedTensorDoesNotChangeTheFile() throws IOException {
+        Path file = dir.resolve("cow.ckpt");
+        TorchFiles.write(file, state());
+        byte[] before = Files.readAllBytes(file);
+        Object mapped = TorchFiles.read(file);
+        Tensor big = tensor(mapped, "big");
+        big.fill_(new Scalar(7.0));
+        tensor(mapped, "long").add_(new Scalar(1));
+        assertEquals(7.0, big.get(2).get(100).item_double());
+        assertArrayEquals(before, Files.readAllBytes(file));
+        // A second mapping of the same file sees the file, not the first one's private changes.
+        assertEquals(100.0, tensor(TorchFiles.read(file), "big").get(0).get(100).item_double());
+        // Writing the changed tree elsewhere saves the changed values.
+        Path copy = dir.resolve("copy.ckpt");
+        TorchFiles.write(copy, mapped);
+        assertEquals(7.0, tensor(TorchFiles.read(copy, TorchFiles.ReadOptions.eager()), "big").get(0).get(0)
+                .item_double());
+    }
+
+    @Test
+    void mappedTensorsSurviveTheFileBeingReplaced() {
+        Path file = dir.resolve("replaced.ckpt");
+        TorchFiles.write(file, state());
+        Tensor big = tensor(TorchFiles.read(file), "big");
+        TorchFiles.write(file, Map.of("other", 1L)); // atomic: a new file is renamed over the old one
+        assertEquals(12345.0, big.view(-1).get(12345).item_double());
+        assertEquals(Map.of("other", 1L), TorchFiles.read(file));
+    }
+
+    @Test
+    void eagerLoadChecksStorageCrcsMappedLoadDoesNot() throws IOException {
+        Path file = dir.resolve("flipped.ckpt");
+        TorchFiles.write(file, state());
+        byte[] bytes = Files.readAllBytes(file);
+        bytes[bytes.length / 2] ^= 0x20; // inside the 40 MiB storage
+        Files.write(file, bytes);
+        CheckpointException e = assertThrows(CheckpointException.class,
+                () -> TorchFiles.read(file, TorchFiles.ReadOptions.eager()));
+        assertTrue(e.getMessage().contains("flipped.ckpt") && e.getMessage().contains("CRC"), e.getMessage());
+        TorchFiles.read(file, TorchFiles.ReadOptions.eager().withVerifyCrc(false));
+        TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
+        assertThrows(CheckpointException.class, () -> TorchFiles.verify(file));
+    }
+
+    @Test
+    void eagerLoadWithAnyThreadCountAndProgress() {
+        Path file = dir.resolve("p.ckpt");
+        Map<String, Object> state = state();
+        List<long[]> writes = new ArrayList<>();
+        TorchFiles.write(file, state, TorchFiles.WriteOptions.DEFAULT,
+                (done, total) -> writes.add(new long[] {done, total}));
+        long[] last = writes.get(writes.size() - 1);
+        assertEquals(last[0], last[1]);
+        assertEquals(file.toFile().length(), last[1]);
+        for (int threads : new int[] {1, 2, 3}) {
+            List<long[]> reads = new ArrayList<>();
+            Object loaded = TorchFiles.read(file, TorchFiles.ReadOptions.eager().withThreads(threads),
+                    (done, total) -> reads.add(new long[] {done, total}));
+            assertTrue(tensor(loaded, "long").equal(arange(5 << 20, torch.ScalarType.Long)));
+            long[] end = reads.get(reads.size() - 1);
+            assertEquals(end[0], end[1]);
+            assertTrue(end[1] >= 52L << 20, Long.toString(end[1]));
+        }
+        assertThrows(IllegalArgumentException.class, () -> TorchFiles.ReadOptions.eager().withThreads(-1));
+    }
+}

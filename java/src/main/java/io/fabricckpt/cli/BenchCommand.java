@@ -72,6 +72,10 @@ public final class BenchCommand {
         boolean cold = true;
     }
 
+    public static void main(String[] args) {
+        System.exit(run(args));
+    }
+
     public static int run(String[] args) {
         Options o;
         try {

@@ -6,7 +6,6 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Optional;
@@ -44,7 +43,7 @@ final class Demo {
         torch.manual_seed(0);
         Regressor model = new Regressor();
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-2));
-        Map<String, Object> state = new HashMap<>();
+        Map<String, Object> state = new LinkedHashMap<>();
         state.put("model", model);
         state.put("optimizer", optimizer);
         state.put("step", 0L);

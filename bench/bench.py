@@ -76,10 +76,22 @@ def drop_caches():
         return False
 
 
+PRIME_BYTES = 0
+
+
+def prime():
+    """Touch and free memory right before a timed run (see BenchCommand.prime)."""
+    if PRIME_BYTES:
+        t = torch.empty(PRIME_BYTES, dtype=torch.uint8)
+        t.fill_(1)
+        del t
+
+
 def measure(fn, before=None):
     """(seconds, extra peak RSS bytes) of one call; `before` runs first, untimed."""
     if before:
         before()
+    prime()
     rss = status_bytes("VmRSS")
     reset_peak()
     t = time.perf_counter()
@@ -96,7 +108,10 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="also time loads after dropping the page cache")
+    ap.add_argument("--prime", action="store_true", help="touch 2x size + 256 MiB of memory before each run")
     args = ap.parse_args()
+    global PRIME_BYTES
+    PRIME_BYTES = 2 * args.bytes + 256 * MiB if args.prime else 0
 
     import lightning.fabric as lf
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need, into the user's cache, once:
-#   - Debian packages (compilers, CMake, Ninja, GoogleTest, JDK 17, Maven) when missing
+#   - Debian packages (compilers, CMake, Ninja, GoogleTest, Gloo headers, JDK 17, Maven) when missing
 #   - a Python virtual environment with torch==2.10.0 (its wheel also provides the
 #     libtorch C++ headers, which the JavaCPP preset does not ship), lightning, pytest
 #   - the Maven artifacts (the JavaCPP PyTorch preset and its natives)
@@ -16,6 +16,8 @@ command -v g++ >/dev/null || need_pkgs+=(g++)
 command -v cmake >/dev/null || need_pkgs+=(cmake)
 command -v ninja >/dev/null || need_pkgs+=(ninja-build)
 [ -f /usr/include/gtest/gtest.h ] || need_pkgs+=(libgtest-dev)
+# Gloo's headers: libtorch's ProcessGroupGloo.hpp includes them and the torch wheel does not ship them.
+[ -f /usr/include/gloo/config.h ] || need_pkgs+=(libgloo-dev)
 command -v javac >/dev/null || need_pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_pkgs+=(maven)
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-venv)

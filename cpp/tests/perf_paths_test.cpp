@@ -3,8 +3,10 @@
 // mapped loads, parallel eager loads and tensor snapshots.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstring>
@@ -348,6 +350,50 @@ TEST_F(PerfPaths, EagerLoadWithAnyThreadCountAndProgress) {
     EXPECT_TRUE(ordinary_bytes(ckpt.root) == read_file(file)) << threads;
     EXPECT_GT(progress.total.load(), uint64_t{40} << 20);
     EXPECT_EQ(progress.done.load(), progress.total.load());
+  }
+}
+
+// Drops a file's clean pages from the page cache (no root needed once they are on disk).
+void evict(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+TEST_F(PerfPaths, EagerLoadOfAnUncachedFileReadsDirectlyIntoPlace) {
+  const std::string file = path("cold.pt");
+  const ValuePtr root = mixed_state();
+  save_torch_file(file, root, {});
+  const std::string expected = read_file(file);
+  evict(file);
+  auto mapped = MappedFile::open(file);
+  if (mapped->resident_bytes(0, mapped->size()) > mapped->size() / 2) GTEST_SKIP() << "cannot evict the file";
+  const bool direct = DirectFile::open(*mapped) != nullptr;
+
+  TorchLoadOptions options;
+  options.threads = 3;
+  TorchCheckpoint ckpt = load_torch_file(file, options);
+  EXPECT_TRUE(ordinary_bytes(ckpt.root) == expected);
+  const at::Tensor& big = tensor_at(*ckpt.root, "big");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data_ptr()) % 64, 0u);
+  EXPECT_EQ(big[9 * 1024 * 1024 + 76].item<float>(), 9.0f * 1024 * 1024 + 76);
+  if (direct) {  // O_DIRECT reads leave the page cache as it was
+    EXPECT_LT(mapped->resident_bytes(0, mapped->size()), mapped->size() / 2);
+  }
+
+  // A flipped bit is found on this path too.
+  std::string bytes = expected;
+  ZipReader zip(MappedFile::from_bytes(bytes, "cold.pt"));
+  bytes[zip.find("data/0")->data_offset + 5'000'000] ^= 0x04;
+  write_file(file, bytes);
+  evict(file);
+  try {
+    load_torch_file(file, options);
+    ADD_FAILURE() << "no CRC error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("CRC"), std::string::npos) << e.what();
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,14 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Tells the kernel how the mapping will be read (madvise). Parsing touches a few
+  // scattered pages (the directory, each record's local header); with the default
+  // read-around every such touch can read megabytes, so loads parse under Random
+  // and go back to Normal for the data. A hint: failures are ignored.
+  enum class Access { Normal, Random, WillNeed };
+  void advise(Access access) const { advise(0, size_, access); }
+  void advise(uint64_t offset, uint64_t size, Access access) const;
+
   // Writable bytes of an open_private() mapping (changes stay in this process); Error otherwise.
   uint8_t* mutable_data() const;
   bool writable() const { return writable_; }
@@ -49,6 +58,11 @@ class MappedFile {
   // replaced since): for eager loads, which are faster this way than by copying
   // from the mapping. IoError on failure or a short file.
   void read_at(uint64_t offset, void* dest, size_t size) const;
+  // Asks the kernel to start reading [offset, offset + size) into the page cache
+  // now (POSIX_FADV_WILLNEED), so that a read_at() of it later finds it there.
+  void prefetch(uint64_t offset, uint64_t size) const;
+  // How many bytes of [offset, offset + size) are in the page cache (mincore), by whole pages.
+  uint64_t resident_bytes(uint64_t offset, uint64_t size) const;
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size, bool mapped, std::string owned);
@@ -61,6 +75,34 @@ class MappedFile {
   std::string owned_;  // the bytes behind data_ when not mapped
   bool writable_ = false;
   int fd_ = -1;        // kept open for read_at(); -1 for in-memory content
+
+  friend class DirectFile;
+};
+
+// The file behind a MappedFile opened again for O_DIRECT reads, which bypass the
+// page cache: for eager loads of files that are not cached, the disk's DMA lands
+// straight in the destination memory instead of in the page cache and then a copy.
+class DirectFile {
+ public:
+  // Offsets, sizes and destinations of read() are multiples of this.
+  static constexpr uint64_t kAlignment = 4096;
+
+  // The same file (the same inode, even if the path was replaced since), or
+  // nullptr where O_DIRECT is not available (in-memory content, file systems without it).
+  static std::unique_ptr<DirectFile> open(const MappedFile& file);
+  ~DirectFile();
+  DirectFile(const DirectFile&) = delete;
+  DirectFile& operator=(const DirectFile&) = delete;
+
+  // Reads [offset, offset + size), stopping early only at the end of the file;
+  // returns the bytes read, or -1 where the kernel refuses this alignment (the
+  // caller then reads another way). IoError on other failures. Safe from several threads.
+  int64_t read(uint64_t offset, void* dest, size_t size) const;
+
+ private:
+  DirectFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::string path_;
 };
 
 // Where a writer sends its bytes, in order.
@@ -126,9 +168,12 @@ class AtomicFileSink : public OutputSink {
   // it), so that parallel writes do not allocate blocks as they go.
   void preallocate(uint64_t size);
   // Writes `size` bytes at `offset` with pwrite(2), independently of position();
-  // safe from several threads for disjoint ranges. With fsync, the range is handed
-  // to the kernel for write-back right away (sync_file_range), so that commit()'s
-  // fsync has little left to wait for.
+  // safe from several threads for disjoint ranges. The writes themselves take
+  // turns (buffered writes to one file serialize on its inode lock anyway, and
+  // waiting here sleeps where waiting there spins), so callers overlap their other
+  // work (CRCs) with one another's writes. With fsync, the range is handed to the
+  // kernel for write-back right away (sync_file_range), so that commit()'s fsync
+  // has little left to wait for.
   void write_at(uint64_t offset, const void* data, size_t size);
 
   // Flushes, optionally fsyncs, renames over the target (then fsyncs its directory). Once only.
@@ -151,6 +196,7 @@ class AtomicFileSink : public OutputSink {
   uint64_t position_ = 0;
   std::unique_ptr<char[]> buffer_;
   size_t buffered_ = 0;
+  std::mutex write_at_mutex_;
 };
 
 }  // namespace fabricckpt

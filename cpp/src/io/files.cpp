@@ -5,12 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
 #include <system_error>
+#include <vector>
 
 #include "fabricckpt/error.h"
 
@@ -62,6 +64,36 @@ std::shared_ptr<const MappedFile> MappedFile::open_private(const std::string& pa
 uint8_t* MappedFile::mutable_data() const {
   if (!writable_) throw Error(concat(path_, " is mapped read-only"));
   return const_cast<uint8_t*>(data_);
+}
+
+void MappedFile::advise(uint64_t offset, uint64_t size, Access access) const {
+  if (!mapped_ || offset >= size_) return;
+  size = std::min<uint64_t>(size, size_ - offset);
+  // madvise wants a page-aligned start.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start = offset / page * page;
+  const int advice = access == Access::Random ? MADV_RANDOM : access == Access::WillNeed ? MADV_WILLNEED : MADV_NORMAL;
+  ::madvise(const_cast<uint8_t*>(data_) + start, size + (offset - start), advice);
+}
+
+void MappedFile::prefetch(uint64_t offset, uint64_t size) const {
+  if (fd_ >= 0 && size > 0) ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(size), POSIX_FADV_WILLNEED);
+}
+
+uint64_t MappedFile::resident_bytes(uint64_t offset, uint64_t size) const {
+  if (!mapped_) return size;  // in memory
+  if (offset >= size_ || size == 0) return 0;
+  size = std::min<uint64_t>(size, size_ - offset);
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = offset / page;
+  const uint64_t last = (offset + size - 1) / page;
+  std::vector<unsigned char> pages(last - first + 1);
+  if (::mincore(const_cast<uint8_t*>(data_) + first * page, (last - first + 1) * page, pages.data()) != 0) {
+    return size;  // unknown: treat as cached
+  }
+  uint64_t resident = 0;
+  for (unsigned char p : pages) resident += (p & 1) ? page : 0;
+  return std::min(resident, size);
 }
 
 void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
@@ -124,6 +156,40 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
 std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std::string name) {
   return std::shared_ptr<const MappedFile>(
       new MappedFile(std::move(name), nullptr, 0, false, std::move(bytes)));
+}
+
+// --- DirectFile ----------------------------------------------------------------------------
+
+std::unique_ptr<DirectFile> DirectFile::open(const MappedFile& file) {
+  if (file.fd_ < 0) return nullptr;
+  // Through /proc/self/fd: the very inode the mapping shows, whatever the path names now.
+  const std::string self = "/proc/self/fd/" + std::to_string(file.fd_);
+  int fd = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  return std::unique_ptr<DirectFile>(new DirectFile(fd, file.path()));
+}
+
+DirectFile::~DirectFile() { ::close(fd_); }
+
+int64_t DirectFile::read(uint64_t offset, void* dest, size_t size) const {
+  char* p = static_cast<char*>(dest);
+  int64_t done = 0;
+  while (size > 0) {
+    ssize_t n = ::pread(fd_, p, size < (size_t{1} << 30) ? size : (size_t{1} << 30), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EINVAL) return -1;
+      int error = errno;
+      throw IoError(concat("cannot read ", path_, ": ", reason(error)));
+    }
+    if (n == 0) break;  // end of file
+    p += n;
+    done += n;
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<size_t>(n);
+    if (static_cast<uint64_t>(n) % kAlignment != 0) break;  // a short read ends at the end of the file
+  }
+  return done;
 }
 
 // --- OutputSink, StringSink ---------------------------------------------------------------
@@ -238,7 +304,10 @@ void AtomicFileSink::preallocate(uint64_t size) {
 
 void AtomicFileSink::write_at(uint64_t offset, const void* data, size_t size) {
   if (committed_) throw Error(concat("write to ", target_path_, " after commit"));
-  write_fully(offset, data, size);
+  {
+    std::lock_guard<std::mutex> turn(write_at_mutex_);
+    write_fully(offset, data, size);
+  }
   // Starts write-back of this range now; commit() then waits only for the tail.
   if (fsync_ && size > 0) ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(size), SYNC_FILE_RANGE_WRITE);
 }

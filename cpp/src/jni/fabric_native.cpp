@@ -295,3 +295,37 @@ NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress
 }
 
 }  // namespace fabricckpt::jni
+
+// --- dist --------------------------------------------------------------------------------------
+#include <algorithm>
+
+#include "fabricckpt/dist.h"
+
+namespace fabricckpt::jni {
+
+NativeProcessGroup::NativeProcessGroup(const signed char* host, long long host_length, int port, int rank,
+                                       int world_size, long long timeout_millis) {
+  ProcessGroupOptions options;
+  options.host = std::string(reinterpret_cast<const char*>(host), static_cast<size_t>(std::max(0LL, host_length)));
+  options.port = port;
+  options.rank = rank;
+  options.world_size = world_size;
+  options.timeout = std::chrono::milliseconds(timeout_millis);
+  group_ = std::make_shared<ProcessGroup>(options);
+}
+
+int NativeProcessGroup::rank() const { return group_->rank(); }
+int NativeProcessGroup::worldSize() const { return group_->world_size(); }
+long long NativeProcessGroup::timeoutMillis() const { return static_cast<long long>(group_->timeout().count()); }
+void NativeProcessGroup::barrier() { group_->barrier(); }
+bool NativeProcessGroup::allAgree(bool ok) { return group_->all_agree(ok); }
+long long NativeProcessGroup::allReduceSum(long long value) { return group_->all_reduce_sum(value); }
+
+std::string NativeProcessGroup::broadcastBytes(const signed char* data, long long length, int src) {
+  if (length < 0 || (length > 0 && data == nullptr)) throw Error("invalid byte string from the JVM");
+  return group_->broadcast(std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(length)), src);
+}
+
+void NativeProcessGroup::close() { group_->close(); }
+
+}  // namespace fabricckpt::jni

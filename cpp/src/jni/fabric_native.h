@@ -150,3 +150,32 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
 NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress* progress);
 
 }  // namespace fabricckpt::jni
+
+// --- dist: a c10d process group (TCPStore rendezvous + Gloo) for the strategies ---------------
+namespace fabricckpt {
+class ProcessGroup;
+}
+
+namespace fabricckpt::jni {
+
+// One rank's membership of a process group (fabricckpt::ProcessGroup). The constructor blocks until
+// every rank has joined; every other call except rank()/worldSize()/close() is collective.
+class NativeProcessGroup {
+ public:
+  NativeProcessGroup(const signed char* host, long long host_length, int port, int rank, int world_size,
+                     long long timeout_millis);
+  int rank() const;
+  int worldSize() const;
+  long long timeoutMillis() const;
+  void barrier();
+  bool allAgree(bool ok);
+  long long allReduceSum(long long value);
+  // Rank `src`'s bytes on every rank.
+  std::string broadcastBytes(const signed char* data, long long length, int src);
+  void close();
+
+ private:
+  std::shared_ptr<ProcessGroup> group_;
+};
+
+}  // namespace fabricckpt::jni

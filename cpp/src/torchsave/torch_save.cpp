@@ -98,6 +98,7 @@ std::vector<Piece> split(const std::vector<uint64_t>& sizes) {
 // per 2 MiB instead of per 4 KiB makes filling fresh memory several times faster.
 // Small ones use libtorch's CPU allocator.
 constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kSmallPage = 4096;
 
 struct Mapping {
   void* base;
@@ -114,7 +115,9 @@ class LargeAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t nbytes) override {
     if (nbytes < kHugePage) return c10::GetCPUAllocator()->allocate(nbytes);
-    const size_t length = (nbytes + kHugePage - 1) / kHugePage * kHugePage;
+    // Whole pages, not whole huge pages: a huge page at the end would be resident
+    // in full as soon as the data's last bytes are written.
+    const size_t length = (nbytes + kSmallPage - 1) / kSmallPage * kSmallPage;
     void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) {
       // Fall back to libtorch's allocator (which reports out-of-memory its own way).
@@ -138,6 +141,30 @@ c10::Allocator* large_allocator() {
 
 c10::Storage allocate_storage(size_t nbytes) {
   return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, large_allocator(), /*resizable=*/false);
+}
+
+// Storages of at least this size may be read with O_DIRECT (when not cached).
+constexpr size_t kDirectMin = kHugePage;
+
+// Memory for a storage whose bytes start at `file_offset` in a file, laid out so
+// that file pages and memory pages line up (the data starts at file_offset % 4096
+// into the mapping, with room for whole pages at both ends): a direct read of the
+// page-aligned range around the record can land in it as is. `*aligned` gets the
+// start of that range's memory. Returns an empty storage where mmap fails.
+c10::Storage allocate_file_aligned(size_t nbytes, uint64_t file_offset, uint8_t** aligned) {
+  constexpr uint64_t kPage = DirectFile::kAlignment;
+  const size_t shift = static_cast<size_t>(file_offset % kPage);
+  const size_t length = (shift + nbytes + kPage - 1) / kPage * kPage;
+  void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) return {};
+#ifdef MADV_HUGEPAGE
+  ::madvise(base, length, MADV_HUGEPAGE);
+#endif
+  *aligned = static_cast<uint8_t*>(base);
+  c10::DataPtr ptr(static_cast<uint8_t*>(base) + shift, new Mapping{base, length}, &unmap_storage,
+                   c10::Device(c10::DeviceType::CPU));
+  return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr), /*allocator=*/nullptr,
+                      /*resizable=*/false);
 }
 
 // A storage that views bytes of a copy-on-write mapping and keeps the mapping alive.
@@ -274,11 +301,174 @@ std::string hex32(uint32_t v) {
   return text;
 }
 
+// A storage to fill from its zip record (eager loads).
+struct PendingRead {
+  const ZipRecord* record;
+  uint8_t* dest;
+  uint8_t* aligned = nullptr;  // memory laid out by allocate_file_aligned(), or null
+};
+
+// Fills the storages of an eager load from several threads. A record whose pages
+// are mostly not in the page cache, in memory laid out for it, is read with
+// O_DIRECT straight into place (half the memory traffic, no page cache to fill);
+// the others with pread(2), with the kernel asked to fetch a few pieces ahead.
+// Each piece's CRC is taken right after it lands (still in cache) and the pieces'
+// CRCs are combined per record.
+void fill_storages(const MappedFile& file, const std::vector<PendingRead>& pending, const TorchLoadOptions& options) {
+  constexpr uint64_t kPage = DirectFile::kAlignment;
+  constexpr uint64_t kDirectChunk = uint64_t{8} << 20;
+  std::unique_ptr<DirectFile> direct_file;
+  bool direct_tried = false;
+
+  struct Read {
+    size_t item;
+    uint64_t offset;  // in the file
+    size_t size;
+    uint8_t* dest;
+    bool direct;
+    uint64_t data_begin, data_end;  // the part that is the record's data (file offsets)
+  };
+  std::vector<Read> reads;
+  uint64_t total = 0;
+  bool any_direct = false;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const PendingRead& p = pending[i];
+    const uint64_t begin = p.record->data_offset;
+    const uint64_t end = begin + p.record->size;
+    total += p.record->size;
+    bool direct = false;
+    if (p.aligned && file.resident_bytes(begin, p.record->size) < p.record->size / 2) {
+      if (!direct_tried) {
+        direct_file = DirectFile::open(file);
+        direct_tried = true;
+      }
+      direct = direct_file != nullptr;
+    }
+    if (direct) {
+      any_direct = true;
+      const uint64_t first = begin / kPage * kPage;
+      const uint64_t last = (end + kPage - 1) / kPage * kPage;
+      for (uint64_t at = first; at < last; at += kDirectChunk) {
+        const uint64_t stop = std::min(last, at + kDirectChunk);
+        reads.push_back(Read{i, at, static_cast<size_t>(stop - at), p.aligned + (at - first), true,
+                             std::max(at, begin), std::min(stop, end)});
+      }
+    } else {
+      for (uint64_t at = begin; at < end; at += kChunk) {
+        const uint64_t stop = std::min(end, at + kChunk);
+        reads.push_back(
+            Read{i, at, static_cast<size_t>(stop - at), p.dest + (at - begin), false, at, stop});
+      }
+    }
+  }
+  if (options.progress) options.progress->total = total;
+
+  int threads = pick_threads(options.threads, total, reads.size());
+  // Direct reads wait on the disk, not on a core: more of them in flight keeps it busy.
+  if (any_direct && options.threads <= 0) threads = static_cast<int>(std::min<size_t>(reads.size(), 4));
+  constexpr size_t kAhead = 8;
+  auto prefetch = [&](size_t i) {
+    if (i < reads.size() && !reads[i].direct) file.prefetch(reads[i].offset, reads[i].size);
+  };
+  for (size_t i = 0; i < kAhead; ++i) prefetch(i);
+  std::vector<uint32_t> crcs(reads.size());
+  run_parallel(reads.size(), threads, [&](size_t i) {
+    prefetch(i + kAhead);
+    const Read& r = reads[i];
+    uint8_t* data = r.dest + (r.data_begin - r.offset);
+    const size_t data_size = static_cast<size_t>(r.data_end - r.data_begin);
+    if (r.direct) {
+      const int64_t got = direct_file->read(r.offset, r.dest, r.size);
+      if (got < 0) {
+        file.read_at(r.data_begin, data, data_size);  // alignment refused: read it the usual way
+      } else if (static_cast<uint64_t>(got) < r.data_end - r.offset) {
+        throw IoError(concat("cannot read ", file.path(), ": the file got shorter while it was read"));
+      }
+    } else {
+      file.read_at(r.offset, r.dest, r.size);
+    }
+    if (options.verify_crc) crcs[i] = crc32_update(0, data, data_size);
+    if (options.progress) options.progress->add(data_size);
+  });
+  if (!options.verify_crc) return;
+  size_t i = 0;
+  for (size_t item = 0; item < pending.size(); ++item) {
+    const ZipRecord& record = *pending[item].record;
+    uint32_t crc = 0;
+    for (; i < reads.size() && reads[i].item == item; ++i) {
+      crc = crc32_combine(crc, crcs[i], reads[i].data_end - reads[i].data_begin);
+    }
+    if (crc != record.crc32) {
+      throw FormatError(concat(file.path(), ": record ", record.name, ": CRC-32 mismatch (stored ",
+                               hex32(record.crc32), ", computed ", hex32(crc), ")"));
+    }
+  }
+}
+
+uint16_t le16_at(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t le32_at(const uint8_t* p) { return le16_at(p) | (static_cast<uint32_t>(le16_at(p + 2)) << 16); }
+uint64_t le64_at(const uint8_t* p) { return le32_at(p) | (static_cast<uint64_t>(le32_at(p + 4)) << 32); }
+
+// Asks for every record's local header page at once, before ZipReader reads them
+// one by one: on a cold file that is one wait for the disk instead of one per
+// record. A hint only: it stops at anything unexpected; ZipReader checks it all.
+void prefetch_local_headers(const MappedFile& file) {
+  const uint8_t* base = file.data();
+  const uint64_t size = file.size();
+  if (size < 22) return;
+  uint64_t end = size - 22;  // torch writes no archive comment, but allow one
+  const uint64_t lowest = end > 0xFFFF ? end - 0xFFFF : 0;
+  while (le32_at(base + end) != 0x06054b50) {
+    if (end == lowest) return;
+    --end;
+  }
+  uint64_t directory = le32_at(base + end + 16);
+  uint64_t directory_size = le32_at(base + end + 12);
+  if (end >= 20 && le32_at(base + end - 20) == 0x07064b50) {  // zip64 locator
+    const uint64_t end64 = le64_at(base + end - 20 + 8);
+    if (end64 > size || size - end64 < 56 || le32_at(base + end64) != 0x06064b50) return;
+    directory_size = le64_at(base + end64 + 40);
+    directory = le64_at(base + end64 + 48);
+  }
+  if (directory > size || directory_size > size - directory) return;
+  file.advise(directory, directory_size, MappedFile::Access::WillNeed);
+  const uint8_t* p = base + directory;
+  const uint8_t* stop = p + directory_size;
+  while (stop - p >= 46 && le32_at(p) == 0x02014b50) {
+    const uint16_t name = le16_at(p + 28), extra = le16_at(p + 30), comment = le16_at(p + 32);
+    if (static_cast<uint64_t>(stop - p) < 46u + name + extra + comment) return;
+    uint64_t offset = le32_at(p + 42);
+    if (offset == 0xFFFFFFFF) {  // in the zip64 extra field, after the sizes that overflow
+      const uint8_t* e = p + 46 + name;
+      const uint8_t* e_end = e + extra;
+      offset = UINT64_MAX;
+      while (e_end - e >= 4) {
+        const uint16_t id = le16_at(e), length = le16_at(e + 2);
+        if (e_end - e - 4 < length) break;
+        if (id == 1) {
+          size_t at = 4 + (le32_at(p + 24) == 0xFFFFFFFF ? 8 : 0) + (le32_at(p + 20) == 0xFFFFFFFF ? 8 : 0);
+          if (at + 8 <= 4u + length) offset = le64_at(e + at);
+          break;
+        }
+        e += 4 + length;
+      }
+      if (offset == UINT64_MAX) return;
+    }
+    // The header, its name and its extra fields (zip64 and torch's alignment padding).
+    file.advise(offset, 30 + name + 128, MappedFile::Access::WillNeed);
+    p += 46 + name + extra + comment;
+  }
+}
+
 TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options) {
+  // The directory and the local headers are scattered pages: read just those, all at once.
+  file->advise(MappedFile::Access::Random);
+  prefetch_local_headers(*file);
   ZipReader zip(file);
   const std::string& path = file->path();
   const ZipRecord* pickle_record = zip.find("data.pkl");
   if (!pickle_record) throw FormatError(concat(path, ": no data.pkl record: not a torch.save checkpoint"));
+  file->advise(pickle_record->data_offset, pickle_record->size, MappedFile::Access::WillNeed);
   if (const ZipRecord* order = zip.find("byteorder")) {
     if (zip.data(*order, options.verify_crc) != "little") {
       throw FormatError(concat(path, ": big-endian checkpoints are not supported"));
@@ -287,10 +477,6 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
 
   std::unordered_map<std::string, ValuePtr> storages;  // key -> storage node (shared by views)
   // Storages to fill once the pickle is read: all at once, from several threads.
-  struct PendingRead {
-    const ZipRecord* record;
-    void* dest;
-  };
   std::vector<PendingRead> pending;
   UnpickleHooks hooks;
   hooks.reduce = reduce_torch;
@@ -322,8 +508,15 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
       payload = std::make_shared<TorchStorage>(TorchStorage{mapped_storage(file, record->data_offset, nbytes),
                                                             dtype, location});
     } else if (record->size == nbytes && nbytes > 0) {
-      payload = std::make_shared<TorchStorage>(TorchStorage{allocate_storage(nbytes), dtype, location});
-      pending.push_back(PendingRead{record, payload->storage.mutable_data()});
+      uint8_t* aligned = nullptr;
+      c10::Storage storage;
+      if (nbytes >= kDirectMin) storage = allocate_file_aligned(nbytes, record->data_offset, &aligned);
+      if (!storage) {
+        storage = allocate_storage(nbytes);
+        aligned = nullptr;
+      }
+      payload = std::make_shared<TorchStorage>(TorchStorage{std::move(storage), dtype, location});
+      pending.push_back(PendingRead{record, static_cast<uint8_t*>(payload->storage.mutable_data()), aligned});
     } else {  // a record longer than its storage (the CRC covers it all), or empty
       const std::string_view bytes = zip.data(*record, options.verify_crc);
       payload = std::make_shared<TorchStorage>(TorchStorage{new_storage(bytes.data(), nbytes), dtype, location});
@@ -341,39 +534,10 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
   } catch (const FormatError& e) {
     throw FormatError(concat(path, ": ", zip.archive_name(), "/data.pkl: ", e.what()));
   }
+  // Tensors viewing the mapping read their pages later: with the usual read-around again.
+  file->advise(MappedFile::Access::Normal);
 
-  // Fill the storages: pread(2) into fresh memory piece by piece, each piece's CRC
-  // taken while it is still in cache, the pieces' CRCs combined per record.
-  std::vector<uint64_t> sizes;
-  uint64_t total = 0;
-  for (const auto& p : pending) {
-    sizes.push_back(p.record->size);
-    total += p.record->size;
-  }
-  if (options.progress) options.progress->total = total;
-  const std::vector<Piece> pieces = split(sizes);
-  std::vector<uint32_t> crcs(pieces.size());
-  run_parallel(pieces.size(), pick_threads(options.threads, total, pieces.size()), [&](size_t i) {
-    const Piece& piece = pieces[i];
-    const PendingRead& read = pending[piece.item];
-    uint8_t* dest = static_cast<uint8_t*>(read.dest) + piece.offset;
-    file->read_at(read.record->data_offset + piece.offset, dest, piece.size);
-    if (options.verify_crc) crcs[i] = crc32_update(0, dest, piece.size);
-    if (options.progress) options.progress->add(piece.size);
-  });
-  if (options.verify_crc) {
-    size_t i = 0;
-    for (const auto& read : pending) {
-      uint32_t crc = 0;
-      for (uint64_t at = 0; at < read.record->size; at += pieces[i].size, ++i) {
-        crc = crc32_combine(crc, crcs[i], pieces[i].size);
-      }
-      if (crc != read.record->crc32) {
-        throw FormatError(concat(path, ": record ", read.record->name, ": CRC-32 mismatch (stored ",
-                                 hex32(read.record->crc32), ", computed ", hex32(crc), ")"));
-      }
-    }
-  }
+  fill_storages(*file, pending, options);
   return out;
 }
 

@@ -1,5 +1,7 @@
 package io.fabricckpt;
 
+import io.fabricckpt.dist.SingleDevice;
+import io.fabricckpt.dist.Strategy;
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
@@ -10,6 +12,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.function.BiPredicate;
+import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
@@ -22,10 +25,86 @@ import org.bytedeco.pytorch.Optimizer;
  * Adam, AdamW, SGD, RMSprop, Adagrad), {@link Stateful} objects and plain values. Saving turns each
  * top-level model and optimizer into the state dict Python would produce for it; loading restores
  * them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
+ *
+ * <p>With a {@link Strategy} several processes checkpoint together, as Lightning's strategies do:
+ * under {@link io.fabricckpt.dist.Ddp} only global rank 0 writes the file and every rank returns from
+ * {@code save} once it is written (or throws if it was not); every rank loads the file itself.
  */
 public final class Fabric {
 
-    public Fabric() {}
+    private final Strategy strategy;
+
+    /** A single-device Fabric: this process writes and reads its checkpoints alone. */
+    public Fabric() {
+        this(SingleDevice.INSTANCE);
+    }
+
+    /** A Fabric whose saves and loads follow {@code strategy} (every rank must make the same calls). */
+    public Fabric(Strategy strategy) {
+        this.strategy = Objects.requireNonNull(strategy, "strategy");
+    }
+
+    public Strategy strategy() {
+        return strategy;
+    }
+
+    // ------------------------------------------------------------------ processes (strategies)
+
+    /**
+     * Rank 0 runs {@code write}; every rank then learns how it went and waits on a barrier (as
+     * Lightning's save ends with one). A failure on rank 0 is rethrown there and reported on the others.
+     */
+    private void onGlobalZero(Path path, Runnable write) {
+        RuntimeException failure = null;
+        if (strategy.isGlobalZero()) {
+            try {
+                write.run();
+            } catch (RuntimeException e) {
+                failure = e;
+            }
+        }
+        if (strategy.worldSize() == 1) {
+            if (failure != null) {
+                throw failure;
+            }
+            return;
+        }
+        String outcome = strategy.broadcast(failure == null ? "" : "failed: " + failure, 0);
+        strategy.barrier(); // a broadcast's root may return before the others received it
+        if (failure != null) {
+            throw failure;
+        }
+        if (!outcome.isEmpty()) {
+            throw new CheckpointException(path + ": global rank 0 " + outcome + " (on rank "
+                    + strategy.globalRank() + ")");
+        }
+    }
+
+    /**
+     * Every rank runs {@code load}, then all ranks agree (Lightning's barrier after a load): if any
+     * rank failed, every rank throws.
+     */
+    private <T> T onEveryRank(Path path, Supplier<T> load) {
+        if (strategy.worldSize() == 1) {
+            return load.get();
+        }
+        T result = null;
+        RuntimeException failure = null;
+        try {
+            result = load.get();
+        } catch (RuntimeException e) {
+            failure = e;
+        }
+        boolean allLoaded = strategy.reduceBooleanDecision(failure == null);
+        if (failure != null) {
+            throw failure;
+        }
+        if (!allLoaded) {
+            throw new CheckpointException(path + ": another rank failed to load the checkpoint (rank "
+                    + strategy.globalRank() + " loaded it)");
+        }
+        return result;
+    }
 
     // ------------------------------------------------------------------------------- save
 
@@ -50,6 +129,11 @@ public final class Fabric {
             throw new IllegalArgumentException("The filter keys " + unknown
                     + " are not present in the state keys " + state.keySet() + ".");
         }
+        onGlobalZero(path, () -> writeCheckpoint(path, state, filter));
+    }
+
+    private static void writeCheckpoint(Path path, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter) {
         ValueConverter.ToNative toNative = new ValueConverter.ToNative();
         NativeValue checkpoint = NativeValue.newDict(false);
         for (Map.Entry<String, ?> entry : state.entrySet()) {
@@ -108,6 +192,10 @@ public final class Fabric {
 
     /** {@code fabric.load(path)}: the whole checkpoint, nothing restored. */
     public Map<String, Object> load(Path path) {
+        return onEveryRank(path, () -> loadWhole(path));
+    }
+
+    private static Map<String, Object> loadWhole(Path path) {
         return topLevel(path, ValueConverter.toJava(TorchFiles.readNative(path)));
     }
 
@@ -127,12 +215,16 @@ public final class Fabric {
      */
     public Map<String, Object> load(Path path, Map<String, Object> state, boolean strict) {
         Objects.requireNonNull(state, "state");
+        return onEveryRank(path, () -> loadInto(path, state, strict));
+    }
+
+    private static Map<String, Object> loadInto(Path path, Map<String, Object> state, boolean strict) {
         NativeValue checkpoint = TorchFiles.readNative(path);
         if (checkpoint.kind() != NativeValue.DICT) {
             return topLevel(path, ValueConverter.toJava(checkpoint));
         }
         if (state.isEmpty()) {
-            return load(path);
+            return loadWhole(path);
         }
         if (strict) {
             for (String key : state.keySet()) {

@@ -17,6 +17,8 @@ public final class Main {
               verify PATH           check every record's CRC-32, the pickle, storages and tensor views
               diff A B              keys, shapes and the largest difference of each tensor
               convert SRC DST       read any checkpoint this library reads, write it as a torch.save file
+              launch -n N [--timeout S] CLASS [ARGS]
+                                    start N local JVMs as ranks of one process group (torchrun's variables)
             """;
 
     private Main() {}
@@ -53,6 +55,9 @@ public final class Main {
                     boolean same = Diff.run(TorchFiles.read(Path.of(rest.get(0))), TorchFiles.read(Path.of(rest.get(1))),
                             System.out);
                     return same ? 0 : 1;
+                }
+                case "launch" -> {
+                    return LaunchCommand.run(rest.toArray(String[]::new));
                 }
                 case "convert" -> {
                     requireArgs(rest, 2, "convert SRC DST");

@@ -1,0 +1,153 @@
+package io.fabricckpt.dist;
+
+import io.fabricckpt.Fabric;
+import io.fabricckpt.Net;
+import io.fabricckpt.Parameter;
+import io.fabricckpt.StateDicts;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.bytedeco.pytorch.Adam;
+import org.bytedeco.pytorch.AdamOptions;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * One rank of the multi-process tests, started by {@link LocalLauncher} (JUnit's DdpTest and
+ * python-compat-tests/test_ddp.py). The group comes from the environment (RANK, WORLD_SIZE,
+ * MASTER_ADDR, MASTER_PORT; FABRICCKPT_DIST_TIMEOUT seconds). Modes:
+ * <ul>
+ *   <li>{@code save DIR}: every rank trains the same Net(4, 8, 2) + Adam for one step, saves
+ *       DIR/ddp.ckpt under DDP, then reloads it into fresh objects and prints the files in DIR and a
+ *       digest of what it loaded ({@code files=}, {@code digest=}, {@code restored-equal=}).
+ *   <li>{@code load PATH}: every rank loads a checkpoint ("model": Net(4, 8, 2), "optimizer": Adam,
+ *       "step") into fresh objects and prints the digest.
+ *   <li>{@code exit-before-save DIR}: the last rank leaves (exit 0) right after joining; the others save.
+ *   <li>{@code stall-before-save DIR}: the last rank sleeps forever after joining; the others save.
+ * </ul>
+ * A failure prints {@code error: <message>} and {@code elapsed-ms=} and exits 1.
+ */
+public final class DdpWorker {
+    private DdpWorker() {}
+
+    public static void main(String[] args) throws Exception {
+        String mode = args[0];
+        Path target = Path.of(args[1]);
+        long start = System.nanoTime();
+        try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
+            System.out.println("joined " + group);
+            Fabric fabric = new Fabric(new Ddp(group));
+            boolean last = group.rank() == group.worldSize() - 1;
+            switch (mode) {
+                case "save" -> save(fabric, target);
+                case "load" -> load(fabric, target);
+                case "exit-before-save" -> {
+                    if (last) {
+                        System.out.println("leaving before the save");
+                        System.exit(0);
+                    }
+                    save(fabric, target);
+                }
+                case "stall-before-save" -> {
+                    if (last) {
+                        System.out.println("stalling before the save");
+                        Thread.sleep(Long.MAX_VALUE);
+                    }
+                    save(fabric, target);
+                }
+                default -> throw new IllegalArgumentException("unknown mode " + mode);
+            }
+        } catch (RuntimeException e) {
+            System.out.println("error: " + e.getMessage());
+            System.out.println("elapsed-ms=" + (System.nanoTime() - start) / 1_000_000);
+            System.out.flush();
+            System.exit(1);
+        }
+        System.out.println("done");
+    }
+
+    private static void trainStep(Net model, Adam optimizer) {
+        optimizer.zero_grad();
+        Tensor loss = model.forward(torch.randn(8, 4)).pow(new Scalar(2)).mean();
+        loss.backward();
+        optimizer.step();
+    }
+
+    private static void save(Fabric fabric, Path dir) throws Exception {
+        torch.manual_seed(7); // replicated state: the same on every rank
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
+        trainStep(model, optimizer);
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("optimizer", optimizer);
+        state.put("step", 5L);
+        state.put("hparams", Map.of("lr", 1e-3, "name", "ddp"));
+        Path path = dir.resolve("ddp.ckpt");
+        fabric.save(path, state);
+        String before = digest(model, optimizer);
+        // every rank can load: into fresh objects, then compare
+        torch.manual_seed(99);
+        Net restored = new Net(4, 8, 2);
+        Adam restoredOptimizer = new Adam(restored.parameters(), new AdamOptions(0.5));
+        Map<String, Object> into = new LinkedHashMap<>();
+        into.put("model", restored);
+        into.put("optimizer", restoredOptimizer);
+        into.put("step", 0L);
+        fabric.load(path, into);
+        try (Stream<Path> files = Files.list(dir)) {
+            System.out.println("files=" + files.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        String after = digest(restored, restoredOptimizer);
+        System.out.println("digest=" + after + ";step=" + into.get("step"));
+        System.out.println("restored-equal=" + before.equals(after));
+    }
+
+    private static void load(Fabric fabric, Path path) {
+        torch.manual_seed(99);
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("optimizer", optimizer);
+        state.put("step", 0L);
+        Map<String, Object> remainder = fabric.load(path, state);
+        System.out.println("digest=" + digest(model, optimizer) + ";step=" + state.get("step"));
+        System.out.println("remainder=" + remainder.keySet());
+    }
+
+    /**
+     * Every tensor of the model's and the optimizer's state dicts as "path:sum", sorted; maps and
+     * lists are walked, other values skipped (python-compat-tests/test_ddp.py computes the same).
+     */
+    static String digest(Net model, Adam optimizer) {
+        List<String> parts = new ArrayList<>();
+        walk("model", StateDicts.of(model), parts);
+        walk("optimizer", StateDicts.of(optimizer), parts);
+        parts.sort(null);
+        return String.join(",", parts);
+    }
+
+    private static void walk(String path, Object value, List<String> out) {
+        if (value instanceof Map<?, ?> map) {
+            map.forEach((k, v) -> walk(path + "." + k, v, out));
+        } else if (value instanceof List<?> list) {
+            for (int i = 0; i < list.size(); i++) {
+                walk(path + "." + i, list.get(i), out);
+            }
+        } else if (value instanceof Tensor t) {
+            out.add(path + ":" + sum(t));
+        } else if (value instanceof Parameter p) {
+            out.add(path + ":" + sum(p.data()));
+        }
+    }
+
+    static String sum(Tensor t) {
+        return String.format("%.6e", t.detach().reshape(-1).to(torch.ScalarType.Double).sum().item_double());
+    }
+}

@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
 import java.util.function.BiPredicate;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
@@ -33,6 +34,7 @@ import org.bytedeco.pytorch.Optimizer;
 public final class Fabric {
 
     private final Strategy strategy;
+    private AsyncSaver asyncSaver; // created by the first saveAsync
 
     /** A single-device Fabric: this process writes and reads its checkpoints alone. */
     public Fabric() {
@@ -124,15 +126,53 @@ public final class Fabric {
     public void save(Path path, Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
         Objects.requireNonNull(state, "state");
         Objects.requireNonNull(filter, "filter");
+        validateFilter(state, filter);
+        onGlobalZero(path, () -> TorchFiles.writeNative(path, buildCheckpoint(state, filter),
+                TorchFiles.WriteOptions.DEFAULT));
+    }
+
+    /**
+     * {@link #save} in the background: the state is converted and its tensors copied before this
+     * returns, so training can go on at once; the file is written by a background thread with
+     * bounded memory (at most one more checkpoint staged while one is written). Saves of one path
+     * land in the order they were made; a failure completes the future exceptionally and leaves the
+     * previous file in place.
+     *
+     * @param listener told the bytes written, from the background thread; may be null
+     * @throws UnsupportedOperationException under a multi-process strategy (not supported yet)
+     */
+    public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
+        Objects.requireNonNull(state, "state");
+        Objects.requireNonNull(filter, "filter");
+        if (strategy.worldSize() > 1) {
+            throw new UnsupportedOperationException("saveAsync under a multi-process strategy is not supported yet");
+        }
+        validateFilter(state, filter);
+        return asyncSaver().save(path, buildCheckpoint(state, filter), TorchFiles.WriteOptions.DEFAULT, listener);
+    }
+
+    public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state) {
+        return saveAsync(path, state, Map.of(), null);
+    }
+
+    private static void validateFilter(Map<String, ?> state, Map<String, ?> filter) {
         List<String> unknown = filter.keySet().stream().filter(k -> !state.containsKey(k)).toList();
         if (!unknown.isEmpty()) {
             throw new IllegalArgumentException("The filter keys " + unknown
                     + " are not present in the state keys " + state.keySet() + ".");
         }
-        onGlobalZero(path, () -> writeCheckpoint(path, state, filter));
     }
 
-    private static void writeCheckpoint(Path path, Map<String, ?> state,
+    private synchronized AsyncSaver asyncSaver() {
+        if (asyncSaver == null) {
+            asyncSaver = new AsyncSaver();
+        }
+        return asyncSaver;
+    }
+
+    /** The checkpoint tree of a state: models and optimizers as state dicts, filters applied. */
+    private static NativeValue buildCheckpoint(Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter) {
         ValueConverter.ToNative toNative = new ValueConverter.ToNative();
         NativeValue checkpoint = NativeValue.newDict(false);
@@ -143,7 +183,7 @@ public final class Fabric {
                 checkpoint.put(NativeValue.newKey(key), converted);
             }
         }
-        TorchFiles.writeNative(path, checkpoint, TorchFiles.WriteOptions.DEFAULT);
+        return checkpoint;
     }
 
     /** The saved form of one top-level value, filtered; null when the filter removed everything. */

@@ -222,6 +222,25 @@ class FabricTest {
         assertNull(fabric.load(path).get("nothing"));
     }
 
+    /** saveAsync: training may go on at once; the file holds the state as it was when saveAsync returned. */
+    @Test
+    void saveAsyncSnapshotsTheStateAndWritesInTheBackground() throws Exception {
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
+        trainStep(model, optimizer);
+        Tensor before = model.fc1.weight().clone();
+        Path path = dir.resolve("async.ckpt");
+        java.util.concurrent.CompletableFuture<Void> done =
+                fabric.saveAsync(path, Map.of("model", model, "optimizer", optimizer));
+        trainStep(model, optimizer); // mutates the parameters in place while the file may still be written
+        done.get(60, java.util.concurrent.TimeUnit.SECONDS);
+
+        Net restored = new Net(4, 8, 2);
+        fabric.load(path, new HashMap<>(Map.of("model", restored)), false);
+        assertTrue(restored.fc1.weight().equal(before));
+        assertFalse(restored.fc1.weight().equal(model.fc1.weight()));
+    }
+
     /** fabric.load_raw: a file that is a model's state dict itself. */
     @Test
     void loadRawModelStateDict() {

@@ -17,6 +17,8 @@ public final class Main {
               verify PATH           check every record's CRC-32, the pickle, storages and tensor views
               diff A B              keys, shapes and the largest difference of each tensor
               convert SRC DST       read any checkpoint this library reads, write it as a torch.save file
+              bench [--size 256M,1G] [--4g] [--reps N] [--dir DIR] [--no-python]
+                                    save/load throughput against Python Lightning, torch and dd/cat
               launch -n N [--timeout S] CLASS [ARGS]
                                     start N local JVMs as ranks of one process group (torchrun's variables)
             """;
@@ -56,12 +58,17 @@ public final class Main {
                             System.out);
                     return same ? 0 : 1;
                 }
+                case "bench" -> {
+                    return BenchCommand.run(rest.toArray(String[]::new));
+                }
                 case "launch" -> {
                     return LaunchCommand.run(rest.toArray(String[]::new));
                 }
                 case "convert" -> {
                     requireArgs(rest, 2, "convert SRC DST");
-                    TorchFiles.convert(Path.of(rest.get(0)), Path.of(rest.get(1)));
+                    ProgressBar bar = new ProgressBar("convert");
+                    TorchFiles.convert(Path.of(rest.get(0)), Path.of(rest.get(1)), bar);
+                    bar.finish();
                     System.out.println("wrote " + rest.get(1));
                 }
                 default -> {

@@ -45,6 +45,15 @@ public final class ValueConverter {
     public static final class ToJava {
         private final Map<Long, Object> seen = new HashMap<>();
 
+        /** Converts a child handle and frees it at once (it would pin the native tree until GC). */
+        private Object child(NativeValue c) {
+            try {
+                return convert(c);
+            } finally {
+                c.close();
+            }
+        }
+
         public Object convert(NativeValue v) {
             int kind = v.kind();
             switch (kind) {
@@ -71,7 +80,7 @@ public final class ValueConverter {
                 case NativeValue.TUPLE -> {
                     Object[] items = new Object[v.size()];
                     for (int i = 0; i < items.length; i++) {
-                        items[i] = convert(v.item(i));
+                        items[i] = child(v.item(i));
                     }
                     yield PyTuple.of(items);
                 }
@@ -79,14 +88,14 @@ public final class ValueConverter {
                     List<Object> list = new ArrayList<>(v.size());
                     seen.put(id, list); // before the items: a list may contain itself
                     for (int i = 0, n = v.size(); i < n; i++) {
-                        list.add(convert(v.item(i)));
+                        list.add(child(v.item(i)));
                     }
                     yield list;
                 }
                 case NativeValue.SET, NativeValue.FROZEN_SET -> {
                     Set<Object> set = new LinkedHashSet<>();
                     for (int i = 0, n = v.size(); i < n; i++) {
-                        set.add(convert(v.item(i)));
+                        set.add(child(v.item(i)));
                     }
                     yield kind == NativeValue.SET ? set : new PyFrozenSet(set);
                 }
@@ -108,7 +117,7 @@ public final class ValueConverter {
                 seen.put(id, map);
                 NativeValue state = v.dictState();
                 if (state.kind() != NativeValue.NONE) {
-                    Object attributes = convert(state);
+                    Object attributes = child(state);
                     if (!(attributes instanceof Map<?, ?> attrs)) {
                         throw new CheckpointException("OrderedDict state is not a dict: " + attributes);
                     }
@@ -121,27 +130,27 @@ public final class ValueConverter {
                 seen.put(id, map);
             }
             for (int i = 0, n = v.size(); i < n; i++) {
-                map.put(convert(v.key(i)), convert(v.value(i)));
+                map.put(child(v.key(i)), child(v.value(i)));
             }
             return map;
         }
 
         private PyObject object(NativeValue v) {
             PyObject.Construction construction = PyObject.Construction.values()[v.construct()];
-            Object callable = convert(v.callable());
-            Object args = convert(v.args());
+            Object callable = child(v.callable());
+            Object args = child(v.args());
             NativeValue kw = v.kwargs();
             @SuppressWarnings("unchecked")
-            Map<Object, Object> kwargs = kw.kind() == NativeValue.NONE ? null : (Map<Object, Object>) convert(kw);
-            Object state = v.hasObjectState() ? convert(v.objectState()) : null;
+            Map<Object, Object> kwargs = kw.kind() == NativeValue.NONE ? null : (Map<Object, Object>) child(kw);
+            Object state = v.hasObjectState() ? child(v.objectState()) : null;
             List<Object> listItems = new ArrayList<>();
             for (int i = 0, n = v.listItemCount(); i < n; i++) {
-                listItems.add(convert(v.listItem(i)));
+                listItems.add(child(v.listItem(i)));
             }
             List<Map.Entry<Object, Object>> dictItems = new ArrayList<>();
             for (int i = 0, n = v.dictItemCount(); i < n; i++) {
-                dictItems.add(new AbstractMap.SimpleImmutableEntry<>(convert(v.dictItemKey(i)),
-                        convert(v.dictItemValue(i))));
+                dictItems.add(new AbstractMap.SimpleImmutableEntry<>(child(v.dictItemKey(i)),
+                        child(v.dictItemValue(i))));
             }
             PyTuple argTuple = args instanceof PyTuple t ? t : PyTuple.of(args);
             return new PyObject(construction, callable, argTuple, kwargs, state, listItems, dictItems);

@@ -8,18 +8,10 @@ the same libtorch version, so the curves agree to float32 rounding: tolerance rt
 import lightning as L
 import torch
 
+from twin_models import Net
+
 STEPS = 20
 RTOL, ATOL = 1e-4, 1e-6
-
-
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(4, 8)
-        self.fc2 = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
 
 
 def batches(path, seed, steps=STEPS):

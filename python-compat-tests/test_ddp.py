@@ -11,20 +11,10 @@ import lightning as L
 import pytest
 import torch
 
+from twin_models import Net
+
 WORKER = "io.fabricckpt.dist.DdpWorker"
 LAUNCHER = "io.fabricckpt.dist.LocalLauncher"
-
-
-class Net(torch.nn.Module):
-    """Python's twin of the Java test model Net(4, 8, 2)."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(4, 8)
-        self.fc2 = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
 
 
 def digest(model_state, optimizer_state):
@@ -83,15 +73,7 @@ LIGHTNING_DDP = textwrap.dedent('''
     import sys
     import torch
     import lightning as L
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1 = torch.nn.Linear(4, 8)
-            self.fc2 = torch.nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.fc2(torch.relu(self.fc1(x)))
+    from twin_models import Net
 
     def main(fabric, path):
         torch.manual_seed(7)
@@ -117,6 +99,7 @@ def test_lightning_ddp_checkpoint_loads_on_two_jvms(java, tmp_path):
     path = tmp_path / "lightning-ddp.ckpt"
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",
                                                           "LOCAL_RANK", "NODE_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300,
                           env=env, cwd=tmp_path)
     assert proc.returncode == 0, f"Lightning DDP failed:\n{proc.stdout}\n{proc.stderr}"

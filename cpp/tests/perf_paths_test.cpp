@@ -369,8 +369,10 @@ TEST_F(PerfPaths, EagerLoadOfAnUncachedFileReadsDirectlyIntoPlace) {
   const std::string expected = read_file(file);
   evict(file);
   auto mapped = MappedFile::open(file);
-  if (mapped->resident_bytes(0, mapped->size()) > mapped->size() / 2) GTEST_SKIP() << "cannot evict the file";
-  const bool direct = DirectFile::open(*mapped) != nullptr;
+  // Where the page cache cannot be dropped (e.g. tmpfs) the cached path runs instead: the loaded
+  // values and the CRC check below must hold either way; only the page-cache claim needs eviction.
+  const bool evicted = mapped->resident_bytes(0, mapped->size()) <= mapped->size() / 2;
+  const bool direct = evicted && DirectFile::open(*mapped) != nullptr;
 
   TorchLoadOptions options;
   options.threads = 3;

@@ -32,13 +32,6 @@ class FabricTest {
 
     private final Fabric fabric = new Fabric();
 
-    private static void trainStep(Net model, Adam optimizer) {
-        optimizer.zero_grad();
-        Tensor loss = model.forward(torch.randn(8, 4)).pow(new org.bytedeco.pytorch.Scalar(2)).mean();
-        loss.backward();
-        optimizer.step();
-    }
-
     /** "Define the state of your program" + "Save a checkpoint" + "Restore from a checkpoint". */
     @Test
     void saveAndRestoreTheWholeState() {
@@ -46,7 +39,7 @@ class FabricTest {
         Net model1 = new Net(4, 8, 2);
         Net model2 = new Net(4, 3, 1);
         Adam optimizer = new Adam(model1.parameters(), new AdamOptions(1e-3));
-        trainStep(model1, optimizer);
+        model1.trainStep(optimizer);
         Map<String, Object> hparams = new LinkedHashMap<>(Map.of("lr", 1e-3));
         Map<String, Object> state = new LinkedHashMap<>();
         state.put("model1", model1);
@@ -87,9 +80,9 @@ class FabricTest {
 
         // Both continue identically.
         torch.manual_seed(5);
-        trainStep(model1, optimizer);
+        model1.trainStep(optimizer);
         torch.manual_seed(5);
-        trainStep(restored1, restoredOptimizer);
+        restored1.trainStep(restoredOptimizer);
         assertTrue(restored1.fc1.weight().equal(model1.fc1.weight()));
     }
 
@@ -118,7 +111,7 @@ class FabricTest {
     void rawCheckpointThenLoadStateDictsByHand() {
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
-        trainStep(model, optimizer);
+        model.trainStep(optimizer);
         Path path = dir.resolve("checkpoint.ckpt");
         fabric.save(path, Map.of("model", model, "optimizer", optimizer));
 
@@ -168,7 +161,7 @@ class FabricTest {
     void saveFilterKeepsOnlyMatchingItems() {
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
-        trainStep(model, optimizer);
+        model.trainStep(optimizer);
         Map<String, Object> state = new LinkedHashMap<>();
         state.put("model", model);
         state.put("optimizer", optimizer);
@@ -227,12 +220,12 @@ class FabricTest {
     void saveAsyncSnapshotsTheStateAndWritesInTheBackground() throws Exception {
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
-        trainStep(model, optimizer);
+        model.trainStep(optimizer);
         Tensor before = model.fc1.weight().clone();
         Path path = dir.resolve("async.ckpt");
         java.util.concurrent.CompletableFuture<Void> done =
                 fabric.saveAsync(path, Map.of("model", model, "optimizer", optimizer));
-        trainStep(model, optimizer); // mutates the parameters in place while the file may still be written
+        model.trainStep(optimizer); // mutates the parameters in place while the file may still be written
         done.get(60, java.util.concurrent.TimeUnit.SECONDS);
 
         Net restored = new Net(4, 8, 2);

@@ -2,6 +2,8 @@ package io.fabricckpt;
 
 import org.bytedeco.pytorch.LinearImpl;
 import org.bytedeco.pytorch.Module;
+import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 
@@ -17,5 +19,13 @@ public class Net extends Module {
 
     public Tensor forward(Tensor x) {
         return fc2.forward(torch.relu(fc1.forward(x)));
+    }
+
+    /** One optimizer step on a random batch of 8 (loss: mean of the squared outputs). */
+    public void trainStep(Optimizer optimizer) {
+        optimizer.zero_grad();
+        Tensor loss = forward(torch.randn(8, 4)).pow(new Scalar(2)).mean();
+        loss.backward();
+        optimizer.step();
     }
 }

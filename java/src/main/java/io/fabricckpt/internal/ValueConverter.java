@@ -115,9 +115,8 @@ public final class ValueConverter {
                 PyOrderedDict od = new PyOrderedDict();
                 map = od;
                 seen.put(id, map);
-                NativeValue state = v.dictState();
-                if (state.kind() != NativeValue.NONE) {
-                    Object attributes = child(state);
+                Object attributes = child(v.dictState());
+                if (attributes != null) {
                     if (!(attributes instanceof Map<?, ?> attrs)) {
                         throw new CheckpointException("OrderedDict state is not a dict: " + attributes);
                     }
@@ -139,9 +138,8 @@ public final class ValueConverter {
             PyObject.Construction construction = PyObject.Construction.values()[v.construct()];
             Object callable = child(v.callable());
             Object args = child(v.args());
-            NativeValue kw = v.kwargs();
             @SuppressWarnings("unchecked")
-            Map<Object, Object> kwargs = kw.kind() == NativeValue.NONE ? null : (Map<Object, Object>) child(kw);
+            Map<Object, Object> kwargs = (Map<Object, Object>) child(v.kwargs()); // None -> null
             Object state = v.hasObjectState() ? child(v.objectState()) : null;
             List<Object> listItems = new ArrayList<>();
             for (int i = 0, n = v.listItemCount(); i < n; i++) {

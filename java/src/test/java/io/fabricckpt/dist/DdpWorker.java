@@ -71,18 +71,11 @@ public final class DdpWorker {
         System.out.println("done");
     }
 
-    private static void trainStep(Net model, Adam optimizer) {
-        optimizer.zero_grad();
-        Tensor loss = model.forward(torch.randn(8, 4)).pow(new Scalar(2)).mean();
-        loss.backward();
-        optimizer.step();
-    }
-
     private static void save(Fabric fabric, Path dir) throws Exception {
         torch.manual_seed(7); // replicated state: the same on every rank
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
-        trainStep(model, optimizer);
+        model.trainStep(optimizer);
         Map<String, Object> state = new LinkedHashMap<>();
         state.put("model", model);
         state.put("optimizer", optimizer);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fabricckpt {
 
@@ -45,6 +46,8 @@ class ProcessGroup {
   int64_t all_reduce_min(int64_t value);
   // True on every rank when `ok` is true on every rank (Lightning's reduce_boolean_decision(all=True)).
   bool all_agree(bool ok) { return all_reduce_min(ok ? 1 : 0) == 1; }
+  // Every rank's bytes on rank `dst`, in rank order; an empty vector on the other ranks.
+  std::vector<std::string> gather(const std::string& bytes, int dst);
 
   // Releases the Gloo group and the store; later calls throw. Idempotent.
   void close();

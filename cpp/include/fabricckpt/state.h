@@ -89,6 +89,16 @@ ValuePtr optimizer_state_dict(const torch::optim::Optimizer& optimizer);
 // (FSDP full/consolidated files) are refused with a StateError.
 void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state_dict);
 
+// The names (module.named_parameters() keys) of the optimizer's parameters in `module`, in the
+// optimizer's index order; StateError if one is not a parameter of the module.
+std::vector<std::string> optimizer_parameter_names(const torch::optim::Optimizer& optimizer,
+                                                   const torch::nn::Module& module);
+// An optimizer state dict keyed by parameter name instead of index ('state' keys and each group's
+// 'params'), as FSDP and get_optimizer_state_dict write it; `names` from optimizer_parameter_names.
+ValuePtr optimizer_state_by_name(const Value& state_dict, const std::vector<std::string>& names);
+// The reverse; index keys are kept as they are, so either form can be given.
+ValuePtr optimizer_state_by_index(const Value& state_dict, const std::vector<std::string>& names);
+
 // Shared by the module and optimizer halves of this layer; not for other callers.
 namespace detail {
 // Storage -> its whole CPU copy, for tensors on other devices within one state dict.

@@ -35,6 +35,10 @@ struct TorchCheckpoint {
 // Reads a torch.save file (zip or legacy). FormatError names the file and record.
 TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions& options = {});
 
+// A torch.save zip stream held in memory (an item of a torch.distributed.checkpoint file), CRCs
+// checked; `name` stands for it in errors ("dir/__0_0.distcp at 1641+1577").
+TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name);
+
 struct TorchSaveOptions {
   std::string archive_name = "archive";  // what torch.save writes when given a file object, as Lightning does
   bool fsync = true;                     // make the file durable before it replaces the target

@@ -224,6 +224,53 @@ int64_t ProcessGroup::all_reduce_min(int64_t value) {
   return all_reduce(*impl_, rank_, world_size_, timeout_, value, c10d::ReduceOp::MIN);
 }
 
+std::vector<std::string> ProcessGroup::gather(const std::string& bytes, int dst) {
+  if (dst < 0 || dst >= world_size_) throw Error(concat("gather: destination rank ", dst, " is not in [0, ", world_size_, ")"));
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  // Every rank learns every length (an all-gather of one integer), then the bytes travel padded to
+  // the longest (Gloo's gather moves equal-sized tensors), to `dst` only.
+  std::vector<at::Tensor> my_length{at::empty({1}, at::kLong)};
+  my_length[0].fill_(static_cast<int64_t>(bytes.size()));
+  std::vector<std::vector<at::Tensor>> lengths(1);
+  for (int r = 0; r < world_size_; ++r) lengths[0].push_back(at::empty({1}, at::kLong));
+  c10d::AllgatherOptions all_opts;
+  all_opts.timeout = timeout_;
+  run_collective(*impl_, rank_, world_size_, timeout_, "gather",
+                 [&](c10d::ProcessGroupGloo& pg) { return pg.allgather(lengths, my_length, all_opts); });
+  int64_t longest = 0;
+  std::vector<int64_t> sizes;
+  for (const auto& t : lengths[0]) {
+    int64_t n = t.item<int64_t>();
+    if (n < 0) throw Error(concat("gather: invalid length ", n));
+    sizes.push_back(n);
+    longest = std::max(longest, n);
+  }
+  std::vector<std::string> out;
+  if (longest == 0) {
+    if (rank_ == dst) out.assign(static_cast<size_t>(world_size_), std::string());
+    return out;
+  }
+  std::vector<at::Tensor> input{at::zeros({longest}, at::kByte)};
+  std::memcpy(input[0].data_ptr(), bytes.data(), bytes.size());
+  std::vector<std::vector<at::Tensor>> outputs;
+  if (rank_ == dst) {
+    outputs.emplace_back();
+    for (int r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty({longest}, at::kByte));
+  }
+  c10d::GatherOptions opts;
+  opts.rootRank = dst;
+  opts.timeout = timeout_;
+  run_collective(*impl_, rank_, world_size_, timeout_, "gather",
+                 [&](c10d::ProcessGroupGloo& pg) { return pg.gather(outputs, input, opts); });
+  if (rank_ == dst) {
+    for (int r = 0; r < world_size_; ++r) {
+      out.emplace_back(static_cast<const char*>(outputs[0][static_cast<size_t>(r)].data_ptr()),
+                       static_cast<size_t>(sizes[static_cast<size_t>(r)]));
+    }
+  }
+  return out;
+}
+
 #else  // no gloo headers at build time
 
 struct ProcessGroup::Impl {};
@@ -239,6 +286,7 @@ void ProcessGroup::barrier() { throw Error("process groups are unavailable"); }
 std::string ProcessGroup::broadcast(const std::string&, int) { throw Error("process groups are unavailable"); }
 int64_t ProcessGroup::all_reduce_sum(int64_t) { throw Error("process groups are unavailable"); }
 int64_t ProcessGroup::all_reduce_min(int64_t) { throw Error("process groups are unavailable"); }
+std::vector<std::string> ProcessGroup::gather(const std::string&, int) { throw Error("process groups are unavailable"); }
 
 #endif
 

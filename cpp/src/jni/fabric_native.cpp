@@ -2,6 +2,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <unordered_set>
 
 #include "fabricckpt/error.h"
@@ -327,5 +328,150 @@ std::string NativeProcessGroup::broadcastBytes(const signed char* data, long lon
 }
 
 void NativeProcessGroup::close() { group_->close(); }
+
+}  // namespace fabricckpt::jni
+
+// --- sharded checkpoints -----------------------------------------------------------------------
+#include "fabricckpt/sharded.h"
+
+namespace fabricckpt::jni {
+
+NativeShardPlan::NativeShardPlan() : plan_(std::make_shared<sharded::ShardPlan>()) {}
+
+void NativeShardPlan::addParameter(const signed char* module_key, long long module_key_length, const signed char* name,
+                                   long long name_length, const long long* global_shape, const long long* offsets,
+                                   const long long* shape, int ndim) {
+  if (ndim < 0 || (ndim > 0 && (!global_shape || !offsets || !shape))) throw Error("invalid shard shape from the JVM");
+  sharded::Placement p;
+  p.global_size.assign(global_shape, global_shape + ndim);
+  p.offsets.assign(offsets, offsets + ndim);
+  p.sizes.assign(shape, shape + ndim);
+  plan_->add_parameter(from_bytes(module_key, module_key_length), from_bytes(name, name_length), std::move(p));
+}
+
+void NativeShardPlan::addOptimizer(const signed char* optimizer_key, long long optimizer_key_length,
+                                   const signed char* module_key, long long module_key_length) {
+  plan_->add_optimizer(from_bytes(optimizer_key, optimizer_key_length), from_bytes(module_key, module_key_length));
+}
+
+NativeValue optimizerStateDictByName(void* optimizer, void* module) {
+  if (optimizer == nullptr || module == nullptr) throw Error("null optimizer or module");
+  auto& opt = *static_cast<torch::optim::Optimizer*>(optimizer);
+  auto names = state::optimizer_parameter_names(opt, *static_cast<torch::nn::Module*>(module));
+  return NativeValue(state::optimizer_state_by_name(*state::optimizer_state_dict(opt), names));
+}
+
+void loadOptimizerStateDictByName(void* optimizer, void* module, const NativeValue& state_dict) {
+  if (optimizer == nullptr || module == nullptr) throw Error("null optimizer or module");
+  auto& opt = *static_cast<torch::optim::Optimizer*>(optimizer);
+  auto names = state::optimizer_parameter_names(opt, *static_cast<torch::nn::Module*>(module));
+  state::load_optimizer_state_dict(opt, *state::optimizer_state_by_index(*state_dict.get(), names));
+}
+
+void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta,
+                 const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync) {
+  sharded::SaveOptions options;
+  options.fsync = fsync;
+  options.checkpoint_id = dir;
+  sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
+                group ? group->get() : nullptr, options);
+}
+
+void gatherFull(const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group) {
+  sharded::gather_full(state.get(), plan.get(), group ? group->get() : nullptr);
+}
+
+void sliceToPlan(const NativeValue& state, const NativeShardPlan& plan) { sharded::slice_to_plan(state.get(), plan.get()); }
+
+bool isShardedCheckpoint(const std::string& path) { return sharded::is_sharded_checkpoint(path); }
+
+namespace {
+
+std::optional<at::Tensor> find_parameter(void* module, const std::string& name) {
+  if (module == nullptr) throw Error("null module");
+  auto params = static_cast<torch::nn::Module*>(module)->named_parameters(true);
+  const auto* found = params.find(name);
+  return found ? std::optional<at::Tensor>(*found) : std::nullopt;
+}
+
+at::Tensor cut(const at::Tensor& t, const sharded::Placement& p) {
+  at::Tensor r = t;
+  for (size_t d = 0; d < p.offsets.size(); ++d) r = r.narrow(static_cast<int64_t>(d), p.offsets[d], p.sizes[d]);
+  return r.clone();
+}
+
+}  // namespace
+
+std::string parameterNames(void* module) {
+  if (module == nullptr) throw Error("null module");
+  std::string out;
+  for (const auto& item : static_cast<torch::nn::Module*>(module)->named_parameters(true)) out += item.key() + "\n";
+  return out;
+}
+
+int parameterDims(void* module, const signed char* name, long long name_length) {
+  auto p = find_parameter(module, from_bytes(name, name_length));
+  return p ? static_cast<int>(p->dim()) : -1;
+}
+
+long long parameterSize(void* module, const signed char* name, long long name_length, int dim) {
+  const std::string n = from_bytes(name, name_length);
+  auto p = find_parameter(module, n);
+  if (!p) throw StateError(concat("the model has no parameter '", n, "'"));
+  return p->size(dim);
+}
+
+NativeValue shardedOptimizerStateDict(void* optimizer, void* module, const signed char* module_key,
+                                      long long module_key_length, const NativeShardPlan& plan) {
+  if (optimizer == nullptr || module == nullptr) throw Error("null optimizer or module");
+  auto& opt = *static_cast<torch::optim::Optimizer*>(optimizer);
+  const std::string key = from_bytes(module_key, module_key_length);
+  auto names = state::optimizer_parameter_names(opt, *static_cast<torch::nn::Module*>(module));
+  ValuePtr sd = state::optimizer_state_dict(opt);
+  ValuePtr st = sd->dict().get("state");
+  for (const auto& [index, per_param] : st->dict().items()) {
+    const std::string& name = names.at(static_cast<size_t>(index->as_int()));
+    const sharded::Placement* p = plan.get().parameter(key, name);
+    if (!p) continue;
+    for (const auto& [field, value] : per_param->dict().items()) {
+      if (!value->is(Kind::Tensor)) continue;
+      const at::Tensor& t = *value->tensor_ref().tensor;
+      if (t.sizes().vec() == p->global_size) value->tensor_ref().tensor = std::make_shared<at::Tensor>(cut(t, *p));
+    }
+  }
+  return NativeValue(sd);
+}
+
+void shardModuleParameters(void* module, const signed char* module_key, long long module_key_length,
+                           const NativeShardPlan& plan) {
+  if (module == nullptr) throw Error("null module");
+  const std::string key = from_bytes(module_key, module_key_length);
+  torch::NoGradGuard no_grad;
+  for (auto& item : static_cast<torch::nn::Module*>(module)->named_parameters(true)) {
+    const sharded::Placement* p = plan.get().parameter(key, item.key());
+    if (!p) continue;
+    at::Tensor& param = item.value();
+    if (param.sizes().vec() != p->global_size) {
+      throw StateError(concat("parameter '", item.key(), "' has shape ", state::detail::torch_size_repr(param.sizes()),
+                              ", not the global shape it is to be sharded from"));
+    }
+    param.set_data(cut(param, *p));
+  }
+}
+
+NativeShardedReader::NativeShardedReader(const std::string& dir)
+    : reader_(std::make_shared<sharded::Reader>(dir)), keys_(reader_->top_level_keys()) {}
+
+int NativeShardedReader::topLevelKeyCount() const { return static_cast<int>(keys_.size()); }
+
+std::string NativeShardedReader::topLevelKey(int index) const {
+  return keys_[checked_index(index, keys_.size(), "top-level key")];
+}
+
+NativeValue NativeShardedReader::read(const signed char* key, long long key_length, const NativeShardPlan& plan) const {
+  return wrap_or_none(reader_->read(from_bytes(key, key_length), plan.get()));
+}
+
+NativeValue NativeShardedReader::readAll() const { return NativeValue(reader_->read_all()); }
 
 }  // namespace fabricckpt::jni

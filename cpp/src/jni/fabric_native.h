@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fabricckpt {
 struct Value;
@@ -174,8 +175,83 @@ class NativeProcessGroup {
   std::string broadcastBytes(const signed char* data, long long length, int src);
   void close();
 
+  ProcessGroup* get() const { return group_.get(); }
+
  private:
   std::shared_ptr<ProcessGroup> group_;
+};
+
+}  // namespace fabricckpt::jni
+
+// --- sharded (FSDP-style) checkpoints: torch.distributed.checkpoint directories ---------------
+namespace fabricckpt::sharded {
+class ShardPlan;
+class Reader;
+}  // namespace fabricckpt::sharded
+
+namespace fabricckpt::jni {
+
+// Which parameters of the state's models are this rank's shards (sharded::ShardPlan).
+class NativeShardPlan {
+ public:
+  NativeShardPlan();
+  // Arrays of `ndim` longs: the global shape, this shard's offsets in it and its own shape.
+  void addParameter(const signed char* module_key, long long module_key_length, const signed char* name,
+                    long long name_length, const long long* global_shape, const long long* offsets,
+                    const long long* shape, int ndim);
+  // The optimizer's per-parameter state follows the sharding of the parameters of that model.
+  void addOptimizer(const signed char* optimizer_key, long long optimizer_key_length, const signed char* module_key,
+                    long long module_key_length);
+  const sharded::ShardPlan& get() const { return *plan_; }
+
+ private:
+  std::shared_ptr<sharded::ShardPlan> plan_;
+};
+
+// optimizer.state_dict() keyed by the parameters' names in `module` (FSDP's form), and its loading
+// (either form is accepted: names are mapped back to indices).
+NativeValue optimizerStateDictByName(void* optimizer, void* module);
+void loadOptimizerStateDictByName(void* optimizer, void* module, const NativeValue& state_dict);
+
+// Collective: every rank writes its shard file of `state`; rank 0 writes meta.pt (`meta`; None: not
+// written) and .metadata last. `group` null: a single process.
+void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta,
+                 const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync);
+// Collective: rank 0's sharded tensors in `state` become whole (gathered from every rank).
+void gatherFull(const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group);
+// Whole tensors at sharded places in `state` are cut to this rank's region (loading a full file).
+void sliceToPlan(const NativeValue& state, const NativeShardPlan& plan);
+bool isShardedCheckpoint(const std::string& path);
+
+// The module's parameter names (named_parameters() order), one per line, and a parameter's shape
+// (-1 dimensions: no such parameter).
+std::string parameterNames(void* module);
+int parameterDims(void* module, const signed char* name, long long name_length);
+long long parameterSize(void* module, const signed char* name, long long name_length, int dim);
+// The optimizer's state dict with its per-parameter state tensors (those of the parameter's shape)
+// cut to the regions the plan gives the parameters of `module_key`: taken before the parameters are
+// cut, loaded back after.
+NativeValue shardedOptimizerStateDict(void* optimizer, void* module, const signed char* module_key,
+                                      long long module_key_length, const NativeShardPlan& plan);
+// Replace each planned parameter's data by a copy of its region (the same tensor object, so the
+// optimizers holding it see the shard).
+void shardModuleParameters(void* module, const signed char* module_key, long long module_key_length,
+                           const NativeShardPlan& plan);
+
+// A sharded checkpoint directory opened for reading; errors name the file.
+class NativeShardedReader {
+ public:
+  explicit NativeShardedReader(const std::string& dir);
+  int topLevelKeyCount() const;
+  std::string topLevelKey(int index) const;
+  // The value saved under `key` with each sharded tensor cut to this rank's region; None if absent.
+  NativeValue read(const signed char* key, long long key_length, const NativeShardPlan& plan) const;
+  // Everything, whole tensors, unflattened (what dcp_to_torch_save writes).
+  NativeValue readAll() const;
+
+ private:
+  std::shared_ptr<sharded::Reader> reader_;
+  std::vector<std::string> keys_;
 };
 
 }  // namespace fabricckpt::jni

@@ -717,6 +717,15 @@ TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions&
   return load_legacy(file);
 }
 
+TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name) {
+  auto file = MappedFile::from_bytes(std::move(bytes), name);
+  if (file->size() == 0) throw FormatError(concat(name, ": empty torch.save stream"));
+  if (!is_zip(*file)) throw FormatError(concat(name, ": not a torch.save zip stream"));
+  TorchLoadOptions options;
+  options.threads = 1;
+  return load_zip(file, options);
+}
+
 namespace {
 
 // One record of a torch.save file, in the order torch writes them.

@@ -1,10 +1,15 @@
 package io.fabricckpt;
 
+import io.fabricckpt.dist.Fsdp;
 import io.fabricckpt.dist.SingleDevice;
 import io.fabricckpt.dist.Strategy;
 import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeProcessGroup;
+import io.fabricckpt.internal.NativeShardPlan;
+import io.fabricckpt.internal.NativeShardedReader;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -127,8 +132,115 @@ public final class Fabric {
         Objects.requireNonNull(state, "state");
         Objects.requireNonNull(filter, "filter");
         validateFilter(state, filter);
+        if (strategy instanceof Fsdp fsdp) {
+            saveFsdp(path, state, filter, fsdp);
+            return;
+        }
         onGlobalZero(path, () -> TorchFiles.writeNative(path, buildCheckpoint(state, filter),
                 TorchFiles.WriteOptions.DEFAULT));
+    }
+
+    // ---------------------------------------------------------------------- FSDP (sharded) saves
+
+    private void saveFsdp(Path path, Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter,
+            Fsdp fsdp) {
+        NativeProcessGroup group = fsdp.processGroup().nativeGroup();
+        NativeShardPlan plan = shardPlan(state);
+        String moduleKey = singleModuleKey(state);
+        ValueConverter.ToNative toNative = new ValueConverter.ToNative();
+        if (fsdp.stateDictType() == Fsdp.StateDictType.SHARDED) {
+            if (!filter.isEmpty()) {
+                throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
+                        + " so saving them is disabled.");
+            }
+            // Models and optimizers go into the shard files; everything else into meta.pt (as Lightning).
+            NativeValue tensors = NativeValue.newDict(false);
+            NativeValue meta = NativeValue.newDict(false);
+            for (Map.Entry<String, ?> entry : state.entrySet()) {
+                Object value = entry.getValue();
+                boolean sharded = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer;
+                NativeValue converted = sharded ? convertSharded(path, value, state, moduleKey)
+                        : convertForSave(value, null, toNative);
+                (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
+            }
+            try {
+                FabricNative.saveSharded(NativeCalls.path(path), tensors, meta, plan, group, true);
+            } catch (RuntimeException e) {
+                throw new CheckpointException(path + ": sharded save failed: " + e.getMessage(), e);
+            }
+            return;
+        }
+        // FULL: whole tensors gathered to rank 0, which writes one torch.save file named after the path.
+        NativeValue checkpoint = NativeValue.newDict(false);
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            Object value = entry.getValue();
+            NativeValue converted = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer
+                    ? filterNative(convertSharded(path, value, state, moduleKey), filter.get(entry.getKey()))
+                    : convertForSave(value, filter.get(entry.getKey()), toNative);
+            if (converted != null) {
+                checkpoint.put(NativeValue.newKey(entry.getKey()), converted);
+            }
+        }
+        try {
+            FabricNative.gatherFull(checkpoint, plan, group);
+        } catch (RuntimeException e) {
+            throw new CheckpointException(path + ": gathering the full state failed: " + e.getMessage(), e);
+        }
+        onGlobalZero(path, () -> TorchFiles.writeNative(path, checkpoint,
+                TorchFiles.WriteOptions.DEFAULT.withArchiveName(TorchFiles.archiveNameFor(path))));
+    }
+
+    /** A model's state dict, or an optimizer's keyed by the names of its parameters in the state's model. */
+    private static NativeValue convertSharded(Path path, Object value, Map<String, ?> state, String moduleKey) {
+        try {
+            if (value instanceof ShardedModule sharded) {
+                return FabricNative.moduleStateDict(sharded.module());
+            }
+            if (value instanceof Module module) {
+                return FabricNative.moduleStateDict(module);
+            }
+            if (moduleKey == null) {
+                throw new CheckpointException(path + ": an optimizer is saved under FSDP by the names of its"
+                        + " parameters, which needs exactly one model in the state");
+            }
+            return FabricNative.optimizerStateDictByName((Optimizer) value, moduleOf(state.get(moduleKey)));
+        } catch (CheckpointException e) {
+            throw e;
+        } catch (RuntimeException e) {
+            throw new CheckpointException(path + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static Module moduleOf(Object value) {
+        return value instanceof ShardedModule sharded ? sharded.module() : (Module) value;
+    }
+
+    /** The key of the state's only model (sharded or not); null when there is none or several. */
+    private static String singleModuleKey(Map<String, ?> state) {
+        String found = null;
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            if (entry.getValue() instanceof Module || entry.getValue() instanceof ShardedModule) {
+                if (found != null) {
+                    return null;
+                }
+                found = entry.getKey();
+            }
+        }
+        return found;
+    }
+
+    /** The shards the state's models declare, and the optimizers that follow them. */
+    private static NativeShardPlan shardPlan(Map<String, ?> state) {
+        NativeShardPlan plan = new NativeShardPlan();
+        String moduleKey = singleModuleKey(state);
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            if (entry.getValue() instanceof ShardedModule sharded) {
+                sharded.addTo(plan, entry.getKey());
+            } else if (entry.getValue() instanceof Optimizer && moduleKey != null) {
+                plan.addOptimizer(entry.getKey(), moduleKey);
+            }
+        }
+        return plan;
     }
 
     /**
@@ -145,7 +257,7 @@ public final class Fabric {
             Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
         Objects.requireNonNull(state, "state");
         Objects.requireNonNull(filter, "filter");
-        if (strategy.worldSize() > 1) {
+        if (strategy.worldSize() > 1 || strategy instanceof Fsdp) {
             throw new UnsupportedOperationException("saveAsync under a multi-process strategy is not supported yet");
         }
         validateFilter(state, filter);
@@ -199,6 +311,9 @@ public final class Fabric {
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
         }
+        if (value instanceof ShardedModule) {
+            throw new IllegalArgumentException("a ShardedModule holds shards: save it under the Fsdp strategy");
+        }
         Object plain = value instanceof Stateful stateful ? stateful.stateDict() : value;
         if (filter != null && plain instanceof Map<?, ?> map) {
             Map<Object, Object> kept = new LinkedHashMap<>();
@@ -236,7 +351,53 @@ public final class Fabric {
     }
 
     private static Map<String, Object> loadWhole(Path path) {
+        if (isShardedCheckpoint(path)) {
+            return topLevel(path, ValueConverter.toJava(consolidate(path)));
+        }
         return topLevel(path, ValueConverter.toJava(TorchFiles.readNative(path)));
+    }
+
+    static boolean isShardedCheckpoint(Path path) {
+        return Files.isDirectory(path) && FabricNative.isShardedCheckpoint(NativeCalls.path(path));
+    }
+
+    /**
+     * A sharded directory as one tree: every tensor whole (what {@code dcp_to_torch_save} gives),
+     * then the entries of Lightning's {@code meta.pt}, as Lightning's consolidation does.
+     */
+    static NativeValue consolidate(Path dir) {
+        NativeValue all;
+        try {
+            all = openSharded(dir).readAll();
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+        NativeValue meta = readMeta(dir);
+        for (int i = 0, n = meta.size(); i < n; i++) {
+            all.put(meta.key(i), meta.value(i));
+        }
+        return all;
+    }
+
+    private static NativeShardedReader openSharded(Path dir) {
+        try {
+            return new NativeShardedReader(NativeCalls.path(dir));
+        } catch (RuntimeException e) {
+            throw new CheckpointException(e.getMessage(), e);
+        }
+    }
+
+    /** Lightning's meta.pt (the state that is not a model or optimizer); empty when absent. */
+    private static NativeValue readMeta(Path dir) {
+        Path meta = dir.resolve("meta.pt");
+        if (!Files.isRegularFile(meta)) {
+            return NativeValue.newDict(false);
+        }
+        NativeValue value = TorchFiles.readNative(meta);
+        if (value.kind() != NativeValue.DICT) {
+            throw new CheckpointException(meta + ": holds a " + value.kind() + " node, not a dictionary");
+        }
+        return value;
     }
 
     /** {@code fabric.load(path, state)} with strict loading. */
@@ -255,7 +416,96 @@ public final class Fabric {
      */
     public Map<String, Object> load(Path path, Map<String, Object> state, boolean strict) {
         Objects.requireNonNull(state, "state");
+        if (isShardedCheckpoint(path)) {
+            return onEveryRank(path, () -> state.isEmpty() ? loadWhole(path) : loadShardedInto(path, state, strict));
+        }
         return onEveryRank(path, () -> loadInto(path, state, strict));
+    }
+
+    /**
+     * Lightning's sharded load: models and optimizers from the shard files (each rank reading the
+     * regions its shards cover), the rest from meta.pt; the remainder is what meta.pt holds beyond the
+     * requested keys.
+     */
+    private static Map<String, Object> loadShardedInto(Path path, Map<String, Object> state, boolean strict) {
+        NativeShardedReader reader = openSharded(path);
+        List<String> savedKeys = new ArrayList<>();
+        for (int i = 0, n = reader.topLevelKeyCount(); i < n; i++) {
+            savedKeys.add(NativeCalls.string(reader.topLevelKey(i)));
+        }
+        NativeValue meta = readMeta(path);
+        if (strict) {
+            for (String key : state.keySet()) {
+                if (!savedKeys.contains(key) && !meta.containsKey(key)) {
+                    throw missingKey(path, key);
+                }
+            }
+        }
+        NativeShardPlan plan = shardPlan(state);
+        String moduleKey = singleModuleKey(state);
+        ValueConverter.ToJava toJava = new ValueConverter.ToJava();
+        for (Map.Entry<String, Object> entry : new ArrayList<>(state.entrySet())) {
+            String key = entry.getKey();
+            Object target = entry.getValue();
+            try {
+                if (target instanceof Module || target instanceof ShardedModule || target instanceof Optimizer) {
+                    if (!savedKeys.contains(key)) {
+                        continue;
+                    }
+                    NativeValue saved = reader.read(key, plan);
+                    if (target instanceof Optimizer optimizer) {
+                        restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
+                    } else {
+                        restoreModule(path, key, moduleOf(target), saved, strict);
+                    }
+                } else if (meta.containsKey(key)) {
+                    NativeValue saved = meta.getKey(key);
+                    if (target instanceof Stateful stateful) {
+                        stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
+                    } else {
+                        state.put(key, toJava.convert(saved));
+                    }
+                    meta.removeKey(key);
+                }
+            } catch (CheckpointException e) {
+                throw e;
+            } catch (RuntimeException e) {
+                throw new CheckpointException(path + ": cannot restore '" + key + "': " + e.getMessage(), e);
+            }
+        }
+        return topLevel(path, toJava.convert(meta));
+    }
+
+    /** An optimizer from an index- or name-keyed state dict (names need the state's model). */
+    private static void restoreOptimizer(Path path, Optimizer optimizer, Object model, NativeValue saved) {
+        if (isKeyedByName(saved) && (model instanceof Module || model instanceof ShardedModule)) {
+            FabricNative.loadOptimizerStateDictByName(optimizer, moduleOf(model), saved);
+        } else {
+            FabricNative.loadOptimizerStateDict(optimizer, saved);
+        }
+    }
+
+    /** Whether an optimizer state dict names its parameters (FSDP's form) instead of numbering them. */
+    private static boolean isKeyedByName(NativeValue saved) {
+        if (saved.kind() != NativeValue.DICT || !saved.containsKey("param_groups")) {
+            return false;
+        }
+        NativeValue groups = saved.getKey("param_groups");
+        for (int g = 0, n = groups.kind() == NativeValue.LIST ? groups.size() : 0; g < n; g++) {
+            NativeValue group = groups.item(g);
+            if (group.kind() == NativeValue.DICT && group.containsKey("params")) {
+                NativeValue params = group.getKey("params");
+                if (params.kind() == NativeValue.LIST && params.size() > 0) {
+                    return params.item(0).kind() == NativeValue.STRING;
+                }
+            }
+        }
+        return false;
+    }
+
+    private static CheckpointException missingKey(Path path, String key) {
+        return new CheckpointException(path + ": the requested state contains a key '" + key
+                + "' that does not exist in the loaded checkpoint. To disable strict loading, set strict=false.");
     }
 
     private static Map<String, Object> loadInto(Path path, Map<String, Object> state, boolean strict) {
@@ -269,12 +519,17 @@ public final class Fabric {
         if (strict) {
             for (String key : state.keySet()) {
                 if (!checkpoint.containsKey(key)) {
-                    throw new CheckpointException(path + ": the requested state contains a key '" + key
-                            + "' that does not exist in the loaded checkpoint. To disable strict loading, "
-                            + "set strict=false.");
+                    throw missingKey(path, key);
                 }
             }
         }
+        // A full file into sharded models: each rank keeps its regions.
+        try {
+            FabricNative.sliceToPlan(checkpoint, shardPlan(state));
+        } catch (RuntimeException e) {
+            throw new CheckpointException(path + ": " + e.getMessage(), e);
+        }
+        String moduleKey = singleModuleKey(state);
         ValueConverter.ToJava toJava = new ValueConverter.ToJava();
         for (Map.Entry<String, Object> entry : new ArrayList<>(state.entrySet())) {
             String key = entry.getKey();
@@ -284,10 +539,10 @@ public final class Fabric {
             NativeValue saved = checkpoint.getKey(key);
             Object target = entry.getValue();
             try {
-                if (target instanceof Module module) {
-                    restoreModule(path, key, module, saved, strict);
+                if (target instanceof Module || target instanceof ShardedModule) {
+                    restoreModule(path, key, moduleOf(target), saved, strict);
                 } else if (target instanceof Optimizer optimizer) {
-                    FabricNative.loadOptimizerStateDict(optimizer, saved);
+                    restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
                 } else if (target instanceof Stateful stateful) {
                     stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
                 } else {

@@ -123,20 +123,23 @@ public final class TorchFiles {
         }
     }
 
-    /** Reads a file and writes it back unchanged in the current format (same archive folder). */
+    /**
+     * Reads a checkpoint and writes it as one torch.save file: a file is written back unchanged in the
+     * current format (same archive folder); a sharded {@code torch.distributed.checkpoint} directory
+     * is consolidated as Lightning does (every tensor whole, then the entries of its {@code meta.pt}),
+     * with the archive folder {@code torch.save} gives a file of the target's name.
+     */
     public static void convert(Path source, Path target) {
-        NativeValue root = readNative(source);
-        String archive;
-        try {
-            archive = NativeCalls.string(FabricNative.torchFileArchiveName(NativeCalls.path(source)));
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
-        writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive));
+        convert(source, target, null);
     }
 
     /** {@link #convert(Path, Path)}, reporting the bytes written to {@code listener} (may be null). */
     public static void convert(Path source, Path target, ProgressListener listener) {
+        if (Fabric.isShardedCheckpoint(source)) {
+            writeNative(target, Fabric.consolidate(source), WriteOptions.DEFAULT.withArchiveName(archiveNameFor(target)),
+                    listener);
+            return;
+        }
         NativeValue root = readNative(source, ReadOptions.eager(), null); // CRCs checked before rewriting
         String archive;
         try {
@@ -146,6 +149,13 @@ public final class TorchFiles {
         }
         writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive),
                 listener);
+    }
+
+    /** The archive folder torch.save writes into a file it is given by path: the name without its extension. */
+    static String archiveNameFor(Path target) {
+        String name = target.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        return dot > 0 ? name.substring(0, dot) : name;
     }
 
     static NativeValue readNative(Path path, ReadOptions options, ProgressListener listener) {

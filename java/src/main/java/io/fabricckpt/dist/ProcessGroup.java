@@ -166,6 +166,17 @@ public final class ProcessGroup implements AutoCloseable {
         return new String(broadcast(bytes, src), StandardCharsets.UTF_8);
     }
 
+    /**
+     * The native group, for the library's own collective operations (sharded saves and gathers).
+     * Internal: not part of the API.
+     */
+    public NativeProcessGroup nativeGroup() {
+        if (closed) {
+            throw new IllegalStateException("rank " + rank + ": the process group is closed");
+        }
+        return handle;
+    }
+
     /** Leaves the group: releases the Gloo group and the store (rank 0 stops serving it). Idempotent. */
     @Override
     public void close() {

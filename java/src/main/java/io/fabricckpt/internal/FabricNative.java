@@ -81,4 +81,43 @@ public final class FabricNative {
     /** The same tree with every storage copied once: what an async save writes later. */
     public static native @ByVal NativeValue snapshotTensors(@Const @ByRef NativeValue root, int threads,
             NativeProgress progress);
+
+    // --- sharded (FSDP-style) checkpoints ----------------------------------------------------------
+
+    /** optimizer.state_dict() keyed by the names of its parameters in {@code module} (FSDP's form). */
+    public static native @ByVal NativeValue optimizerStateDictByName(Pointer optimizer, Pointer module);
+
+    /** Loads an optimizer state dict keyed by parameter name or by index. */
+    public static native void loadOptimizerStateDictByName(Pointer optimizer, Pointer module,
+            @Const @ByRef NativeValue stateDict);
+
+    /** Collective: writes the sharded directory; {@code meta} None: no meta.pt; {@code group} null: one process. */
+    public static native void saveSharded(@StdString BytePointer dir, @Const @ByRef NativeValue state,
+            @Const @ByRef NativeValue meta, @Const @ByRef NativeShardPlan plan, NativeProcessGroup group,
+            @Cast("bool") boolean fsync);
+
+    /** Collective: rank 0's sharded tensors in {@code state} become whole. */
+    public static native void gatherFull(@Const @ByRef NativeValue state, @Const @ByRef NativeShardPlan plan,
+            NativeProcessGroup group);
+
+    /** Whole tensors at sharded places of {@code state} are cut to this rank's regions. */
+    public static native void sliceToPlan(@Const @ByRef NativeValue state, @Const @ByRef NativeShardPlan plan);
+
+    @Cast("bool") public static native boolean isShardedCheckpoint(@StdString BytePointer path);
+
+    /** The module's parameter names, one per line. */
+    public static native @StdString BytePointer parameterNames(Pointer module);
+
+    /** A parameter's number of dimensions; -1 when the module has no such parameter. */
+    public static native int parameterDims(Pointer module, @Cast("const signed char*") byte[] name, long nameLength);
+
+    public static native long parameterSize(Pointer module, @Cast("const signed char*") byte[] name, long nameLength,
+            int dim);
+
+    /** The optimizer's state dict with the state of planned parameters cut to their shards. */
+    public static native @ByVal NativeValue shardedOptimizerStateDict(Pointer optimizer, Pointer module,
+            @Cast("const signed char*") byte[] moduleKey, long moduleKeyLength, @Const @ByRef NativeShardPlan plan);
+
+    public static native void shardModuleParameters(Pointer module, @Cast("const signed char*") byte[] moduleKey,
+            long moduleKeyLength, @Const @ByRef NativeShardPlan plan);
 }

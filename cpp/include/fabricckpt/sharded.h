@@ -1,0 +1,106 @@
+// Sharded (FSDP-style) checkpoints over c10d: torch.distributed.checkpoint directories written by
+// every rank together, read by any number of ranks (each takes the region it holds, assembled from
+// the chunks that overlap it), and full-state gathering to rank 0.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fabricckpt/dcp.h"
+#include "fabricckpt/value.h"
+
+namespace fabricckpt {
+class ProcessGroup;
+class MappedFile;
+}  // namespace fabricckpt
+
+namespace fabricckpt::sharded {
+
+// Where this rank's tensor lies in the global tensor it is a shard of (a DTensor's / ShardedTensor's
+// local shard): its offsets in the global tensor and its own sizes.
+struct Placement {
+  std::vector<int64_t> global_size, offsets, sizes;
+};
+
+// Which tensors of a state are shards: module parameters by name, and the optimizers whose
+// per-parameter state tensors (keyed by parameter name, as FSDP writes them) follow their parameter.
+class ShardPlan {
+ public:
+  void add_parameter(const std::string& module_key, const std::string& name, Placement placement);
+  void add_optimizer(const std::string& optimizer_key, const std::string& module_key);
+
+  // The placement of the tensor at `path` (top-level key first) of a state being saved, whose local
+  // sizes are `sizes`: a module parameter's own; an optimizer state tensor of parameter p its
+  // parameter's when the sizes agree. nullopt: a whole tensor, the same on every rank.
+  std::optional<Placement> for_local(const std::vector<dcp::PathItem>& path, const std::vector<int64_t>& sizes) const;
+  // The same for a tensor of a checkpoint being loaded, by its global size.
+  std::optional<Placement> for_global(const std::vector<dcp::PathItem>& path,
+                                      const std::vector<int64_t>& global_size) const;
+  // The placement of module `module_key`'s parameter `name`, if sharded.
+  const Placement* parameter(const std::string& module_key, const std::string& name) const;
+  // The module whose parameter names key an optimizer's state; empty if none.
+  std::string module_of_optimizer(const std::string& optimizer_key) const;
+  bool empty() const { return params_.empty(); }
+
+ private:
+  const Placement* parameter_at(const std::vector<dcp::PathItem>& path) const;
+  std::map<std::string, std::map<std::string, Placement>> params_;  // module key -> parameter -> placement
+  std::map<std::string, std::string> optimizers_;                    // optimizer key -> module key
+};
+
+struct SaveOptions {
+  bool fsync = true;
+  std::string checkpoint_id;  // recorded in the metadata's StorageMeta (the directory, as Python does)
+};
+
+// Collective: every rank calls it with its own state. `state` is the dict that goes into the
+// distcp files (modules' and optimizers' state dicts under their keys); sharded tensors are
+// written by every rank (its chunk), everything else by rank 0 only. `meta` (may be null) is
+// written by rank 0 as meta.pt, Lightning's file for the rest of the state. Rank 0 clears stale
+// .metadata/meta.pt/distcp files first and writes .metadata last (temp + rename), only when every
+// rank wrote its file: a failure anywhere fails every rank and leaves no .metadata.
+// `group` null: a single process.
+void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, const ShardPlan& plan,
+          ProcessGroup* group, const SaveOptions& options);
+
+// Collective: on rank 0 the nodes of sharded tensors in `state` are replaced by the whole tensors
+// assembled from every rank's shard (sent over c10d); other ranks only send theirs.
+void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group);
+
+// The tensors of a checkpoint value cut to this rank's regions: a tensor at a sharded path whose
+// size is the global size becomes a copy of its region; everything else is left as it is.
+// For loading a full file into a sharded state.
+void slice_to_plan(const ValuePtr& state, const ShardPlan& plan);
+
+// True when `path` is a directory holding a torch.distributed.checkpoint (.metadata).
+bool is_sharded_checkpoint(const std::string& path);
+
+// A sharded checkpoint directory opened for reading. No collectives: each rank reads what it needs.
+class Reader {
+ public:
+  explicit Reader(std::string dir);  // reads and checks .metadata; errors name the file
+  const dcp::Metadata& metadata() const { return metadata_; }
+  const std::string& dir() const { return dir_; }
+  // The first steps of the saved paths (the state's top-level keys), in order.
+  std::vector<std::string> top_level_keys() const;
+  // The nested value saved under top-level `key` (null when absent): tensors hold the region the
+  // plan gives for them (whole when none), assembled from the overlapping chunks.
+  ValuePtr read(const std::string& key, const ShardPlan& plan) const;
+  // Every key, whole tensors, unflattened: what dcp_to_torch_save would write.
+  ValuePtr read_all() const;
+
+ private:
+  std::vector<dcp::PathItem> path_of(const std::string& flat_key) const;
+  ValuePtr read_entry(const dcp::Entry& entry, const std::optional<Placement>& region) const;
+  ValuePtr load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const;
+  std::string dir_;
+  dcp::Metadata metadata_;
+  mutable std::map<std::string, std::shared_ptr<const MappedFile>> files_;
+};
+
+}  // namespace fabricckpt::sharded

@@ -1,0 +1,609 @@
+// Sharded checkpoints: torch.distributed.checkpoint directories over c10d (sharded.h).
+//
+// Saving follows torch.distributed.checkpoint's FileSystemWriter with one file per rank: each rank
+// writes its items back to back into __{rank}_0.distcp (values first, then tensors, each one a
+// torch.save stream with archive folder "archive"), reports what it wrote to rank 0, and rank 0
+// writes .metadata from all the reports. Whole (replicated) tensors and values are written once,
+// by rank 0, as DCP's deduplication does.
+#include "fabricckpt/sharded.h"
+
+#include <ATen/ATen.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "fabricckpt/dist.h"
+#include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/pickle.h"
+#include "fabricckpt/torch_save.h"
+#include "../torchsave/dtypes.h"
+
+namespace fabricckpt::sharded {
+
+namespace fs = std::filesystem;
+using dcp::PathItem;
+
+// ------------------------------------------------------------------ plan
+
+void ShardPlan::add_parameter(const std::string& module_key, const std::string& name, Placement placement) {
+  const size_t n = placement.global_size.size();
+  if (placement.offsets.size() != n || placement.sizes.size() != n) {
+    throw StateError(concat("parameter '", name, "' of '", module_key, "': the global shape, offsets and local ",
+                            "shape must have the same number of dimensions"));
+  }
+  for (size_t d = 0; d < n; ++d) {
+    if (placement.offsets[d] < 0 || placement.sizes[d] < 0 || placement.global_size[d] < 0 ||
+        placement.offsets[d] + placement.sizes[d] > placement.global_size[d]) {
+      throw StateError(concat("parameter '", name, "' of '", module_key, "': its shard does not fit in the global ",
+                              "shape in dimension ", d));
+    }
+  }
+  params_[module_key][name] = std::move(placement);
+}
+
+void ShardPlan::add_optimizer(const std::string& optimizer_key, const std::string& module_key) {
+  optimizers_[optimizer_key] = module_key;
+}
+
+const Placement* ShardPlan::parameter(const std::string& module_key, const std::string& name) const {
+  auto m = params_.find(module_key);
+  if (m == params_.end()) return nullptr;
+  auto p = m->second.find(name);
+  return p == m->second.end() ? nullptr : &p->second;
+}
+
+std::string ShardPlan::module_of_optimizer(const std::string& optimizer_key) const {
+  auto it = optimizers_.find(optimizer_key);
+  return it == optimizers_.end() ? std::string() : it->second;
+}
+
+// (module, name) -> the parameter; (optimizer, 'state', name, field) -> that parameter.
+const Placement* ShardPlan::parameter_at(const std::vector<PathItem>& path) const {
+  auto text = [&](size_t i) -> const std::string* { return std::get_if<std::string>(&path[i]); };
+  if (path.size() == 2 && text(0) && text(1)) return parameter(*text(0), *text(1));
+  if (path.size() == 4 && text(0) && text(1) && *text(1) == "state" && text(2)) {
+    std::string module = module_of_optimizer(*text(0));
+    if (!module.empty()) return parameter(module, *text(2));
+  }
+  return nullptr;
+}
+
+std::optional<Placement> ShardPlan::for_local(const std::vector<PathItem>& path, const std::vector<int64_t>& sizes) const {
+  const Placement* p = parameter_at(path);
+  if (!p || p->sizes != sizes) return std::nullopt;
+  return *p;
+}
+
+std::optional<Placement> ShardPlan::for_global(const std::vector<PathItem>& path,
+                                               const std::vector<int64_t>& global_size) const {
+  const Placement* p = parameter_at(path);
+  if (!p || p->global_size != global_size) return std::nullopt;
+  return *p;
+}
+
+// ------------------------------------------------------------------ helpers
+
+namespace {
+
+std::vector<int64_t> dims_of(const at::Tensor& t) { return t.sizes().vec(); }
+
+const at::Tensor& tensor_of(const Value& v) { return *v.tensor_ref().tensor; }
+
+// The tensor as torch.distributed.checkpoint saves a chunk: detached, owning exactly its elements
+// (a view into a bigger storage is cloned, as its _SerialCpuLoader does).
+ValuePtr chunk_value(const at::Tensor& t) {
+  at::Tensor c = t.detach();
+  if (!c.is_contiguous() || c.storage_offset() != 0 ||
+      c.storage().nbytes() != static_cast<size_t>(c.numel()) * c.element_size()) {
+    c = c.contiguous().clone();
+  }
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(std::move(c));
+  return Value::tensor(std::move(ref));
+}
+
+ValuePtr int_list(const std::vector<int64_t>& v) {
+  Value::Items items;
+  for (int64_t x : v) items.push_back(Value::integer(x));
+  return Value::list(std::move(items));
+}
+
+std::vector<int64_t> ints_of(const Value& v) {
+  std::vector<int64_t> out;
+  for (const auto& x : v.items()) out.push_back(x->as_int());
+  return out;
+}
+
+ValuePtr path_list(const std::vector<PathItem>& path) {
+  Value::Items items;
+  for (const auto& step : path) {
+    items.push_back(std::holds_alternative<std::string>(step) ? Value::string(std::get<std::string>(step))
+                                                              : Value::integer(std::get<int64_t>(step)));
+  }
+  return Value::list(std::move(items));
+}
+
+std::vector<PathItem> path_of_list(const Value& v) {
+  std::vector<PathItem> out;
+  for (const auto& x : v.items()) {
+    if (x->is(Kind::String)) {
+      out.emplace_back(x->as_string());
+    } else {
+      out.emplace_back(x->as_int());
+    }
+  }
+  return out;
+}
+
+// What one rank wrote, reported to rank 0 (pickled).
+struct Written {
+  std::string key;
+  std::vector<PathItem> path;
+  bool tensor = false;
+  std::string dtype;
+  std::vector<int64_t> global_size, offsets, sizes;
+  uint64_t file_offset = 0, length = 0;
+};
+
+std::string encode(const std::vector<Written>& items) {
+  ValuePtr list = Value::list();
+  for (const auto& w : items) {
+    list->items().push_back(Value::tuple({Value::string(w.key), path_list(w.path), Value::boolean(w.tensor),
+                                          Value::string(w.dtype), int_list(w.global_size), int_list(w.offsets),
+                                          int_list(w.sizes), Value::integer(static_cast<int64_t>(w.file_offset)),
+                                          Value::integer(static_cast<int64_t>(w.length))}));
+  }
+  return pickle(list);
+}
+
+std::vector<Written> decode(const std::string& bytes) {
+  std::vector<Written> out;
+  ValuePtr list = unpickle(bytes).value;
+  for (const auto& item : list->items()) {
+    const auto& f = item->items();
+    Written w;
+    w.key = f[0]->as_string();
+    w.path = path_of_list(*f[1]);
+    w.tensor = f[2]->as_bool();
+    w.dtype = f[3]->as_string();
+    w.global_size = ints_of(*f[4]);
+    w.offsets = ints_of(*f[5]);
+    w.sizes = ints_of(*f[6]);
+    w.file_offset = static_cast<uint64_t>(f[7]->as_int());
+    w.length = static_cast<uint64_t>(f[8]->as_int());
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::string random_uuid4() {
+  std::random_device rd;
+  std::uniform_int_distribution<int> nibble(0, 15);
+  std::string out;
+  const char* hex = "0123456789abcdef";
+  for (int i = 0; i < 32; ++i) {
+    int v = nibble(rd);
+    if (i == 12) v = 4;
+    if (i == 16) v = 8 | (v & 3);
+    if (i == 8 || i == 12 || i == 16 || i == 20) out += '-';
+    out += hex[v];
+  }
+  return out;
+}
+
+// Runs `step` on rank 0 alone, then every rank learns whether it worked (and throws if not).
+template <typename Step>
+void on_rank_zero(ProcessGroup* group, const std::string& what, Step&& step) {
+  const int rank = group ? group->rank() : 0;
+  std::string failure;
+  if (rank == 0) {
+    try {
+      step();
+    } catch (const std::exception& e) {
+      if (!group || group->world_size() == 1) throw;
+      failure = e.what();
+    }
+  }
+  if (!group || group->world_size() == 1) return;
+  std::string outcome = group->broadcast(failure, 0);
+  group->barrier();
+  if (!outcome.empty()) {
+    throw Error(rank == 0 ? outcome : concat(what, ": global rank 0 failed (on rank ", rank, "): ", outcome));
+  }
+}
+
+void remove_stale_files(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    bool distcp = name.size() > 7 && name.rfind("__", 0) == 0 && name.substr(name.size() - 7) == ".distcp";
+    if (name == dcp::kMetadataFile || name == dcp::kLightningMetaFile || distcp) {
+      fs::remove(e.path(), ec);
+      if (ec) throw IoError(concat(e.path().string(), ": cannot remove the stale file: ", ec.message()));
+    }
+  }
+  if (ec) throw IoError(concat(dir, ": cannot list the directory: ", ec.message()));
+}
+
+// This rank's distcp file: values, then tensors (DCP's order), each a torch.save stream.
+std::vector<Written> write_rank_file(const std::string& dir, int rank, const std::vector<dcp::FlatItem>& flat,
+                                     const ShardPlan& plan, bool fsync) {
+  std::vector<const dcp::FlatItem*> values, tensors;
+  for (const auto& item : flat) {
+    if (item.value->is(Kind::Tensor)) {
+      auto placement = plan.for_local(item.path, dims_of(tensor_of(*item.value)));
+      if (placement || rank == 0) tensors.push_back(&item);
+    } else if (rank == 0) {
+      values.push_back(&item);
+    }
+  }
+  std::vector<Written> written;
+  AtomicFileSink sink((fs::path(dir) / dcp::rank_file_name(rank)).string(), fsync);
+  for (const auto* item : values) {
+    Written w;
+    w.key = item->key;
+    w.path = item->path;
+    w.file_offset = sink.position();
+    write_torch_save(sink, item->value, "archive");
+    w.length = sink.position() - w.file_offset;
+    written.push_back(std::move(w));
+  }
+  for (const auto* item : tensors) {
+    const at::Tensor& t = tensor_of(*item->value);
+    Written w;
+    w.key = item->key;
+    w.path = item->path;
+    w.tensor = true;
+    w.dtype = torchsave::name_of_dtype(t.scalar_type());
+    w.sizes = dims_of(t);
+    if (auto placement = plan.for_local(item->path, w.sizes)) {
+      w.global_size = placement->global_size;
+      w.offsets = placement->offsets;
+    } else {
+      w.global_size = w.sizes;
+      w.offsets.assign(w.sizes.size(), 0);
+    }
+    w.file_offset = sink.position();
+    write_torch_save(sink, chunk_value(t), "archive");
+    w.length = sink.position() - w.file_offset;
+    written.push_back(std::move(w));
+  }
+  sink.commit();
+  // Reported in the state's order (the metadata lists keys in it), whatever the order in the file.
+  std::map<std::string, size_t> order;
+  for (size_t i = 0; i < flat.size(); ++i) order.emplace(flat[i].key, i);
+  std::stable_sort(written.begin(), written.end(),
+                   [&](const Written& a, const Written& b) { return order[a.key] < order[b.key]; });
+  return written;
+}
+
+// .metadata from every rank's report (rank order).
+dcp::Metadata build_metadata(const std::vector<std::vector<Written>>& reports, const SaveOptions& options) {
+  dcp::Metadata m;
+  m.has_planner_data = true;
+  m.checkpoint_id = options.checkpoint_id;
+  m.save_id = random_uuid4();
+  std::map<std::string, size_t> entry_of;
+  for (size_t rank = 0; rank < reports.size(); ++rank) {
+    for (const auto& w : reports[rank]) {
+      auto [it, fresh] = entry_of.emplace(w.key, m.entries.size());
+      if (fresh) {
+        dcp::Entry e{w.key, std::nullopt};
+        if (w.tensor) e.tensor = dcp::TensorEntry{w.dtype, false, w.global_size, {}};
+        m.entries.push_back(std::move(e));
+        m.planner_data.emplace_back(w.key, w.path);
+      }
+      dcp::Entry& e = m.entries[it->second];
+      if (e.tensor.has_value() != w.tensor) {
+        throw StateError(concat("'", w.key, "' is a tensor on one rank and a value on another"));
+      }
+      dcp::StorageKey key{w.key, std::nullopt, std::nullopt};
+      if (w.tensor) {
+        if (e.tensor->size != w.global_size || e.tensor->dtype != w.dtype) {
+          throw StateError(concat("the shards of '", w.key, "' disagree: rank ", rank, " has a ", w.dtype,
+                                  " shard of a global shape of ", w.global_size.size(), " dimensions that differs"));
+        }
+        key.offset = w.offsets;
+        key.index = static_cast<int64_t>(e.tensor->chunks.size());
+        e.tensor->chunks.push_back({w.offsets, w.sizes});
+      }
+      m.storage.emplace_back(std::move(key),
+                             dcp::StorageInfo{dcp::rank_file_name(static_cast<int>(rank)), w.file_offset, w.length, {}});
+    }
+  }
+  return m;
+}
+
+std::string dims_text(const std::vector<int64_t>& dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "]";
+}
+
+int64_t volume(const std::vector<int64_t>& sizes) {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  return n;
+}
+
+// `t` narrowed to [offsets, offsets + sizes) in every dimension.
+at::Tensor region(at::Tensor t, const std::vector<int64_t>& offsets, const std::vector<int64_t>& sizes) {
+  for (size_t d = 0; d < sizes.size(); ++d) t = t.narrow(static_cast<int64_t>(d), offsets[d], sizes[d]);
+  return t;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ save
+
+void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, const ShardPlan& plan,
+          ProcessGroup* group, const SaveOptions& options) {
+  const int rank = group ? group->rank() : 0;
+  const int world = group ? group->world_size() : 1;
+  std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
+
+  // 1. Rank 0 makes the directory and removes what an earlier checkpoint left there, so that the
+  //    directory does not look complete before this one is.
+  on_rank_zero(group, dir, [&] {
+    std::error_code ec;
+    if (fs::is_regular_file(dir, ec)) fs::remove(dir, ec);
+    fs::create_directories(dir, ec);
+    if (ec || !fs::is_directory(dir)) throw IoError(concat(dir, ": cannot create the checkpoint directory: ", ec.message()));
+    remove_stale_files(dir);
+  });
+
+  // 2. Every rank writes its file and reports to rank 0 (a failure is reported, not thrown, so that
+  //    every rank still takes part in the gather).
+  std::string report;
+  std::string failure;
+  try {
+    report = "ok" + encode(write_rank_file(dir, rank, flat, plan, options.fsync));
+  } catch (const std::exception& e) {
+    failure = e.what();
+    report = "error" + failure;
+  }
+  std::vector<std::string> reports = group && world > 1 ? group->gather(report, 0) : std::vector<std::string>{report};
+
+  // 3. Rank 0 writes meta.pt and, last, .metadata; then everyone learns the outcome.
+  on_rank_zero(group, dir, [&] {
+    std::vector<std::vector<Written>> written;
+    for (int r = 0; r < world; ++r) {
+      const std::string& bytes = reports[static_cast<size_t>(r)];
+      if (bytes.rfind("ok", 0) != 0) {
+        throw Error(concat(dir, ": rank ", r, " could not write its shard file: ", bytes.substr(5)));
+      }
+      written.push_back(decode(bytes.substr(2)));
+    }
+    dcp::Metadata metadata = build_metadata(written, options);
+    if (meta) {
+      TorchSaveOptions meta_options;
+      meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
+      meta_options.fsync = options.fsync;
+      save_torch_file((fs::path(dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
+    }
+    std::string bytes = dcp::write_metadata(metadata);
+    AtomicFileSink sink((fs::path(dir) / dcp::kMetadataFile).string(), options.fsync);
+    sink.write(bytes.data(), bytes.size());
+    sink.commit();
+  });
+  if (!failure.empty()) throw Error(failure);
+}
+
+// ------------------------------------------------------------------ full state
+
+void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group) {
+  const int rank = group ? group->rank() : 0;
+  const int world = group ? group->world_size() : 1;
+  struct Shard {
+    const dcp::FlatItem* item;
+    Placement placement;
+  };
+  std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
+  std::vector<Shard> shards;
+  std::string keys;
+  for (const auto& item : flat) {
+    if (!item.value->is(Kind::Tensor)) continue;
+    if (auto p = plan.for_local(item.path, dims_of(tensor_of(*item.value)))) {
+      shards.push_back({&item, *p});
+      keys += item.key + "\n";
+    }
+  }
+  // Every rank must send the same tensors in the same order.
+  if (group && world > 1) {
+    bool same = group->broadcast(keys, 0) == keys;
+    if (!group->all_agree(same)) {
+      throw StateError(concat("rank ", rank, ": the ranks do not hold the same sharded tensors (",
+                              same ? "another rank differs" : "this rank differs from rank 0", ")"));
+    }
+  }
+  for (const auto& shard : shards) {
+    const at::Tensor local = tensor_of(*shard.item->value).detach().contiguous();
+    const Placement& p = shard.placement;
+    // Header: number of dimensions, offsets, sizes (int64 each), then the elements.
+    std::string blob;
+    auto put = [&](int64_t v) { blob.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    put(static_cast<int64_t>(p.offsets.size()));
+    for (int64_t v : p.offsets) put(v);
+    for (int64_t v : p.sizes) put(v);
+    blob.append(static_cast<const char*>(local.data_ptr()), local.nbytes());
+    std::vector<std::string> blobs = group && world > 1 ? group->gather(blob, 0) : std::vector<std::string>{blob};
+    if (rank != 0) continue;
+    at::Tensor full = at::zeros(p.global_size, local.options());
+    int64_t covered = 0;
+    for (size_t r = 0; r < blobs.size(); ++r) {
+      const std::string& b = blobs[r];
+      auto get = [&](size_t i) {
+        int64_t v;
+        if ((i + 1) * sizeof v > b.size()) throw Error(concat("rank ", r, " sent a truncated shard of '", shard.item->key, "'"));
+        std::memcpy(&v, b.data() + i * sizeof v, sizeof v);
+        return v;
+      };
+      const int64_t ndim = get(0);
+      if (ndim != static_cast<int64_t>(p.global_size.size())) {
+        throw StateError(concat("rank ", r, "'s shard of '", shard.item->key, "' has ", ndim, " dimensions, not ",
+                                p.global_size.size()));
+      }
+      std::vector<int64_t> offsets, sizes;
+      for (int64_t d = 0; d < ndim; ++d) offsets.push_back(get(static_cast<size_t>(1 + d)));
+      for (int64_t d = 0; d < ndim; ++d) sizes.push_back(get(static_cast<size_t>(1 + ndim + d)));
+      const size_t header = static_cast<size_t>(1 + 2 * ndim) * sizeof(int64_t);
+      const size_t nbytes = static_cast<size_t>(volume(sizes)) * local.element_size();
+      if (b.size() != header + nbytes) throw Error(concat("rank ", r, " sent a malformed shard of '", shard.item->key, "'"));
+      for (int64_t d = 0; d < ndim; ++d) {
+        if (offsets[d] < 0 || sizes[d] < 0 || offsets[d] + sizes[d] > p.global_size[d]) {
+          throw StateError(concat("rank ", r, "'s shard of '", shard.item->key, "' lies outside its global shape ",
+                                  dims_text(p.global_size)));
+        }
+      }
+      at::Tensor piece = at::from_blob(const_cast<char*>(b.data() + header), sizes, local.options());
+      region(full, offsets, sizes).copy_(piece);
+      covered += volume(sizes);
+    }
+    if (covered != full.numel()) {
+      throw StateError(concat("the shards of '", shard.item->key, "' cover ", covered, " of its ", full.numel(),
+                              " elements (global shape ", dims_text(p.global_size), ")"));
+    }
+    shard.item->value->tensor_ref().tensor = std::make_shared<at::Tensor>(std::move(full));
+  }
+}
+
+void slice_to_plan(const ValuePtr& state, const ShardPlan& plan) {
+  for (const auto& item : dcp::flatten_state_dict(state)) {
+    if (!item.value->is(Kind::Tensor)) continue;
+    const at::Tensor& t = tensor_of(*item.value);
+    if (auto p = plan.for_global(item.path, dims_of(t)); p && p->sizes != p->global_size) {
+      item.value->tensor_ref().tensor = std::make_shared<at::Tensor>(region(t, p->offsets, p->sizes).clone());
+    }
+  }
+}
+
+// ------------------------------------------------------------------ reading
+
+bool is_sharded_checkpoint(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / dcp::kMetadataFile, ec);
+}
+
+Reader::Reader(std::string dir) : dir_(std::move(dir)) {
+  const std::string file = (fs::path(dir_) / dcp::kMetadataFile).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) {
+    throw FormatError(concat(dir_, ": not a sharded checkpoint (no ", dcp::kMetadataFile,
+                             "; the save did not finish, or this is not a torch.distributed.checkpoint directory)"));
+  }
+  auto mapped = MappedFile::open(file);
+  metadata_ = dcp::read_metadata(std::string_view(reinterpret_cast<const char*>(mapped->data()), mapped->size()), file);
+}
+
+std::vector<PathItem> Reader::path_of(const std::string& flat_key) const {
+  if (const auto* path = metadata_.path_of(flat_key)) return *path;
+  // No planner data (a custom planner): the first dotted part is the top-level key.
+  size_t dot = flat_key.find('.');
+  if (dot == std::string::npos) return {flat_key};
+  return {flat_key.substr(0, dot), flat_key.substr(dot + 1)};
+}
+
+std::vector<std::string> Reader::top_level_keys() const {
+  std::vector<std::string> keys;
+  for (const auto& e : metadata_.entries) {
+    std::vector<PathItem> path = path_of(e.key);
+    const auto* top = std::get_if<std::string>(&path[0]);
+    if (top && std::find(keys.begin(), keys.end(), *top) == keys.end()) keys.push_back(*top);
+  }
+  return keys;
+}
+
+ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const {
+  const dcp::StorageInfo* info = metadata_.storage_of(fqn, offsets);
+  const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
+  if (!info) {
+    throw FormatError(concat(metadata_file, ": no storage recorded for '", fqn, "'",
+                             offsets ? " chunk at " + dims_text(*offsets) : std::string()));
+  }
+  if (!info->transforms.empty()) {
+    throw FormatError(concat(metadata_file, ": '", fqn, "' is stored through transforms (", info->transforms[0],
+                             "), which are not supported"));
+  }
+  auto& file = files_[info->relative_path];
+  const std::string path = (fs::path(dir_) / info->relative_path).string();
+  if (!file) file = MappedFile::open(path);
+  if (info->offset > file->size() || info->length > file->size() - info->offset) {
+    throw FormatError(concat(path, ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
+                             " but the file has ", file->size(), " bytes (truncated?)"));
+  }
+  std::string bytes(reinterpret_cast<const char*>(file->data()) + info->offset, info->length);
+  return load_torch_bytes(std::move(bytes), concat(path, " ('", fqn, "' at byte ", info->offset, ")")).root;
+}
+
+ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placement>& placement) const {
+  if (!entry.tensor) return load_item(entry.key, nullptr);
+  const dcp::TensorEntry& t = *entry.tensor;
+  auto dtype = torchsave::dtype_of_name(t.dtype);
+  if (!dtype) throw FormatError(concat(dir_, ": '", entry.key, "' has the unknown dtype torch.", t.dtype));
+  std::vector<int64_t> offsets(t.size.size(), 0), sizes = t.size;
+  if (placement) {
+    offsets = placement->offsets;
+    sizes = placement->sizes;
+  }
+  at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(*dtype));
+  int64_t covered = 0;
+  for (const auto& chunk : t.chunks) {
+    std::vector<int64_t> lo(sizes.size()), len(sizes.size());
+    bool overlaps = true;
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      lo[d] = std::max(chunk.offsets[d], offsets[d]);
+      int64_t hi = std::min(chunk.offsets[d] + chunk.sizes[d], offsets[d] + sizes[d]);
+      len[d] = hi - lo[d];
+      if (len[d] <= 0) overlaps = false;
+    }
+    if (!overlaps && volume(sizes) > 0) continue;
+    ValuePtr loaded = load_item(entry.key, &chunk.offsets);
+    if (!loaded->is(Kind::Tensor) || dims_of(tensor_of(*loaded)) != chunk.sizes) {
+      throw FormatError(concat(dir_, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets), " is not a tensor of shape ",
+                               dims_text(chunk.sizes)));
+    }
+    if (!overlaps) continue;
+    std::vector<int64_t> in_chunk(sizes.size()), in_out(sizes.size());
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      in_chunk[d] = lo[d] - chunk.offsets[d];
+      in_out[d] = lo[d] - offsets[d];
+    }
+    region(out, in_out, len).copy_(region(tensor_of(*loaded), in_chunk, len));
+    covered += volume(len);
+  }
+  if (covered < out.numel()) {
+    throw FormatError(concat(dir_, ": the chunks of '", entry.key, "' cover ", covered, " of the ", out.numel(),
+                             " elements requested (region ", dims_text(offsets), " + ", dims_text(sizes), " of ",
+                             dims_text(t.size), ")"));
+  }
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(std::move(out));
+  return Value::tensor(std::move(ref));
+}
+
+ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {
+  ValuePtr root = Value::plain_dict();
+  for (const auto& entry : metadata_.entries) {
+    std::vector<PathItem> path = path_of(entry.key);
+    const auto* top = std::get_if<std::string>(&path[0]);
+    if (!top || *top != key) continue;
+    std::optional<Placement> placement;
+    if (entry.tensor) placement = plan.for_global(path, entry.tensor->size);
+    ValuePtr value = read_entry(entry, placement);
+    if (path.size() == 1) return value;
+    dcp::set_element(root, path, value);
+  }
+  return root->dict().get(key);
+}
+
+ValuePtr Reader::read_all() const {
+  ValuePtr root = Value::plain_dict();
+  for (const auto& entry : metadata_.entries) dcp::set_element(root, path_of(entry.key), read_entry(entry, std::nullopt));
+  return root;
+}
+
+}  // namespace fabricckpt::sharded

@@ -1,0 +1,532 @@
+// torch.distributed.checkpoint's .metadata <-> dcp::Metadata, and state dict flattening (dcp.h).
+//
+// The pickle holds dataclass instances: cls.__new__(cls) (NEWOBJ) then BUILD with the instance
+// __dict__ (or __getstate__'s value: TensorProperties gives a tuple, _StorageInfo a dict without
+// its None fields). torch.Size is REDUCE(torch.Size, (tuple,)). Reading never executes anything:
+// the reader leaves these as Object recipes and this file checks and interprets them.
+#include <algorithm>
+#include <unordered_map>
+
+#include "fabricckpt/dcp.h"
+#include "fabricckpt/error.h"
+#include "fabricckpt/pickle.h"
+
+namespace fabricckpt::dcp {
+
+namespace {
+
+constexpr const char* kMetadataModule = "torch.distributed.checkpoint.metadata";
+constexpr const char* kFilesystemModule = "torch.distributed.checkpoint.filesystem";
+constexpr size_t kMaxDims = 64;
+
+// ------------------------------------------------------------------ writing: Python objects
+
+// Builds the object graph with Python's sharing: one node per class global and per field name,
+// as the CPython pickler memoizes one class object and one interned name.
+class Builder {
+ public:
+  ValuePtr cls(const std::string& module, const std::string& name) {
+    auto& node = globals_[module + "." + name];
+    if (!node) node = Value::global(module, name);
+    return node;
+  }
+  ValuePtr name(const std::string& text) {
+    auto& node = names_[text];
+    if (!node) node = Value::string(text);
+    return node;
+  }
+  // cls.__new__(cls) + BUILD(state); no BUILD when state is null.
+  ValuePtr instance(const std::string& module, const std::string& class_name, ValuePtr state) {
+    Object obj;
+    obj.construct = Object::Construct::NewObj;
+    obj.callable = cls(module, class_name);
+    obj.args = Value::tuple();
+    obj.state = std::move(state);
+    return Value::object(std::move(obj));
+  }
+  ValuePtr reduce(ValuePtr callable, Value::Items args) {
+    Object obj;
+    obj.construct = Object::Construct::Reduce;
+    obj.callable = std::move(callable);
+    obj.args = Value::tuple(std::move(args));
+    return Value::object(std::move(obj));
+  }
+  ValuePtr size(const std::vector<int64_t>& dims) {
+    Value::Items items;
+    for (int64_t d : dims) items.push_back(Value::integer(d));
+    return reduce(cls("torch", "Size"), {Value::tuple(std::move(items))});
+  }
+  void field(const ValuePtr& dict, const std::string& key, ValuePtr value) {
+    dict->dict().set(name(key), std::move(value));
+  }
+
+ private:
+  std::unordered_map<std::string, ValuePtr> globals_, names_;
+};
+
+ValuePtr path_value(const std::vector<PathItem>& path) {
+  Value::Items items;
+  for (const auto& step : path) {
+    if (const auto* s = std::get_if<std::string>(&step)) {
+      items.push_back(Value::string(*s));
+    } else {
+      items.push_back(Value::integer(std::get<int64_t>(step)));
+    }
+  }
+  return Value::tuple(std::move(items));
+}
+
+// pathlib.PosixPath(*parts): Python pickles a path as its parts ('/' first when absolute).
+ValuePtr posix_path(Builder& b, const std::string& path) {
+  Value::Items parts;
+  if (!path.empty() && path[0] == '/') parts.push_back(Value::string("/"));
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    if (end > start) parts.push_back(Value::string(path.substr(start, end - start)));
+    start = end + 1;
+  }
+  return b.reduce(b.cls("pathlib", "PosixPath"), std::move(parts));
+}
+
+// ------------------------------------------------------------------ reading: checked access
+
+[[noreturn]] void bad(const std::string& what) { throw FormatError(what); }
+
+const Object& object_of(const Value& v, const char* module, const char* name, const std::string& where) {
+  if (!v.is(Kind::Object)) bad(concat(where, ": expected a ", module, ".", name, ", found ", describe(v)));
+  const Object& obj = v.object_ref();
+  if (!obj.callable || !obj.callable->is(Kind::Global) || obj.callable->global_ref().module != module ||
+      obj.callable->global_ref().name != name) {
+    bad(concat(where, ": expected a ", module, ".", name, ", found ", describe(v)));
+  }
+  return obj;
+}
+
+// The instance __dict__ of a dataclass object (empty when it has none).
+const Dict& fields_of(const Object& obj, const std::string& where) {
+  static const Dict empty;
+  if (!obj.state) return empty;
+  if (!obj.state->is(Kind::Dict)) bad(concat(where, ": its state is ", describe(*obj.state), ", not a dict"));
+  return obj.state->dict();
+}
+
+const Value& field_of(const Dict& fields, const char* name, const std::string& where) {
+  ValuePtr v = fields.get(name);
+  if (!v) bad(concat(where, ": no field '", name, "'"));
+  return *v;
+}
+
+const Value* optional_field(const Dict& fields, const char* name) {
+  ValuePtr v = fields.get(name);
+  return v && !v->is(Kind::None) ? v.get() : nullptr;
+}
+
+int64_t int_of(const Value& v, const std::string& where) {
+  if (!v.is(Kind::Int)) bad(concat(where, ": expected an int, found ", describe(v)));
+  return v.as_int();
+}
+
+const std::string& string_of(const Value& v, const std::string& where) {
+  if (!v.is(Kind::String)) bad(concat(where, ": expected a str, found ", describe(v)));
+  return v.as_string();
+}
+
+// torch.Size((...)) or a plain tuple/list of non-negative ints.
+std::vector<int64_t> size_of(const Value& v, const std::string& where) {
+  const Value* tuple = &v;
+  if (v.is(Kind::Object)) {
+    const Object& obj = object_of(v, "torch", "Size", where);
+    if (!obj.args || !obj.args->is(Kind::Tuple) || obj.args->items().size() != 1) {
+      bad(concat(where, ": malformed torch.Size"));
+    }
+    tuple = obj.args->items()[0].get();
+  }
+  if (!tuple->is(Kind::Tuple) && !tuple->is(Kind::List)) bad(concat(where, ": expected a torch.Size, found ", describe(v)));
+  if (tuple->items().size() > kMaxDims) bad(concat(where, ": more than ", kMaxDims, " dimensions"));
+  std::vector<int64_t> dims;
+  for (const auto& item : tuple->items()) {
+    int64_t d = int_of(*item, where);
+    if (d < 0) bad(concat(where, ": negative size ", d));
+    dims.push_back(d);
+  }
+  return dims;
+}
+
+// TensorProperties: __getstate__'s tuple (dtype, layout, requires_grad, memory format, pin_memory),
+// or a plain __dict__ from torch versions without __getstate__.
+void read_properties(const Value& v, TensorEntry& entry, const std::string& where) {
+  const Object& obj = object_of(v, kMetadataModule, "TensorProperties", where);
+  const Value* dtype = nullptr;
+  const Value* requires_grad = nullptr;
+  if (obj.state && obj.state->is(Kind::Tuple)) {
+    const auto& items = obj.state->items();
+    if (items.size() < 3) bad(concat(where, ": TensorProperties state has ", items.size(), " fields"));
+    dtype = items[0].get();
+    requires_grad = items[2].get();
+  } else {
+    const Dict& fields = fields_of(obj, where);
+    dtype = &field_of(fields, "dtype", where);
+    requires_grad = optional_field(fields, "requires_grad");
+  }
+  if (!dtype->is(Kind::Global) || dtype->global_ref().module != "torch") {
+    bad(concat(where, ": dtype is ", describe(*dtype), ", not a torch dtype"));
+  }
+  entry.dtype = dtype->global_ref().name;
+  entry.requires_grad = requires_grad && requires_grad->is(Kind::Bool) && requires_grad->as_bool();
+}
+
+TensorEntry read_tensor_entry(const Object& obj, const std::string& where) {
+  const Dict& fields = fields_of(obj, where);
+  TensorEntry entry;
+  read_properties(field_of(fields, "properties", where), entry, where);
+  entry.size = size_of(field_of(fields, "size", where), where + " size");
+  const Value& chunks = field_of(fields, "chunks", where);
+  if (!chunks.is(Kind::List)) bad(concat(where, ": chunks is ", describe(chunks), ", not a list"));
+  for (size_t i = 0; i < chunks.items().size(); ++i) {
+    std::string at = concat(where, " chunk ", i);
+    const Object& c = object_of(*chunks.items()[i], kMetadataModule, "ChunkStorageMetadata", at);
+    const Dict& cf = fields_of(c, at);
+    Chunk chunk{size_of(field_of(cf, "offsets", at), at + " offsets"), size_of(field_of(cf, "sizes", at), at + " sizes")};
+    if (chunk.offsets.size() != entry.size.size() || chunk.sizes.size() != entry.size.size()) {
+      bad(concat(at, ": has ", chunk.offsets.size(), "/", chunk.sizes.size(), " dimensions, the tensor ",
+                 entry.size.size()));
+    }
+    for (size_t d = 0; d < entry.size.size(); ++d) {
+      if (chunk.offsets[d] > entry.size[d] || chunk.sizes[d] > entry.size[d] - chunk.offsets[d]) {
+        bad(concat(at, ": extends past the tensor's size in dimension ", d));
+      }
+    }
+    entry.chunks.push_back(std::move(chunk));
+  }
+  return entry;
+}
+
+std::vector<PathItem> read_path(const Value& v, const std::string& where) {
+  if (!v.is(Kind::Tuple) && !v.is(Kind::List)) bad(concat(where, ": expected a path tuple, found ", describe(v)));
+  std::vector<PathItem> path;
+  for (const auto& step : v.items()) {
+    if (step->is(Kind::String)) {
+      path.emplace_back(step->as_string());
+    } else if (step->is(Kind::Int)) {
+      if (step->as_int() < 0) bad(concat(where, ": negative list index"));
+      path.emplace_back(step->as_int());
+    } else {
+      bad(concat(where, ": path step ", describe(*step), " is neither a str nor an int"));
+    }
+  }
+  if (path.empty()) bad(concat(where, ": empty path"));
+  return path;
+}
+
+std::string posix_path_text(const Value& v) {
+  if (v.is(Kind::String)) return v.as_string();
+  if (!v.is(Kind::Object) || !v.object_ref().args || !v.object_ref().args->is(Kind::Tuple)) return describe(v);
+  std::string out;
+  for (const auto& part : v.object_ref().args->items()) {
+    if (!part->is(Kind::String)) return describe(v);
+    if (!out.empty() && out.back() != '/') out += '/';
+    out += part->as_string();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string rank_file_name(int rank) { return concat("__", rank, "_0.distcp"); }
+
+const Entry* Metadata::find(const std::string& key) const {
+  for (const auto& e : entries) {
+    if (e.key == key) return &e;
+  }
+  return nullptr;
+}
+
+const std::vector<PathItem>* Metadata::path_of(const std::string& key) const {
+  for (const auto& [k, path] : planner_data) {
+    if (k == key) return &path;
+  }
+  return nullptr;
+}
+
+const StorageInfo* Metadata::storage_of(const std::string& fqn, const std::vector<int64_t>* offsets) const {
+  for (const auto& [key, info] : storage) {
+    if (key.fqn != fqn) continue;
+    if (!offsets && !key.offset) return &info;
+    if (offsets && key.offset && *key.offset == *offsets) return &info;
+  }
+  return nullptr;
+}
+
+bool is_plain_file_name(const std::string& name) {
+  if (name.empty() || name == "." || name == "..") return false;
+  return name.find_first_of(std::string("/\\\0", 3)) == std::string::npos;
+}
+
+ValuePtr metadata_to_value(const Metadata& m) {
+  Builder b;
+  ValuePtr state_dict_metadata = Value::plain_dict();
+  for (const auto& e : m.entries) {
+    ValuePtr node;
+    if (!e.tensor) {
+      node = b.instance(kMetadataModule, "BytesStorageMetadata", nullptr);
+    } else {
+      const TensorEntry& t = *e.tensor;
+      ValuePtr properties = b.instance(
+          kMetadataModule, "TensorProperties",
+          Value::tuple({Value::global("torch", t.dtype),
+                        b.reduce(b.cls("torch.serialization", "_get_layout"), {Value::string("torch.strided")}),
+                        Value::boolean(t.requires_grad),
+                        b.reduce(b.cls(kMetadataModule, "_MEM_FORMAT_ENCODING"), {Value::integer(0)}),
+                        Value::boolean(false)}));
+      ValuePtr chunks = Value::list();
+      for (const auto& c : t.chunks) {
+        ValuePtr fields = Value::plain_dict();
+        b.field(fields, "offsets", b.size(c.offsets));
+        b.field(fields, "sizes", b.size(c.sizes));
+        chunks->items().push_back(b.instance(kMetadataModule, "ChunkStorageMetadata", fields));
+      }
+      ValuePtr fields = Value::plain_dict();
+      b.field(fields, "properties", properties);
+      b.field(fields, "size", b.size(t.size));
+      b.field(fields, "chunks", chunks);
+      node = b.instance(kMetadataModule, "TensorStorageMetadata", fields);
+    }
+    state_dict_metadata->dict().set(Value::string(e.key), node);
+  }
+
+  ValuePtr planner_data = Value::none();
+  if (m.has_planner_data) {
+    planner_data = Value::plain_dict();
+    for (const auto& [key, path] : m.planner_data) planner_data->dict().set(Value::string(key), path_value(path));
+  }
+
+  ValuePtr storage_data = Value::plain_dict();
+  for (const auto& [key, info] : m.storage) {
+    ValuePtr index_fields = Value::plain_dict();
+    b.field(index_fields, "fqn", Value::string(key.fqn));
+    b.field(index_fields, "index", key.index ? Value::integer(*key.index) : Value::none());
+    if (key.offset) b.field(index_fields, "offset", b.size(*key.offset));
+    ValuePtr info_fields = Value::plain_dict();
+    b.field(info_fields, "relative_path", Value::string(info.relative_path));
+    b.field(info_fields, "offset", Value::integer(static_cast<int64_t>(info.offset)));
+    b.field(info_fields, "length", Value::integer(static_cast<int64_t>(info.length)));
+    if (!info.transforms.empty()) {
+      ValuePtr list = Value::list();
+      for (const auto& t : info.transforms) list->items().push_back(Value::string(t));
+      b.field(info_fields, "transform_descriptors", list);
+    }
+    storage_data->dict().set(b.instance(kMetadataModule, "MetadataIndex", index_fields),
+                             b.instance(kFilesystemModule, "_StorageInfo", info_fields));
+  }
+
+  ValuePtr storage_meta_fields = Value::plain_dict();
+  b.field(storage_meta_fields, "checkpoint_id", m.checkpoint_id.empty() ? Value::none() : posix_path(b, m.checkpoint_id));
+  b.field(storage_meta_fields, "save_id", m.save_id.empty() ? Value::none() : Value::string(m.save_id));
+  b.field(storage_meta_fields, "load_id", Value::none());
+  b.field(storage_meta_fields, "modules", Value::list());
+
+  ValuePtr fields = Value::plain_dict();
+  b.field(fields, "state_dict_metadata", state_dict_metadata);
+  b.field(fields, "planner_data", planner_data);
+  b.field(fields, "storage_data", storage_data);
+  b.field(fields, "storage_meta", b.instance(kMetadataModule, "StorageMeta", storage_meta_fields));
+  b.field(fields, "version", Value::string(m.version));
+  return b.instance(kMetadataModule, "Metadata", fields);
+}
+
+Metadata metadata_from_value(const Value& root) {
+  const std::string top = "Metadata";
+  const Object& obj = object_of(root, kMetadataModule, "Metadata", top);
+  const Dict& fields = fields_of(obj, top);
+  Metadata m;
+
+  const Value& sdm = field_of(fields, "state_dict_metadata", top);
+  if (!sdm.is(Kind::Dict)) bad("state_dict_metadata is not a dict");
+  for (const auto& [k, v] : sdm.dict().items()) {
+    const std::string& key = string_of(*k, "state_dict_metadata key");
+    std::string where = concat("state_dict_metadata['", key, "']");
+    Entry entry{key, std::nullopt};
+    if (v->is(Kind::Object) && v->object_ref().callable && v->object_ref().callable->is(Kind::Global) &&
+        v->object_ref().callable->global_ref().name == "BytesStorageMetadata") {
+      object_of(*v, kMetadataModule, "BytesStorageMetadata", where);
+    } else {
+      entry.tensor = read_tensor_entry(object_of(*v, kMetadataModule, "TensorStorageMetadata", where), where);
+    }
+    m.entries.push_back(std::move(entry));
+  }
+
+  if (const Value* pd = optional_field(fields, "planner_data")) {
+    if (!pd->is(Kind::Dict)) bad(concat("planner_data is ", describe(*pd), ", not a dict"));
+    m.has_planner_data = true;
+    for (const auto& [k, v] : pd->dict().items()) {
+      const std::string& key = string_of(*k, "planner_data key");
+      m.planner_data.emplace_back(key, read_path(*v, concat("planner_data['", key, "']")));
+    }
+  }
+
+  const Value* sd = optional_field(fields, "storage_data");
+  if (!sd || !sd->is(Kind::Dict)) bad("storage_data is missing or not a dict");
+  for (const auto& [k, v] : sd->dict().items()) {
+    const std::string where = "storage_data key";
+    const Dict& kf = fields_of(object_of(*k, kMetadataModule, "MetadataIndex", where), where);
+    StorageKey key;
+    key.fqn = string_of(field_of(kf, "fqn", where), where + " fqn");
+    std::string at = concat("storage_data['", key.fqn, "']");
+    if (const Value* off = optional_field(kf, "offset")) key.offset = size_of(*off, at + " offset");
+    if (const Value* idx = optional_field(kf, "index")) key.index = int_of(*idx, at + " index");
+    const Dict& vf = fields_of(object_of(*v, kFilesystemModule, "_StorageInfo", at), at);
+    StorageInfo info;
+    info.relative_path = string_of(field_of(vf, "relative_path", at), at + " relative_path");
+    if (!is_plain_file_name(info.relative_path)) {
+      bad(concat(at, ": storage path '", info.relative_path,
+                 "' is not a file name inside the checkpoint directory (it could point outside it)"));
+    }
+    int64_t offset = int_of(field_of(vf, "offset", at), at + " offset");
+    int64_t length = int_of(field_of(vf, "length", at), at + " length");
+    if (offset < 0 || length < 0) bad(concat(at, ": negative offset or length"));
+    info.offset = static_cast<uint64_t>(offset);
+    info.length = static_cast<uint64_t>(length);
+    if (const Value* t = optional_field(vf, "transform_descriptors")) {
+      if (!t->is(Kind::List) && !t->is(Kind::Tuple)) bad(concat(at, ": transform_descriptors is not a list"));
+      for (const auto& d : t->items()) info.transforms.push_back(string_of(*d, at + " transform"));
+    }
+    m.storage.emplace_back(std::move(key), std::move(info));
+  }
+
+  if (const Value* meta = optional_field(fields, "storage_meta")) {
+    const Dict& mf = fields_of(object_of(*meta, kMetadataModule, "StorageMeta", "storage_meta"), "storage_meta");
+    if (const Value* id = optional_field(mf, "checkpoint_id")) m.checkpoint_id = posix_path_text(*id);
+    if (const Value* id = optional_field(mf, "save_id"); id && id->is(Kind::String)) m.save_id = id->as_string();
+  }
+  m.version.clear();
+  if (const Value* version = optional_field(fields, "version")) m.version = string_of(*version, "version");
+  return m;
+}
+
+std::string write_metadata(const Metadata& metadata) { return pickle(metadata_to_value(metadata)); }
+
+Metadata read_metadata(std::string_view bytes, const std::string& file) {
+  try {
+    UnpickleResult parsed = unpickle(bytes);
+    return metadata_from_value(*parsed.value);
+  } catch (const FormatError& e) {
+    throw FormatError(concat(file, ": not a valid torch.distributed.checkpoint metadata file: ", e.what()));
+  }
+}
+
+// ------------------------------------------------------------------ flattening
+
+namespace {
+
+bool keep_walking(const Value& v);
+
+// Python's _is_terminal: a dict never is; a list is unless it holds a tensor or a walkable container.
+bool is_terminal(const Value& v) {
+  if (v.is(Kind::Dict)) return false;
+  if (!v.is(Kind::List)) return true;
+  for (const auto& item : v.items()) {
+    if ((item->is(Kind::Dict) || item->is(Kind::List)) && !is_terminal(*item)) return false;
+    if (keep_walking(*item)) return false;
+  }
+  return true;
+}
+
+bool keep_walking(const Value& v) { return v.is(Kind::Tensor); }
+
+std::string key_text(const Value& key) {
+  if (key.is(Kind::String)) return key.as_string();
+  if (key.is(Kind::Int)) return std::to_string(key.as_int());
+  if (key.is(Kind::Bool)) return key.as_bool() ? "True" : "False";
+  if (key.is(Kind::None)) return "None";
+  return describe(key);  // Python's str(key); only plain keys appear in state dicts
+}
+
+void walk(std::vector<PathItem>& path, const ValuePtr& value, std::vector<FlatItem>& out,
+          std::unordered_map<std::string, size_t>& seen) {
+  if (value->is(Kind::Dict)) {
+    for (const auto& [k, v] : value->dict().items()) {
+      path.emplace_back(key_text(*k));
+      walk(path, v, out, seen);
+      path.pop_back();
+    }
+  } else if (is_terminal(*value)) {
+    std::string key;
+    for (const auto& step : path) {
+      if (!key.empty()) key += '.';
+      key += std::holds_alternative<std::string>(step) ? std::get<std::string>(step)
+                                                       : std::to_string(std::get<int64_t>(step));
+    }
+    if (!seen.emplace(key, out.size()).second) throw StateError(concat("duplicated flatten key ", key));
+    out.push_back({std::move(key), path, value});
+  } else {
+    const auto& items = value->items();
+    for (size_t i = 0; i < items.size(); ++i) {
+      path.emplace_back(static_cast<int64_t>(i));
+      walk(path, items[i], out, seen);
+      path.pop_back();
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<FlatItem> flatten_state_dict(const ValuePtr& state) {
+  if (!state || !state->is(Kind::Dict)) throw StateError("a state dict to flatten must be a dict");
+  std::vector<FlatItem> out;
+  std::unordered_map<std::string, size_t> seen;
+  std::vector<PathItem> path;
+  walk(path, state, out, seen);
+  return out;
+}
+
+void set_element(const ValuePtr& root, const std::vector<PathItem>& path, ValuePtr value) {
+  if (path.empty()) throw StateError("set_element: empty path");
+  ValuePtr container = root;
+  for (size_t i = 0; i < path.size(); ++i) {
+    const bool last = i + 1 == path.size();
+    ValuePtr next = last ? value : nullptr;
+    if (!last) {
+      // What the next step needs: a list for an index, a dict for a key.
+      bool wants_list = std::holds_alternative<int64_t>(path[i + 1]);
+      next = wants_list ? Value::list() : Value::plain_dict();
+    }
+    if (const auto* key = std::get_if<std::string>(&path[i])) {
+      if (!container->is(Kind::Dict)) throw StateError(concat("set_element: ", path_text(path), " needs a dict"));
+      ValuePtr existing = container->dict().get(*key);
+      if (existing && !last) {
+        container = existing;
+        continue;
+      }
+      container->dict().set(Value::string(*key), next);
+    } else {
+      int64_t index = std::get<int64_t>(path[i]);
+      if (!container->is(Kind::List)) throw StateError(concat("set_element: ", path_text(path), " needs a list"));
+      auto& items = container->items();
+      while (static_cast<int64_t>(items.size()) <= index) items.push_back(Value::none());
+      if (!last && !items[static_cast<size_t>(index)]->is(Kind::None)) {
+        container = items[static_cast<size_t>(index)];
+        continue;
+      }
+      items[static_cast<size_t>(index)] = next;
+    }
+    container = next;
+  }
+}
+
+std::string path_text(const std::vector<PathItem>& path) {
+  std::string out = "(";
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (i) out += ", ";
+    if (const auto* s = std::get_if<std::string>(&path[i])) {
+      out += "'" + *s + "'";
+    } else {
+      out += std::to_string(std::get<int64_t>(path[i]));
+    }
+  }
+  if (path.size() == 1) out += ",";
+  return out + ")";
+}
+
+}  // namespace fabricckpt::dcp

@@ -1,0 +1,47 @@
+package io.fabricckpt.internal;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.annotation.ByRef;
+import org.bytedeco.javacpp.annotation.ByVal;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
+import org.bytedeco.javacpp.annotation.Name;
+import org.bytedeco.javacpp.annotation.Namespace;
+import org.bytedeco.javacpp.annotation.Platform;
+import org.bytedeco.javacpp.annotation.StdString;
+
+/**
+ * A torch.distributed.checkpoint directory opened for reading ({@code fabricckpt::jni::NativeShardedReader}):
+ * its {@code .metadata} is parsed and checked on construction; values are read on demand, each
+ * sharded tensor cut to this rank's region. Internal.
+ */
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Namespace("fabricckpt::jni")
+@Name("NativeShardedReader")
+public final class NativeShardedReader extends Pointer {
+    static {
+        FabricNative.load();
+    }
+
+    public NativeShardedReader(BytePointer dir) {
+        allocate(dir);
+    }
+
+    private native void allocate(@StdString BytePointer dir);
+
+    public native int topLevelKeyCount();
+
+    public native @StdString BytePointer topLevelKey(int index);
+
+    private native @ByVal NativeValue read(@Cast("const signed char*") byte[] key, long keyLength,
+            @Const @ByRef NativeShardPlan plan);
+
+    public native @ByVal NativeValue readAll();
+
+    /** The value saved under {@code key}, sharded tensors cut to {@code plan}'s regions; None if absent. */
+    public NativeValue read(String key, NativeShardPlan plan) {
+        byte[] k = NativeShardPlan.utf8(key);
+        return read(k, k.length, plan);
+    }
+}

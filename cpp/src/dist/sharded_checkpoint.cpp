@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -91,7 +92,11 @@ namespace {
 
 std::vector<int64_t> dims_of(const at::Tensor& t) { return t.sizes().vec(); }
 
-const at::Tensor& tensor_of(const Value& v) { return *v.tensor_ref().tensor; }
+const at::Tensor& tensor_of(const Value& v) {
+  const auto& t = v.tensor_ref().tensor;
+  if (!t || !t->defined()) throw StateError("cannot save an undefined tensor");
+  return *t;
+}
 
 // The tensor as torch.distributed.checkpoint saves a chunk: detached, owning exactly its elements
 // (a view into a bigger storage is cloned, as its _SerialCpuLoader does).

@@ -191,6 +191,7 @@ struct TorchStorage {
 
 const TorchStorage& torch_storage(const Value& v) {
   const auto& ref = v.storage_ref();
+  if (!ref.storage) throw StateError("a bare storage (not inside a tensor) cannot be saved");
   return *std::static_pointer_cast<TorchStorage>(ref.storage);
 }
 

@@ -1,0 +1,195 @@
+// Sharded checkpoints in one process (no process group): reading what torch.distributed.checkpoint
+// wrote (python-compat-tests/fixtures/make_dcp_fixtures.py), resharded reads, and saves.
+// Multi-process saves run in the JUnit and pytest suites (real JVMs over c10d).
+#include "fabricckpt/sharded.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "fabricckpt/error.h"
+#include "fabricckpt/torch_save.h"
+
+namespace fabricckpt::sharded {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kData = std::string(FABRICCKPT_TEST_DATA) + "/dcp/";
+
+// Deep equality of two trees: same structure, equal plain values, equal tensors (dtype and values).
+void expect_same(const Value& a, const Value& b, const std::string& where) {
+  ASSERT_EQ(a.kind, b.kind) << where;
+  switch (a.kind) {
+    case Kind::Tensor: {
+      const at::Tensor& x = *a.tensor_ref().tensor;
+      const at::Tensor& y = *b.tensor_ref().tensor;
+      EXPECT_EQ(x.scalar_type(), y.scalar_type()) << where;
+      EXPECT_TRUE(x.sizes() == y.sizes() && x.equal(y)) << where;
+      break;
+    }
+    case Kind::Dict: {
+      ASSERT_EQ(a.dict().size(), b.dict().size()) << where;
+      for (size_t i = 0; i < a.dict().size(); ++i) {
+        const auto& [ka, va] = a.dict().items()[i];
+        ASSERT_TRUE(keys_equal(*ka, *b.dict().items()[i].first)) << where;
+        expect_same(*va, *b.dict().items()[i].second, where + "/" + describe(*ka));
+      }
+      break;
+    }
+    case Kind::List:
+    case Kind::Tuple:
+      ASSERT_EQ(a.items().size(), b.items().size()) << where;
+      for (size_t i = 0; i < a.items().size(); ++i) expect_same(*a.items()[i], *b.items()[i], where + "/" + std::to_string(i));
+      break;
+    default:
+      EXPECT_TRUE(keys_equal(a, b)) << where << ": " << describe(a) << " vs " << describe(b);
+  }
+}
+
+ValuePtr tensor(at::Tensor t) {
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(std::move(t));
+  return Value::tensor(std::move(ref));
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("fabricckpt-sharded-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+TEST(ShardedReader, ReadsWhatDcpToTorchSaveGives) {
+  Reader reader(kData + "single");
+  ValuePtr python = load_torch_file(kData + "single.pt").root;
+  ValuePtr ours = reader.read_all();
+  // dcp_to_torch_save orders keys as Python's loader met them; compare per key.
+  ASSERT_EQ(ours->dict().size(), python->dict().size());
+  for (const auto& [k, v] : python->dict().items()) {
+    ValuePtr mine = ours->dict().get(*k);
+    ASSERT_TRUE(mine) << describe(*k);
+    expect_same(*mine, *v, describe(*k));
+  }
+  EXPECT_EQ(reader.top_level_keys(), (std::vector<std::string>{"model", "optimizer", "epoch", "tensors", "names"}));
+}
+
+TEST(ShardedReader, ReadsTheRegionOfAShard) {
+  Reader reader(kData + "single");
+  ShardPlan plan;
+  plan.add_parameter("model", "fc.weight", Placement{{4, 3}, {1, 1}, {2, 2}});
+  plan.add_optimizer("optimizer", "model");
+  ValuePtr model = reader.read("model", plan);
+  at::Tensor weight = *model->dict().get("fc.weight")->tensor_ref().tensor;
+  at::Tensor full = at::arange(12, at::kFloat).reshape({4, 3});
+  EXPECT_TRUE(weight.equal(full.narrow(0, 1, 2).narrow(1, 1, 2)));
+  // The optimizer state of that parameter follows its placement; its step (0-dim) stays whole.
+  ValuePtr optimizer = reader.read("optimizer", plan);
+  ValuePtr per_param = optimizer->dict().get("state")->dict().get("fc.weight");
+  EXPECT_EQ(per_param->dict().get("exp_avg")->tensor_ref().tensor->sizes(), at::IntArrayRef({2, 2}));
+  EXPECT_EQ(per_param->dict().get("step")->tensor_ref().tensor->item<float>(), 3.0f);
+  EXPECT_EQ(reader.read("absent", plan), nullptr);
+}
+
+TEST(ShardedReader, MissingMetadataIsNotACheckpoint) {
+  fs::path dir = temp_dir("empty");
+  fs::create_directories(dir);
+  try {
+    Reader reader(dir.string());
+    ADD_FAILURE();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find(".metadata"), std::string::npos);
+  }
+  EXPECT_FALSE(is_sharded_checkpoint(dir.string()));
+  EXPECT_TRUE(is_sharded_checkpoint(kData + "single"));
+  fs::remove_all(dir);
+}
+
+TEST(ShardedReader, TruncatedDataFileIsReportedWithItsName) {
+  fs::path dir = temp_dir("truncated");
+  fs::copy(kData + "single", dir, fs::copy_options::recursive);
+  fs::resize_file(dir / "__0_0.distcp", 100);
+  Reader reader(dir.string());
+  try {
+    reader.read_all();
+    ADD_FAILURE();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("__0_0.distcp"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(ShardedSave, OneProcessRoundTrip) {
+  fs::path dir = temp_dir("roundtrip");
+  ValuePtr state = Value::plain_dict();
+  ValuePtr model = Value::ordered_dict();
+  model->dict().set(Value::string("w"), tensor(at::randn({5, 3})));
+  model->dict().set(Value::string("b"), tensor(at::arange(5, at::kLong)));
+  state->dict().set(Value::string("model"), model);
+  state->dict().set(Value::string("names"), Value::list({Value::string("x")}));
+  ValuePtr meta = Value::plain_dict();
+  meta->dict().set(Value::string("step"), Value::integer(9));
+  save(dir.string(), state, meta, ShardPlan{}, nullptr, SaveOptions{false, dir.string()});
+
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{".metadata", "__0_0.distcp", "meta.pt"}));
+  Reader reader(dir.string());
+  ValuePtr back = reader.read_all();
+  expect_same(*back->dict().get("model"), *model, "model");
+  expect_same(*back->dict().get("names"), *state->dict().get("names"), "names");
+  expect_same(*load_torch_file((dir / "meta.pt").string()).root, *meta, "meta.pt");
+  EXPECT_EQ(load_torch_file((dir / "meta.pt").string()).archive_name, "meta");
+  fs::remove_all(dir);
+}
+
+TEST(ShardedSave, AShardAloneDoesNotCoverItsTensor) {
+  fs::path dir = temp_dir("uncovered");
+  ValuePtr state = Value::plain_dict();
+  ValuePtr model = Value::plain_dict();
+  model->dict().set(Value::string("w"), tensor(at::ones({2, 3})));
+  state->dict().set(Value::string("model"), model);
+  ShardPlan plan;
+  plan.add_parameter("model", "w", Placement{{4, 3}, {2, 0}, {2, 3}});  // rows 2..3 of 4
+  save(dir.string(), state, nullptr, plan, nullptr, SaveOptions{false, {}});
+  Reader reader(dir.string());
+  const auto& chunk = reader.metadata().find("model.w")->tensor->chunks.at(0);
+  EXPECT_EQ(chunk.offsets, (std::vector<int64_t>{2, 0}));
+  EXPECT_EQ(reader.read("model", plan)->dict().get("w")->tensor_ref().tensor->sum().item<float>(), 6.0f);
+  EXPECT_THROW(reader.read_all(), FormatError);  // rows 0..1 were never written
+  fs::remove_all(dir);
+}
+
+TEST(ShardedSave, AFailedSaveLeavesNoMetadata) {
+  fs::path dir = temp_dir("failed");
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("x"), tensor(at::ones({2})));
+  save(dir.string(), state, nullptr, ShardPlan{}, nullptr, SaveOptions{false, {}});
+  ASSERT_TRUE(is_sharded_checkpoint(dir.string()));
+  // A value the pickler cannot write fails the shard file after the old checkpoint was cleared.
+  state->dict().set(Value::string("bad"), Value::storage(StorageRef{}));
+  EXPECT_THROW(save(dir.string(), state, nullptr, ShardPlan{}, nullptr, SaveOptions{false, {}}), Error);
+  EXPECT_FALSE(is_sharded_checkpoint(dir.string()));
+  for (const auto& e : fs::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
+  fs::remove_all(dir);
+}
+
+TEST(ShardedFull, SliceToPlanCutsWholeTensors) {
+  ValuePtr state = Value::plain_dict();
+  ValuePtr model = Value::plain_dict();
+  model->dict().set(Value::string("w"), tensor(at::arange(8, at::kFloat).reshape({4, 2})));
+  state->dict().set(Value::string("model"), model);
+  ShardPlan plan;
+  plan.add_parameter("model", "w", Placement{{4, 2}, {2, 0}, {2, 2}});
+  slice_to_plan(state, plan);
+  EXPECT_TRUE(model->dict().get("w")->tensor_ref().tensor->equal(at::arange(4, 8, at::kFloat).reshape({2, 2})));
+}
+
+TEST(ShardPlan, RefusesShardsOutsideTheirTensor) {
+  ShardPlan plan;
+  EXPECT_THROW(plan.add_parameter("m", "w", Placement{{4}, {3}, {2}}), StateError);
+  EXPECT_THROW(plan.add_parameter("m", "w", Placement{{4, 2}, {0}, {2, 2}}), StateError);
+}
+
+}  // namespace
+}  // namespace fabricckpt::sharded

@@ -17,6 +17,7 @@ public final class Main {
               verify PATH           check every record's CRC-32, the pickle, storages and tensor views
               diff A B              keys, shapes and the largest difference of each tensor
               convert SRC DST       read any checkpoint this library reads, write it as a torch.save file
+                                    (a sharded directory is consolidated, as Lightning's consolidate_checkpoint)
               bench [--size 256M,1G] [--4g] [--reps N] [--dir DIR] [--no-python]
                                     save/load throughput against Python Lightning, torch and dd/cat
               launch -n N [--timeout S] CLASS [ARGS]

@@ -1,0 +1,329 @@
+package io.fabricckpt.dist;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.fabricckpt.CheckpointException;
+import io.fabricckpt.Fabric;
+import io.fabricckpt.Net;
+import io.fabricckpt.Parameter;
+import io.fabricckpt.StateDicts;
+import io.fabricckpt.TorchFiles;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.lang.reflect.Method;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.stream.Stream;
+import org.bytedeco.pytorch.Adam;
+import org.bytedeco.pytorch.AdamOptions;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Sharded (FSDP) checkpoints with real JVMs (FsdpWorker) on loopback: a torch.distributed.checkpoint
+ * directory saved by 2 ranks loads on 2 ranks, on 1 rank and in a plain single process to the same
+ * tensors; a full (FULL state dict) save equals the directory consolidated by {@code convert}; a rank
+ * that leaves makes the save fail without a {@code .metadata}; a corrupt {@code .metadata} is named.
+ * The sharded directory is saved once and shared by the tests (every launch of 2 JVMs costs seconds).
+ */
+class FsdpTest {
+    private static final List<String> SHARDED_FILES = List.of(".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt");
+    private static final List<String> PARAMETERS = List.of("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias");
+
+    @TempDir
+    static Path shared;
+
+    private static Path shardedDir;
+
+    private static Optional<String> line(LocalLauncher.Result r, int rank, String prefix) {
+        return r.output(rank).stream().filter(l -> l.startsWith(prefix)).map(l -> l.substring(prefix.length()))
+                .findFirst();
+    }
+
+    private static LocalLauncher launcher(int n, String distTimeoutSeconds) {
+        return new LocalLauncher(n).timeout(Duration.ofSeconds(120)).failureGrace(Duration.ofSeconds(30))
+                .environment(Map.of("FABRICCKPT_DIST_TIMEOUT", distTimeoutSeconds));
+    }
+
+    /** Launches FsdpWorker and prints how long the launch took. */
+    private static LocalLauncher.Result launch(LocalLauncher launcher, String... args) throws Exception {
+        long start = System.nanoTime();
+        LocalLauncher.Result r = launcher.launch(FsdpWorker.class.getName(), args);
+        System.out.println("launch " + Arrays.toString(args) + ": " + r.describe() + " in "
+                + (System.nanoTime() - start) / 1_000_000 + " ms");
+        return r;
+    }
+
+    private static List<String> list(Path dir) throws Exception {
+        try (Stream<Path> files = Files.list(dir)) {
+            return files.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+    }
+
+    /** The directory that 2 ranks saved with save-sharded (saved once, on first use, and checked then). */
+    private static synchronized Path shardedDir() throws Exception {
+        if (shardedDir == null) {
+            Path dir = shared.resolve("sharded");
+            LocalLauncher.Result r = launch(launcher(2, "60"), "save-sharded", dir.toString());
+            assertTrue(r.succeeded(), r.describe());
+            for (int rank = 0; rank < 2; rank++) {
+                assertTrue(r.output(rank).contains("saved"), "rank " + rank + ": " + r.output(rank));
+                assertEquals(Optional.of(String.join(",", SHARDED_FILES)), line(r, rank, "files="), "rank " + rank);
+            }
+            assertEquals(SHARDED_FILES, list(dir), "no temporary files are left");
+            shardedDir = dir;
+        }
+        return shardedDir;
+    }
+
+    /** What save-sharded trained, recomputed here: the model's and the optimizer's state dicts. */
+    private static Map<String, Object> reference() {
+        torch.manual_seed(7);
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
+        model.trainStep(optimizer);
+        return Map.of("model", StateDicts.of(model), "optimizer", StateDicts.of(optimizer));
+    }
+
+    @SuppressWarnings("unchecked")
+    private static Map<Object, Object> read(Path path) {
+        return (Map<Object, Object>) TorchFiles.read(path, TorchFiles.ReadOptions.eager());
+    }
+
+    @SuppressWarnings("unchecked")
+    private static Map<Object, Object> map(Object value) {
+        assertTrue(value instanceof Map, () -> "a map, not " + value);
+        return (Map<Object, Object>) value;
+    }
+
+    private static long[] shape(Tensor t) {
+        long[] out = new long[(int) t.dim()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = t.size(i);
+        }
+        return out;
+    }
+
+    /** Equal trees: maps with the same keys, lists, tensors of the same dtype, shape and values, equal leaves. */
+    private static void assertSameTree(String path, Object expected, Object actual) {
+        if (expected instanceof Parameter p) {
+            expected = p.data();
+        }
+        if (actual instanceof Parameter p) {
+            actual = p.data();
+        }
+        if (expected instanceof Tensor e) {
+            assertTrue(actual instanceof Tensor, path + ": a tensor, not " + actual);
+            Tensor a = (Tensor) actual;
+            assertEquals(e.scalar_type().intern(), a.scalar_type().intern(), path);
+            assertEquals(Arrays.toString(shape(e)), Arrays.toString(shape(a)), path);
+            assertTrue(torch.equal(e.contiguous(), a.contiguous()), path + ": values differ");
+        } else if (expected instanceof Map<?, ?> e) {
+            assertTrue(actual instanceof Map, path + ": a map, not " + actual);
+            Map<?, ?> a = (Map<?, ?>) actual;
+            assertEquals(e.keySet(), a.keySet(), path + ": keys");
+            for (Map.Entry<?, ?> entry : e.entrySet()) {
+                assertSameTree(path + "." + entry.getKey(), entry.getValue(), a.get(entry.getKey()));
+            }
+        } else if (expected instanceof List<?> e) {
+            assertTrue(actual instanceof List, path + ": a list, not " + actual);
+            List<?> a = (List<?>) actual;
+            assertEquals(e.size(), a.size(), path + ": length");
+            for (int i = 0; i < e.size(); i++) {
+                assertSameTree(path + "." + i, e.get(i), a.get(i));
+            }
+        } else {
+            assertEquals(expected, actual, path);
+        }
+    }
+
+    /**
+     * An optimizer state dict keyed by position instead of by parameter id (index or name): entry j of
+     * group g is "g.j" -> the state of the group's j-th parameter; "g" -> the group without "params".
+     * So Python's index-keyed layout and FSDP's name-keyed one compare directly.
+     */
+    private static Map<String, Object> byPosition(Object optimizer) {
+        Map<Object, Object> o = map(optimizer);
+        Map<Object, Object> state = map(o.get("state"));
+        List<?> groups = (List<?>) o.get("param_groups");
+        assertNotNull(groups, "param_groups");
+        Map<String, Object> out = new LinkedHashMap<>();
+        List<Object> seen = new ArrayList<>();
+        for (int g = 0; g < groups.size(); g++) {
+            Map<Object, Object> group = new LinkedHashMap<>(map(groups.get(g)));
+            List<?> params = (List<?>) group.remove("params");
+            out.put(Integer.toString(g), group);
+            for (int j = 0; j < params.size(); j++) {
+                out.put(g + "." + j, state.getOrDefault(params.get(j), "absent"));
+                seen.add(params.get(j));
+            }
+        }
+        assertTrue(seen.containsAll(state.keySet()), "state of parameters in no group: " + state.keySet());
+        return out;
+    }
+
+    private static List<?> params(Object optimizer) {
+        return (List<?>) map(((List<?>) map(optimizer).get("param_groups")).get(0)).get("params");
+    }
+
+    private static void assertLoaded(LocalLauncher.Result r, int ranks) {
+        assertTrue(r.succeeded(), r.describe());
+        for (int rank = 0; rank < ranks; rank++) {
+            assertEquals(Optional.of("5"), line(r, rank, "step="), "rank " + rank + ": " + r.output(rank));
+            assertEquals(Optional.of("[hparams]"), line(r, rank, "remainder="), "rank " + rank);
+            assertTrue(r.output(rank).contains("loaded"), "rank " + rank);
+        }
+    }
+
+    /** Runs FsdpWorker's load-plain in this JVM; returns what it printed. */
+    private static String loadPlain(Path path, Path out) {
+        PrintStream old = System.out;
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(bytes, true, StandardCharsets.UTF_8));
+        try {
+            FsdpWorker.loadPlain(path, out);
+        } finally {
+            System.setOut(old);
+        }
+        String printed = bytes.toString(StandardCharsets.UTF_8);
+        System.out.print(printed);
+        return printed;
+    }
+
+    /** Saved by 2 ranks; loaded by 2 ranks, by 1 rank and by a plain single process: the same tensors as trained. */
+    @Test
+    void shardedDirectoryLoadsOnAnyWorldSizeAndInOneProcess() throws Exception {
+        Path dir = shardedDir();
+        Path out2 = shared.resolve("loaded-by-2.ckpt");
+        Path out1 = shared.resolve("loaded-by-1.ckpt");
+        Path out0 = shared.resolve("loaded-plain.ckpt");
+        assertLoaded(launch(launcher(2, "60"), "load", dir.toString(), out2.toString()), 2);
+        assertLoaded(launch(launcher(1, "60"), "load", dir.toString(), out1.toString()), 1);
+        String printed = loadPlain(dir, out0);
+        assertTrue(printed.contains("step=5\n") && printed.contains("remainder=[hparams]\n"), printed);
+
+        Map<Object, Object> byTwo = read(out2);
+        Map<Object, Object> byOne = read(out1);
+        Map<Object, Object> plain = read(out0);
+        assertEquals(List.of("model", "optimizer", "step"), List.copyOf(byTwo.keySet()));
+        assertEquals(5L, byTwo.get("step"));
+        assertSameTree("loaded-by-1 vs loaded-by-2", byTwo, byOne);
+        assertEquals(PARAMETERS, List.copyOf(map(byTwo.get("model")).keySet()));
+        assertEquals(PARAMETERS, params(byTwo.get("optimizer")), "FULL optimizer state is keyed by name");
+        assertEquals(List.of(0L, 1L, 2L, 3L), params(plain.get("optimizer")));
+        assertEquals(5L, plain.get("step"));
+
+        Map<String, Object> trained = reference();
+        assertSameTree("model (loaded-by-2 vs trained)", trained.get("model"), byTwo.get("model"));
+        assertSameTree("model (plain vs trained)", trained.get("model"), plain.get("model"));
+        assertSameTree("optimizer (loaded-by-2 vs trained)", byPosition(trained.get("optimizer")),
+                byPosition(byTwo.get("optimizer")));
+        assertSameTree("optimizer (plain vs trained)", byPosition(trained.get("optimizer")),
+                byPosition(plain.get("optimizer")));
+    }
+
+    /** FULL: rank 0 writes one file, equal to the sharded directory consolidated by {@code fabric-ckpt convert}. */
+    @Test
+    void fullSaveEqualsTheConvertedShardedDirectory() throws Exception {
+        Path dir = shardedDir();
+        Path fullDir = Files.createDirectories(shared.resolve("full"));
+        Path full = fullDir.resolve("full.ckpt");
+        LocalLauncher.Result r = launch(launcher(2, "60"), "save-full", full.toString());
+        assertTrue(r.succeeded(), r.describe());
+        assertTrue(r.output(0).contains("saved") && r.output(1).contains("saved"), r.output(0) + " " + r.output(1));
+        assertEquals(List.of("full.ckpt"), list(fullDir), "one file, no temporary files");
+
+        Path converted = shared.resolve("converted.ckpt");
+        Method run = Class.forName("io.fabricckpt.cli.Main").getDeclaredMethod("run", String[].class);
+        run.setAccessible(true);
+        assertEquals(0, run.invoke(null, (Object) new String[] {"convert", dir.toString(), converted.toString()}));
+
+        Map<Object, Object> file = read(full);
+        Map<Object, Object> consolidated = read(converted);
+        assertEquals(List.of("model", "optimizer", "step", "hparams"), List.copyOf(file.keySet()));
+        assertEquals(5L, file.get("step"));
+        assertEquals(Map.of("lr", 1e-3, "name", "fsdp"), file.get("hparams"));
+        assertEquals(PARAMETERS, List.copyOf(map(file.get("model")).keySet()));
+        assertEquals(PARAMETERS, params(file.get("optimizer")));
+
+        assertSameTree("model (full vs converted)", file.get("model"), consolidated.get("model"));
+        assertSameTree("optimizer state (full vs converted)", map(file.get("optimizer")).get("state"),
+                map(consolidated.get("optimizer")).get("state"));
+        assertSameTree("optimizer (full vs converted)", byPosition(file.get("optimizer")),
+                byPosition(consolidated.get("optimizer")));
+        // as Lightning's consolidation: meta.pt's values come along
+        assertEquals(5L, consolidated.get("step"));
+        assertEquals(Map.of("lr", 1e-3, "name", "fsdp"), consolidated.get("hparams"));
+
+        Map<String, Object> trained = reference();
+        assertSameTree("model (full vs trained)", trained.get("model"), file.get("model"));
+        assertSameTree("optimizer (full vs trained)", byPosition(trained.get("optimizer")),
+                byPosition(file.get("optimizer")));
+
+        // The full file loads into sharded models: each rank keeps its slice, and gathered again they are whole.
+        Path reloaded = shared.resolve("full-reloaded.ckpt");
+        assertLoaded(launch(launcher(2, "60"), "load", full.toString(), reloaded.toString()), 2);
+        Map<Object, Object> again = read(reloaded);
+        assertSameTree("model (full -> sharded -> full)", file.get("model"), again.get("model"));
+        assertSameTree("optimizer (full -> sharded -> full)", byPosition(file.get("optimizer")),
+                byPosition(again.get("optimizer")));
+    }
+
+    /** A rank that leaves before the sharded save makes rank 0 fail, naming itself, and no .metadata is written. */
+    @Test
+    void aRankThatLeavesDuringASaveLeavesNoMetadata() throws Exception {
+        Path dir = shared.resolve("fault");
+        LocalLauncher.Result r = launch(launcher(2, "10"), "exit-during-save", dir.toString());
+        assertFalse(r.succeeded());
+        assertEquals(List.of(1, 0), r.exitCodes(), r.describe());
+        String error = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
+        assertTrue(error.contains("rank 0 of 2"), error);
+        assertTrue(error.contains("timed out after 10 s") || error.contains("another rank is gone"), error);
+        long elapsed = Long.parseLong(line(r, 0, "elapsed-ms=").orElseThrow());
+        assertTrue(elapsed < 10_000 + 20_000, "failed after " + elapsed + " ms");
+        if (Files.exists(dir)) {
+            assertFalse(list(dir).contains(".metadata"), "left " + list(dir));
+        }
+    }
+
+    /** A truncated .metadata is refused with an error that names it. */
+    @Test
+    void aTruncatedMetadataFileIsNamed() throws Exception {
+        Path dir = shardedDir();
+        Path copy = Files.createDirectories(shared.resolve("truncated"));
+        for (String name : list(dir)) {
+            Files.copy(dir.resolve(name), copy.resolve(name));
+        }
+        Path metadata = copy.resolve(".metadata");
+        long size = Files.size(metadata);
+        try (FileChannel channel = FileChannel.open(metadata, StandardOpenOption.WRITE)) {
+            channel.truncate(size / 2);
+        }
+        torch.manual_seed(3);
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("optimizer", optimizer);
+        state.put("step", 0L);
+        CheckpointException e = assertThrows(CheckpointException.class, () -> new Fabric().load(copy, state));
+        assertTrue(e.getMessage().contains(".metadata"), e.getMessage());
+        assertEquals(0L, state.get("step"), "nothing is replaced when the load fails");
+    }
+}

@@ -1,0 +1,152 @@
+package io.fabricckpt.dist;
+
+import io.fabricckpt.Fabric;
+import io.fabricckpt.Net;
+import io.fabricckpt.ShardedModule;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+import org.bytedeco.pytorch.Adam;
+import org.bytedeco.pytorch.AdamOptions;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * One rank of the sharded (FSDP) checkpoint tests, started by {@link LocalLauncher} (JUnit's FsdpTest
+ * and python-compat-tests). The group comes from the environment (RANK, WORLD_SIZE, MASTER_ADDR,
+ * MASTER_PORT; FABRICCKPT_DIST_TIMEOUT seconds). Modes:
+ * <ul>
+ *   <li>{@code save-sharded DIR}: every rank trains the same Net(4, 8, 2) + Adam(lr=1e-3) for one step
+ *       (seed 7), shards it by rows ({@link ShardedModule#shardRows}) and saves a
+ *       torch.distributed.checkpoint directory under {@code Fsdp(SHARDED)}: "model", "optimizer",
+ *       "step" = 5, "hparams" = {"lr": 1e-3, "name": "fsdp"}. Prints {@code saved} and
+ *       {@code files=} (the sorted names in DIR, joined by ",").
+ *   <li>{@code save-full FILE}: the same state, saved under {@code Fsdp(FULL)} as one torch.save file.
+ *       Prints {@code saved}.
+ *   <li>{@code load PATH OUT}: fresh sharded objects (seed 100 + rank, Adam(lr=0.5)) load PATH (a sharded
+ *       directory or a full file) under {@code Fsdp(SHARDED)}; prints {@code step=} and
+ *       {@code remainder=}, then saves the loaded "model", "optimizer" and "step" under
+ *       {@code Fsdp(FULL)} to OUT (full tensors, for comparing) and prints {@code loaded}.
+ *   <li>{@code exit-during-save DIR}: the last rank leaves (exit 0) right after joining; the others
+ *       attempt {@code save-sharded}'s save.
+ *   <li>{@code load-plain PATH OUT}: one process, no group: a plain Net(4, 8, 2) + Adam(lr=0.5)
+ *       (seed 3) loads PATH with {@code new Fabric()}, prints {@code step=} and {@code remainder=},
+ *       saves to OUT with {@code new Fabric()} (index-keyed optimizer) and prints {@code loaded}.
+ * </ul>
+ * A failure prints {@code error: <message>} and {@code elapsed-ms=} and exits 1.
+ */
+public final class FsdpWorker {
+    private FsdpWorker() {}
+
+    public static void main(String[] args) throws Exception {
+        String mode = args[0];
+        long start = System.nanoTime();
+        try {
+            if (mode.equals("load-plain")) {
+                loadPlain(Path.of(args[1]), Path.of(args[2]));
+            } else {
+                try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
+                    System.out.println("joined " + group);
+                    boolean last = group.rank() == group.worldSize() - 1;
+                    switch (mode) {
+                        case "save-sharded" -> saveSharded(group, Path.of(args[1]));
+                        case "save-full" -> saveFull(group, Path.of(args[1]));
+                        case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
+                        case "exit-during-save" -> {
+                            if (last) {
+                                System.out.println("leaving before the save");
+                                System.out.flush();
+                                System.exit(0);
+                            }
+                            saveSharded(group, Path.of(args[1]));
+                        }
+                        default -> throw new IllegalArgumentException("unknown mode " + mode);
+                    }
+                }
+            }
+        } catch (RuntimeException e) {
+            System.out.println("error: " + e.getMessage());
+            System.out.println("elapsed-ms=" + (System.nanoTime() - start) / 1_000_000);
+            System.out.flush();
+            System.exit(1);
+        }
+        System.out.println("done");
+    }
+
+    /** The state every rank saves: Net(4, 8, 2) + Adam(lr=1e-3) after one identical step, sharded by rows. */
+    private static Map<String, Object> trainedState(ProcessGroup group) {
+        torch.manual_seed(7); // replicated before sharding: the same on every rank
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
+        model.trainStep(optimizer);
+        ShardedModule sharded = ShardedModule.shardRows(model, group.rank(), group.worldSize(), optimizer);
+        Map<String, Object> hparams = new LinkedHashMap<>();
+        hparams.put("lr", 1e-3);
+        hparams.put("name", "fsdp");
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", sharded);
+        state.put("optimizer", optimizer);
+        state.put("step", 5L);
+        state.put("hparams", hparams);
+        return state;
+    }
+
+    private static void saveSharded(ProcessGroup group, Path dir) throws Exception {
+        Map<String, Object> state = trainedState(group);
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).save(dir, state);
+        System.out.println("saved");
+        try (Stream<Path> files = Files.list(dir)) {
+            System.out.println("files=" + files.map(p -> p.getFileName().toString()).sorted()
+                    .collect(Collectors.joining(",")));
+        }
+    }
+
+    private static void saveFull(ProcessGroup group, Path file) {
+        Map<String, Object> state = trainedState(group);
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(file, state);
+        System.out.println("saved");
+    }
+
+    private static void load(ProcessGroup group, Path path, Path out) {
+        torch.manual_seed(100 + group.rank()); // different on every rank: only the load makes them agree
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
+        ShardedModule sharded = ShardedModule.shardRows(model, group.rank(), group.worldSize(), optimizer);
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", sharded);
+        state.put("optimizer", optimizer);
+        state.put("step", 0L);
+        Map<String, Object> remainder = new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).load(path, state);
+        System.out.println("step=" + state.get("step"));
+        System.out.println("remainder=" + remainder.keySet());
+        Map<String, Object> loaded = new LinkedHashMap<>();
+        loaded.put("model", sharded);
+        loaded.put("optimizer", optimizer);
+        loaded.put("step", state.get("step"));
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(out, loaded);
+        System.out.println("loaded");
+    }
+
+    /** {@code load-plain}: a single process, no group, a plain (unsharded) module. */
+    static void loadPlain(Path path, Path out) {
+        torch.manual_seed(3);
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("optimizer", optimizer);
+        state.put("step", 0L);
+        Fabric fabric = new Fabric();
+        Map<String, Object> remainder = fabric.load(path, state);
+        System.out.println("step=" + state.get("step"));
+        System.out.println("remainder=" + remainder.keySet());
+        Map<String, Object> loaded = new LinkedHashMap<>();
+        loaded.put("model", model);
+        loaded.put("optimizer", optimizer);
+        loaded.put("step", state.get("step"));
+        fabric.save(out, loaded);
+        System.out.println("loaded");
+    }
+}

@@ -33,6 +33,11 @@ class MappedFile {
   static std::shared_ptr<const MappedFile> open_private(const std::string& path);
   // Holds a copy of `bytes` under the display name `name` (for tests and in-memory input).
   static std::shared_ptr<const MappedFile> from_bytes(std::string bytes, std::string name);
+  // [offset, offset + size) of `parent` as a file of its own named `name`, without a copy: it
+  // keeps the parent alive, and is writable when the parent is (a private mapping). For the
+  // torch.save streams inside a torch.distributed.checkpoint file. Error if out of bounds.
+  static std::shared_ptr<const MappedFile> slice(std::shared_ptr<const MappedFile> parent, uint64_t offset,
+                                                 uint64_t size, std::string name);
 
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -75,6 +80,7 @@ class MappedFile {
   std::string owned_;  // the bytes behind data_ when not mapped
   bool writable_ = false;
   int fd_ = -1;        // kept open for read_at(); -1 for in-memory content
+  std::shared_ptr<const MappedFile> parent_;  // what a slice views
 
   friend class DirectFile;
 };

@@ -3,6 +3,7 @@
 // Tensors come out as CPU tensors whatever location tag the file carries.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "fabricckpt/value.h"
@@ -35,9 +36,10 @@ struct TorchCheckpoint {
 // Reads a torch.save file (zip or legacy). FormatError names the file and record.
 TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions& options = {});
 
-// A torch.save zip stream held in memory (an item of a torch.distributed.checkpoint file), CRCs
-// checked; `name` stands for it in errors ("dir/__0_0.distcp at 1641+1577").
-TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name);
+// A torch.save zip stream that is part of a bigger file (an item of a torch.distributed.checkpoint
+// file, see MappedFile::slice); errors name the slice.
+class MappedFile;
+TorchCheckpoint load_torch_stream(const std::shared_ptr<const MappedFile>& stream, const TorchLoadOptions& options);
 
 struct TorchSaveOptions {
   std::string archive_name = "archive";  // what torch.save writes when given a file object, as Lightning does

@@ -535,13 +535,19 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   }
   auto& file = files_[info->relative_path];
   const std::string path = (fs::path(dir_) / info->relative_path).string();
-  if (!file) file = MappedFile::open(path);
+  // A private mapping: chunk tensors can view it (as torch.load(mmap=True) gives them) instead of
+  // being copied; writes to them stay in memory.
+  if (!file) file = MappedFile::open_private(path);
   if (info->offset > file->size() || info->length > file->size() - info->offset) {
     throw FormatError(concat(path, ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
                              " but the file has ", file->size(), " bytes (truncated?)"));
   }
-  std::string bytes(reinterpret_cast<const char*>(file->data()) + info->offset, info->length);
-  return load_torch_bytes(std::move(bytes), concat(path, " ('", fqn, "' at byte ", info->offset, ")")).root;
+  auto stream = MappedFile::slice(file, info->offset, info->length,
+                                  concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
+  TorchLoadOptions options;
+  options.mmap = true;
+  options.threads = 1;
+  return load_torch_stream(stream, options).root;
 }
 
 ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placement>& placement) const {
@@ -553,6 +559,17 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
   if (placement) {
     offsets = placement->offsets;
     sizes = placement->sizes;
+  }
+  // The common case of a load on the world size of the save: one chunk is exactly the region.
+  for (const auto& chunk : t.chunks) {
+    if (chunk.offsets == offsets && chunk.sizes == sizes) {
+      ValuePtr loaded = load_item(entry.key, &chunk.offsets);
+      if (loaded->is(Kind::Tensor) && dims_of(tensor_of(*loaded)) == sizes &&
+          tensor_of(*loaded).scalar_type() == *dtype) {
+        loaded->tensor_ref().requires_grad = false;
+        return loaded;
+      }
+    }
   }
   at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(*dtype));
   int64_t covered = 0;

@@ -158,6 +158,21 @@ std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std:
       new MappedFile(std::move(name), nullptr, 0, false, std::move(bytes)));
 }
 
+std::shared_ptr<const MappedFile> MappedFile::slice(std::shared_ptr<const MappedFile> parent, uint64_t offset,
+                                                   uint64_t size, std::string name) {
+  if (!parent || offset > parent->size() || size > parent->size() - offset) {
+    throw FormatError(concat(name, ": bytes ", offset, "+", size, " lie beyond the end of ",
+                             parent ? parent->path() : std::string("(null)"), " (",
+                             parent ? parent->size() : 0, " bytes)"));
+  }
+  std::shared_ptr<MappedFile> view(new MappedFile(std::move(name), nullptr, 0, false, std::string()));
+  view->data_ = parent->data() + offset;
+  view->size_ = static_cast<size_t>(size);
+  view->writable_ = parent->writable_;
+  view->parent_ = std::move(parent);
+  return view;
+}
+
 // --- DirectFile ----------------------------------------------------------------------------
 
 std::unique_ptr<DirectFile> DirectFile::open(const MappedFile& file) {

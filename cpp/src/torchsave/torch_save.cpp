@@ -718,13 +718,10 @@ TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions&
   return load_legacy(file);
 }
 
-TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name) {
-  auto file = MappedFile::from_bytes(std::move(bytes), name);
-  if (file->size() == 0) throw FormatError(concat(name, ": empty torch.save stream"));
-  if (!is_zip(*file)) throw FormatError(concat(name, ": not a torch.save zip stream"));
-  TorchLoadOptions options;
-  options.threads = 1;
-  return load_zip(file, options);
+TorchCheckpoint load_torch_stream(const std::shared_ptr<const MappedFile>& stream, const TorchLoadOptions& options) {
+  if (stream->size() == 0) throw FormatError(concat(stream->path(), ": empty torch.save stream"));
+  if (!is_zip(*stream)) throw FormatError(concat(stream->path(), ": not a torch.save zip stream"));
+  return load_zip(stream, options);
 }
 
 namespace {

@@ -367,8 +367,8 @@ public final class Fabric {
      */
     static NativeValue consolidate(Path dir) {
         NativeValue all;
-        try {
-            all = openSharded(dir).readAll();
+        try (NativeShardedReader reader = openSharded(dir)) {
+            all = reader.readAll();
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
         }
@@ -428,7 +428,13 @@ public final class Fabric {
      * requested keys.
      */
     private static Map<String, Object> loadShardedInto(Path path, Map<String, Object> state, boolean strict) {
-        NativeShardedReader reader = openSharded(path);
+        try (NativeShardedReader reader = openSharded(path)) {
+            return loadShardedInto(path, reader, state, strict);
+        }
+    }
+
+    private static Map<String, Object> loadShardedInto(Path path, NativeShardedReader reader, Map<String, Object> state,
+            boolean strict) {
         List<String> savedKeys = new ArrayList<>();
         for (int i = 0, n = reader.topLevelKeyCount(); i < n; i++) {
             savedKeys.add(NativeCalls.string(reader.topLevelKey(i)));

@@ -20,6 +20,8 @@ public final class Main {
                                     (a sharded directory is consolidated, as Lightning's consolidate_checkpoint)
               bench [--size 256M,1G] [--4g] [--reps N] [--dir DIR] [--no-python]
                                     save/load throughput against Python Lightning, torch and dd/cat
+              bench-sharded [--size 256M] [--ranks 2] [--reps N] [--dir DIR] [--no-python]
+                                    sharded and full saves across JVM ranks against Lightning's FSDP2
               launch -n N [--timeout S] CLASS [ARGS]
                                     start N local JVMs as ranks of one process group (torchrun's variables)
             """;
@@ -64,6 +66,9 @@ public final class Main {
                 }
                 case "launch" -> {
                     return LaunchCommand.run(rest.toArray(String[]::new));
+                }
+                case "bench-sharded" -> {
+                    return ShardedBench.run(rest.toArray(String[]::new));
                 }
                 case "convert" -> {
                     requireArgs(rest, 2, "convert SRC DST");

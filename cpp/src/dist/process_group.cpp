@@ -250,8 +250,10 @@ std::vector<std::string> ProcessGroup::gather(const std::string& bytes, int dst)
     if (rank_ == dst) out.assign(static_cast<size_t>(world_size_), std::string());
     return out;
   }
-  std::vector<at::Tensor> input{at::zeros({longest}, at::kByte)};
-  std::memcpy(input[0].data_ptr(), bytes.data(), bytes.size());
+  std::vector<at::Tensor> input{at::empty({longest}, at::kByte)};
+  auto* in = static_cast<char*>(input[0].data_ptr());
+  std::memcpy(in, bytes.data(), bytes.size());
+  std::memset(in + bytes.size(), 0, static_cast<size_t>(longest) - bytes.size());
   std::vector<std::vector<at::Tensor>> outputs;
   if (rank_ == dst) {
     outputs.emplace_back();

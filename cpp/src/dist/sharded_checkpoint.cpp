@@ -430,6 +430,7 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
     const Placement& p = shard.placement;
     // Header: number of dimensions, offsets, sizes (int64 each), then the elements.
     std::string blob;
+    blob.reserve((1 + 2 * p.offsets.size()) * sizeof(int64_t) + local.nbytes());
     auto put = [&](int64_t v) { blob.append(reinterpret_cast<const char*>(&v), sizeof v); };
     put(static_cast<int64_t>(p.offsets.size()));
     for (int64_t v : p.offsets) put(v);

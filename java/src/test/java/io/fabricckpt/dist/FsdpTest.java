@@ -302,6 +302,23 @@ class FsdpTest {
         }
     }
 
+    /** A rank that stalls makes the others fail once the group's timeout passes, and no .metadata is written. */
+    @Test
+    void aRankThatStallsFailsTheSaveWithinTheTimeout() throws Exception {
+        Path dir = shared.resolve("stall");
+        // the stalled rank is killed soon after rank 0 gives up
+        LocalLauncher.Result r = launch(launcher(2, "4").failureGrace(Duration.ofSeconds(1)), "stall-during-save",
+                dir.toString());
+        assertFalse(r.succeeded());
+        String error = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
+        assertTrue(error.contains("rank 0 of 2") && error.contains("timed out after 4 s"), error);
+        long elapsed = Long.parseLong(line(r, 0, "elapsed-ms=").orElseThrow());
+        assertTrue(elapsed >= 3_000 && elapsed < 4_000 + 20_000, "failed after " + elapsed + " ms");
+        if (Files.exists(dir)) {
+            assertFalse(list(dir).contains(".metadata"), "left " + list(dir));
+        }
+    }
+
     /** A truncated .metadata is refused with an error that names it. */
     @Test
     void aTruncatedMetadataFileIsNamed() throws Exception {

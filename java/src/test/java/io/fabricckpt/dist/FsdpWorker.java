@@ -31,6 +31,8 @@ import org.bytedeco.pytorch.global.torch;
  *       {@code Fsdp(FULL)} to OUT (full tensors, for comparing) and prints {@code loaded}.
  *   <li>{@code exit-during-save DIR}: the last rank leaves (exit 0) right after joining; the others
  *       attempt {@code save-sharded}'s save.
+ *   <li>{@code stall-during-save DIR}: the last rank sleeps forever right after joining; the others
+ *       attempt {@code save-sharded}'s save.
  *   <li>{@code load-plain PATH OUT}: one process, no group: a plain Net(4, 8, 2) + Adam(lr=0.5)
  *       (seed 3) loads PATH with {@code new Fabric()}, prints {@code step=} and {@code remainder=},
  *       saves to OUT with {@code new Fabric()} (index-keyed optimizer) and prints {@code loaded}.
@@ -59,6 +61,14 @@ public final class FsdpWorker {
                                 System.out.println("leaving before the save");
                                 System.out.flush();
                                 System.exit(0);
+                            }
+                            saveSharded(group, Path.of(args[1]));
+                        }
+                        case "stall-during-save" -> {
+                            if (last) {
+                                System.out.println("stalling before the save");
+                                System.out.flush();
+                                Thread.sleep(Long.MAX_VALUE);
                             }
                             saveSharded(group, Path.of(args[1]));
                         }

@@ -88,6 +88,12 @@ TEST(ShardedReader, ReadsTheRegionOfAShard) {
   EXPECT_EQ(per_param->dict().get("exp_avg")->tensor_ref().tensor->sizes(), at::IntArrayRef({2, 2}));
   EXPECT_EQ(per_param->dict().get("step")->tensor_ref().tensor->item<float>(), 3.0f);
   EXPECT_EQ(reader.read("absent", plan), nullptr);
+
+  // A rank beyond the rows (torch.chunk gives it nothing) gets an empty shard.
+  ShardPlan empty;
+  empty.add_parameter("model", "fc.weight", Placement{{4, 3}, {4, 0}, {0, 3}});
+  EXPECT_EQ(reader.read("model", empty)->dict().get("fc.weight")->tensor_ref().tensor->sizes(),
+            at::IntArrayRef({0, 3}));
 }
 
 TEST(ShardedReader, MissingMetadataIsNotACheckpoint) {

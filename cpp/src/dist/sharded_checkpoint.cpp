@@ -341,6 +341,12 @@ at::Tensor region(at::Tensor t, const std::vector<int64_t>& offsets, const std::
   return t;
 }
 
+ValuePtr tensor(at::Tensor t) {
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(std::move(t));
+  return Value::tensor(std::move(ref));
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ save
@@ -573,6 +579,7 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
     }
   }
   at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(*dtype));
+  if (out.numel() == 0) return tensor(std::move(out));  // an empty shard (more ranks than rows)
   int64_t covered = 0;
   for (const auto& chunk : t.chunks) {
     std::vector<int64_t> lo(sizes.size()), len(sizes.size());
@@ -583,13 +590,12 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
       len[d] = hi - lo[d];
       if (len[d] <= 0) overlaps = false;
     }
-    if (!overlaps && volume(sizes) > 0) continue;
+    if (!overlaps) continue;
     ValuePtr loaded = load_item(entry.key, &chunk.offsets);
     if (!loaded->is(Kind::Tensor) || dims_of(tensor_of(*loaded)) != chunk.sizes) {
       throw FormatError(concat(dir_, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets), " is not a tensor of shape ",
                                dims_text(chunk.sizes)));
     }
-    if (!overlaps) continue;
     std::vector<int64_t> in_chunk(sizes.size()), in_out(sizes.size());
     for (size_t d = 0; d < sizes.size(); ++d) {
       in_chunk[d] = lo[d] - chunk.offsets[d];
@@ -603,9 +609,7 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
                              " elements requested (region ", dims_text(offsets), " + ", dims_text(sizes), " of ",
                              dims_text(t.size), ")"));
   }
-  TensorRef ref;
-  ref.tensor = std::make_shared<at::Tensor>(std::move(out));
-  return Value::tensor(std::move(ref));
+  return tensor(std::move(out));
 }
 
 ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {

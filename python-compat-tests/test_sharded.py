@@ -167,6 +167,13 @@ def test_lightning_sharded_checkpoint_loads_in_java(java, lightning_sharded, tmp
         assert loaded["step"] == 5
         assert_same_training_state(reference, loaded)
 
+    # fabric-ckpt convert consolidates it as Lightning's consolidate_checkpoint does: dcp_to_torch_save + meta.pt
+    java.cli("convert", path, tmp_path / "converted.pt")
+    converted = torch.load(tmp_path / "converted.pt", weights_only=True)
+    assert list(converted) == ["model", "optimizer", "step", "hparams"]
+    assert_equal_trees(reference, {k: converted[k] for k in reference})
+    assert converted["step"] == 5 and converted["hparams"] == {"lr": 1e-3, "name": "lightning"}
+
     # a plain single process with an unsharded model
     out = tmp_path / "plain.ckpt"
     proc = java.run(WORKER, "load-plain", path, out)

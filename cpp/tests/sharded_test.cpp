@@ -124,6 +124,17 @@ TEST(ShardedReader, TruncatedDataFileIsReportedWithItsName) {
   fs::remove_all(dir);
 }
 
+TEST(ShardedReader, VerifyChecksEveryItem) {
+  std::string summary = verify(kData + "single");
+  EXPECT_EQ(summary.rfind("OK: sharded checkpoint, 13 keys (7 tensors in 7 chunks, 6 values), 1 shard files", 0), 0u)
+      << summary;
+  fs::path dir = temp_dir("verify");
+  fs::copy(kData + "single", dir, fs::copy_options::recursive);
+  fs::resize_file(dir / "__0_0.distcp", fs::file_size(dir / "__0_0.distcp") - 1);
+  EXPECT_THROW(verify(dir.string()), FormatError);
+  fs::remove_all(dir);
+}
+
 TEST(ShardedSave, OneProcessRoundTrip) {
   fs::path dir = temp_dir("roundtrip");
   ValuePtr state = Value::plain_dict();

@@ -77,13 +77,20 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
 // For loading a full file into a sharded state.
 void slice_to_plan(const ValuePtr& state, const ShardPlan& plan);
 
+// Reads every item of a sharded directory with CRCs checked and every tensor's chunks assembled;
+// returns a one-line summary, throws naming the file and what is wrong.
+std::string verify(const std::string& dir);
+
 // True when `path` is a directory holding a torch.distributed.checkpoint (.metadata).
 bool is_sharded_checkpoint(const std::string& path);
 
 // A sharded checkpoint directory opened for reading. No collectives: each rank reads what it needs.
 class Reader {
  public:
-  explicit Reader(std::string dir);  // reads and checks .metadata; errors name the file
+  // Reads and checks .metadata; errors name the file. With `map_chunks`, tensors view a private
+  // mapping of the shard files (torch.load(mmap=True)); without, they are read into memory with
+  // every record's CRC-32 checked.
+  explicit Reader(std::string dir, bool map_chunks = true);
   const dcp::Metadata& metadata() const { return metadata_; }
   const std::string& dir() const { return dir_; }
   // The first steps of the saved paths (the state's top-level keys), in order.
@@ -99,6 +106,7 @@ class Reader {
   ValuePtr read_entry(const dcp::Entry& entry, const std::optional<Placement>& region) const;
   ValuePtr load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const;
   std::string dir_;
+  bool map_chunks_;
   dcp::Metadata metadata_;
   mutable std::map<std::string, std::shared_ptr<const MappedFile>> files_;
 };

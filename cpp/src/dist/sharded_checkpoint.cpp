@@ -500,7 +500,7 @@ bool is_sharded_checkpoint(const std::string& path) {
   return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / dcp::kMetadataFile, ec);
 }
 
-Reader::Reader(std::string dir) : dir_(std::move(dir)) {
+Reader::Reader(std::string dir, bool map_chunks) : dir_(std::move(dir)), map_chunks_(map_chunks) {
   const std::string file = (fs::path(dir_) / dcp::kMetadataFile).string();
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) {
@@ -544,7 +544,7 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   const std::string path = (fs::path(dir_) / info->relative_path).string();
   // A private mapping: chunk tensors can view it (as torch.load(mmap=True) gives them) instead of
   // being copied; writes to them stay in memory.
-  if (!file) file = MappedFile::open_private(path);
+  if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
   if (info->offset > file->size() || info->length > file->size() - info->offset) {
     throw FormatError(concat(path, ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
                              " but the file has ", file->size(), " bytes (truncated?)"));
@@ -552,7 +552,7 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   auto stream = MappedFile::slice(file, info->offset, info->length,
                                   concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
   TorchLoadOptions options;
-  options.mmap = true;
+  options.mmap = map_chunks_;
   options.threads = 1;
   return load_torch_stream(stream, options).root;
 }
@@ -625,6 +625,27 @@ ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {
     dcp::set_element(root, path, value);
   }
   return root->dict().get(key);
+}
+
+std::string verify(const std::string& dir) {
+  Reader reader(dir, /*map_chunks=*/false);
+  reader.read_all();
+  size_t tensors = 0, chunks = 0;
+  std::set<std::string> files;
+  uint64_t bytes = 0;
+  for (const auto& e : reader.metadata().entries) {
+    if (e.tensor) {
+      ++tensors;
+      chunks += e.tensor->chunks.size();
+    }
+  }
+  for (const auto& [key, info] : reader.metadata().storage) {
+    files.insert(info.relative_path);
+    bytes += info.length;
+  }
+  return concat("OK: sharded checkpoint, ", reader.metadata().entries.size(), " keys (", tensors, " tensors in ", chunks,
+                " chunks, ", reader.metadata().entries.size() - tensors, " values), ", files.size(), " shard files, ",
+                bytes, " bytes, every CRC-32 checked and every tensor covered");
 }
 
 ValuePtr Reader::read_all() const {

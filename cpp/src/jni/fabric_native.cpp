@@ -7,6 +7,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/sharded.h"
 #include "fabricckpt/state.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/value.h"
@@ -204,6 +205,7 @@ std::string torchFileArchiveName(const std::string& path) {
 }
 
 std::string verifyTorchFile(const std::string& path) {
+  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path);
   auto file = MappedFile::open(path);
   size_t records = 0;
   if (file->size() > 0 && is_zip(*file)) {
@@ -332,7 +334,6 @@ void NativeProcessGroup::close() { group_->close(); }
 }  // namespace fabricckpt::jni
 
 // --- sharded checkpoints -----------------------------------------------------------------------
-#include "fabricckpt/sharded.h"
 
 namespace fabricckpt::jni {
 

@@ -90,8 +90,15 @@ public final class TorchFiles {
         return read(path, options, null);
     }
 
-    /** Reads a torch.save file, reporting the bytes read to {@code listener} (may be null). */
+    /**
+     * Reads a torch.save file, reporting the bytes read to {@code listener} (may be null). A sharded
+     * {@code torch.distributed.checkpoint} directory is read consolidated (every tensor whole, then
+     * Lightning's {@code meta.pt} entries), its chunks mapped.
+     */
     public static Object read(Path path, ReadOptions options, ProgressListener listener) {
+        if (Fabric.isShardedCheckpoint(path)) {
+            return ValueConverter.toJava(Fabric.consolidate(path));
+        }
         return ValueConverter.toJava(readNative(path, options, listener));
     }
 
@@ -111,7 +118,8 @@ public final class TorchFiles {
 
     /**
      * Checks a checkpoint end to end (every record's CRC-32, the pickle, storages, tensor views)
-     * and returns a one-line summary.
+     * and returns a one-line summary. For a sharded directory: its metadata, every chunk and value
+     * (each a torch.save stream, checked the same way) and that the chunks cover every tensor.
      *
      * @throws CheckpointException naming the file and what is wrong
      */

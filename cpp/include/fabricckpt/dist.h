@@ -48,6 +48,10 @@ class ProcessGroup {
   bool all_agree(bool ok) { return all_reduce_min(ok ? 1 : 0) == 1; }
   // Every rank's bytes on rank `dst`, in rank order; an empty vector on the other ranks.
   std::vector<std::string> gather(const std::string& bytes, int dst);
+  // Point to point, not collective: `size` bytes to rank `dst` / into `data` from rank `src`; a
+  // send and its receive name the same `tag`. Both wait until the transfer is done (or the timeout).
+  void send(const void* data, size_t size, int dst, int tag);
+  void recv(void* data, size_t size, int src, int tag);
 
   // Releases the Gloo group and the store; later calls throw. Idempotent.
   void close();

@@ -224,6 +224,22 @@ int64_t ProcessGroup::all_reduce_min(int64_t value) {
   return all_reduce(*impl_, rank_, world_size_, timeout_, value, c10d::ReduceOp::MIN);
 }
 
+void ProcessGroup::send(const void* data, size_t size, int dst, int tag) {
+  if (dst < 0 || dst >= world_size_ || dst == rank_) throw Error(concat("send: invalid destination rank ", dst));
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::vector<at::Tensor> t{at::from_blob(const_cast<void*>(data), {static_cast<int64_t>(size)}, at::kByte)};
+  run_collective(*impl_, rank_, world_size_, timeout_, "send",
+                 [&](c10d::ProcessGroupGloo& pg) { return pg.send(t, dst, tag); });
+}
+
+void ProcessGroup::recv(void* data, size_t size, int src, int tag) {
+  if (src < 0 || src >= world_size_ || src == rank_) throw Error(concat("recv: invalid source rank ", src));
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::vector<at::Tensor> t{at::from_blob(data, {static_cast<int64_t>(size)}, at::kByte)};
+  run_collective(*impl_, rank_, world_size_, timeout_, "receive",
+                 [&](c10d::ProcessGroupGloo& pg) { return pg.recv(t, src, tag); });
+}
+
 std::vector<std::string> ProcessGroup::gather(const std::string& bytes, int dst) {
   if (dst < 0 || dst >= world_size_) throw Error(concat("gather: destination rank ", dst, " is not in [0, ", world_size_, ")"));
   std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -289,6 +305,8 @@ std::string ProcessGroup::broadcast(const std::string&, int) { throw Error("proc
 int64_t ProcessGroup::all_reduce_sum(int64_t) { throw Error("process groups are unavailable"); }
 int64_t ProcessGroup::all_reduce_min(int64_t) { throw Error("process groups are unavailable"); }
 std::vector<std::string> ProcessGroup::gather(const std::string&, int) { throw Error("process groups are unavailable"); }
+void ProcessGroup::send(const void*, size_t, int, int) { throw Error("process groups are unavailable"); }
+void ProcessGroup::recv(void*, size_t, int, int) { throw Error("process groups are unavailable"); }
 
 #endif
 

@@ -406,6 +406,45 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
 
 // ------------------------------------------------------------------ full state
 
+namespace {
+
+struct Region {
+  std::vector<int64_t> offsets, sizes;
+};
+
+bool overlap(const Region& a, const Region& b) {
+  for (size_t d = 0; d < a.offsets.size(); ++d) {
+    if (a.offsets[d] >= b.offsets[d] + b.sizes[d] || b.offsets[d] >= a.offsets[d] + a.sizes[d]) return false;
+  }
+  return volume(a.sizes) > 0 && volume(b.sizes) > 0;
+}
+
+// Rank 0's check that the shards every rank declared tile each global tensor exactly.
+void check_tiling(const std::string& key, const std::vector<int64_t>& global, const std::vector<Region>& regions) {
+  int64_t covered = 0;
+  for (size_t r = 0; r < regions.size(); ++r) {
+    const Region& g = regions[r];
+    if (g.offsets.size() != global.size() || g.sizes.size() != global.size()) {
+      throw StateError(concat("rank ", r, "'s shard of '", key, "' has ", g.sizes.size(), " dimensions, not ", global.size()));
+    }
+    for (size_t d = 0; d < global.size(); ++d) {
+      if (g.offsets[d] < 0 || g.sizes[d] < 0 || g.offsets[d] + g.sizes[d] > global[d]) {
+        throw StateError(concat("rank ", r, "'s shard of '", key, "' lies outside its global shape ", dims_text(global)));
+      }
+    }
+    for (size_t q = 0; q < r; ++q) {
+      if (overlap(regions[q], g)) throw StateError(concat("the shards of '", key, "' on ranks ", q, " and ", r, " overlap"));
+    }
+    covered += volume(g.sizes);
+  }
+  if (covered != volume(global)) {
+    throw StateError(concat("the shards of '", key, "' cover ", covered, " of its ", volume(global),
+                            " elements (global shape ", dims_text(global), ")"));
+  }
+}
+
+}  // namespace
+
 void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group) {
   const int rank = group ? group->rank() : 0;
   const int world = group ? group->world_size() : 1;
@@ -431,55 +470,68 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
                               same ? "another rank differs" : "this rank differs from rank 0", ")"));
     }
   }
+
+  // 1. Rank 0 learns every rank's regions (one gather) and checks that they tile each tensor.
+  std::string header;
+  auto put = [&](int64_t v) { header.append(reinterpret_cast<const char*>(&v), sizeof v); };
   for (const auto& shard : shards) {
-    const at::Tensor local = tensor_of(*shard.item->value).detach().contiguous();
-    const Placement& p = shard.placement;
-    // Header: number of dimensions, offsets, sizes (int64 each), then the elements.
-    std::string blob;
-    blob.reserve((1 + 2 * p.offsets.size()) * sizeof(int64_t) + local.nbytes());
-    auto put = [&](int64_t v) { blob.append(reinterpret_cast<const char*>(&v), sizeof v); };
-    put(static_cast<int64_t>(p.offsets.size()));
-    for (int64_t v : p.offsets) put(v);
-    for (int64_t v : p.sizes) put(v);
-    blob.append(static_cast<const char*>(local.data_ptr()), local.nbytes());
-    std::vector<std::string> blobs = group && world > 1 ? group->gather(blob, 0) : std::vector<std::string>{blob};
-    if (rank != 0) continue;
-    at::Tensor full = at::zeros(p.global_size, local.options());
-    int64_t covered = 0;
-    for (size_t r = 0; r < blobs.size(); ++r) {
-      const std::string& b = blobs[r];
-      auto get = [&](size_t i) {
+    put(static_cast<int64_t>(shard.placement.offsets.size()));
+    for (int64_t v : shard.placement.offsets) put(v);
+    for (int64_t v : shard.placement.sizes) put(v);
+  }
+  std::vector<std::string> headers = group && world > 1 ? group->gather(header, 0) : std::vector<std::string>{header};
+  std::vector<std::vector<Region>> regions(shards.size());  // [tensor][rank], rank 0 only
+  on_rank_zero(group, "gathering the full state", [&] {
+    for (size_t r = 0; r < headers.size(); ++r) {
+      const std::string& h = headers[r];
+      size_t at = 0;
+      auto get = [&]() {
         int64_t v;
-        if ((i + 1) * sizeof v > b.size()) throw Error(concat("rank ", r, " sent a truncated shard of '", shard.item->key, "'"));
-        std::memcpy(&v, b.data() + i * sizeof v, sizeof v);
+        if (at + sizeof v > h.size()) throw Error(concat("rank ", r, " sent a truncated shard description"));
+        std::memcpy(&v, h.data() + at, sizeof v);
+        at += sizeof v;
         return v;
       };
-      const int64_t ndim = get(0);
-      if (ndim != static_cast<int64_t>(p.global_size.size())) {
-        throw StateError(concat("rank ", r, "'s shard of '", shard.item->key, "' has ", ndim, " dimensions, not ",
-                                p.global_size.size()));
+      for (size_t i = 0; i < shards.size(); ++i) {
+        Region g;
+        const int64_t ndim = get();
+        if (ndim < 0 || ndim > 64) throw Error(concat("rank ", r, " sent a malformed shard description"));
+        for (int64_t d = 0; d < ndim; ++d) g.offsets.push_back(get());
+        for (int64_t d = 0; d < ndim; ++d) g.sizes.push_back(get());
+        regions[i].push_back(std::move(g));
       }
-      std::vector<int64_t> offsets, sizes;
-      for (int64_t d = 0; d < ndim; ++d) offsets.push_back(get(static_cast<size_t>(1 + d)));
-      for (int64_t d = 0; d < ndim; ++d) sizes.push_back(get(static_cast<size_t>(1 + ndim + d)));
-      const size_t header = static_cast<size_t>(1 + 2 * ndim) * sizeof(int64_t);
-      const size_t nbytes = static_cast<size_t>(volume(sizes)) * local.element_size();
-      if (b.size() != header + nbytes) throw Error(concat("rank ", r, " sent a malformed shard of '", shard.item->key, "'"));
-      for (int64_t d = 0; d < ndim; ++d) {
-        if (offsets[d] < 0 || sizes[d] < 0 || offsets[d] + sizes[d] > p.global_size[d]) {
-          throw StateError(concat("rank ", r, "'s shard of '", shard.item->key, "' lies outside its global shape ",
-                                  dims_text(p.global_size)));
-        }
+    }
+    for (size_t i = 0; i < shards.size(); ++i) {
+      check_tiling(shards[i].item->key, shards[i].placement.global_size, regions[i]);
+    }
+  });
+
+  // 2. The data: every other rank sends its shards to rank 0, which receives each straight into its
+  //    place in the whole tensor when that place is contiguous (dimension-0 shards are).
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const at::Tensor local = tensor_of(*shards[i].item->value).detach().contiguous();
+    const int tag = static_cast<int>(i);
+    if (rank != 0) {
+      if (local.nbytes() > 0) group->send(local.data_ptr(), local.nbytes(), 0, tag);
+      continue;
+    }
+    const Placement& p = shards[i].placement;
+    at::Tensor full = at::empty(p.global_size, local.options());
+    region(full, p.offsets, p.sizes).copy_(local);
+    for (int r = 1; r < world; ++r) {
+      const Region& g = regions[i][static_cast<size_t>(r)];
+      at::Tensor place = region(full, g.offsets, g.sizes);
+      const size_t nbytes = static_cast<size_t>(volume(g.sizes)) * local.element_size();
+      if (nbytes == 0) continue;
+      if (place.is_contiguous()) {
+        group->recv(place.data_ptr(), nbytes, r, tag);
+      } else {
+        at::Tensor piece = at::empty(g.sizes, local.options());
+        group->recv(piece.data_ptr(), nbytes, r, tag);
+        place.copy_(piece);
       }
-      at::Tensor piece = at::from_blob(const_cast<char*>(b.data() + header), sizes, local.options());
-      region(full, offsets, sizes).copy_(piece);
-      covered += volume(sizes);
     }
-    if (covered != full.numel()) {
-      throw StateError(concat("the shards of '", shard.item->key, "' cover ", covered, " of its ", full.numel(),
-                              " elements (global shape ", dims_text(p.global_size), ")"));
-    }
-    shard.item->value->tensor_ref().tensor = std::make_shared<at::Tensor>(std::move(full));
+    shards[i].item->value->tensor_ref().tensor = std::make_shared<at::Tensor>(std::move(full));
   }
 }
 

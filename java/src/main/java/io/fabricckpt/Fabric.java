@@ -148,37 +148,57 @@ public final class Fabric {
         NativeShardPlan plan = shardPlan(state);
         String moduleKey = singleModuleKey(state);
         ValueConverter.ToNative toNative = new ValueConverter.ToNative();
-        if (fsdp.stateDictType() == Fsdp.StateDictType.SHARDED) {
-            if (!filter.isEmpty()) {
-                throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
-                        + " so saving them is disabled.");
+        // The native trees are released as soon as the save is done (a full state is a whole copy of
+        // the model on rank 0), not whenever the garbage collector gets to their handles.
+        List<NativeValue> handles = new ArrayList<>();
+        try {
+            if (fsdp.stateDictType() == Fsdp.StateDictType.SHARDED) {
+                saveShardedDirectory(path, state, filter, group, plan, moduleKey, toNative, handles);
+            } else {
+                saveGatheredFile(path, state, filter, group, plan, moduleKey, toNative, handles);
             }
-            // Models and optimizers go into the shard files; everything else into meta.pt (as Lightning).
-            NativeValue tensors = NativeValue.newDict(false);
-            NativeValue meta = NativeValue.newDict(false);
-            for (Map.Entry<String, ?> entry : state.entrySet()) {
-                Object value = entry.getValue();
-                boolean sharded = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer;
-                NativeValue converted = sharded ? convertSharded(path, value, state, moduleKey)
-                        : convertForSave(value, null, toNative);
-                (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
-            }
-            try {
-                FabricNative.saveSharded(NativeCalls.path(path), tensors, meta, plan, group, true);
-            } catch (RuntimeException e) {
-                throw new CheckpointException(path + ": sharded save failed: " + e.getMessage(), e);
-            }
-            return;
+        } finally {
+            handles.forEach(NativeValue::close);
         }
-        // FULL: whole tensors gathered to rank 0, which writes one torch.save file named after the path.
-        NativeValue checkpoint = NativeValue.newDict(false);
+    }
+
+    private static void saveShardedDirectory(Path path, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, NativeProcessGroup group, NativeShardPlan plan,
+            String moduleKey, ValueConverter.ToNative toNative, List<NativeValue> handles) {
+        if (!filter.isEmpty()) {
+            throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
+                    + " so saving them is disabled.");
+        }
+        // Models and optimizers go into the shard files; everything else into meta.pt (as Lightning).
+        NativeValue tensors = keep(handles, NativeValue.newDict(false));
+        NativeValue meta = keep(handles, NativeValue.newDict(false));
         for (Map.Entry<String, ?> entry : state.entrySet()) {
             Object value = entry.getValue();
+            boolean sharded = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer;
+            NativeValue converted = keep(handles, sharded ? convertSharded(path, value, state, moduleKey)
+                    : convertForSave(value, null, toNative));
+            (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
+        }
+        try {
+            FabricNative.saveSharded(NativeCalls.path(path), tensors, meta, plan, group, true);
+        } catch (RuntimeException e) {
+            throw new CheckpointException(path + ": sharded save failed: " + e.getMessage(), e);
+        }
+    }
+
+    /** FULL: whole tensors gathered to rank 0, which writes one torch.save file named after the path. */
+    private void saveGatheredFile(Path path, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, NativeProcessGroup group, NativeShardPlan plan,
+            String moduleKey, ValueConverter.ToNative toNative, List<NativeValue> handles) {
+        NativeValue checkpoint = keep(handles, NativeValue.newDict(false));
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            Object value = entry.getValue();
+            BiPredicate<Object, Object> keep = filter.get(entry.getKey());
             NativeValue converted = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer
-                    ? filterNative(convertSharded(path, value, state, moduleKey), filter.get(entry.getKey()))
-                    : convertForSave(value, filter.get(entry.getKey()), toNative);
+                    ? filterNative(keep(handles, convertSharded(path, value, state, moduleKey)), keep)
+                    : convertForSave(value, keep, toNative);
             if (converted != null) {
-                checkpoint.put(NativeValue.newKey(entry.getKey()), converted);
+                checkpoint.put(NativeValue.newKey(entry.getKey()), keep(handles, converted));
             }
         }
         try {
@@ -188,6 +208,13 @@ public final class Fabric {
         }
         onGlobalZero(path, () -> TorchFiles.writeNative(path, checkpoint,
                 TorchFiles.WriteOptions.DEFAULT.withArchiveName(TorchFiles.archiveNameFor(path))));
+    }
+
+    private static NativeValue keep(List<NativeValue> handles, NativeValue value) {
+        if (value != null) {
+            handles.add(value);
+        }
+        return value;
     }
 
     /** A model's state dict, or an optimizer's keyed by the names of its parameters in the state's model. */
@@ -458,11 +485,12 @@ public final class Fabric {
                     if (!savedKeys.contains(key)) {
                         continue;
                     }
-                    NativeValue saved = reader.read(key, plan);
-                    if (target instanceof Optimizer optimizer) {
-                        restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
-                    } else {
-                        restoreModule(path, key, moduleOf(target), saved, strict);
+                    try (NativeValue saved = reader.read(key, plan)) { // releases the mapped chunks
+                        if (target instanceof Optimizer optimizer) {
+                            restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
+                        } else {
+                            restoreModule(path, key, moduleOf(target), saved, strict);
+                        }
                     }
                 } else if (meta.containsKey(key)) {
                     NativeValue saved = meta.getKey(key);

@@ -154,6 +154,14 @@ def java_sharded(tmp_path_factory, java):
     return tmp / "ckpt"
 
 
+@pytest.fixture(scope="module")
+def java_converted(java, java_sharded, tmp_path_factory):
+    """The Java-written directory consolidated by Java (fabric-ckpt convert) into one torch.save file."""
+    path = tmp_path_factory.mktemp("java-converted") / "java.pt"
+    java.cli("convert", java_sharded, path)
+    return torch.load(path, weights_only=True)
+
+
 def test_lightning_sharded_checkpoint_loads_in_java(java, lightning_sharded, tmp_path):
     path, reference = lightning_sharded
     assert torch.load(path / "meta.pt") == {"step": 5, "hparams": {"lr": 1e-3, "name": "lightning"}}
@@ -181,7 +189,7 @@ def test_lightning_sharded_checkpoint_loads_in_java(java, lightning_sharded, tmp
     assert_same_training_state(reference, torch.load(out, weights_only=True))
 
 
-def test_java_sharded_checkpoint_reads_in_python(java, java_sharded, tmp_path):
+def test_java_sharded_checkpoint_reads_in_python(java_sharded, java_converted, tmp_path):
     # torch.distributed.checkpoint, in one process without a process group, into whole tensors
     shapes = {k: v.shape for k, v in Net().state_dict().items()}
     target = {"model": {k: torch.zeros(s) for k, s in shapes.items()}}
@@ -196,8 +204,7 @@ def test_java_sharded_checkpoint_reads_in_python(java, java_sharded, tmp_path):
     assert consolidated["optimizer"]["param_groups"][0]["params"] == PARAMS
 
     # Java's own consolidation (fabric-ckpt convert) holds what dcp_to_torch_save gives, plus meta.pt's values
-    java.cli("convert", java_sharded, tmp_path / "java.pt")
-    converted = torch.load(tmp_path / "java.pt", weights_only=True)
+    converted = java_converted
     assert list(converted) == ["model", "optimizer", "step", "hparams"]
     assert_equal_trees(consolidated, {k: converted[k] for k in consolidated})
     assert converted["step"] == 5 and converted["hparams"] == {"lr": 1e-3, "name": "fsdp"}
@@ -209,7 +216,7 @@ def test_java_sharded_checkpoint_reads_in_python(java, java_sharded, tmp_path):
     assert_same_training_state(consolidated, restored)
 
 
-def test_java_full_checkpoint_reads_in_python(java, java_sharded, tmp_path):
+def test_java_full_checkpoint_reads_in_python(java, java_converted, tmp_path):
     path = tmp_path / "full.ckpt"
     launch(java, 2, "save-full", path)
     assert os.listdir(tmp_path) == ["full.ckpt"]  # rank 0 alone wrote, atomically
@@ -218,8 +225,7 @@ def test_java_full_checkpoint_reads_in_python(java, java_sharded, tmp_path):
         assert list(full) == ["model", "optimizer", "step", "hparams"]
     assert full["step"] == 5 and full["hparams"] == {"lr": 1e-3, "name": "fsdp"}
     # the same training as the sharded save's, so the same values as its consolidation
-    java.cli("convert", java_sharded, tmp_path / "consolidated.pt")
-    assert_same_training_state(torch.load(tmp_path / "consolidated.pt", weights_only=True), full)
+    assert_same_training_state(java_converted, full)
 
     run_lightning(tmp_path, "load", path, tmp_path / "lightning.pt")
     restored = torch.load(tmp_path / "lightning.pt", weights_only=True)

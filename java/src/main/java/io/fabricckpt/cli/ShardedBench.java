@@ -72,6 +72,9 @@ final class ShardedBench {
                 .launch(ShardedBench.class.getName() + "$Rank", List.of(Integer.toString(layers), Integer.toString(reps),
                         work.resolve("java").toString())), ranks);
         Map<String, double[]> py = python ? pythonTimes(layers, reps, ranks, work.resolve("python")) : Map.of();
+        if (dir == null) {
+            deleteTree(work);
+        }
         long bytes = layers * LAYER_BYTES;
         System.out.printf(Locale.ROOT, "%-28s %10s %8s %10s %s%n", "operation (slowest rank)", "median ms", "GB/s",
                 "python ms", "java vs python");
@@ -134,6 +137,14 @@ final class ShardedBench {
             }
         }
         return times;
+    }
+
+    private static void deleteTree(Path root) throws IOException {
+        try (var paths = Files.walk(root)) {
+            for (Path p : paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
     }
 
     private static double median(double[] t) {

@@ -98,6 +98,12 @@ const at::Tensor& tensor_of(const Value& v) {
   return *t;
 }
 
+ValuePtr tensor(at::Tensor t) {
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(std::move(t));
+  return Value::tensor(std::move(ref));
+}
+
 // The tensor as torch.distributed.checkpoint saves a chunk: detached, owning exactly its elements
 // (a view into a bigger storage is cloned, as its _SerialCpuLoader does).
 ValuePtr chunk_value(const at::Tensor& t) {
@@ -106,9 +112,7 @@ ValuePtr chunk_value(const at::Tensor& t) {
       c.storage().nbytes() != static_cast<size_t>(c.numel()) * c.element_size()) {
     c = c.contiguous().clone();
   }
-  TensorRef ref;
-  ref.tensor = std::make_shared<at::Tensor>(std::move(c));
-  return Value::tensor(std::move(ref));
+  return tensor(std::move(c));
 }
 
 ValuePtr int_list(const std::vector<int64_t>& v) {
@@ -339,12 +343,6 @@ int64_t volume(const std::vector<int64_t>& sizes) {
 at::Tensor region(at::Tensor t, const std::vector<int64_t>& offsets, const std::vector<int64_t>& sizes) {
   for (size_t d = 0; d < sizes.size(); ++d) t = t.narrow(static_cast<int64_t>(d), offsets[d], sizes[d]);
   return t;
-}
-
-ValuePtr tensor(at::Tensor t) {
-  TensorRef ref;
-  ref.tensor = std::make_shared<at::Tensor>(std::move(t));
-  return Value::tensor(std::move(ref));
 }
 
 }  // namespace

@@ -395,10 +395,11 @@ std::optional<at::Tensor> find_parameter(void* module, const std::string& name) 
   return found ? std::optional<at::Tensor>(*found) : std::nullopt;
 }
 
-at::Tensor cut(const at::Tensor& t, const sharded::Placement& p) {
-  at::Tensor r = t;
-  for (size_t d = 0; d < p.offsets.size(); ++d) r = r.narrow(static_cast<int64_t>(d), p.offsets[d], p.sizes[d]);
-  return r.clone();
+// {key: value}: the one-entry state the plan's paths are relative to.
+ValuePtr under(const std::string& key, const ValuePtr& value) {
+  ValuePtr root = Value::plain_dict();
+  root->dict().set(Value::string(key), value);
+  return root;
 }
 
 }  // namespace
@@ -426,29 +427,24 @@ NativeValue shardedOptimizerStateDict(void* optimizer, void* module, const signe
                                       long long module_key_length, const NativeShardPlan& plan) {
   if (optimizer == nullptr || module == nullptr) throw Error("null optimizer or module");
   auto& opt = *static_cast<torch::optim::Optimizer*>(optimizer);
-  const std::string key = from_bytes(module_key, module_key_length);
   auto names = state::optimizer_parameter_names(opt, *static_cast<torch::nn::Module*>(module));
-  ValuePtr sd = state::optimizer_state_dict(opt);
-  ValuePtr st = sd->dict().get("state");
-  for (const auto& [index, per_param] : st->dict().items()) {
-    const std::string& name = names.at(static_cast<size_t>(index->as_int()));
-    const sharded::Placement* p = plan.get().parameter(key, name);
-    if (!p) continue;
-    for (const auto& [field, value] : per_param->dict().items()) {
-      if (!value->is(Kind::Tensor)) continue;
-      const at::Tensor& t = *value->tensor_ref().tensor;
-      if (t.sizes().vec() == p->global_size) value->tensor_ref().tensor = std::make_shared<at::Tensor>(cut(t, *p));
-    }
-  }
-  return NativeValue(sd);
+  // Keyed by name, the state follows its parameters' placements as in a sharded save.
+  ValuePtr by_name = state::optimizer_state_by_name(*state::optimizer_state_dict(opt), names);
+  sharded::ShardPlan with_optimizer = plan.get();
+  with_optimizer.add_optimizer("optimizer", from_bytes(module_key, module_key_length));
+  sharded::slice_to_plan(under("optimizer", by_name), with_optimizer);
+  return NativeValue(state::optimizer_state_by_index(*by_name, names));
 }
 
 void shardModuleParameters(void* module, const signed char* module_key, long long module_key_length,
                            const NativeShardPlan& plan) {
   if (module == nullptr) throw Error("null module");
+  auto& m = *static_cast<torch::nn::Module*>(module);
   const std::string key = from_bytes(module_key, module_key_length);
+  ValuePtr state_dict = state::module_state_dict(m);
+  sharded::slice_to_plan(under(key, state_dict), plan.get());
   torch::NoGradGuard no_grad;
-  for (auto& item : static_cast<torch::nn::Module*>(module)->named_parameters(true)) {
+  for (auto& item : m.named_parameters(true)) {
     const sharded::Placement* p = plan.get().parameter(key, item.key());
     if (!p) continue;
     at::Tensor& param = item.value();
@@ -456,7 +452,8 @@ void shardModuleParameters(void* module, const signed char* module_key, long lon
       throw StateError(concat("parameter '", item.key(), "' has shape ", state::detail::torch_size_repr(param.sizes()),
                               ", not the global shape it is to be sharded from"));
     }
-    param.set_data(cut(param, *p));
+    // The same tensor object takes its shard's data, so optimizers holding it see the shard.
+    param.set_data(*state_dict->dict().get(item.key())->tensor_ref().tensor);
   }
 }
 

@@ -174,7 +174,7 @@ public final class Fabric {
         NativeValue meta = keep(handles, NativeValue.newDict(false));
         for (Map.Entry<String, ?> entry : state.entrySet()) {
             Object value = entry.getValue();
-            boolean sharded = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer;
+            boolean sharded = isTensorState(value);
             NativeValue converted = keep(handles, sharded ? convertSharded(path, value, state, moduleKey)
                     : convertForSave(value, null, toNative));
             (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
@@ -194,7 +194,7 @@ public final class Fabric {
         for (Map.Entry<String, ?> entry : state.entrySet()) {
             Object value = entry.getValue();
             BiPredicate<Object, Object> keep = filter.get(entry.getKey());
-            NativeValue converted = value instanceof Module || value instanceof ShardedModule || value instanceof Optimizer
+            NativeValue converted = isTensorState(value)
                     ? filterNative(keep(handles, convertSharded(path, value, state, moduleKey)), keep)
                     : convertForSave(value, keep, toNative);
             if (converted != null) {
@@ -246,7 +246,7 @@ public final class Fabric {
     private static String singleModuleKey(Map<String, ?> state) {
         String found = null;
         for (Map.Entry<String, ?> entry : state.entrySet()) {
-            if (entry.getValue() instanceof Module || entry.getValue() instanceof ShardedModule) {
+            if (isModel(entry.getValue())) {
                 if (found != null) {
                     return null;
                 }
@@ -467,52 +467,84 @@ public final class Fabric {
             savedKeys.add(NativeCalls.string(reader.topLevelKey(i)));
         }
         NativeValue meta = readMeta(path);
+        NativeShardPlan plan = shardPlan(state);
+        // models and optimizers from the shard files (each rank reading its regions), the rest from meta.pt
+        return restore(path, state, strict, meta, new Source() {
+            @Override
+            public boolean has(String key, Object target) {
+                return isTensorState(target) ? savedKeys.contains(key) : meta.containsKey(key);
+            }
+
+            @Override
+            public NativeValue get(String key, Object target) {
+                return isTensorState(target) ? reader.read(key, plan) : meta.getKey(key);
+            }
+        });
+    }
+
+    /** A model or an optimizer: what a sharded checkpoint keeps in its shard files. */
+    private static boolean isTensorState(Object target) {
+        return isModel(target) || target instanceof Optimizer;
+    }
+
+    private static boolean isModel(Object target) {
+        return target instanceof Module || target instanceof ShardedModule;
+    }
+
+    /** Where {@link #restore} finds the saved value of a requested key. */
+    private interface Source {
+        boolean has(String key, Object target);
+
+        NativeValue get(String key, Object target);
+    }
+
+    /**
+     * Restores what {@code state} requests from {@code source}, as Lightning does: models and optimizers
+     * in place, {@link Stateful} objects through their dictionary, plain values replaced in
+     * {@code state}; with {@code strict}, a requested key the checkpoint lacks is an error.
+     *
+     * @return {@code remainder} without the keys restored from it
+     */
+    private static Map<String, Object> restore(Path path, Map<String, Object> state, boolean strict,
+            NativeValue remainder, Source source) {
         if (strict) {
-            for (String key : state.keySet()) {
-                if (!savedKeys.contains(key) && !meta.containsKey(key)) {
-                    throw missingKey(path, key);
+            for (Map.Entry<String, Object> entry : state.entrySet()) {
+                if (!source.has(entry.getKey(), entry.getValue()) && !remainder.containsKey(entry.getKey())) {
+                    throw missingKey(path, entry.getKey());
                 }
             }
         }
-        NativeShardPlan plan = shardPlan(state);
         String moduleKey = singleModuleKey(state);
         ValueConverter.ToJava toJava = new ValueConverter.ToJava();
         for (Map.Entry<String, Object> entry : new ArrayList<>(state.entrySet())) {
             String key = entry.getKey();
             Object target = entry.getValue();
-            try {
-                if (target instanceof Module || target instanceof ShardedModule || target instanceof Optimizer) {
-                    if (!savedKeys.contains(key)) {
-                        continue;
-                    }
-                    try (NativeValue saved = reader.read(key, plan)) { // releases the mapped chunks
-                        if (target instanceof Optimizer optimizer) {
-                            restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
-                        } else {
-                            restoreModule(path, key, moduleOf(target), saved, strict);
-                        }
-                    }
-                } else if (meta.containsKey(key)) {
-                    NativeValue saved = meta.getKey(key);
-                    if (target instanceof Stateful stateful) {
-                        stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
-                    } else {
-                        state.put(key, toJava.convert(saved));
-                    }
-                    meta.removeKey(key);
+            if (!source.has(key, target)) {
+                continue;
+            }
+            try (NativeValue saved = source.get(key, target)) { // released at once (mapped chunks, copies)
+                if (isModel(target)) {
+                    restoreModule(path, key, moduleOf(target), saved, strict);
+                } else if (target instanceof Optimizer optimizer) {
+                    restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
+                } else if (target instanceof Stateful stateful) {
+                    stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
+                } else {
+                    state.put(key, toJava.convert(saved));
                 }
             } catch (CheckpointException e) {
                 throw e;
             } catch (RuntimeException e) {
                 throw new CheckpointException(path + ": cannot restore '" + key + "': " + e.getMessage(), e);
             }
+            remainder.removeKey(key);
         }
-        return topLevel(path, toJava.convert(meta));
+        return topLevel(path, toJava.convert(remainder));
     }
 
     /** An optimizer from an index- or name-keyed state dict (names need the state's model). */
     private static void restoreOptimizer(Path path, Optimizer optimizer, Object model, NativeValue saved) {
-        if (isKeyedByName(saved) && (model instanceof Module || model instanceof ShardedModule)) {
+        if (isKeyedByName(saved) && isModel(model)) {
             FabricNative.loadOptimizerStateDictByName(optimizer, moduleOf(model), saved);
         } else {
             FabricNative.loadOptimizerStateDict(optimizer, saved);
@@ -550,46 +582,23 @@ public final class Fabric {
         if (state.isEmpty()) {
             return loadWhole(path);
         }
-        if (strict) {
-            for (String key : state.keySet()) {
-                if (!checkpoint.containsKey(key)) {
-                    throw missingKey(path, key);
-                }
-            }
-        }
         // A full file into sharded models: each rank keeps its regions.
         try {
             FabricNative.sliceToPlan(checkpoint, shardPlan(state));
         } catch (RuntimeException e) {
             throw new CheckpointException(path + ": " + e.getMessage(), e);
         }
-        String moduleKey = singleModuleKey(state);
-        ValueConverter.ToJava toJava = new ValueConverter.ToJava();
-        for (Map.Entry<String, Object> entry : new ArrayList<>(state.entrySet())) {
-            String key = entry.getKey();
-            if (!checkpoint.containsKey(key)) {
-                continue;
+        return restore(path, state, strict, checkpoint, new Source() {
+            @Override
+            public boolean has(String key, Object target) {
+                return checkpoint.containsKey(key);
             }
-            NativeValue saved = checkpoint.getKey(key);
-            Object target = entry.getValue();
-            try {
-                if (target instanceof Module || target instanceof ShardedModule) {
-                    restoreModule(path, key, moduleOf(target), saved, strict);
-                } else if (target instanceof Optimizer optimizer) {
-                    restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
-                } else if (target instanceof Stateful stateful) {
-                    stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
-                } else {
-                    state.put(key, toJava.convert(saved));
-                }
-            } catch (CheckpointException e) {
-                throw e;
-            } catch (RuntimeException e) {
-                throw new CheckpointException(path + ": cannot restore '" + key + "': " + e.getMessage(), e);
+
+            @Override
+            public NativeValue get(String key, Object target) {
+                return checkpoint.getKey(key);
             }
-            checkpoint.removeKey(key);
-        }
-        return topLevel(path, toJava.convert(checkpoint));
+        });
     }
 
     /**

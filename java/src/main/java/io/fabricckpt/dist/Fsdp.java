@@ -17,11 +17,10 @@ import java.util.Objects;
  * Loading takes either kind on any number of ranks: each rank reads the parts of the saved chunks
  * that overlap its shards. The process group stays the caller's to close.
  */
-public final class Fsdp implements Strategy {
+public final class Fsdp extends GroupStrategy {
     /** How models and optimizers are saved: Lightning's {@code state_dict_type}. */
     public enum StateDictType { SHARDED, FULL }
 
-    private final ProcessGroup group;
     private final StateDictType stateDictType;
 
     /** Sharded checkpoints over {@code group}. */
@@ -30,7 +29,7 @@ public final class Fsdp implements Strategy {
     }
 
     public Fsdp(ProcessGroup group, StateDictType stateDictType) {
-        this.group = Objects.requireNonNull(group, "group");
+        super(group);
         this.stateDictType = Objects.requireNonNull(stateDictType, "stateDictType");
     }
 
@@ -39,41 +38,12 @@ public final class Fsdp implements Strategy {
         return new Fsdp(ProcessGroup.fromEnvironment(), stateDictType);
     }
 
-    public ProcessGroup processGroup() {
-        return group;
-    }
-
     public StateDictType stateDictType() {
         return stateDictType;
     }
 
     @Override
-    public int globalRank() {
-        return group.rank();
-    }
-
-    @Override
-    public int worldSize() {
-        return group.worldSize();
-    }
-
-    @Override
-    public void barrier() {
-        group.barrier();
-    }
-
-    @Override
-    public boolean reduceBooleanDecision(boolean decision) {
-        return group.allAgree(decision);
-    }
-
-    @Override
-    public String broadcast(String text, int src) {
-        return group.broadcast(text, src);
-    }
-
-    @Override
     public String toString() {
-        return "Fsdp[" + stateDictType + ", " + group + "]";
+        return "Fsdp[" + stateDictType + ", " + processGroup() + "]";
     }
 }

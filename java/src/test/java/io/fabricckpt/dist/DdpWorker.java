@@ -7,7 +7,6 @@ import io.fabricckpt.StateDicts;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
@@ -38,37 +37,21 @@ public final class DdpWorker {
     public static void main(String[] args) throws Exception {
         String mode = args[0];
         Path target = Path.of(args[1]);
-        long start = System.nanoTime();
-        try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
-            System.out.println("joined " + group);
-            Fabric fabric = new Fabric(new Ddp(group));
-            boolean last = group.rank() == group.worldSize() - 1;
-            switch (mode) {
-                case "save" -> save(fabric, target);
-                case "load" -> load(fabric, target);
-                case "exit-before-save" -> {
-                    if (last) {
-                        System.out.println("leaving before the save");
-                        System.exit(0);
+        Workers.run(() -> {
+            try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
+                System.out.println("joined " + group);
+                Fabric fabric = new Fabric(new Ddp(group));
+                switch (mode) {
+                    case "save" -> save(fabric, target);
+                    case "load" -> load(fabric, target);
+                    case "exit-before-save", "stall-before-save" -> {
+                        Workers.faultOnLastRank(group, mode.startsWith("stall"));
+                        save(fabric, target);
                     }
-                    save(fabric, target);
+                    default -> throw new IllegalArgumentException("unknown mode " + mode);
                 }
-                case "stall-before-save" -> {
-                    if (last) {
-                        System.out.println("stalling before the save");
-                        Thread.sleep(Long.MAX_VALUE);
-                    }
-                    save(fabric, target);
-                }
-                default -> throw new IllegalArgumentException("unknown mode " + mode);
             }
-        } catch (RuntimeException e) {
-            System.out.println("error: " + e.getMessage());
-            System.out.println("elapsed-ms=" + (System.nanoTime() - start) / 1_000_000);
-            System.out.flush();
-            System.exit(1);
-        }
-        System.out.println("done");
+        });
     }
 
     private static void save(Fabric fabric, Path dir) throws Exception {
@@ -76,10 +59,7 @@ public final class DdpWorker {
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
         model.trainStep(optimizer);
-        Map<String, Object> state = new LinkedHashMap<>();
-        state.put("model", model);
-        state.put("optimizer", optimizer);
-        state.put("step", 5L);
+        Map<String, Object> state = Workers.state(model, optimizer, 5L);
         state.put("hparams", Map.of("lr", 1e-3, "name", "ddp"));
         Path path = dir.resolve("ddp.ckpt");
         fabric.save(path, state);
@@ -88,10 +68,7 @@ public final class DdpWorker {
         torch.manual_seed(99);
         Net restored = new Net(4, 8, 2);
         Adam restoredOptimizer = new Adam(restored.parameters(), new AdamOptions(0.5));
-        Map<String, Object> into = new LinkedHashMap<>();
-        into.put("model", restored);
-        into.put("optimizer", restoredOptimizer);
-        into.put("step", 0L);
+        Map<String, Object> into = Workers.state(restored, restoredOptimizer, 0L);
         fabric.load(path, into);
         try (Stream<Path> files = Files.list(dir)) {
             System.out.println("files=" + files.map(p -> p.getFileName().toString()).sorted().toList());
@@ -105,10 +82,7 @@ public final class DdpWorker {
         torch.manual_seed(99);
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
-        Map<String, Object> state = new LinkedHashMap<>();
-        state.put("model", model);
-        state.put("optimizer", optimizer);
-        state.put("step", 0L);
+        Map<String, Object> state = Workers.state(model, optimizer, 0L);
         Map<String, Object> remainder = fabric.load(path, state);
         System.out.println("digest=" + digest(model, optimizer) + ";step=" + state.get("step"));
         System.out.println("remainder=" + remainder.keySet());

@@ -335,10 +335,7 @@ class FsdpTest {
         torch.manual_seed(3);
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
-        Map<String, Object> state = new LinkedHashMap<>();
-        state.put("model", model);
-        state.put("optimizer", optimizer);
-        state.put("step", 0L);
+        Map<String, Object> state = Workers.state(model, optimizer, 0L);
         CheckpointException e = assertThrows(CheckpointException.class, () -> new Fabric().load(copy, state));
         assertTrue(e.getMessage().contains(".metadata"), e.getMessage());
         assertEquals(0L, state.get("step"), "nothing is replaced when the load fails");

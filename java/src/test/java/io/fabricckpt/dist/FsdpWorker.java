@@ -44,45 +44,25 @@ public final class FsdpWorker {
 
     public static void main(String[] args) throws Exception {
         String mode = args[0];
-        long start = System.nanoTime();
-        try {
+        Workers.run(() -> {
             if (mode.equals("load-plain")) {
                 loadPlain(Path.of(args[1]), Path.of(args[2]));
-            } else {
-                try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
-                    System.out.println("joined " + group);
-                    boolean last = group.rank() == group.worldSize() - 1;
-                    switch (mode) {
-                        case "save-sharded" -> saveSharded(group, Path.of(args[1]));
-                        case "save-full" -> saveFull(group, Path.of(args[1]));
-                        case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
-                        case "exit-during-save" -> {
-                            if (last) {
-                                System.out.println("leaving before the save");
-                                System.out.flush();
-                                System.exit(0);
-                            }
-                            saveSharded(group, Path.of(args[1]));
-                        }
-                        case "stall-during-save" -> {
-                            if (last) {
-                                System.out.println("stalling before the save");
-                                System.out.flush();
-                                Thread.sleep(Long.MAX_VALUE);
-                            }
-                            saveSharded(group, Path.of(args[1]));
-                        }
-                        default -> throw new IllegalArgumentException("unknown mode " + mode);
+                return;
+            }
+            try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
+                System.out.println("joined " + group);
+                switch (mode) {
+                    case "save-sharded" -> saveSharded(group, Path.of(args[1]));
+                    case "save-full" -> saveFull(group, Path.of(args[1]));
+                    case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
+                    case "exit-during-save", "stall-during-save" -> {
+                        Workers.faultOnLastRank(group, mode.startsWith("stall"));
+                        saveSharded(group, Path.of(args[1]));
                     }
+                    default -> throw new IllegalArgumentException("unknown mode " + mode);
                 }
             }
-        } catch (RuntimeException e) {
-            System.out.println("error: " + e.getMessage());
-            System.out.println("elapsed-ms=" + (System.nanoTime() - start) / 1_000_000);
-            System.out.flush();
-            System.exit(1);
-        }
-        System.out.println("done");
+        });
     }
 
     /** The state every rank saves: Net(4, 8, 2) + Adam(lr=1e-3) after one identical step, sharded by rows. */
@@ -95,10 +75,7 @@ public final class FsdpWorker {
         Map<String, Object> hparams = new LinkedHashMap<>();
         hparams.put("lr", 1e-3);
         hparams.put("name", "fsdp");
-        Map<String, Object> state = new LinkedHashMap<>();
-        state.put("model", sharded);
-        state.put("optimizer", optimizer);
-        state.put("step", 5L);
+        Map<String, Object> state = Workers.state(sharded, optimizer, 5L);
         state.put("hparams", hparams);
         return state;
     }
@@ -124,17 +101,11 @@ public final class FsdpWorker {
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
         ShardedModule sharded = ShardedModule.shardRows(model, group.rank(), group.worldSize(), optimizer);
-        Map<String, Object> state = new LinkedHashMap<>();
-        state.put("model", sharded);
-        state.put("optimizer", optimizer);
-        state.put("step", 0L);
+        Map<String, Object> state = Workers.state(sharded, optimizer, 0L);
         Map<String, Object> remainder = new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).load(path, state);
         System.out.println("step=" + state.get("step"));
         System.out.println("remainder=" + remainder.keySet());
-        Map<String, Object> loaded = new LinkedHashMap<>();
-        loaded.put("model", sharded);
-        loaded.put("optimizer", optimizer);
-        loaded.put("step", state.get("step"));
+        Map<String, Object> loaded = Workers.state(sharded, optimizer, (Long) state.get("step"));
         new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(out, loaded);
         System.out.println("loaded");
     }
@@ -144,18 +115,12 @@ public final class FsdpWorker {
         torch.manual_seed(3);
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
-        Map<String, Object> state = new LinkedHashMap<>();
-        state.put("model", model);
-        state.put("optimizer", optimizer);
-        state.put("step", 0L);
+        Map<String, Object> state = Workers.state(model, optimizer, 0L);
         Fabric fabric = new Fabric();
         Map<String, Object> remainder = fabric.load(path, state);
         System.out.println("step=" + state.get("step"));
         System.out.println("remainder=" + remainder.keySet());
-        Map<String, Object> loaded = new LinkedHashMap<>();
-        loaded.put("model", model);
-        loaded.put("optimizer", optimizer);
-        loaded.put("step", state.get("step"));
+        Map<String, Object> loaded = Workers.state(model, optimizer, (Long) state.get("step"));
         fabric.save(out, loaded);
         System.out.println("loaded");
     }

@@ -65,6 +65,10 @@ LIGHTNING = textwrap.dedent('''
             if fabric.global_rank == 0:
                 torch.save(full, out)
         print(f"rank {fabric.global_rank} of {fabric.world_size} done", flush=True)
+        # Leave the group before the interpreter exits: gloo threads torn down at exit can abort the
+        # process ("terminate called without an active exception") after the work is done.
+        fabric.barrier()
+        torch.distributed.destroy_process_group()
 
     if __name__ == "__main__":
         warnings.simplefilter("ignore")

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/torch_save.h"
@@ -177,17 +179,52 @@ TEST(ShardedSave, AShardAloneDoesNotCoverItsTensor) {
   fs::remove_all(dir);
 }
 
-TEST(ShardedSave, AFailedSaveLeavesNoMetadata) {
+std::vector<std::string> names_in(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(ShardedSave, AFailedSaveKeepsThePreviousCheckpoint) {
   fs::path dir = temp_dir("failed");
   ValuePtr state = Value::plain_dict();
   state->dict().set(Value::string("x"), tensor(at::ones({2})));
-  save(dir.string(), state, nullptr, ShardPlan{}, nullptr, SaveOptions{false, {}});
+  ValuePtr meta = Value::plain_dict();
+  meta->dict().set(Value::string("step"), Value::integer(1));
+  save(dir.string(), state, meta, ShardPlan{}, nullptr, SaveOptions{false, {}});
   ASSERT_TRUE(is_sharded_checkpoint(dir.string()));
-  // A value the pickler cannot write fails the shard file after the old checkpoint was cleared.
+  const std::vector<std::string> files = names_in(dir);
+  EXPECT_EQ(files, (std::vector<std::string>{".metadata", "__0_0.distcp", "meta.pt"}));
+  // A value the pickler cannot write fails the shard file: the old checkpoint is untouched.
   state->dict().set(Value::string("bad"), Value::storage(StorageRef{}));
-  EXPECT_THROW(save(dir.string(), state, nullptr, ShardPlan{}, nullptr, SaveOptions{false, {}}), Error);
-  EXPECT_FALSE(is_sharded_checkpoint(dir.string()));
-  for (const auto& e : fs::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
+  EXPECT_THROW(save(dir.string(), state, meta, ShardPlan{}, nullptr, SaveOptions{false, {}}), Error);
+  EXPECT_EQ(names_in(dir), files);
+  ValuePtr expected = Value::plain_dict();
+  expected->dict().set(Value::string("x"), tensor(at::ones({2})));
+  expect_same(*Reader(dir.string()).read_all(), *expected, "old checkpoint");
+  for (const std::string& name : names_in(dir.parent_path())) {
+    EXPECT_NE(name.rfind("." + dir.filename().string() + ".tmp-", 0), 0u) << "left beside the checkpoint: " << name;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(ShardedSave, ReplacesTheWholeDirectoryButNotForeignFiles) {
+  fs::path dir = temp_dir("replace");
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("x"), tensor(at::ones({2})));
+  fs::create_directories(dir);
+  { std::ofstream(dir / "__1_0.distcp") << "a shard of an older, bigger save"; }
+  save(dir.string(), state, nullptr, ShardPlan{}, nullptr, SaveOptions{false, {}});
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{".metadata", "__0_0.distcp"}));
+  { std::ofstream(dir / "notes.txt") << "the user's own file"; }
+  try {
+    save(dir.string(), state, nullptr, ShardPlan{}, nullptr, SaveOptions{false, {}});
+    FAIL() << "no error";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("not part of a sharded checkpoint (notes.txt)"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{".metadata", "__0_0.distcp", "notes.txt"}));
   fs::remove_all(dir);
 }
 

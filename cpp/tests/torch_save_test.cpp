@@ -3,9 +3,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
+#include <thread>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
@@ -170,6 +176,110 @@ TEST_F(TempDir, FailedSaveKeepsTheOldFile) {
   EXPECT_THROW(save_torch_file(path, bad, {}), Error);
   EXPECT_EQ(read_file(path), before);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);
+}
+
+// Another program truncating the file, or rewriting it in place (as torch.save does), while it
+// is read: the default load gives an error or one whole version, never a fault, and tensors
+// already loaded never change afterwards.
+TEST_F(TempDir, AFileChangedUnderTheReaderGivesAnErrorOrOneWholeVersion) {
+  auto state_of = [](float fill) {
+    ValuePtr root = Value::plain_dict();
+    for (int i = 0; i < 4; ++i) {
+      TensorRef ref;
+      ref.tensor = std::make_shared<at::Tensor>(at::full({1 << 18}, fill));
+      root->dict().set(Value::string("w" + std::to_string(i)), Value::tensor(std::move(ref)));
+    }
+    return root;
+  };
+  const std::string a = (dir / "a.pt").string(), b = (dir / "b.pt").string(), target = (dir / "c.pt").string();
+  save_torch_file(a, state_of(1));
+  save_torch_file(b, state_of(2));
+  const std::string bytes_a = read_file(a), bytes_b = read_file(b);
+  ASSERT_EQ(bytes_a.size(), bytes_b.size());
+  save_torch_file(target, state_of(1));
+
+  std::atomic<bool> stop{false};
+  std::thread mutator([&] {
+    std::mt19937 random(7);
+    for (int round = 0; !stop; ++round) {
+      if (round % 3 == 0) {
+        ::truncate(target.c_str(), std::uniform_int_distribution<long>(0, bytes_a.size())(random));
+      }
+      const std::string& bytes = round % 2 ? bytes_b : bytes_a;
+      int fd = ::open(target.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);  // in place, as open(path, "wb")
+      if (fd < 0) continue;
+      for (size_t at = 0; at < bytes.size();) {
+        const ssize_t n = ::write(fd, bytes.data() + at, std::min<size_t>(bytes.size() - at, 64 << 10));
+        if (n <= 0) break;
+        at += static_cast<size_t>(n);
+      }
+      ::close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // leave room for whole reads too
+    }
+  });
+  int whole = 0, refused = 0;
+  std::vector<std::pair<at::Tensor, float>> loaded;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < until) {
+    try {
+      ValuePtr root = load_torch_file(target).root;
+      const float fill = tensor_at(*root, "w0")[0].item<float>();
+      for (int i = 0; i < 4; ++i) {
+        const at::Tensor& t = tensor_at(*root, "w" + std::to_string(i));
+        ASSERT_TRUE(t.eq(fill).all().item<bool>()) << "a load mixed two versions of the file";
+        loaded.emplace_back(t, fill);
+      }
+      ++whole;
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  stop = true;
+  mutator.join();
+  for (const auto& [t, fill] : loaded) ASSERT_TRUE(t.eq(fill).all().item<bool>()) << "a loaded tensor changed";
+  std::printf("[ changed ] %d loads gave one whole version, %d were refused with an error\n", whole, refused);
+  EXPECT_GT(whole + refused, 10);
+}
+
+// torch.save with compute_crc32 = False (python-compat-tests/fixtures/make_zip_fixtures.py) stores
+// CRC 0 everywhere: torch loads it, so do we; a file where only some records store 0 is corrupt.
+TEST_F(TempDir, FilesWithoutCrcsLoadButOneZeroCrcIsCorruption) {
+  const std::string fixture = std::string(FABRICCKPT_TEST_DATA) + "/zip/no_crc.pt";
+  TorchCheckpoint loaded = load_torch_file(fixture);
+  EXPECT_TRUE(tensor_at(*loaded.root, "a").equal(at::arange(4.0, at::kFloat)));
+  EXPECT_TRUE(ZipReader(MappedFile::open(fixture)).crc_less());
+
+  const std::string good = (dir / "good.pt").string();
+  ValuePtr state = Value::plain_dict();
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(at::arange(16.0, at::kFloat));
+  state->dict().set(Value::string("t"), Value::tensor(std::move(ref)));
+  save_torch_file(good, state);
+  ZipReader zip(MappedFile::open(good));
+  EXPECT_FALSE(zip.crc_less());
+  const ZipRecord* data = zip.find("data/0");
+  ASSERT_NE(data, nullptr);
+  std::string bytes = read_file(good);
+  // Zero the storage's CRC in its central directory entry (the one readers trust).
+  auto zero_crc_at = [&](size_t offset) {
+    ASSERT_EQ(bytes.substr(offset, 4), std::string(reinterpret_cast<const char*>(&data->crc32), 4));
+    bytes.replace(offset, 4, std::string(4, '\0'));
+  };
+  const std::string central_signature("PK\x01\x02", 4);
+  size_t entry = bytes.find(central_signature);
+  while (entry != std::string::npos && bytes.compare(entry + 46, data->name.size(), data->name) != 0) {
+    entry = bytes.find(central_signature, entry + 4);
+  }
+  ASSERT_NE(entry, std::string::npos);
+  zero_crc_at(entry + 16);
+  const std::string broken = (dir / "one_zero_crc.pt").string();
+  std::ofstream(broken, std::ios::binary) << bytes;
+  try {
+    load_torch_file(broken);
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("CRC-32 mismatch (stored 0x00000000"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

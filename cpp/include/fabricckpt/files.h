@@ -1,5 +1,7 @@
-// File access for the core: read-only memory maps for loading, and output
-// sinks for saving (in memory, or a temp file that atomically replaces its target).
+// File access for the core: files opened for reading (positional reads, and memory maps
+// for mmap loads), and output sinks for saving (in memory, or a temporary file that
+// atomically replaces its target); directories written beside their target and
+// swapped in whole.
 #pragma once
 
 #include <atomic>
@@ -21,21 +23,31 @@ struct IoProgress {
   void add(uint64_t bytes) { done.fetch_add(bytes, std::memory_order_relaxed); }
 };
 
-// The whole content of a file, mapped read-only; unmapped when the last owner lets go.
+// A file opened for reading; closed (and unmapped) when the last owner lets go.
+//
+// Two ways to read it. read_at() copies bytes with pread(2): another program that
+// truncates or rewrites the file meanwhile can only make it fail (IoError) or give
+// bytes whose CRC-32 does not match; the process never faults. data() is the file
+// mapped into memory: only for open_private() (torch.load(mmap=True)), whose
+// tensors view the mapping, and for in-memory content. Parsers read with read_at().
 class MappedFile {
  public:
-  // IoError naming the path and the system's reason. Empty files are allowed.
+  // Read with read_at() only: the mapping it also holds is never dereferenced (it serves
+  // resident_bytes() and advise()). IoError naming the path and the system's reason.
+  // Empty files are allowed.
   static std::shared_ptr<const MappedFile> open(const std::string& path);
   // A private copy-on-write mapping (what torch.load(mmap=True) uses): the bytes can be
   // changed through mutable_data() without ever reaching the file. Pages are read on
   // first touch. As with any mapping, a file truncated in place by someone else
-  // makes later reads fault (replacing it by rename, as every save here does, is safe).
+  // makes later reads of the lost pages fault (SIGBUS, as in Python); replacing it by
+  // rename, as every save here and Lightning's do, is safe.
   static std::shared_ptr<const MappedFile> open_private(const std::string& path);
   // Holds a copy of `bytes` under the display name `name` (for tests and in-memory input).
   static std::shared_ptr<const MappedFile> from_bytes(std::string bytes, std::string name);
   // [offset, offset + size) of `parent` as a file of its own named `name`, without a copy: it
-  // keeps the parent alive, and is writable when the parent is (a private mapping). For the
-  // torch.save streams inside a torch.distributed.checkpoint file. Error if out of bounds.
+  // keeps the parent alive, reads through it, and is writable when the parent is (a private
+  // mapping). For the torch.save streams inside a torch.distributed.checkpoint file. Error if
+  // out of bounds.
   static std::shared_ptr<const MappedFile> slice(std::shared_ptr<const MappedFile> parent, uint64_t offset,
                                                  uint64_t size, std::string name);
 
@@ -43,7 +55,10 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
+  // The mapped bytes: see the class comment for when they may be dereferenced (mapped()).
   const uint8_t* data() const { return data_; }
+  // Whether data() may be read: a private mapping, in-memory content, or a slice of either.
+  bool mapped() const { return readable_mapping_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   // Tells the kernel how the mapping will be read (madvise). Parsing touches a few
@@ -59,10 +74,12 @@ class MappedFile {
   bool writable() const { return writable_; }
 
   // Copies [offset, offset + size) of the file into `dest` with pread(2), from
-  // the descriptor the mapping came from (so the same file even if the path was
-  // replaced since): for eager loads, which are faster this way than by copying
-  // from the mapping. IoError on failure or a short file.
+  // the descriptor opened first (so the same file even if the path was replaced
+  // since), or from memory for in-memory content. IoError on failure or a file
+  // that got shorter; FormatError naming the file when the range lies past its end.
   void read_at(uint64_t offset, void* dest, size_t size) const;
+  // The same into a new string.
+  std::string read_string(uint64_t offset, size_t size) const;
   // Asks the kernel to start reading [offset, offset + size) into the page cache
   // now (POSIX_FADV_WILLNEED), so that a read_at() of it later finds it there.
   void prefetch(uint64_t offset, uint64_t size) const;
@@ -79,8 +96,10 @@ class MappedFile {
   bool mapped_;        // data_ came from mmap and must be unmapped
   std::string owned_;  // the bytes behind data_ when not mapped
   bool writable_ = false;
-  int fd_ = -1;        // kept open for read_at(); -1 for in-memory content
+  bool readable_mapping_ = true;  // false for open(): data() is not to be dereferenced
+  int fd_ = -1;        // kept open for read_at(); -1 for in-memory content and slices
   std::shared_ptr<const MappedFile> parent_;  // what a slice views
+  uint64_t parent_offset_ = 0;                // where a slice starts in its parent
 
   friend class DirectFile;
 };
@@ -156,9 +175,20 @@ class StringSink : public OutputSink {
 // on commit(), so that readers see either the old file or the complete new one.
 // Without commit() (an exception, an abandoned save) the destructor removes the
 // temporary file and leaves the target as it was.
+//
+// The temporary file has no name while it is written (O_TMPFILE where the file
+// system has it), so a writer killed midway leaves nothing behind; it gets its
+// `.NAME.tmp-*` name just before the rename. Elsewhere it is named from the start.
+// Either way the writer holds an exclusive flock(2) on it, which is how
+// remove_stale_temporaries() tells a dead writer's file from a live one's.
+//
+// A target that is a symbolic link is written through, as torch.save does: the
+// file the link resolves to is replaced and the link stays. A target that is a
+// directory is refused before anything is written.
 class AtomicFileSink : public OutputSink {
  public:
-  // Creates missing parent directories and the temporary file; IoError on failure.
+  // Creates missing parent directories and the temporary file (after removing stale
+  // ones a dead writer left for the same target); IoError on failure.
   // With `fsync` the data and the rename are made durable in commit().
   AtomicFileSink(std::string target_path, bool fsync);
   ~AtomicFileSink() override;
@@ -184,7 +214,9 @@ class AtomicFileSink : public OutputSink {
 
   // Flushes, optionally fsyncs, renames over the target (then fsyncs its directory). Once only.
   void commit();
+  // The file that is replaced: the target with symbolic links resolved.
   const std::string& target_path() const { return target_path_; }
+  // The temporary file's name; empty while it has none (O_TMPFILE).
   const std::string& temp_path() const { return temp_path_; }
 
  private:
@@ -192,11 +224,13 @@ class AtomicFileSink : public OutputSink {
 
   void flush_buffer();
   void write_fully(uint64_t offset, const void* data, size_t size);
+  void give_temp_a_name();
   [[noreturn]] void fail(const char* what, int error) const;
 
   std::string target_path_;
   std::string temp_path_;
   bool fsync_;
+  bool unnamed_ = false;  // O_TMPFILE: no name until commit()
   int fd_ = -1;
   bool committed_ = false;
   uint64_t position_ = 0;
@@ -204,5 +238,50 @@ class AtomicFileSink : public OutputSink {
   size_t buffered_ = 0;
   std::mutex write_at_mutex_;
 };
+
+// A directory written beside its target and swapped in whole: readers see the old
+// directory or the complete new one, never a mix, and a writer killed at any point
+// leaves the old one in place. Used for sharded checkpoints, whose files several
+// processes write into path() before rank 0 commits.
+//
+// The new directory is `.NAME.tmp-<random>` beside the target, locked with flock(2)
+// while this object lives. commit() swaps it with the target in one step
+// (renameat2(RENAME_EXCHANGE); a plain rename when there is no target), fsyncs the
+// parent directory, then removes the old content. On file systems without the
+// exchange the old target is first renamed to `.NAME.old-<random>`; a writer killed
+// between the two renames leaves it there, and remove_stale_temporaries() puts it back.
+class AtomicDirectory {
+ public:
+  // Creates the temporary directory (and missing parents of the target), after removing
+  // stale ones; IoError on failure.
+  AtomicDirectory(std::string target_path, bool fsync);
+  ~AtomicDirectory();  // without commit(): removes the temporary directory and its files
+  AtomicDirectory(const AtomicDirectory&) = delete;
+  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
+
+  // Where the new content goes.
+  const std::string& path() const { return temp_path_; }
+  const std::string& target_path() const { return target_path_; }
+  // fsyncs the new directory, swaps it in, fsyncs the parent, removes the old content. Once only.
+  void commit();
+
+ private:
+  std::string target_path_;
+  std::string temp_path_;
+  bool fsync_;
+  int fd_ = -1;  // the temporary directory, holding the lock
+  bool committed_ = false;
+};
+
+// Removes what writers killed midway left beside `target` (`.NAME.tmp-*` files and
+// directories whose writer no longer holds their lock and that are older than a few
+// seconds), and puts back a directory that an interrupted AtomicDirectory::commit()
+// left as `.NAME.old-*` when `target` is missing. Returns the paths it removed or
+// restored. Every save calls it for its own target; `fabric-ckpt clean` on demand.
+std::vector<std::string> remove_stale_temporaries(const std::string& target);
+
+// `path` with symbolic links of its last component resolved, as open(2) follows them
+// (a dangling link gives the path it points to). IoError for a loop.
+std::string resolve_symlinks(const std::string& path);
 
 }  // namespace fabricckpt

@@ -61,10 +61,12 @@ struct SaveOptions {
 // Collective: every rank calls it with its own state. `state` is the dict that goes into the
 // distcp files (modules' and optimizers' state dicts under their keys); sharded tensors are
 // written by every rank (its chunk), everything else by rank 0 only. `meta` (may be null) is
-// written by rank 0 as meta.pt, Lightning's file for the rest of the state. Rank 0 clears stale
-// .metadata/meta.pt/distcp files first and writes .metadata last (temp + rename), only when every
-// rank wrote its file: a failure anywhere fails every rank and leaves no .metadata.
-// `group` null: a single process.
+// written by rank 0 as meta.pt, Lightning's file for the rest of the state.
+// The new checkpoint is written into a directory beside `dir` (AtomicDirectory, on a file system
+// every rank sees) and swapped in whole by rank 0 once every rank wrote its file and .metadata is
+// written: until then `dir` stays the previous checkpoint, whatever fails or is killed. A
+// failure anywhere fails every rank. A `dir` holding entries that are not checkpoint files is
+// refused before anything is written (they would be replaced with it). `group` null: one process.
 void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, const ShardPlan& plan,
           ProcessGroup* group, const SaveOptions& options);
 
@@ -87,10 +89,11 @@ bool is_sharded_checkpoint(const std::string& path);
 // A sharded checkpoint directory opened for reading. No collectives: each rank reads what it needs.
 class Reader {
  public:
-  // Reads and checks .metadata; errors name the file. With `map_chunks`, tensors view a private
-  // mapping of the shard files (torch.load(mmap=True)); without, they are read into memory with
-  // every record's CRC-32 checked.
-  explicit Reader(std::string dir, bool map_chunks = true);
+  // Reads and checks .metadata; errors name the file. Without `map_chunks` tensors are read into
+  // memory with every record's CRC-32 checked (another program changing the files meanwhile gives
+  // an error, never a fault); with it they view a private mapping of the shard files
+  // (torch.load(mmap=True), with its hazard: a file truncated in place faults when read).
+  explicit Reader(std::string dir, bool map_chunks = false);
   const dcp::Metadata& metadata() const { return metadata_; }
   const std::string& dir() const { return dir_; }
   // The first steps of the saved paths (the state's top-level keys), in order.

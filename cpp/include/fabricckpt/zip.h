@@ -1,5 +1,5 @@
-// The zip container of torch.save files: a validating reader over a mapped
-// file (stored records only, zip64 aware) and a writer that produces the same
+// The zip container of torch.save files: a validating reader over a file read
+// with positional reads (stored records only, zip64 aware) and a writer that produces the same
 // bytes as libtorch's PyTorchStreamWriter (miniz 3.0.2 with zip64 enabled).
 #pragma once
 
@@ -36,8 +36,16 @@ class ZipReader {
   const std::string& archive_name() const;
   // "data.pkl" finds "<archive>/data.pkl"; nullptr when absent.
   const ZipRecord* find(std::string_view name_in_archive) const;
-  // The record's bytes inside the mapping; with verify_crc a mismatch is a FormatError.
-  std::string_view data(const ZipRecord& record, bool verify_crc = true) const;
+  // A copy of the record's bytes; with verify_crc a CRC-32 mismatch is a FormatError.
+  std::string data(const ZipRecord& record, bool verify_crc = true) const;
+  // Checks the record's CRC-32, reading it in pieces (no copy of the whole record).
+  void verify(const ZipRecord& record) const;
+  // FormatError naming the record unless `computed` is its stored CRC-32 (or the file has none).
+  void check_crc(const ZipRecord& record, uint32_t computed) const;
+  // Whether the file carries no CRC-32s: every record with data stores 0, as torch.save writes
+  // with torch.utils.serialization.config.save.compute_crc32 = False. Its records are read
+  // unchecked, as torch reads them.
+  bool crc_less() const { return crc_less_; }
   const MappedFile& file() const { return *file_; }
 
  private:
@@ -45,6 +53,7 @@ class ZipReader {
   std::vector<ZipRecord> records_;
   std::unordered_map<std::string_view, size_t> index_;  // views into records_[i].name
   std::string archive_name_;                            // empty when the first entry has no '/'
+  bool crc_less_ = false;
 };
 
 // Whether the file starts with a zip local file header.

@@ -225,17 +225,30 @@ void on_rank_zero(ProcessGroup* group, const std::string& what, Step&& step) {
   }
 }
 
-void remove_stale_files(const std::string& dir) {
+bool is_checkpoint_file(const std::string& name) {
+  const bool distcp = name.size() > 7 && name.rfind("__", 0) == 0 && name.substr(name.size() - 7) == ".distcp";
+  return distcp || name == dcp::kMetadataFile || name == dcp::kLightningMetaFile || name == ".metadata.tmp";
+}
+
+// A sharded save replaces the whole directory; one that holds anything else (the user's own files,
+// other checkpoints) is refused before anything is written rather than lost with it.
+void check_replaceable(const std::string& dir) {
   std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;  // absent, or a file (a single-file checkpoint, replaced)
+  std::vector<std::string> foreign;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::string name = e.path().filename().string();
-    bool distcp = name.size() > 7 && name.rfind("__", 0) == 0 && name.substr(name.size() - 7) == ".distcp";
-    if (name == dcp::kMetadataFile || name == dcp::kLightningMetaFile || distcp) {
-      fs::remove(e.path(), ec);
-      if (ec) throw IoError(concat(e.path().string(), ": cannot remove the stale file: ", ec.message()));
-    }
+    const std::string name = e.path().filename().string();
+    if (!is_checkpoint_file(name)) foreign.push_back(name);
   }
   if (ec) throw IoError(concat(dir, ": cannot list the directory: ", ec.message()));
+  if (foreign.empty()) return;
+  std::sort(foreign.begin(), foreign.end());
+  std::string names;
+  for (size_t i = 0; i < foreign.size() && i < 5; ++i) names += (i ? ", " : "") + foreign[i];
+  if (foreign.size() > 5) names += concat(" and ", foreign.size() - 5, " more");
+  throw IoError(concat(dir, ": holds entries that are not part of a sharded checkpoint (", names,
+                       "); a sharded save replaces the whole directory, so it refuses to: save to another "
+                       "directory or move them"));
 }
 
 // This rank's distcp file: values, then tensors (DCP's order), each a torch.save stream.
@@ -355,29 +368,42 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   const int world = group ? group->world_size() : 1;
   std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
 
-  // 1. Rank 0 makes the directory and removes what an earlier checkpoint left there, so that the
-  //    directory does not look complete before this one is.
-  on_rank_zero(group, dir, [&] {
-    std::error_code ec;
-    if (fs::is_regular_file(dir, ec)) fs::remove(dir, ec);
-    fs::create_directories(dir, ec);
-    if (ec || !fs::is_directory(dir)) throw IoError(concat(dir, ": cannot create the checkpoint directory: ", ec.message()));
-    remove_stale_files(dir);
-  });
+  // 1. Rank 0 makes the new directory beside the old one (which stays a loadable checkpoint until
+  //    the new one is complete) and tells every rank where it is.
+  std::unique_ptr<AtomicDirectory> staging;
+  std::string prepared;  // "ok" + the new directory, or "error" + why not
+  if (rank == 0) {
+    try {
+      check_replaceable(dir);
+      staging = std::make_unique<AtomicDirectory>(dir, options.fsync);
+      prepared = "ok" + staging->path();
+    } catch (const std::exception& e) {
+      if (world == 1) throw;
+      prepared = concat("error", e.what());
+    }
+  }
+  if (group && world > 1) prepared = group->broadcast(prepared, 0);
+  if (prepared.rfind("ok", 0) != 0) {
+    throw Error(rank == 0 ? prepared.substr(5)
+                          : concat(dir, ": global rank 0 could not prepare the checkpoint (on rank ", rank,
+                                   "): ", prepared.substr(5)));
+  }
+  const std::string staging_dir = prepared.substr(2);
 
   // 2. Every rank writes its file and reports to rank 0 (a failure is reported, not thrown, so that
   //    every rank still takes part in the gather).
   std::string report;
   std::string failure;
   try {
-    report = "ok" + encode(write_rank_file(dir, rank, flat, plan, options.fsync));
+    report = "ok" + encode(write_rank_file(staging_dir, rank, flat, plan, options.fsync));
   } catch (const std::exception& e) {
     failure = e.what();
     report = "error" + failure;
   }
   std::vector<std::string> reports = group && world > 1 ? group->gather(report, 0) : std::vector<std::string>{report};
 
-  // 3. Rank 0 writes meta.pt and, last, .metadata; then everyone learns the outcome.
+  // 3. Rank 0 writes meta.pt and .metadata, then swaps the complete directory in; then everyone
+  //    learns the outcome. A failure anywhere removes the new directory and leaves the old one.
   on_rank_zero(group, dir, [&] {
     std::vector<std::vector<Written>> written;
     for (int r = 0; r < world; ++r) {
@@ -392,12 +418,13 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
       TorchSaveOptions meta_options;
       meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
       meta_options.fsync = options.fsync;
-      save_torch_file((fs::path(dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
+      save_torch_file((fs::path(staging_dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
     }
     std::string bytes = dcp::write_metadata(metadata);
-    AtomicFileSink sink((fs::path(dir) / dcp::kMetadataFile).string(), options.fsync);
+    AtomicFileSink sink((fs::path(staging_dir) / dcp::kMetadataFile).string(), options.fsync);
     sink.write(bytes.data(), bytes.size());
     sink.commit();
+    staging->commit();
   });
   if (!failure.empty()) throw Error(failure);
 }
@@ -557,8 +584,8 @@ Reader::Reader(std::string dir, bool map_chunks) : dir_(std::move(dir)), map_chu
     throw FormatError(concat(dir_, ": not a sharded checkpoint (no ", dcp::kMetadataFile,
                              "; the save did not finish, or this is not a torch.distributed.checkpoint directory)"));
   }
-  auto mapped = MappedFile::open(file);
-  metadata_ = dcp::read_metadata(std::string_view(reinterpret_cast<const char*>(mapped->data()), mapped->size()), file);
+  auto opened = MappedFile::open(file);
+  metadata_ = dcp::read_metadata(opened->read_string(0, opened->size()), file);
 }
 
 std::vector<PathItem> Reader::path_of(const std::string& flat_key) const {
@@ -592,8 +619,8 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   }
   auto& file = files_[info->relative_path];
   const std::string path = (fs::path(dir_) / info->relative_path).string();
-  // A private mapping: chunk tensors can view it (as torch.load(mmap=True) gives them) instead of
-  // being copied; writes to them stay in memory.
+  // Mapped: chunk tensors can view a private mapping (as torch.load(mmap=True) gives them) instead
+  // of being copied; writes to them stay in memory. Otherwise read with pread into owned memory.
   if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
   if (info->offset > file->size() || info->length > file->size() - info->offset) {
     throw FormatError(concat(path, ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,

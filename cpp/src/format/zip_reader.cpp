@@ -1,6 +1,8 @@
 // Zip reading for torch.save files. Every offset and length comes from the
-// file, so each is checked against the mapping before use: a hostile or
-// truncated file gives a FormatError, never an out-of-bounds read.
+// file, so each is checked against the file's size before use: a hostile or
+// truncated file gives a FormatError, never an out-of-bounds read. The bytes are
+// read with MappedFile::read_at (pread), never through a mapping, so a file that
+// another program truncates meanwhile gives an error, not a fault.
 
 #include <algorithm>
 #include <cstdio>
@@ -47,7 +49,7 @@ struct Directory {
 
 class Parser {
  public:
-  explicit Parser(const MappedFile& file) : file_(file), base_(file.data()), size_(file.size()) {}
+  explicit Parser(const MappedFile& file) : file_(file), size_(file.size()) {}
 
   template <typename... Parts>
   [[noreturn]] void fail(Parts&&... parts) const {
@@ -58,18 +60,22 @@ class Parser {
     if (size_ < kEndSize) fail("not a zip archive (", size_, " bytes, too short)");
     // The end record sits before a comment of at most 64 KiB; the last
     // signature whose comment fits the file is the one.
-    uint64_t lowest = size_ - kEndSize > kMaxCommentSize ? size_ - kEndSize - kMaxCommentSize : 0;
+    const uint64_t lowest = size_ - kEndSize > kMaxCommentSize ? size_ - kEndSize - kMaxCommentSize : 0;
+    const std::string tail = file_.read_string(lowest, static_cast<size_t>(size_ - lowest));
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(tail.data());
     uint64_t end = size_ - kEndSize;
-    while (le32(base_ + end) != kEndSignature || end + kEndSize + le16(base_ + end + 20) > size_) {
+    while (le32(base + (end - lowest)) != kEndSignature || end + kEndSize + le16(base + (end - lowest) + 20) > size_) {
       if (end == lowest) fail("not a zip archive (no end of central directory record)");
       --end;
     }
 
-    const uint8_t* e = base_ + end;
+    const uint8_t* e = base + (end - lowest);
     Directory dir{le16(e + 10), le32(e + 12), le32(e + 16), end};
     bool single_disk = le16(e + 4) == 0 && le16(e + 6) == 0 && le16(e + 8) == le16(e + 10);
-    if (end >= kEnd64LocatorSize && le32(base_ + end - kEnd64LocatorSize) == kEnd64LocatorSignature) {
-      dir = read_zip64_end(end - kEnd64LocatorSize, single_disk);
+    if (end >= kEnd64LocatorSize) {
+      uint8_t locator[kEnd64LocatorSize];
+      file_.read_at(end - kEnd64LocatorSize, locator, sizeof locator);
+      if (le32(locator) == kEnd64LocatorSignature) dir = read_zip64_end(locator, end - kEnd64LocatorSize, single_disk);
     }
     if (!single_disk) fail("multi-disk zip archives are not supported");
     if (dir.offset > dir.limit || dir.size > dir.limit - dir.offset) {
@@ -82,52 +88,88 @@ class Parser {
     return dir;
   }
 
-  ZipRecord read_entry(const Directory& dir, uint64_t& position, uint64_t index) const {
-    const uint64_t offset = dir.offset + position;
-    const uint64_t room = dir.size - position;
-    const uint8_t* h = base_ + offset;
-    if (room < kCentralHeaderSize) fail("central directory entry ", index, " runs past the directory");
-    if (le32(h) != kCentralHeaderSignature) {
-      fail("central directory entry ", index, " at offset ", offset, " has a bad signature");
-    }
-    const uint16_t flags = le16(h + 8);
-    const uint16_t method = le16(h + 10);
-    const uint16_t name_size = le16(h + 28);
-    const uint16_t extra_size = le16(h + 30);
-    const uint16_t comment_size = le16(h + 32);
-    const uint64_t entry_size = kCentralHeaderSize + name_size + extra_size + comment_size;
-    if (entry_size > room) fail("central directory entry ", index, " runs past the directory");
+  // The central directory's entries; local headers are checked afterwards (read_local_headers).
+  std::vector<ZipRecord> read_entries(const Directory& dir) const {
+    const std::string bytes = file_.read_string(dir.offset, static_cast<size_t>(dir.size));
+    std::vector<ZipRecord> records;
+    records.reserve(static_cast<size_t>(dir.count));  // bounded by the directory's size
+    uint64_t position = 0;
+    for (uint64_t index = 0; index < dir.count; ++index) {
+      const uint64_t offset = dir.offset + position;
+      const uint64_t room = dir.size - position;
+      const uint8_t* h = reinterpret_cast<const uint8_t*>(bytes.data()) + position;
+      if (room < kCentralHeaderSize) fail("central directory entry ", index, " runs past the directory");
+      if (le32(h) != kCentralHeaderSignature) {
+        fail("central directory entry ", index, " at offset ", offset, " has a bad signature");
+      }
+      const uint16_t flags = le16(h + 8);
+      const uint16_t method = le16(h + 10);
+      const uint16_t name_size = le16(h + 28);
+      const uint16_t extra_size = le16(h + 30);
+      const uint16_t comment_size = le16(h + 32);
+      const uint64_t entry_size = kCentralHeaderSize + name_size + extra_size + comment_size;
+      if (entry_size > room) fail("central directory entry ", index, " runs past the directory");
 
-    ZipRecord r;
-    r.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_size);
-    if (r.name.empty()) fail("central directory entry ", index, " has an empty name");
-    r.crc32 = le32(h + 16);
-    uint64_t compressed = le32(h + 20);
-    r.size = le32(h + 24);
-    r.header_offset = le32(h + 42);
-    read_zip64_extra(r, compressed, h + kCentralHeaderSize + name_size, extra_size);
+      ZipRecord r;
+      r.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_size);
+      if (r.name.empty()) fail("central directory entry ", index, " has an empty name");
+      r.crc32 = le32(h + 16);
+      uint64_t compressed = le32(h + 20);
+      r.size = le32(h + 24);
+      r.header_offset = le32(h + 42);
+      read_zip64_extra(r, compressed, h + kCentralHeaderSize + name_size, extra_size);
 
-    if (flags & 1) fail("record ", r.name, ": encrypted records are not supported");
-    if (method != 0) {
-      fail("record ", r.name, ": compression method ", method, " is not supported (only stored records)");
+      if (flags & 1) fail("record ", r.name, ": encrypted records are not supported");
+      if (method != 0) {
+        fail("record ", r.name, ": compression method ", method, " is not supported (only stored records)");
+      }
+      if (compressed != r.size) {
+        fail("record ", r.name, ": stored size ", compressed, " differs from its size ", r.size);
+      }
+      if (r.header_offset > size_ || size_ - r.header_offset < kLocalHeaderSize + name_size) {
+        fail("record ", r.name, ": local header offset ", r.header_offset, " lies outside the file");
+      }
+      records.push_back(std::move(r));
+      position += entry_size;
     }
-    if (compressed != r.size) {
-      fail("record ", r.name, ": stored size ", compressed, " differs from its size ", r.size);
+    return records;
+  }
+
+  // Sets each record's data offset from its local header: after the header's own name and
+  // extra field. On a cold file the headers are scattered pages: the kernel is asked for all
+  // of them first, so the reads wait for the disk once, not once per record.
+  void read_local_headers(std::vector<ZipRecord>& records) const {
+    constexpr uint64_t kTypicalExtra = 128;  // zip64 and torch's alignment padding
+    for (const auto& r : records) file_.prefetch(r.header_offset, kLocalHeaderSize + r.name.size() + kTypicalExtra);
+    std::string header;
+    for (auto& r : records) {
+      const uint64_t offset = r.header_offset;
+      header.resize(kLocalHeaderSize + r.name.size());
+      file_.read_at(offset, header.data(), header.size());
+      const uint8_t* h = reinterpret_cast<const uint8_t*>(header.data());
+      if (le32(h) != kLocalHeaderSignature) fail("record ", r.name, ": no local header at offset ", offset);
+      const uint16_t name_size = le16(h + 26);
+      const uint64_t data_offset = offset + kLocalHeaderSize + name_size + le16(h + 28);
+      if (data_offset > size_) fail("record ", r.name, ": local header runs past end of file");
+      std::string_view local_name(header.data() + kLocalHeaderSize, std::min<size_t>(name_size, r.name.size()));
+      if (name_size != r.name.size() || local_name != r.name) {
+        fail("record ", r.name, ": local header at offset ", offset, " names \"", local_name,
+             name_size > r.name.size() ? "...\"" : "\"");
+      }
+      if (r.size > size_ - data_offset) fail("record ", r.name, ": data runs past end of file");
+      r.data_offset = data_offset;
     }
-    r.data_offset = read_local_header(r);
-    position += entry_size;
-    return r;
   }
 
  private:
-  Directory read_zip64_end(uint64_t locator, bool& single_disk) const {
-    const uint8_t* l = base_ + locator;
+  Directory read_zip64_end(const uint8_t* l, uint64_t locator, bool& single_disk) const {
     const uint64_t end64 = le64(l + 8);
     single_disk = le32(l + 4) == 0 && le32(l + 16) <= 1;
     if (end64 > locator || locator - end64 < kEnd64Size) {
       fail("zip64 end of central directory record (offset ", end64, ") lies outside the file");
     }
-    const uint8_t* e = base_ + end64;
+    uint8_t e[kEnd64Size];
+    file_.read_at(end64, e, sizeof e);
     if (le32(e) != kEnd64Signature) fail("no zip64 end of central directory record at offset ", end64);
     single_disk = single_disk && le32(e + 16) == 0 && le32(e + 20) == 0 && le64(e + 24) == le64(e + 32);
     return Directory{le64(e + 32), le64(e + 40), le64(e + 48), end64};
@@ -155,27 +197,7 @@ class Parser {
     }
   }
 
-  // Returns where the data starts: after the local header's own name and extra field.
-  uint64_t read_local_header(const ZipRecord& r) const {
-    const uint64_t offset = r.header_offset;
-    if (offset > size_ || size_ - offset < kLocalHeaderSize) {
-      fail("record ", r.name, ": local header offset ", offset, " lies outside the file");
-    }
-    const uint8_t* h = base_ + offset;
-    if (le32(h) != kLocalHeaderSignature) fail("record ", r.name, ": no local header at offset ", offset);
-    const uint16_t name_size = le16(h + 26);
-    const uint64_t data_offset = offset + kLocalHeaderSize + name_size + le16(h + 28);
-    if (data_offset > size_) fail("record ", r.name, ": local header runs past end of file");
-    std::string_view local_name(reinterpret_cast<const char*>(h + kLocalHeaderSize), name_size);
-    if (local_name != r.name) {
-      fail("record ", r.name, ": local header at offset ", offset, " names \"", local_name, "\"");
-    }
-    if (r.size > size_ - data_offset) fail("record ", r.name, ": data runs past end of file");
-    return data_offset;
-  }
-
   const MappedFile& file_;
-  const uint8_t* base_;
   uint64_t size_;
 };
 
@@ -183,11 +205,17 @@ class Parser {
 
 ZipReader::ZipReader(std::shared_ptr<const MappedFile> file) : file_(std::move(file)) {
   Parser parser(*file_);
-  const Directory dir = parser.find_directory();
-  // The count is only trusted as far as the directory's size bounds it.
-  records_.reserve(std::min<uint64_t>(dir.count, 1 << 16));
-  uint64_t position = 0;
-  for (uint64_t i = 0; i < dir.count; ++i) records_.push_back(parser.read_entry(dir, position, i));
+  records_ = parser.read_entries(parser.find_directory());
+  parser.read_local_headers(records_);
+  // torch.save with compute_crc32 = False stores 0 for every record; a file where only some
+  // records do is corrupt, and their check fails as usual.
+  bool any_data = false, all_zero = true;
+  for (const auto& r : records_) {
+    if (r.size == 0) continue;
+    any_data = true;
+    all_zero = all_zero && r.crc32 == 0;
+  }
+  crc_less_ = any_data && all_zero;
 
   // records_ no longer changes, so views of its names stay valid.
   index_.reserve(records_.size());
@@ -216,21 +244,37 @@ const ZipRecord* ZipReader::find(std::string_view name_in_archive) const {
   return it == index_.end() ? nullptr : &records_[it->second];
 }
 
-std::string_view ZipReader::data(const ZipRecord& record, bool verify_crc) const {
-  std::string_view bytes(reinterpret_cast<const char*>(file_->data()) + record.data_offset, record.size);
-  if (verify_crc) {
-    uint32_t computed = crc32_update(0, bytes.data(), bytes.size());
-    if (computed != record.crc32) {
-      throw FormatError(concat(file_->path(), ": record ", record.name, ": CRC-32 mismatch (stored ",
-                               hex32(record.crc32), ", computed ", hex32(computed), ")"));
-    }
-  }
+void ZipReader::check_crc(const ZipRecord& record, uint32_t computed) const {
+  if (crc_less_ || computed == record.crc32) return;
+  throw FormatError(concat(file_->path(), ": record ", record.name, ": CRC-32 mismatch (stored ",
+                           hex32(record.crc32), ", computed ", hex32(computed), ")"));
+}
+
+std::string ZipReader::data(const ZipRecord& record, bool verify_crc) const {
+  std::string bytes = file_->read_string(record.data_offset, static_cast<size_t>(record.size));
+  if (verify_crc) check_crc(record, crc32_update(0, bytes.data(), bytes.size()));
   return bytes;
+}
+
+void ZipReader::verify(const ZipRecord& record) const {
+  constexpr uint64_t kPiece = uint64_t{4} << 20;
+  std::vector<char> buffer(static_cast<size_t>(std::min(record.size, kPiece)));
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < record.size;) {
+    const size_t n = static_cast<size_t>(std::min(kPiece, record.size - done));
+    file_->read_at(record.data_offset + done, buffer.data(), n);
+    crc = crc32_update(crc, buffer.data(), n);
+    done += n;
+  }
+  check_crc(record, crc);
 }
 
 bool is_zip(const MappedFile& file) {
   static constexpr uint8_t kSignature[4] = {'P', 'K', 3, 4};
-  return file.size() >= 4 && std::memcmp(file.data(), kSignature, 4) == 0;
+  uint8_t head[4];
+  if (file.size() < 4) return false;
+  file.read_at(0, head, 4);
+  return std::memcmp(head, kSignature, 4) == 0;
 }
 
 }  // namespace fabricckpt

@@ -1,6 +1,7 @@
 #include "fabricckpt/files.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <random>
 #include <system_error>
@@ -61,15 +63,25 @@ std::shared_ptr<const MappedFile> MappedFile::open_private(const std::string& pa
   return open_mode(path, true);
 }
 
+std::string MappedFile::read_string(uint64_t offset, size_t size) const {
+  std::string out(size, '\0');
+  read_at(offset, out.data(), size);
+  return out;
+}
+
 uint8_t* MappedFile::mutable_data() const {
   if (!writable_) throw Error(concat(path_, " is mapped read-only"));
   return const_cast<uint8_t*>(data_);
 }
 
 void MappedFile::advise(uint64_t offset, uint64_t size, Access access) const {
+  if (parent_) {
+    if (offset < size_) parent_->advise(parent_offset_ + offset, std::min<uint64_t>(size, size_ - offset), access);
+    return;
+  }
   if (!mapped_ || offset >= size_) return;
   size = std::min<uint64_t>(size, size_ - offset);
-  // madvise wants a page-aligned start.
+  // madvise wants a page-aligned start (the mapping itself starts on a page).
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   const uint64_t start = offset / page * page;
   const int advice = access == Access::Random ? MADV_RANDOM : access == Access::WillNeed ? MADV_WILLNEED : MADV_NORMAL;
@@ -77,10 +89,18 @@ void MappedFile::advise(uint64_t offset, uint64_t size, Access access) const {
 }
 
 void MappedFile::prefetch(uint64_t offset, uint64_t size) const {
+  if (parent_) {
+    if (offset < size_) parent_->prefetch(parent_offset_ + offset, std::min<uint64_t>(size, size_ - offset));
+    return;
+  }
   if (fd_ >= 0 && size > 0) ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(size), POSIX_FADV_WILLNEED);
 }
 
 uint64_t MappedFile::resident_bytes(uint64_t offset, uint64_t size) const {
+  if (parent_) {
+    if (offset >= size_ || size == 0) return 0;
+    return parent_->resident_bytes(parent_offset_ + offset, std::min<uint64_t>(size, size_ - offset));
+  }
   if (!mapped_) return size;  // in memory
   if (offset >= size_ || size == 0) return 0;
   size = std::min<uint64_t>(size, size_ - offset);
@@ -98,8 +118,12 @@ uint64_t MappedFile::resident_bytes(uint64_t offset, uint64_t size) const {
 
 void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
   if (offset > size_ || size > size_ - offset) {
-    throw IoError(concat("cannot read ", size, " bytes at offset ", offset, " of ", path_, ": beyond its ",
-                         size_, " bytes"));
+    throw FormatError(concat(path_, ": cannot read ", size, " bytes at offset ", offset, ": beyond its ",
+                             size_, " bytes"));
+  }
+  if (parent_) {
+    parent_->read_at(parent_offset_ + offset, dest, size);
+    return;
   }
   if (fd_ < 0) {  // in-memory content
     if (size > 0) std::memcpy(dest, data_ + offset, size);
@@ -144,12 +168,14 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
   }
   auto file = std::shared_ptr<MappedFile>(new MappedFile(path, static_cast<const uint8_t*>(data), size, true, {}));
   file->writable_ = writable;
-  // A copy-on-write mapping lives as long as the tensors viewing it: it keeps no descriptor.
-  // A read-only one keeps its descriptor for read_at().
-  if (!writable) {
-    int kept = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
-    if (kept >= 0) file->fd_ = kept;
+  file->readable_mapping_ = writable;
+  // Kept for read_at(): parsing never touches the mapping, even of an mmap load.
+  int kept = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
+  if (kept < 0) {
+    int error = errno;
+    throw IoError(concat("cannot keep ", path, " open: ", reason(error)));
   }
+  file->fd_ = kept;
   return file;
 }
 
@@ -166,9 +192,11 @@ std::shared_ptr<const MappedFile> MappedFile::slice(std::shared_ptr<const Mapped
                              parent ? parent->size() : 0, " bytes)"));
   }
   std::shared_ptr<MappedFile> view(new MappedFile(std::move(name), nullptr, 0, false, std::string()));
-  view->data_ = parent->data() + offset;
+  view->data_ = parent->data() ? parent->data() + offset : nullptr;
   view->size_ = static_cast<size_t>(size);
   view->writable_ = parent->writable_;
+  view->readable_mapping_ = parent->readable_mapping_;
+  view->parent_offset_ = offset;
   view->parent_ = std::move(parent);
   return view;
 }
@@ -217,31 +245,139 @@ void StringSink::write(const void* data, size_t size) {
   buffer_.append(static_cast<const char*>(data), size);
 }
 
+// --- temporary names, locks, stale files -------------------------------------------------
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// `.NAME.tmp-` and `.NAME.old-`: the prefixes of what a save of NAME puts beside it.
+std::string temp_prefix(const fs::path& target) { return "." + target.filename().string() + ".tmp-"; }
+std::string old_prefix(const fs::path& target) { return "." + target.filename().string() + ".old-"; }
+
+std::string random_suffix() {
+  static thread_local std::mt19937_64 generator{std::random_device{}()};
+  char suffix[24];
+  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(generator()));
+  return suffix;
+}
+
+// A writer older than this that holds no lock is dead. The margin covers the moment
+// between a named temporary's creation and its writer's flock.
+constexpr int kStaleAfterSeconds = 5;
+
+bool is_stale(const fs::path& entry) {
+  FdGuard fd(::open(entry.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (fd.get() < 0) return false;
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return false;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return false;
+  if (::time(nullptr) - st.st_mtime < kStaleAfterSeconds) return false;
+  // Closing the descriptor releases the probe's own lock.
+  return ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
+}
+
+void sync_directory(const std::string& directory, const std::string& what) {
+  FdGuard dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0 || ::fsync(dir.get()) != 0) {
+    int error = errno;
+    throw IoError(concat("cannot sync directory ", directory, " of ", what, ": ", reason(error)));
+  }
+}
+
+std::string parent_of(const std::string& path) {
+  std::string directory = fs::path(path).parent_path().string();
+  return directory.empty() ? "." : directory;
+}
+
+void create_parents(const std::string& target) {
+  fs::path directory = fs::path(target).parent_path();
+  if (directory.empty()) return;
+  std::error_code error;
+  fs::create_directories(directory, error);
+  if (error) {
+    throw IoError(concat("cannot create directory ", directory.string(), " for ", target, ": ", error.message()));
+  }
+}
+
+}  // namespace
+
+std::string resolve_symlinks(const std::string& path) {
+  fs::path current(path);
+  for (int hops = 0; hops < 40; ++hops) {
+    std::error_code error;
+    if (!fs::is_symlink(fs::symlink_status(current, error))) return current.string();
+    fs::path next = fs::read_symlink(current, error);
+    if (error) throw IoError(concat("cannot read the symbolic link ", current.string(), ": ", error.message()));
+    current = next.is_absolute() ? next : current.parent_path() / next;
+  }
+  throw IoError(concat("cannot write ", path, ": too many levels of symbolic links"));
+}
+
+std::vector<std::string> remove_stale_temporaries(const std::string& target_path) {
+  const fs::path target(resolve_symlinks(target_path));
+  fs::path directory = target.parent_path();
+  if (directory.empty()) directory = ".";
+  const std::string temp = temp_prefix(target), old = old_prefix(target);
+  std::vector<std::string> done;
+  std::error_code error;
+  std::vector<fs::path> olds;
+  for (const auto& entry : fs::directory_iterator(directory, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(old, 0) == 0) {
+      olds.push_back(entry.path());
+    } else if (name.rfind(temp, 0) == 0 && is_stale(entry.path())) {
+      std::error_code removal;
+      fs::remove_all(entry.path(), removal);
+      if (removal) throw IoError(concat("cannot remove ", entry.path().string(), ", left by a save that did not finish: ",
+                                        removal.message()));
+      done.push_back(entry.path().string());
+    }
+  }
+  if (error && error != std::errc::no_such_file_or_directory) {
+    throw IoError(concat("cannot list ", directory.string(), " for stale temporary files: ", error.message()));
+  }
+  for (const fs::path& entry : olds) {
+    if (!is_stale(entry)) continue;
+    std::error_code status;
+    const bool target_exists = fs::exists(fs::symlink_status(target, status));
+    std::error_code removal;
+    if (!target_exists) {
+      fs::rename(entry, target, removal);  // the interrupted replacement's old checkpoint, put back
+    } else {
+      fs::remove_all(entry, removal);
+    }
+    if (removal) throw IoError(concat("cannot clean up ", entry.string(), ": ", removal.message()));
+    done.push_back(entry.string());
+  }
+  return done;
+}
+
 // --- AtomicFileSink -----------------------------------------------------------------------
 
 AtomicFileSink::AtomicFileSink(std::string target_path, bool fsync)
-    : target_path_(std::move(target_path)), fsync_(fsync) {
-  namespace fs = std::filesystem;
+    : target_path_(resolve_symlinks(target_path)), fsync_(fsync) {
   fs::path target(target_path_);
-  if (target.filename().empty()) throw IoError(concat("cannot write ", target_path_, ": not a file name"));
-  fs::path directory = target.parent_path();
-  if (!directory.empty()) {
-    std::error_code error;
-    fs::create_directories(directory, error);
-    if (error) {
-      throw IoError(concat("cannot create directory ", directory.string(), " for ", target_path_,
-                           ": ", error.message()));
-    }
+  if (target.filename().empty() || target.filename() == "." || target.filename() == "..") {
+    throw IoError(concat("cannot write ", target_path_, ": not a file name"));
   }
+  std::error_code status;
+  if (fs::is_directory(fs::status(target, status))) {
+    throw IoError(concat("cannot write ", target_path_, ": it is a directory"));
+  }
+  create_parents(target_path_);
+  remove_stale_temporaries(target_path_);
+  const std::string directory = parent_of(target_path_);
 
-  // A name no other writer picks; O_EXCL makes sure of it. Created with 0666
-  // so that the umask applies as it would to a file torch.save creates.
-  std::random_device random;
-  std::uniform_int_distribution<uint64_t> any;
+  // Created with 0666 so that the umask applies as it would to a file torch.save creates.
+  // Unnamed first where the file system can (and /proc lets us name it later).
+  if (::access("/proc/self/fd", X_OK) == 0) {
+    fd_ = ::open(directory.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+    unnamed_ = fd_ >= 0;
+  }
+  // Otherwise a name no other writer picks; O_EXCL makes sure of it.
   for (int attempt = 0; fd_ < 0; ++attempt) {
-    char suffix[32];
-    std::snprintf(suffix, sizeof suffix, ".tmp-%016llx", static_cast<unsigned long long>(any(random)));
-    temp_path_ = (directory / ("." + target.filename().string() + suffix)).string();
+    temp_path_ = (fs::path(directory) / (temp_prefix(target) + random_suffix())).string();
     fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd_ < 0 && (errno != EEXIST || attempt == 100)) {
       int error = errno;
@@ -249,6 +385,8 @@ AtomicFileSink::AtomicFileSink(std::string target_path, bool fsync)
                            reason(error)));
     }
   }
+  // Held until the file is renamed or removed: a live writer's file is never cleaned away.
+  ::flock(fd_, LOCK_EX | LOCK_NB);
   // Replacing a file keeps its permission bits, as overwriting it in place would.
   struct stat st;
   if (::stat(target_path_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
@@ -259,12 +397,28 @@ AtomicFileSink::AtomicFileSink(std::string target_path, bool fsync)
 
 AtomicFileSink::~AtomicFileSink() {
   if (committed_) return;
+  if (!temp_path_.empty()) ::unlink(temp_path_.c_str());  // an unnamed file just goes with its descriptor
   if (fd_ >= 0) ::close(fd_);
-  ::unlink(temp_path_.c_str());
 }
 
 void AtomicFileSink::fail(const char* what, int error) const {
-  throw IoError(concat(what, " ", target_path_, " (temporary file ", temp_path_, "): ", reason(error)));
+  throw IoError(concat(what, " ", target_path_, " (temporary file ",
+                       temp_path_.empty() ? std::string("without a name yet") : temp_path_, "): ", reason(error)));
+}
+
+// Links the unnamed file into the directory as `.NAME.tmp-<random>`, ready for the rename.
+void AtomicFileSink::give_temp_a_name() {
+  const std::string self = "/proc/self/fd/" + std::to_string(fd_);
+  const fs::path target(target_path_);
+  for (int attempt = 0;; ++attempt) {
+    temp_path_ = (fs::path(parent_of(target_path_)) / (temp_prefix(target) + random_suffix())).string();
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, temp_path_.c_str(), AT_SYMLINK_FOLLOW) == 0) return;
+    const int error = errno;
+    if (error != EEXIST || attempt == 100) {
+      temp_path_.clear();
+      fail("cannot name the temporary file of", error);
+    }
+  }
 }
 
 void AtomicFileSink::write_fully(uint64_t offset, const void* data, size_t size) {
@@ -331,20 +485,93 @@ void AtomicFileSink::commit() {
   if (committed_) throw Error(concat("commit of ", target_path_, " called twice"));
   flush_buffer();
   if (fsync_ && ::fsync(fd_) != 0) fail("cannot sync", errno);
-  int fd = fd_;
-  fd_ = -1;
-  if (::close(fd) != 0) fail("cannot close", errno);
+  if (unnamed_) give_temp_a_name();
+  // Renamed while the descriptor (and its lock) is still held, so nobody takes the named
+  // file for a dead writer's.
   if (::rename(temp_path_.c_str(), target_path_.c_str()) != 0) fail("cannot rename over", errno);
   committed_ = true;
-  if (fsync_) {
-    // The rename is durable once the directory entry is.
-    std::string directory = std::filesystem::path(target_path_).parent_path().string();
-    if (directory.empty()) directory = ".";
-    FdGuard dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir.get() < 0 || ::fsync(dir.get()) != 0) {
-      int error = errno;
-      throw IoError(concat("cannot sync directory ", directory, " of ", target_path_, ": ", reason(error)));
+  int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    int error = errno;
+    throw IoError(concat("cannot close ", target_path_, ": ", reason(error)));
+  }
+  // The rename is durable once the directory entry is.
+  if (fsync_) sync_directory(parent_of(target_path_), target_path_);
+}
+
+// --- AtomicDirectory ----------------------------------------------------------------------
+
+AtomicDirectory::AtomicDirectory(std::string target_path, bool fsync)
+    : target_path_(resolve_symlinks(target_path)), fsync_(fsync) {
+  const fs::path target(target_path_);
+  if (target.filename().empty() || target.filename() == "." || target.filename() == "..") {
+    throw IoError(concat("cannot write ", target_path_, ": not a directory name"));
+  }
+  create_parents(target_path_);
+  remove_stale_temporaries(target_path_);
+  for (int attempt = 0;; ++attempt) {
+    temp_path_ = (fs::path(parent_of(target_path_)) / (temp_prefix(target) + random_suffix())).string();
+    if (::mkdir(temp_path_.c_str(), 0777) == 0) break;
+    const int error = errno;
+    if (error != EEXIST || attempt == 100) {
+      throw IoError(concat("cannot create the temporary directory ", temp_path_, " for ", target_path_, ": ",
+                           reason(error)));
     }
+  }
+  fd_ = ::open(temp_path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ < 0) {
+    const int error = errno;
+    ::rmdir(temp_path_.c_str());
+    throw IoError(concat("cannot open the temporary directory ", temp_path_, ": ", reason(error)));
+  }
+  ::flock(fd_, LOCK_EX | LOCK_NB);
+}
+
+AtomicDirectory::~AtomicDirectory() {
+  std::error_code ignored;
+  if (!committed_) fs::remove_all(temp_path_, ignored);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AtomicDirectory::commit() {
+  if (committed_) throw Error(concat("commit of ", target_path_, " called twice"));
+  if (fsync_ && ::fsync(fd_) != 0) {
+    const int error = errno;
+    throw IoError(concat("cannot sync ", temp_path_, " (the new ", target_path_, "): ", reason(error)));
+  }
+  const std::string parent = parent_of(target_path_);
+  std::error_code status;
+  std::string old_content;  // where the replaced target is now, to be removed
+  if (!fs::exists(fs::symlink_status(target_path_, status))) {
+    if (::rename(temp_path_.c_str(), target_path_.c_str()) != 0) {
+      const int error = errno;
+      throw IoError(concat("cannot move ", temp_path_, " to ", target_path_, ": ", reason(error)));
+    }
+  } else if (::renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD, target_path_.c_str(), RENAME_EXCHANGE) == 0) {
+    old_content = temp_path_;
+  } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
+    // No exchange here: set the old one aside under a name that remove_stale_temporaries()
+    // restores should the second rename never happen.
+    old_content = (fs::path(parent) / (old_prefix(fs::path(target_path_)) + random_suffix())).string();
+    if (::rename(target_path_.c_str(), old_content.c_str()) != 0) {
+      const int error = errno;
+      throw IoError(concat("cannot set ", target_path_, " aside: ", reason(error)));
+    }
+    if (::rename(temp_path_.c_str(), target_path_.c_str()) != 0) {
+      const int error = errno;
+      ::rename(old_content.c_str(), target_path_.c_str());
+      throw IoError(concat("cannot move ", temp_path_, " to ", target_path_, ": ", reason(error)));
+    }
+  } else {
+    const int error = errno;
+    throw IoError(concat("cannot swap ", temp_path_, " with ", target_path_, ": ", reason(error)));
+  }
+  committed_ = true;
+  if (fsync_) sync_directory(parent, target_path_);
+  if (!old_content.empty()) {
+    std::error_code removal;
+    fs::remove_all(old_content, removal);  // what is left (an error here) is stale and cleaned next time
   }
 }
 

@@ -406,70 +406,15 @@ void fill_storages(const MappedFile& file, const std::vector<PendingRead>& pendi
   }
 }
 
-uint16_t le16_at(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t le32_at(const uint8_t* p) { return le16_at(p) | (static_cast<uint32_t>(le16_at(p + 2)) << 16); }
-uint64_t le64_at(const uint8_t* p) { return le32_at(p) | (static_cast<uint64_t>(le32_at(p + 4)) << 32); }
-
-// Asks for every record's local header page at once, before ZipReader reads them
-// one by one: on a cold file that is one wait for the disk instead of one per
-// record. A hint only: it stops at anything unexpected; ZipReader checks it all.
-void prefetch_local_headers(const MappedFile& file) {
-  const uint8_t* base = file.data();
-  const uint64_t size = file.size();
-  if (size < 22) return;
-  uint64_t end = size - 22;  // torch writes no archive comment, but allow one
-  const uint64_t lowest = end > 0xFFFF ? end - 0xFFFF : 0;
-  while (le32_at(base + end) != 0x06054b50) {
-    if (end == lowest) return;
-    --end;
-  }
-  uint64_t directory = le32_at(base + end + 16);
-  uint64_t directory_size = le32_at(base + end + 12);
-  if (end >= 20 && le32_at(base + end - 20) == 0x07064b50) {  // zip64 locator
-    const uint64_t end64 = le64_at(base + end - 20 + 8);
-    if (end64 > size || size - end64 < 56 || le32_at(base + end64) != 0x06064b50) return;
-    directory_size = le64_at(base + end64 + 40);
-    directory = le64_at(base + end64 + 48);
-  }
-  if (directory > size || directory_size > size - directory) return;
-  file.advise(directory, directory_size, MappedFile::Access::WillNeed);
-  const uint8_t* p = base + directory;
-  const uint8_t* stop = p + directory_size;
-  while (stop - p >= 46 && le32_at(p) == 0x02014b50) {
-    const uint16_t name = le16_at(p + 28), extra = le16_at(p + 30), comment = le16_at(p + 32);
-    if (static_cast<uint64_t>(stop - p) < 46u + name + extra + comment) return;
-    uint64_t offset = le32_at(p + 42);
-    if (offset == 0xFFFFFFFF) {  // in the zip64 extra field, after the sizes that overflow
-      const uint8_t* e = p + 46 + name;
-      const uint8_t* e_end = e + extra;
-      offset = UINT64_MAX;
-      while (e_end - e >= 4) {
-        const uint16_t id = le16_at(e), length = le16_at(e + 2);
-        if (e_end - e - 4 < length) break;
-        if (id == 1) {
-          size_t at = 4 + (le32_at(p + 24) == 0xFFFFFFFF ? 8 : 0) + (le32_at(p + 20) == 0xFFFFFFFF ? 8 : 0);
-          if (at + 8 <= 4u + length) offset = le64_at(e + at);
-          break;
-        }
-        e += 4 + length;
-      }
-      if (offset == UINT64_MAX) return;
-    }
-    // The header, its name and its extra fields (zip64 and torch's alignment padding).
-    file.advise(offset, 30 + name + 128, MappedFile::Access::WillNeed);
-    p += 46 + name + extra + comment;
-  }
-}
-
-TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options) {
-  // The directory and the local headers are scattered pages: read just those, all at once.
+TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, TorchLoadOptions options) {
+  // The directory and the local headers are scattered pages: read just those.
   file->advise(MappedFile::Access::Random);
-  prefetch_local_headers(*file);
   ZipReader zip(file);
+  options.verify_crc = options.verify_crc && !zip.crc_less();  // torch reads CRC-less files unchecked
   const std::string& path = file->path();
   const ZipRecord* pickle_record = zip.find("data.pkl");
   if (!pickle_record) throw FormatError(concat(path, ": no data.pkl record: not a torch.save checkpoint"));
-  file->advise(pickle_record->data_offset, pickle_record->size, MappedFile::Access::WillNeed);
+  file->prefetch(pickle_record->data_offset, pickle_record->size);
   if (const ZipRecord* order = zip.find("byteorder")) {
     if (zip.data(*order, options.verify_crc) != "little") {
       throw FormatError(concat(path, ": big-endian checkpoints are not supported"));
@@ -504,7 +449,7 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
     }
     const size_t nbytes = static_cast<size_t>(numel) * element_size;
     std::shared_ptr<TorchStorage> payload;
-    if (options.mmap && file->writable() && record->data_offset % element_size == 0) {
+    if (options.mmap && file->writable() && file->mapped() && record->data_offset % element_size == 0) {
       // The tensor views the mapping; the data is read when it is first touched.
       payload = std::make_shared<TorchStorage>(TorchStorage{mapped_storage(file, record->data_offset, nbytes),
                                                             dtype, location});
@@ -519,7 +464,7 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
       payload = std::make_shared<TorchStorage>(TorchStorage{std::move(storage), dtype, location});
       pending.push_back(PendingRead{record, static_cast<uint8_t*>(payload->storage.mutable_data()), aligned});
     } else {  // a record longer than its storage (the CRC covers it all), or empty
-      const std::string_view bytes = zip.data(*record, options.verify_crc);
+      const std::string bytes = zip.data(*record, options.verify_crc);
       payload = std::make_shared<TorchStorage>(TorchStorage{new_storage(bytes.data(), nbytes), dtype, location});
     }
     auto node = Value::storage(StorageRef{payload, id[1]->global_ref().name});
@@ -529,7 +474,7 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
 
   TorchCheckpoint out;
   try {
-    const std::string_view pickled = zip.data(*pickle_record, options.verify_crc);
+    const std::string pickled = zip.data(*pickle_record, options.verify_crc);
     out.root = unpickle(pickled, hooks).value;
     out.archive_name = zip.archive_name();
   } catch (const FormatError& e) {
@@ -544,8 +489,10 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, const To
 
 // The pre-1.6 format: magic, protocol, sys_info, the object pickle, the storage
 // key list, then each storage as a little-endian int64 element count and its bytes.
+// Read whole into memory first (such files are small): parsing never touches a mapping.
 TorchCheckpoint load_legacy(const std::shared_ptr<const MappedFile>& file) {
-  const std::string_view all(reinterpret_cast<const char*>(file->data()), file->size());
+  const std::string whole = file->read_string(0, file->size());
+  const std::string_view all(whole);
   const std::string& path = file->path();
   size_t pos = 0;
   auto next_pickle = [&](const UnpickleHooks& hooks) {

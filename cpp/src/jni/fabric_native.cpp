@@ -261,6 +261,12 @@ std::string verifyTorchFile(const std::string& path) {
                 ", ", tensors, " tensors, ", tensor_bytes, " tensor bytes)");
 }
 
+std::string removeStaleTemporaries(const std::string& target) {
+  std::string out;
+  for (const std::string& path : remove_stale_temporaries(target)) out += (out.empty() ? "" : "\n") + path;
+  return out;
+}
+
 void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync) {
   TorchSaveOptions options;
   options.archive_name = archive_name.empty() ? "archive" : archive_name;

@@ -109,6 +109,8 @@ void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict);
 // Checks a checkpoint end to end: every zip record's CRC-32, the pickle, every storage and tensor
 // view. Returns a one-line summary; throws with the file and what is wrong.
 std::string verifyTorchFile(const std::string& path);
+// remove_stale_temporaries (files.h): the paths removed or restored, one a line.
+std::string removeStaleTemporaries(const std::string& target);
 
 // tree -> torch.save file, atomically.
 void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync);

@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
@@ -38,14 +39,37 @@ import org.bytedeco.javacpp.BytePointer;
  *       requested, and an older save that finds a newer one already written is skipped.
  * </ul>
  *
- * <p>The writer thread exists only while there is work; it is not a daemon, so pending saves finish
- * before a normal JVM exit. {@link #close()} waits for them and refuses new ones.
+ * <p>Saves never vanish: the writer thread exists only while there is work and is not a daemon, so
+ * pending saves finish before a normal JVM exit; a JVM shutdown hook ({@code System.exit}, SIGTERM)
+ * waits for them too, saying on stderr which saves it waits for. Every failed save is logged there at {@code WARNING}, whether or not anyone observes its
+ * future. {@link #close()} waits for pending saves and refuses new ones.
+ *
+ * <p>Thread-safe: any number of threads may call {@link #save} at once.
  */
 public final class AsyncSaver implements AutoCloseable {
     /** Save order across all savers: a larger number is a newer request. */
     private static final AtomicLong SEQUENCE = new AtomicLong();
     /** Per target path: how many saves are requested and not finished, and the newest one written. */
     private static final ConcurrentHashMap<Path, PathState> PATHS = new ConcurrentHashMap<>();
+    /** Savers with a save requested and not finished: what the shutdown hook waits for. */
+    private static final Set<AsyncSaver> BUSY = ConcurrentHashMap.newKeySet();
+    private static final System.Logger LOG = System.getLogger("io.fabricckpt");
+
+    static {
+        Runtime.getRuntime().addShutdownHook(new Thread(AsyncSaver::finishPendingSaves, "fabricckpt-async-save-exit"));
+    }
+
+    /** Shutdown: the JVM is exiting (System.exit included); saves already requested still land. */
+    private static void finishPendingSaves() {
+        for (AsyncSaver saver : List.copyOf(BUSY)) {
+            String pending = saver.pendingTargets();
+            if (!pending.isEmpty()) {
+                // stderr, not the logger: logging shuts down in a hook of its own, concurrently with this one.
+                System.err.println("fabric-ckpt: the JVM is exiting: finishing the checkpoint saves of " + pending);
+            }
+            saver.awaitIdle();
+        }
+    }
 
     private static final class PathState {
         final ReentrantLock writing = new ReentrantLock();
@@ -161,6 +185,7 @@ public final class AsyncSaver implements AutoCloseable {
                 job.superseded.addAll(replaced.superseded);
             }
             reserved = true;
+            BUSY.add(this);
         } finally {
             lock.unlock();
         }
@@ -175,12 +200,15 @@ public final class AsyncSaver implements AutoCloseable {
             lock.lock();
             try {
                 reserved = false;
+                markIdleIfDone();
                 changed.signalAll();
             } finally {
                 lock.unlock();
             }
             release(target);
-            job.complete(new CheckpointException("cannot save " + target + ": " + e.getMessage(), e));
+            CheckpointException failure = new CheckpointException("cannot save " + target + ": " + e.getMessage(), e);
+            LOG.log(System.Logger.Level.WARNING, "async checkpoint save failed: " + failure.getMessage());
+            job.complete(failure);
             return job.future;
         }
 
@@ -232,6 +260,7 @@ public final class AsyncSaver implements AutoCloseable {
             try {
                 if (staged == null) {
                     writer = null; // a later save starts a new thread
+                    markIdleIfDone();
                     changed.signalAll();
                     return;
                 }
@@ -252,6 +281,9 @@ public final class AsyncSaver implements AutoCloseable {
                 job.snapshot.close();
                 release(job.target);
             }
+            if (error != null) {
+                LOG.log(System.Logger.Level.WARNING, "async checkpoint save failed: " + error.getMessage());
+            }
             job.complete(error);
             lock.lock();
             try {
@@ -260,6 +292,32 @@ public final class AsyncSaver implements AutoCloseable {
             } finally {
                 lock.unlock();
             }
+        }
+    }
+
+    /** Under the lock: no save of this saver is requested or running any more. */
+    private void markIdleIfDone() {
+        if (!reserved && staged == null && writing == null) {
+            BUSY.remove(this);
+        }
+    }
+
+    private String pendingTargets() {
+        lock.lock();
+        try {
+            List<String> targets = new ArrayList<>();
+            if (writing != null) {
+                targets.add(writing.target.toString());
+            }
+            if (staged != null) {
+                targets.add(staged.target.toString());
+            }
+            if (reserved) {
+                targets.add("(one being staged)");
+            }
+            return String.join(", ", targets);
+        } finally {
+            lock.unlock();
         }
     }
 

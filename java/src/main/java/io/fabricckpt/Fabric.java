@@ -35,8 +35,13 @@ import org.bytedeco.pytorch.Optimizer;
  * <p>With a {@link Strategy} several processes checkpoint together, as Lightning's strategies do:
  * under {@link io.fabricckpt.dist.Ddp} only global rank 0 writes the file and every rank returns from
  * {@code save} once it is written (or throws if it was not); every rank loads the file itself.
+ *
+ * <p>{@link #close()} waits for the background saves of {@link #saveAsync} (a JVM exit waits for them
+ * too). Thread-safety: one Fabric may be shared, but the state maps passed to it must not be changed
+ * by other threads during a call; under a multi-process strategy every rank makes the same calls in
+ * the same order.
  */
-public final class Fabric {
+public final class Fabric implements AutoCloseable {
 
     private final Strategy strategy;
     private AsyncSaver asyncSaver; // created by the first saveAsync
@@ -300,6 +305,15 @@ public final class Fabric {
         if (!unknown.isEmpty()) {
             throw new IllegalArgumentException("The filter keys " + unknown
                     + " are not present in the state keys " + state.keySet() + ".");
+        }
+    }
+
+    /** Waits for this Fabric's background saves to land (their failures complete their futures). */
+    @Override
+    public synchronized void close() {
+        if (asyncSaver != null) {
+            asyncSaver.close();
+            asyncSaver = null;
         }
     }
 

@@ -38,15 +38,13 @@ public final class TorchFiles {
     /** Options of {@link #read(Path, ReadOptions)}. */
     public record ReadOptions(boolean mmap, boolean verifyCrc, int threads) {
         /**
-         * Memory-mapped, as {@code torch.load(mmap=True)}: tensors view a private copy-on-write
-         * mapping of the file, so loading takes next to no time and memory, pages are read when
-         * first touched, and writing to a tensor changes only this process's copy, never the file.
-         * Storage CRCs are not checked (that would read every byte; {@link TorchFiles#verify} does);
-         * the other records' are. The mapping lives as long as any tensor viewing it. A file
-         * replaced by rename meanwhile (as every save here and Lightning's do) is safe; one truncated
-         * in place by another program makes reading the lost pages fail hard, as in Python.
+         * Owned memory, as {@code torch.load}: every storage is read (in parallel, one thread per core)
+         * and its CRC-32 checked before the call returns. Nothing is mapped, so another program
+         * truncating or rewriting the file meanwhile can only make the read fail with a
+         * {@link CheckpointException} (a short file, a CRC-32 mismatch); it never crashes the JVM,
+         * and tensors once loaded never change.
          */
-        public static final ReadOptions DEFAULT = new ReadOptions(true, true, 0);
+        public static final ReadOptions DEFAULT = new ReadOptions(false, true, 0);
 
         public ReadOptions {
             if (threads < 0) {
@@ -54,17 +52,25 @@ public final class TorchFiles {
             }
         }
 
-        /** {@link #DEFAULT}: memory-mapped. */
+        /**
+         * Memory-mapped, as {@code torch.load(mmap=True)}: tensors view a private copy-on-write
+         * mapping of the file, so loading takes next to no time and memory, pages are read when
+         * first touched, and writing to a tensor changes only this process's copy, never the file.
+         * Storage CRCs are not checked (that would read every byte; {@link TorchFiles#verify} does);
+         * the other records' are. The mapping lives as long as any tensor viewing it.
+         *
+         * <p><b>Hazard</b>, as with any mapping (and as in Python): a file replaced by rename
+         * meanwhile (as every save here and Lightning's do) is safe, but one that another program
+         * truncates in place makes the first touch of a lost page kill the JVM (SIGBUS), and one
+         * rewritten in place changes tensors not yet touched. Map only files nobody rewrites.
+         */
         public static ReadOptions mapped() {
-            return DEFAULT;
+            return new ReadOptions(true, true, 0);
         }
 
-        /**
-         * Owned memory: every storage is read (in parallel, one thread per core) and its CRC-32
-         * checked before the call returns.
-         */
+        /** {@link #DEFAULT}: owned memory, CRC-checked. */
         public static ReadOptions eager() {
-            return new ReadOptions(false, true, 0);
+            return DEFAULT;
         }
 
         public ReadOptions withVerifyCrc(boolean verifyCrc) {
@@ -78,8 +84,8 @@ public final class TorchFiles {
     }
 
     /**
-     * Reads a torch.save file (zip or legacy format); tensors are CPU tensors, memory-mapped
-     * ({@link ReadOptions#DEFAULT}).
+     * Reads a torch.save file (zip or legacy format) into owned memory ({@link ReadOptions#DEFAULT});
+     * tensors are CPU tensors.
      */
     public static Object read(Path path) {
         return read(path, ReadOptions.DEFAULT);
@@ -93,7 +99,7 @@ public final class TorchFiles {
     /**
      * Reads a torch.save file, reporting the bytes read to {@code listener} (may be null). A sharded
      * {@code torch.distributed.checkpoint} directory is read consolidated (every tensor whole, then
-     * Lightning's {@code meta.pt} entries), its chunks mapped.
+     * Lightning's {@code meta.pt} entries).
      */
     public static Object read(Path path, ReadOptions options, ProgressListener listener) {
         if (Fabric.isShardedCheckpoint(path)) {
@@ -157,6 +163,24 @@ public final class TorchFiles {
         }
         writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive),
                 listener);
+    }
+
+    /**
+     * Removes what saves killed midway left beside {@code target} ({@code .NAME.tmp-*} files and
+     * directories whose writer is gone) and puts back a sharded checkpoint that a replacement
+     * interrupted between its two renames set aside. Every save does this for its own target;
+     * this is the same on demand ({@code fabric-ckpt clean}).
+     *
+     * @return the paths removed or restored
+     */
+    public static java.util.List<Path> clean(Path target) {
+        try {
+            String removed = NativeCalls.string(FabricNative.removeStaleTemporaries(NativeCalls.path(target)));
+            return removed.isEmpty() ? java.util.List.of()
+                    : java.util.Arrays.stream(removed.split("\n")).map(Path::of).toList();
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
     }
 
     /** The archive folder torch.save writes into a file it is given by path: the name without its extension. */

@@ -51,14 +51,14 @@ class MmapLoadTest {
     }
 
     @Test
-    void mappedLoadEqualsEagerLoadAndTheDefaultIsMapped() {
+    void mappedLoadEqualsEagerLoadAndTheDefaultIsEager() {
         Path file = dir.resolve("m.ckpt");
         TorchFiles.write(file, state());
         Object mapped = TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
         Object eager = TorchFiles.read(file, TorchFiles.ReadOptions.eager());
         Object byDefault = TorchFiles.read(file);
-        assertEquals(TorchFiles.ReadOptions.DEFAULT, TorchFiles.ReadOptions.mapped());
-        assertTrue(TorchFiles.ReadOptions.DEFAULT.mmap());
+        assertEquals(TorchFiles.ReadOptions.DEFAULT, TorchFiles.ReadOptions.eager());
+        assertTrue(!TorchFiles.ReadOptions.DEFAULT.mmap() && TorchFiles.ReadOptions.mapped().mmap());
         for (String key : List.of("big", "column", "half", "long", "param")) {
             Tensor m = tensor(mapped, key);
             Tensor e = tensor(eager, key);
@@ -78,14 +78,15 @@ class MmapLoadTest {
         Path file = dir.resolve("cow.ckpt");
         TorchFiles.write(file, state());
         byte[] before = Files.readAllBytes(file);
-        Object mapped = TorchFiles.read(file);
+        Object mapped = TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
         Tensor big = tensor(mapped, "big");
         big.fill_(new Scalar(7.0));
         tensor(mapped, "long").add_(new Scalar(1));
         assertEquals(7.0, big.get(2).get(100).item_double());
         assertArrayEquals(before, Files.readAllBytes(file));
         // A second mapping of the same file sees the file, not the first one's private changes.
-        assertEquals(100.0, tensor(TorchFiles.read(file), "big").get(0).get(100).item_double());
+        assertEquals(100.0, tensor(TorchFiles.read(file, TorchFiles.ReadOptions.mapped()), "big").get(0).get(100)
+                .item_double());
         // Writing the changed tree elsewhere saves the changed values.
         Path copy = dir.resolve("copy.ckpt");
         TorchFiles.write(copy, mapped);
@@ -97,7 +98,7 @@ class MmapLoadTest {
     void mappedTensorsSurviveTheFileBeingReplaced() {
         Path file = dir.resolve("replaced.ckpt");
         TorchFiles.write(file, state());
-        Tensor big = tensor(TorchFiles.read(file), "big");
+        Tensor big = tensor(TorchFiles.read(file, TorchFiles.ReadOptions.mapped()), "big");
         TorchFiles.write(file, Map.of("other", 1L)); // atomic: a new file is renamed over the old one
         assertEquals(12345.0, big.view(-1).get(12345).item_double());
         assertEquals(Map.of("other", 1L), TorchFiles.read(file));
@@ -116,6 +117,64 @@ class MmapLoadTest {
         TorchFiles.read(file, TorchFiles.ReadOptions.eager().withVerifyCrc(false));
         TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
         assertThrows(CheckpointException.class, () -> TorchFiles.verify(file));
+    }
+
+    /**
+     * Another program truncating the file or rewriting it in place (as Python's torch.save does)
+     * while the JVM reads it with the default options: each read gives one whole version or a
+     * CheckpointException, the JVM lives on, and tensors once loaded never change.
+     */
+    @Test
+    void aFileChangedWhileJavaReadsItNeverCrashesTheJvm() throws Exception {
+        Path file = dir.resolve("changing.ckpt");
+        Path a = dir.resolve("a.ckpt");
+        Path b = dir.resolve("b.ckpt");
+        TorchFiles.write(a, Map.of("w", arange(1 << 20, torch.ScalarType.Float)));
+        TorchFiles.write(b, Map.of("w", arange(1 << 20, torch.ScalarType.Float).neg()));
+        byte[] bytesA = Files.readAllBytes(a);
+        byte[] bytesB = Files.readAllBytes(b);
+        Files.write(file, bytesA);
+        double sumA = 0.5 * (1 << 20) * ((1 << 20) - 1);
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread mutator = new Thread(() -> {
+            for (int round = 0; !stop.get(); round++) {
+                try (java.nio.channels.FileChannel channel = java.nio.channels.FileChannel.open(file,
+                        java.nio.file.StandardOpenOption.WRITE)) {
+                    if (round % 3 == 0) {
+                        channel.truncate(bytesA.length / (2 + round % 5));
+                    }
+                    channel.truncate(0); // in place, as open(path, "wb")
+                    channel.write(java.nio.ByteBuffer.wrap(round % 2 == 0 ? bytesA : bytesB));
+                    Thread.sleep(1);
+                } catch (IOException | InterruptedException e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+        });
+        mutator.start();
+        List<Tensor> loaded = new ArrayList<>();
+        int whole = 0;
+        int refused = 0;
+        long until = System.nanoTime() + 2_000_000_000L;
+        while (System.nanoTime() < until) {
+            try {
+                Tensor w = (Tensor) ((Map<?, ?>) TorchFiles.read(file)).get("w");
+                double sum = w.sum().item_double();
+                assertTrue(sum == sumA || sum == -sumA, "a read mixed two versions: sum " + sum);
+                loaded.add(w);
+                whole++;
+            } catch (CheckpointException e) {
+                assertTrue(e.getMessage().contains("changing.ckpt"), e.getMessage());
+                refused++;
+            }
+        }
+        stop.set(true);
+        mutator.join();
+        for (Tensor w : loaded) {
+            double sum = w.sum().item_double();
+            assertTrue(sum == sumA || sum == -sumA, "a loaded tensor changed: sum " + sum);
+        }
+        assertTrue(whole + refused > 10, whole + " whole, " + refused + " refused");
     }
 
     @Test

@@ -59,6 +59,9 @@ public final class FabricNative {
 
     public static native @StdString BytePointer verifyTorchFile(@StdString BytePointer path);
 
+    /** Removes the stale temporaries of dead writers beside a target; the paths, one a line. */
+    public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);
+
     public static native @StdString BytePointer torchFileArchiveName(@StdString BytePointer path);
 
     public static native void saveTorchFile(@StdString BytePointer path, @Const @ByRef NativeValue root,

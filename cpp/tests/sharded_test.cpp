@@ -7,6 +7,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -207,6 +210,34 @@ TEST(ShardedSave, AFailedSaveKeepsThePreviousCheckpoint) {
     EXPECT_NE(name.rfind("." + dir.filename().string() + ".tmp-", 0), 0u) << "left beside the checkpoint: " << name;
   }
   fs::remove_all(dir);
+}
+
+// A full disk during a sharded save: an IoError naming the file and the reason; the previous
+// checkpoint and its directory are as they were. Needs a small tmpfs, which only root can mount.
+TEST(ShardedSave, AFullDiskKeepsThePreviousCheckpoint) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
+  fs::path mount = temp_dir("full");
+  fs::create_directories(mount);
+  ASSERT_EQ(std::system(("mount -t tmpfs -o size=4m tmpfs " + mount.string()).c_str()), 0);
+  const fs::path dir = mount / "ckpt";
+  ValuePtr small = Value::plain_dict();
+  small->dict().set(Value::string("x"), tensor(at::ones({1 << 18})));  // 1 MiB
+  save(dir.string(), small, nullptr, ShardPlan{}, nullptr, SaveOptions{true, {}});
+  const std::vector<std::string> files = names_in(dir);
+  ValuePtr big = Value::plain_dict();
+  big->dict().set(Value::string("x"), tensor(at::zeros({1 << 20})));  // 4 MiB: does not fit beside it
+  try {
+    save(dir.string(), big, nullptr, ShardPlan{}, nullptr, SaveOptions{true, {}});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("No space left on device"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(mount.string()), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(names_in(dir), files);
+  EXPECT_EQ(names_in(mount), std::vector<std::string>{"ckpt"});
+  expect_same(*Reader(dir.string()).read_all(), *small, "previous checkpoint");
+  std::system(("umount " + mount.string()).c_str());
+  fs::remove_all(mount);
 }
 
 TEST(ShardedSave, ReplacesTheWholeDirectoryButNotForeignFiles) {

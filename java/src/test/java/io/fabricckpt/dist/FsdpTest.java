@@ -39,7 +39,7 @@ import org.junit.jupiter.api.io.TempDir;
  * Sharded (FSDP) checkpoints with real JVMs (FsdpWorker) on loopback: a torch.distributed.checkpoint
  * directory saved by 2 ranks loads on 2 ranks, on 1 rank and in a plain single process to the same
  * tensors; a full (FULL state dict) save equals the directory consolidated by {@code convert}; a rank
- * that leaves makes the save fail without a {@code .metadata}; a corrupt {@code .metadata} is named.
+ * that leaves or stalls makes the save fail and the previous checkpoint stays; a corrupt {@code .metadata} is named.
  * The sharded directory is saved once and shared by the tests (every launch of 2 JVMs costs seconds).
  */
 class FsdpTest {
@@ -285,10 +285,33 @@ class FsdpTest {
                 byPosition(again.get("optimizer")));
     }
 
-    /** A rank that leaves before the sharded save makes rank 0 fail, naming itself, and no .metadata is written. */
+    /** A previous 2-JVM sharded checkpoint in {@code dir}, as the fault tests save over one. */
+    private String previousCheckpoint(Path dir) throws Exception {
+        LocalLauncher.Result saved = launch(launcher(2, "60"), "save-sharded", dir.toString());
+        assertTrue(saved.succeeded(), saved.describe());
+        return io.fabricckpt.TorchFiles.verify(dir);
+    }
+
+    /** After a failed save: the previous checkpoint, whole, and nothing left beside it. */
+    private void assertPreviousCheckpointKept(Path dir, String verified) throws Exception {
+        assertEquals(SHARDED_FILES, list(dir));
+        assertEquals(verified, io.fabricckpt.TorchFiles.verify(dir));
+        try (var siblings = Files.list(dir.getParent())) {
+            List<String> left = siblings.map(p -> p.getFileName().toString())
+                    .filter(n -> n.startsWith("." + dir.getFileName() + ".tmp-")).toList();
+            // rank 0 removes its new directory when the save fails
+            assertEquals(List.of(), left);
+        }
+    }
+
+    /**
+     * A rank that leaves before the sharded save makes rank 0 fail, naming itself; the previous
+     * checkpoint in the directory stays whole.
+     */
     @Test
-    void aRankThatLeavesDuringASaveLeavesNoMetadata() throws Exception {
+    void aRankThatLeavesDuringASaveKeepsThePreviousCheckpoint() throws Exception {
         Path dir = shared.resolve("fault");
+        String verified = previousCheckpoint(dir);
         LocalLauncher.Result r = launch(launcher(2, "10"), "exit-during-save", dir.toString());
         assertFalse(r.succeeded());
         assertEquals(List.of(1, 0), r.exitCodes(), r.describe());
@@ -297,15 +320,14 @@ class FsdpTest {
         assertTrue(error.contains("timed out after 10 s") || error.contains("another rank is gone"), error);
         long elapsed = Long.parseLong(line(r, 0, "elapsed-ms=").orElseThrow());
         assertTrue(elapsed < 10_000 + 20_000, "failed after " + elapsed + " ms");
-        if (Files.exists(dir)) {
-            assertFalse(list(dir).contains(".metadata"), "left " + list(dir));
-        }
+        assertPreviousCheckpointKept(dir, verified);
     }
 
-    /** A rank that stalls makes the others fail once the group's timeout passes, and no .metadata is written. */
+    /** A rank that stalls makes the others fail once the group's timeout passes; the previous checkpoint stays. */
     @Test
     void aRankThatStallsFailsTheSaveWithinTheTimeout() throws Exception {
         Path dir = shared.resolve("stall");
+        String verified = previousCheckpoint(dir);
         // the stalled rank is killed soon after rank 0 gives up
         LocalLauncher.Result r = launch(launcher(2, "4").failureGrace(Duration.ofSeconds(1)), "stall-during-save",
                 dir.toString());
@@ -314,9 +336,7 @@ class FsdpTest {
         assertTrue(error.contains("rank 0 of 2") && error.contains("timed out after 4 s"), error);
         long elapsed = Long.parseLong(line(r, 0, "elapsed-ms=").orElseThrow());
         assertTrue(elapsed >= 3_000 && elapsed < 4_000 + 20_000, "failed after " + elapsed + " ms");
-        if (Files.exists(dir)) {
-            assertFalse(list(dir).contains(".metadata"), "left " + list(dir));
-        }
+        assertPreviousCheckpointKept(dir, verified);
     }
 
     /** A truncated .metadata is refused with an error that names it. */

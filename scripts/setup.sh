@@ -21,6 +21,7 @@ command -v ninja >/dev/null || need_pkgs+=(ninja-build)
 command -v javac >/dev/null || need_pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_pkgs+=(maven)
 command -v unzip >/dev/null || need_pkgs+=(unzip)
+command -v clang++ >/dev/null || need_pkgs+=(clang)  # libFuzzer targets (scripts/fuzz.sh)
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"

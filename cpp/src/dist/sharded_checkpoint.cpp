@@ -414,17 +414,21 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
       written.push_back(decode(bytes.substr(2)));
     }
     dcp::Metadata metadata = build_metadata(written, options);
-    if (meta) {
-      TorchSaveOptions meta_options;
-      meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
-      meta_options.fsync = options.fsync;
-      save_torch_file((fs::path(staging_dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
+    try {
+      if (meta) {
+        TorchSaveOptions meta_options;
+        meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
+        meta_options.fsync = options.fsync;
+        save_torch_file((fs::path(staging_dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
+      }
+      std::string bytes = dcp::write_metadata(metadata);
+      AtomicFileSink sink((fs::path(staging_dir) / dcp::kMetadataFile).string(), options.fsync);
+      sink.write(bytes.data(), bytes.size());
+      sink.commit();
+      staging->commit();
+    } catch (const IoError& e) {
+      throw IoError(concat(dir, ": ", e.what()));  // the staging directory's name alone would puzzle
     }
-    std::string bytes = dcp::write_metadata(metadata);
-    AtomicFileSink sink((fs::path(staging_dir) / dcp::kMetadataFile).string(), options.fsync);
-    sink.write(bytes.data(), bytes.size());
-    sink.commit();
-    staging->commit();
   });
   if (!failure.empty()) throw Error(failure);
 }

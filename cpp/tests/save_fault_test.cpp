@@ -1,14 +1,18 @@
-// No checkpoint is ever lost: a save killed with SIGKILL at any moment leaves the previous
-// checkpoint loadable and whole (or, killed after its rename, the new one), and the next save
-// removes what it left. The saves run in a child process (tools/checkpoint_writer.cpp).
+// No checkpoint is ever lost: a save killed with SIGKILL at any moment, or whose disk fails
+// (EIO, EDQUOT, ENOSPC injected by tools/io_fault_shim.cpp), leaves the previous checkpoint
+// loadable and whole (or, killed after its rename, the new one), and the next save removes what
+// it left. The saves run in a child process (tools/checkpoint_writer.cpp).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -28,13 +32,31 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kMiB = 64;
 
-pid_t start_writer(const std::string& kind, const std::string& path, int64_t seed) {
+// Starts the writer; `fault` (FABRICCKPT_FAULT's syntax, see io_fault_shim.cpp) makes its writes
+// fail, and its stderr then goes to `errors`.
+pid_t start_writer(const std::string& kind, const std::string& path, int64_t seed, const std::string& fault = "",
+                   const std::string& errors = "") {
   std::vector<std::string> args{FABRICCKPT_CHECKPOINT_WRITER, kind, path, std::to_string(kMiB), std::to_string(seed)};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  if (!fault.empty()) {
+    env_strings.push_back(std::string("LD_PRELOAD=") + FABRICCKPT_IO_FAULT_SHIM);
+    env_strings.push_back("FABRICCKPT_FAULT=" + fault);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  if (!errors.empty()) {
+    ::posix_spawn_file_actions_addopen(&actions, 2, errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
   pid_t pid = 0;
-  EXPECT_EQ(::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  EXPECT_EQ(::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data()), 0);
+  ::posix_spawn_file_actions_destroy(&actions);
   return pid;
 }
 
@@ -118,6 +140,49 @@ void kill_at_many_points(const std::string& kind) {
 TEST(KillDuringSave, SingleFileSavesNeverLoseTheCheckpoint) { kill_at_many_points("file"); }
 
 TEST(KillDuringSave, ShardedSavesNeverLoseTheCheckpoint) { kill_at_many_points("sharded"); }
+
+std::string contents(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Disk faults: the save fails with an error naming the file and the errno's reason; the previous
+// checkpoint is whole and nothing is left beside it.
+TEST(DiskFaults, AFailingDiskLeavesThePreviousCheckpoint) {
+  const fs::path dir = fs::temp_directory_path() / ("fabricckpt-faults-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  struct Case {
+    std::string fault, reason;
+  };
+  const std::vector<Case> cases{{"pwrite:EIO:0", "Input/output error"},
+                                {"pwrite:EIO:20000000", "Input/output error"},
+                                {"pwrite:EDQUOT:5000000", "Disk quota exceeded"},
+                                {"pwrite:ENOSPC:40000000", "No space left on device"},
+                                {"fsync:EIO", "Input/output error"},
+                                {"fallocate:ENOSPC", "No space left on device"}};
+  int injected = 0;
+  for (const std::string kind : {"file", "sharded"}) {
+    const std::string target = (dir / (kind == "file" ? "ckpt.pt" : "ckpt")).string();
+    int status = 0;
+    ::waitpid(start_writer(kind, target, 1), &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (const Case& c : cases) {
+      const std::string errors = (dir / "stderr.txt").string();
+      ::waitpid(start_writer(kind, target, 2, c.fault, errors), &status, 0);
+      const std::string message = contents(errors);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << kind << " " << c.fault << ": " << message;
+      EXPECT_NE(message.find(c.reason), std::string::npos) << kind << " " << c.fault << ": " << message;
+      EXPECT_NE(message.find(target), std::string::npos) << kind << " " << c.fault << ": " << message;
+      EXPECT_EQ(seed_of(kind, target), 1) << kind << " " << c.fault;
+      EXPECT_EQ(leftovers(target), std::vector<std::string>{}) << kind << " " << c.fault;
+      ++injected;
+    }
+  }
+  std::printf("[ faults ] %d disk faults injected into single-file and sharded saves: every one reported, "
+              "previous checkpoint kept\n", injected);
+  fs::remove_all(dir);
+}
 
 // Two processes saving one sharded directory at once: every moment the directory is a whole checkpoint.
 TEST(ConcurrentSaves, TwoWritersOfOneDirectoryLeaveAWholeCheckpoint) {

@@ -33,6 +33,9 @@ import org.bytedeco.pytorch.global.torch;
  *       attempt {@code save-sharded}'s save.
  *   <li>{@code stall-during-save DIR}: the last rank sleeps forever right after joining; the others
  *       attempt {@code save-sharded}'s save.
+ *   <li>{@code wait-then-save DIR FLAG}: every rank joins, prints {@code waiting}, waits until the
+ *       file FLAG exists (the multi-host test cuts the link meanwhile), then attempts
+ *       {@code save-sharded}'s save.
  *   <li>{@code load-plain PATH OUT}: one process, no group: a plain Net(4, 8, 2) + Adam(lr=0.5)
  *       (seed 3) loads PATH with {@code new Fabric()}, prints {@code step=} and {@code remainder=},
  *       saves to OUT with {@code new Fabric()} (index-keyed optimizer) and prints {@code loaded}.
@@ -57,6 +60,14 @@ public final class FsdpWorker {
                     case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
                     case "exit-during-save", "stall-during-save" -> {
                         Workers.faultOnLastRank(group, mode.startsWith("stall"));
+                        saveSharded(group, Path.of(args[1]));
+                    }
+                    case "wait-then-save" -> {
+                        System.out.println("waiting");
+                        System.out.flush();
+                        while (!Files.exists(Path.of(args[2]))) {
+                            Thread.sleep(20);
+                        }
                         saveSharded(group, Path.of(args[1]));
                     }
                     default -> throw new IllegalArgumentException("unknown mode " + mode);

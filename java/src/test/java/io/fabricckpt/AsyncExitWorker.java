@@ -8,8 +8,10 @@ import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 
 /**
- * A JVM that requests background saves and calls {@code System.exit} at once (as the CLI and many
- * services do): {@link AsyncSaverTest} checks that the saves still land. Arguments: DIR COUNT MIB.
+ * A JVM that requests background saves, for {@link AsyncSaverTest}. Arguments: DIR COUNT MIB [loop].
+ * By default it requests COUNT saves ({@code ckpt-<i>.ckpt}) and calls {@code System.exit} at once,
+ * as the CLI and many services do: the saves must still land. With {@code loop} it saves
+ * {@code ckpt.ckpt} over and over (step 0, 1, ...) until it is killed, printing {@code requested <step>}.
  */
 public final class AsyncExitWorker {
     private AsyncExitWorker() {}
@@ -18,6 +20,16 @@ public final class AsyncExitWorker {
         Path dir = Path.of(args[0]);
         int count = Integer.parseInt(args[1]);
         Fabric fabric = new Fabric();
+        if (args.length > 3 && args[3].equals("loop")) {
+            for (long step = 0;; step++) {
+                Map<String, Object> state = new LinkedHashMap<>();
+                state.put("weights", torch.full(new long[] {Long.parseLong(args[2]) << 18}, new Scalar((double) step)));
+                state.put("step", step);
+                fabric.saveAsync(dir.resolve("ckpt.ckpt"), state);
+                System.out.println("requested " + step);
+                System.out.flush();
+            }
+        }
         for (int i = 0; i < count; i++) {
             Map<String, Object> state = new LinkedHashMap<>();
             state.put("weights", torch.arange(new Scalar(Long.parseLong(args[2]) << 20), new TensorOptions(torch.ScalarType.Float)));

@@ -66,6 +66,45 @@ class AsyncSaverTest {
         }
     }
 
+    /**
+     * kill -9 of a JVM saving in the background, at many moments: the checkpoint on disk is always one
+     * whole save (its tensor holds its step everywhere), never older than one already seen complete.
+     */
+    @Test
+    void killingAJvmDuringBackgroundSavesNeverLosesTheCheckpoint() throws Exception {
+        Path file = dir.resolve("ckpt.ckpt");
+        java.util.Random random = new java.util.Random(42);
+        long newest = -1;
+        int kills = 8;
+        for (int k = 0; k < kills; k++) {
+            Process jvm = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                    "-cp", System.getProperty("java.class.path"), AsyncExitWorker.class.getName(), dir.toString(),
+                    "0", "64", "loop").redirectErrorStream(true).start();
+            java.io.BufferedReader out = new java.io.BufferedReader(new java.io.InputStreamReader(jvm.getInputStream()));
+            int wanted = 2 + random.nextInt(4); // saves requested before the kill: some written, one in flight
+            for (int seen = 0; seen < wanted;) {
+                String line = out.readLine();
+                assertTrue(line != null, "the saving JVM ended early");
+                if (line.startsWith("requested ")) {
+                    seen++;
+                }
+            }
+            Thread.sleep(random.nextInt(300));
+            jvm.destroyForcibly(); // SIGKILL
+            jvm.waitFor();
+            if (!Files.exists(file)) {
+                continue; // killed before its first save landed
+            }
+            Map<?, ?> loaded = (Map<?, ?>) TorchFiles.read(file);
+            long step = (Long) loaded.get("step");
+            Tensor weights = (Tensor) loaded.get("weights");
+            assertEquals(64L << 18, weights.numel());
+            assertTrue(weights.eq(new Scalar((double) step)).all().item_bool(), "kill " + k + ": a mixed checkpoint");
+            newest = step;
+        }
+        assertTrue(newest >= 0, "no save ever landed: the kills came too early to test anything");
+    }
+
     @Test
     void theCallerMayChangeItsTensorsOnceSaveReturns() throws IOException {
         Tensor weights = arange(16 << 20, torch.ScalarType.Float); // 64 MiB: still being written below

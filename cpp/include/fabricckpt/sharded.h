@@ -105,9 +105,15 @@ class Reader {
   std::vector<dcp::PathItem> path_of(const std::string& flat_key) const;
   ValuePtr read_entry(const dcp::Entry& entry, const std::optional<Placement>& region) const;
   ValuePtr load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const;
+  void check_in_file(const dcp::StorageInfo& info, const std::string& fqn, const MappedFile& file) const;
+  void check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t>& offsets,
+                        const std::vector<int64_t>& sizes, size_t element_size) const;
   std::string dir_;
   bool map_chunks_;
   dcp::Metadata metadata_;
+  std::vector<std::vector<dcp::PathItem>> paths_;                      // of each entry
+  std::vector<std::string> top_keys_;                                  // in order of first appearance
+  std::unordered_map<std::string, std::vector<size_t>> by_top_key_;    // top-level key -> entries
   mutable std::map<std::string, std::shared_ptr<const MappedFile>> files_;
 };
 

@@ -559,6 +559,16 @@ Reader::Reader(std::string dir, bool map_chunks) : dir_(std::move(dir)), map_chu
   }
   auto mapped = MappedFile::open(file);
   metadata_ = dcp::read_metadata(std::string_view(reinterpret_cast<const char*>(mapped->data()), mapped->size()), file);
+  // Each entry's path once, and the entries of each top-level key: lookups by key are hash lookups.
+  paths_.reserve(metadata_.entries.size());
+  for (size_t i = 0; i < metadata_.entries.size(); ++i) {
+    paths_.push_back(path_of(metadata_.entries[i].key));
+    if (const auto* top = std::get_if<std::string>(&paths_.back()[0])) {
+      auto [it, fresh] = by_top_key_.try_emplace(*top);
+      if (fresh) top_keys_.push_back(*top);
+      it->second.push_back(i);
+    }
+  }
 }
 
 std::vector<PathItem> Reader::path_of(const std::string& flat_key) const {
@@ -569,14 +579,44 @@ std::vector<PathItem> Reader::path_of(const std::string& flat_key) const {
   return {flat_key.substr(0, dot), flat_key.substr(dot + 1)};
 }
 
-std::vector<std::string> Reader::top_level_keys() const {
-  std::vector<std::string> keys;
-  for (const auto& e : metadata_.entries) {
-    std::vector<PathItem> path = path_of(e.key);
-    const auto* top = std::get_if<std::string>(&path[0]);
-    if (top && std::find(keys.begin(), keys.end(), *top) == keys.end()) keys.push_back(*top);
+std::vector<std::string> Reader::top_level_keys() const { return top_keys_; }
+
+void Reader::check_in_file(const dcp::StorageInfo& info, const std::string& fqn, const MappedFile& file) const {
+  if (info.offset > file.size() || info.length > file.size() - info.offset) {
+    throw FormatError(concat(file.path(), ": '", fqn, "' is recorded at bytes ", info.offset, "+", info.length,
+                             " but the file has ", file.size(), " bytes (truncated?)"));
   }
-  return keys;
+}
+
+// Before a tensor of `bytes` is allocated for `entry`: every chunk overlapping the region must
+// have a stream that can hold it, inside its file. The metadata's checks (chunks tile the tensor,
+// storage ranges disjoint) then bound what is allocated by the bytes of the files.
+void Reader::check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t>& offsets,
+                              const std::vector<int64_t>& sizes, size_t element_size) const {
+  const dcp::TensorEntry& t = *entry.tensor;
+  const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
+  for (const auto& chunk : t.chunks) {
+    bool overlaps = true;
+    for (size_t d = 0; d < sizes.size() && overlaps; ++d) {
+      overlaps = chunk.offsets[d] < offsets[d] + sizes[d] && offsets[d] < chunk.offsets[d] + chunk.sizes[d];
+    }
+    if (!overlaps) continue;
+    const dcp::StorageInfo* info = metadata_.storage_of(entry.key, &chunk.offsets);
+    if (!info) {
+      throw FormatError(concat(metadata_file, ": no storage recorded for '", entry.key, "' chunk at ",
+                               dims_text(chunk.offsets)));
+    }
+    const auto elements = static_cast<uint64_t>(dcp::checked_volume(chunk.sizes, concat("'", entry.key, "'")));
+    if (elements > info->length / element_size) {
+      throw FormatError(concat(metadata_file, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets), " has ",
+                               elements, " elements of ", element_size, " bytes, but its stream is only ",
+                               info->length, " bytes"));
+    }
+    auto& file = files_[info->relative_path];
+    const std::string path = (fs::path(dir_) / info->relative_path).string();
+    if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
+    check_in_file(*info, entry.key, *file);
+  }
 }
 
 ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const {
@@ -595,10 +635,7 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   // A private mapping: chunk tensors can view it (as torch.load(mmap=True) gives them) instead of
   // being copied; writes to them stay in memory.
   if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
-  if (info->offset > file->size() || info->length > file->size() - info->offset) {
-    throw FormatError(concat(path, ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
-                             " but the file has ", file->size(), " bytes (truncated?)"));
-  }
+  check_in_file(*info, fqn, *file);
   auto stream = MappedFile::slice(file, info->offset, info->length,
                                   concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
   TorchLoadOptions options;
@@ -628,6 +665,12 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
       }
     }
   }
+  const size_t element_size = c10::elementSize(*dtype);
+  const auto elements = static_cast<uint64_t>(dcp::checked_volume(sizes, concat(dir_, ": '", entry.key, "'")));
+  if (elements > (uint64_t{1} << 62) / element_size) {
+    throw FormatError(concat(dir_, ": '", entry.key, "' of size ", dims_text(sizes), " is too large"));
+  }
+  check_chunks_fit(entry, offsets, sizes, element_size);
   at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(*dtype));
   if (out.numel() == 0) return tensor(std::move(out));  // an empty shard (more ranks than rows)
   int64_t covered = 0;
@@ -664,10 +707,11 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
 
 ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {
   ValuePtr root = Value::plain_dict();
-  for (const auto& entry : metadata_.entries) {
-    std::vector<PathItem> path = path_of(entry.key);
-    const auto* top = std::get_if<std::string>(&path[0]);
-    if (!top || *top != key) continue;
+  auto found = by_top_key_.find(key);
+  if (found == by_top_key_.end()) return nullptr;
+  for (size_t i : found->second) {
+    const dcp::Entry& entry = metadata_.entries[i];
+    const std::vector<PathItem>& path = paths_[i];
     std::optional<Placement> placement;
     if (entry.tensor) placement = plan.for_global(path, entry.tensor->size);
     ValuePtr value = read_entry(entry, placement);
@@ -700,7 +744,9 @@ std::string verify(const std::string& dir) {
 
 ValuePtr Reader::read_all() const {
   ValuePtr root = Value::plain_dict();
-  for (const auto& entry : metadata_.entries) dcp::set_element(root, path_of(entry.key), read_entry(entry, std::nullopt));
+  for (size_t i = 0; i < metadata_.entries.size(); ++i) {
+    dcp::set_element(root, paths_[i], read_entry(metadata_.entries[i], std::nullopt));
+  }
   return root;
 }
 

@@ -569,7 +569,9 @@ class Reader {
     if (module.find('\n') != std::string_view::npos || name.find('\n') != std::string_view::npos) {
       fail("global name contains a newline");
     }
-    return Value::global(read_utf8(module, "global name"), read_utf8(name, "global name"));
+    ValuePtr g = Value::global(read_utf8(module, "global name"), read_utf8(name, "global name"));
+    if (hooks_.on_global) hooks_.on_global(g->global_ref().module, g->global_ref().name);
+    return g;
   }
 
   // ---- the machine ----

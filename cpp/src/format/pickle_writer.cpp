@@ -603,4 +603,8 @@ class Writer {
 
 std::string pickle(const ValuePtr& root, const PickleHooks& hooks) { return Writer(hooks).run(root); }
 
+std::pair<std::string, std::string> python2_global_name(const std::string& module, const std::string& name) {
+  return python2_name(module, name);
+}
+
 }  // namespace fabricckpt

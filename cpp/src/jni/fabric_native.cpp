@@ -215,7 +215,10 @@ std::string verifyTorchFile(const std::string& path) {
   }
   TorchCheckpoint checkpoint = load_torch_file(path);
   size_t tensors = 0;
-  uint64_t tensor_bytes = 0;
+  // Bytes the file's storages hold, each storage once: views (a stride-0 expand of 2^40
+  // elements, slices of one buffer) add nothing, as they add nothing to the file or to memory.
+  uint64_t storage_bytes = 0;
+  std::unordered_set<const void*> storages;
   std::vector<const Value*> stack{checkpoint.root.get()};
   std::unordered_set<const Value*> seen;
   while (!stack.empty()) {
@@ -225,7 +228,10 @@ std::string verifyTorchFile(const std::string& path) {
     switch (v->kind) {
       case Kind::Tensor:
         ++tensors;
-        tensor_bytes += v->tensor_ref().tensor->nbytes();
+        if (const c10::Storage& storage = v->tensor_ref().tensor->storage();
+            storages.insert(storage.unsafeGetStorageImpl()).second) {
+          storage_bytes += storage.nbytes();
+        }
         break;
       case Kind::Tuple: case Kind::List: case Kind::Set: case Kind::FrozenSet:
         for (const auto& item : v->items()) stack.push_back(item.get());
@@ -254,7 +260,7 @@ std::string verifyTorchFile(const std::string& path) {
     }
   }
   return concat(path, ": OK (", checkpoint.legacy ? "legacy format" : concat(records, " records, CRC-32 verified"),
-                ", ", tensors, " tensors, ", tensor_bytes, " tensor bytes)");
+                ", ", tensors, " tensors over ", storages.size(), " storages of ", storage_bytes, " bytes)");
 }
 
 void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync) {

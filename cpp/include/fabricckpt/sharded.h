@@ -56,6 +56,9 @@ class ShardPlan {
 struct SaveOptions {
   bool fsync = true;
   std::string checkpoint_id;  // recorded in the metadata's StorageMeta (the directory, as Python does)
+  // Values (and meta.pt) holding globals torch.load(weights_only=True) refuses are refused
+  // (UnsafeGlobalsError naming each and where it sits, before anything is touched) unless set.
+  bool allow_unsafe_globals = false;
 };
 
 // Collective: every rank calls it with its own state. `state` is the dict that goes into the
@@ -81,6 +84,11 @@ void slice_to_plan(const ValuePtr& state, const ShardPlan& plan);
 // returns a one-line summary, throws naming the file and what is wrong.
 std::string verify(const std::string& dir);
 
+// The globals torch's weights_only loader refuses in a sharded directory's torch.save streams:
+// Lightning's meta.pt and every value ("bytes") item, "module.name", each once, in order of first
+// appearance (tensor chunks hold none worth naming; .metadata's own classes are DCP's).
+std::vector<std::string> unsafe_globals(const std::string& dir);
+
 // True when `path` is a directory holding a torch.distributed.checkpoint (.metadata).
 bool is_sharded_checkpoint(const std::string& path);
 
@@ -100,6 +108,8 @@ class Reader {
   ValuePtr read(const std::string& key, const ShardPlan& plan) const;
   // Every key, whole tensors, unflattened: what dcp_to_torch_save would write.
   ValuePtr read_all() const;
+  // The bytes of the torch.save stream of a value ("bytes") item, for scanning its pickle.
+  std::shared_ptr<const MappedFile> item_stream(const std::string& fqn) const;
 
  private:
   std::vector<dcp::PathItem> path_of(const std::string& flat_key) const;

@@ -20,7 +20,9 @@
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/pickle.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/torch_save.h"
+#include "fabricckpt/zip.h"
 #include "../torchsave/dtypes.h"
 
 namespace fabricckpt::sharded {
@@ -257,7 +259,7 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
     w.key = item->key;
     w.path = item->path;
     w.file_offset = sink.position();
-    write_torch_save(sink, item->value, "archive");
+    write_torch_save(sink, item->value, "archive", /*allow_unsafe_globals=*/true);  // checked by save()
     w.length = sink.position() - w.file_offset;
     written.push_back(std::move(w));
   }
@@ -277,7 +279,7 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
       w.offsets.assign(w.sizes.size(), 0);
     }
     w.file_offset = sink.position();
-    write_torch_save(sink, chunk_value(t), "archive");
+    write_torch_save(sink, chunk_value(t), "archive", /*allow_unsafe_globals=*/true);  // a tensor
     w.length = sink.position() - w.file_offset;
     written.push_back(std::move(w));
   }
@@ -362,6 +364,12 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
     if (fs::is_regular_file(dir, ec)) fs::remove(dir, ec);
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir)) throw IoError(concat(dir, ": cannot create the checkpoint directory: ", ec.message()));
+    // Rank 0 writes every value and meta.pt: their globals are checked here, before anything is
+    // removed or written (the streams below are then written without checking again).
+    if (!options.allow_unsafe_globals) {
+      check_weights_only_tree(state, dir);
+      if (meta) check_weights_only_tree(meta, (fs::path(dir) / dcp::kLightningMetaFile).string());
+    }
     remove_stale_files(dir);
   });
 
@@ -392,6 +400,7 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
       TorchSaveOptions meta_options;
       meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
       meta_options.fsync = options.fsync;
+      meta_options.allow_unsafe_globals = true;  // checked by save() before anything was written
       save_torch_file((fs::path(dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
     }
     std::string bytes = dcp::write_metadata(metadata);
@@ -740,6 +749,45 @@ std::string verify(const std::string& dir) {
   return concat("OK: sharded checkpoint, ", reader.metadata().entries.size(), " keys (", tensors, " tensors in ", chunks,
                 " chunks, ", reader.metadata().entries.size() - tensors, " values), ", files.size(), " shard files, ",
                 bytes, " bytes, every CRC-32 checked and every tensor covered");
+}
+
+std::shared_ptr<const MappedFile> Reader::item_stream(const std::string& fqn) const {
+  const dcp::StorageInfo* info = metadata_.storage_of(fqn, nullptr);
+  if (!info) {
+    throw FormatError(concat((fs::path(dir_) / dcp::kMetadataFile).string(), ": no storage recorded for '", fqn, "'"));
+  }
+  auto& file = files_[info->relative_path];
+  const std::string path = (fs::path(dir_) / info->relative_path).string();
+  if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
+  check_in_file(*info, fqn, *file);
+  return MappedFile::slice(file, info->offset, info->length, concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
+}
+
+std::vector<std::string> unsafe_globals(const std::string& dir) {
+  Reader reader(dir, /*map_chunks=*/false);
+  std::vector<std::string> found;
+  auto add = [&](const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
+    }
+  };
+  const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
+  std::error_code ec;
+  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_in_file(meta));
+  for (const auto& entry : reader.metadata().entries) {
+    if (entry.tensor) continue;
+    auto stream = reader.item_stream(entry.key);
+    if (!is_zip(*stream)) throw FormatError(concat(stream->path(), ": not a torch.save zip stream"));
+    ZipReader zip(stream);
+    const ZipRecord* record = zip.find("data.pkl");
+    if (!record) throw FormatError(concat(stream->path(), ": no data.pkl record"));
+    try {
+      add(unsafe_globals_in_pickle(zip.data(*record, /*verify_crc=*/true)));
+    } catch (const FormatError& e) {
+      throw FormatError(concat(stream->path(), ": data.pkl: ", e.what()));
+    }
+  }
+  return found;
 }
 
 ValuePtr Reader::read_all() const {

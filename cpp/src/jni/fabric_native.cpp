@@ -7,6 +7,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/state.h"
 #include "fabricckpt/torch_save.h"
@@ -204,8 +205,19 @@ std::string torchFileArchiveName(const std::string& path) {
   return ZipReader(file).archive_name();
 }
 
+namespace {
+// What verify adds about globals torch's weights_only load refuses.
+std::string unsafe_globals_note(const std::vector<std::string>& names) {
+  if (names.empty()) return "";
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  return concat("; WARNING: ", names.size(), " global", names.size() == 1 ? "" : "s",
+                " that torch.load(weights_only=True) refuses (torch.load(weights_only=False) would call them): ", list);
+}
+}  // namespace
+
 std::string verifyTorchFile(const std::string& path) {
-  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path);
+  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path) + unsafe_globals_note(sharded::unsafe_globals(path));
   auto file = MappedFile::open(path);
   size_t records = 0;
   if (file->size() > 0 && is_zip(*file)) {
@@ -260,7 +272,8 @@ std::string verifyTorchFile(const std::string& path) {
     }
   }
   return concat(path, ": OK (", checkpoint.legacy ? "legacy format" : concat(records, " records, CRC-32 verified"),
-                ", ", tensors, " tensors over ", storages.size(), " storages of ", storage_bytes, " bytes)");
+                ", ", tensors, " tensors over ", storages.size(), " storages of ", storage_bytes, " bytes)",
+                unsafe_globals_note(unsafe_globals_in_file(path)));
 }
 
 void saveTorchFile(const std::string& path, const NativeValue& root, const std::string& archive_name, bool fsync) {
@@ -297,6 +310,46 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
   options.threads = threads;
   options.progress = progress ? progress->get() : nullptr;
   save_torch_file(path, root.get(), options);
+}
+
+NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,
+                                 NativeProgress* progress) {
+  TorchLoadOptions options;
+  options.verify_crc = verify_crc;
+  options.mmap = mmap;
+  options.threads = threads;
+  options.weights_only = weights_only;
+  options.progress = progress ? progress->get() : nullptr;
+  return NativeValue(load_torch_file(path, options).root);
+}
+
+void saveTorchFileOptions(const std::string& path, const NativeValue& root, const std::string& archive_name,
+                          bool fsync, int threads, bool allow_unsafe_globals, NativeProgress* progress) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.fsync = fsync;
+  options.threads = threads;
+  options.allow_unsafe_globals = allow_unsafe_globals;
+  options.progress = progress ? progress->get() : nullptr;
+  save_torch_file(path, root.get(), options);
+}
+
+namespace {
+std::vector<std::string> unsafe_globals_of(const std::string& path) {
+  return sharded::is_sharded_checkpoint(path) ? sharded::unsafe_globals(path) : unsafe_globals_in_file(path);
+}
+}  // namespace
+
+std::string unsafeGlobals(const std::string& path) {
+  std::string out;
+  for (const auto& name : unsafe_globals_of(path)) out += name + "\n";
+  return out;
+}
+
+std::string unsafeGlobalsOfTree(const NativeValue& root) {
+  std::string out;
+  for (const auto& g : unsafe_globals_in_tree(root.get())) out += g.name + "\t" + g.where + "\n";
+  return out;
 }
 
 NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress* progress) {
@@ -380,6 +433,16 @@ void saveSharded(const std::string& dir, const NativeValue& state, const NativeV
   sharded::SaveOptions options;
   options.fsync = fsync;
   options.checkpoint_id = dir;
+  sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
+                group ? group->get() : nullptr, options);
+}
+
+void saveShardedOptions(const std::string& dir, const NativeValue& state, const NativeValue& meta,
+                        const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals) {
+  sharded::SaveOptions options;
+  options.fsync = fsync;
+  options.checkpoint_id = dir;
+  options.allow_unsafe_globals = allow_unsafe_globals;
   sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
                 group ? group->get() : nullptr, options);
 }

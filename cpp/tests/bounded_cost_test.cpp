@@ -264,11 +264,23 @@ TEST(ChunkCoverage, OverlapsAreRefusedEvenWhenTheSizesAddUp) {
   EXPECT_NE(e.find("overlap"), std::string::npos) << e;
 }
 
-TEST(ChunkCoverage, GapsAreRefused) {
-  std::string e = tiling_error({4, 4}, {{{0, 0}, {2, 4}}, {{2, 0}, {1, 4}}});
+std::string gap_error(const std::vector<int64_t>& size, const std::vector<dcp::Chunk>& chunks) {
+  try {
+    dcp::check_chunk_tiling("w", size, chunks);
+  } catch (const FormatError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ChunkCoverage, GapsAreFoundAsAUnion) {
+  std::string e = gap_error({4, 4}, {{{0, 0}, {2, 4}}, {{2, 0}, {1, 4}}});
   EXPECT_NE(e.find("tensor 'w': its chunks cover 12 of its 16 elements"), std::string::npos) << e;
-  e = tiling_error({4}, {});
+  e = gap_error({4}, {});
   EXPECT_NE(e.find("cover 0 of its 4"), std::string::npos) << e;
+  // A .metadata with a gap still reads (the covered regions can be served); reading the gap is
+  // refused before allocation (BoundedTorch.GapsAreRefusedWhenRead, ShardedSave.AShardAloneDoesNotCoverItsTensor).
+  EXPECT_EQ(tiling_error({4, 4}, {{{0, 0}, {2, 4}}, {{2, 0}, {1, 4}}}), "");
 }
 
 TEST(ChunkCoverage, ExactTilingsPass) {

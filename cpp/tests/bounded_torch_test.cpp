@@ -73,6 +73,28 @@ TEST(BoundedTorch, HugeDcpTensorIsRefusedBeforeAllocation) {
   fs::remove_all(dir);
 }
 
+TEST(BoundedTorch, GapsAreRefusedWhenReadBeforeAllocation) {
+  // [2^40] with no chunk at all: nothing to check against a file, the gap alone refuses it.
+  fs::path dir = temp_dir("gap");
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("w"), tensor_value(torch::arange(16, torch::kFloat32)));
+  sharded::save(dir.string(), state, nullptr, sharded::ShardPlan{}, nullptr, {});
+  const fs::path metadata_file = dir / dcp::kMetadataFile;
+  dcp::Metadata m = dcp::read_metadata(read_file(metadata_file), metadata_file.string());
+  m.entries[0].tensor->size = {int64_t{1} << 40};
+  m.entries[0].tensor->chunks.clear();
+  write_file(metadata_file, dcp::write_metadata(m));
+  sharded::Reader reader(dir.string(), false);
+  try {
+    reader.read_all();
+    FAIL() << "an uncovered 4 TiB tensor was accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("cover 0 of the 1099511627776 elements"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(jni::verifyTorchFile(dir.string()), FormatError);
+  fs::remove_all(dir);
+}
+
 TEST(BoundedTorch, OverlappingChunksOnDiskAreRefused) {
   // Two shards of an [8] tensor rewritten to overlap (rows 0-3 and 2-5, 4 + 4 = 8 elements, the
   // old sum check passed and rows 6-7 read as zeros).

@@ -108,8 +108,8 @@ struct MetadataLimits {
 };
 
 // The object graph Python's pickle.dump(metadata) describes, and back. from_value checks every
-// field's type and value (sizes non-negative, chunks inside the tensor and tiling it exactly: no
-// overlaps, no gaps; storage paths inside the directory, storage ranges of one file disjoint;
+// field's type and value (sizes non-negative, chunks inside the tensor and never overlapping;
+// storage paths inside the directory, storage ranges of one file disjoint;
 // list indices and totals within `limits`) and throws FormatError saying which.
 ValuePtr metadata_to_value(const Metadata& metadata);
 Metadata metadata_from_value(const Value& root, const MetadataLimits& limits = {});
@@ -117,10 +117,12 @@ Metadata metadata_from_value(const Value& root, const MetadataLimits& limits = {
 // Elements of a tensor of `sizes`; FormatError (naming `what`) when it overflows int64.
 int64_t checked_volume(const std::vector<int64_t>& sizes, const std::string& what);
 
-// The chunks must tile a tensor of `size` exactly: FormatError naming `key` and the chunks when two
-// overlap, or when they leave elements uncovered.
+// The chunks must not overlap (FormatError naming `key` and the two chunks) and, with
+// `require_full`, must cover every element of a tensor of `size` (a gap: FormatError). Reading a
+// .metadata checks overlaps only: a checkpoint with a gap (a rank's file never written) can still
+// serve the regions it covers, and reading an uncovered region is refused then (sharded.h).
 void check_chunk_tiling(const std::string& key, const std::vector<int64_t>& size, const std::vector<Chunk>& chunks,
-                        size_t max_overlap_checks = size_t{1} << 26);
+                        size_t max_overlap_checks = size_t{1} << 26, bool require_full = true);
 
 // The bytes of a .metadata file (pickle protocol 2) and back; errors name `file`.
 std::string write_metadata(const Metadata& metadata);

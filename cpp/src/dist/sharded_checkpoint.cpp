@@ -604,12 +604,20 @@ void Reader::check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t
                               const std::vector<int64_t>& sizes, size_t element_size) const {
   const dcp::TensorEntry& t = *entry.tensor;
   const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
+  // The chunks never overlap (the metadata was checked), so their intersections with the region
+  // add up to the elements covered: a gap is refused here, before anything is allocated.
+  uint64_t covered = 0;
   for (const auto& chunk : t.chunks) {
     bool overlaps = true;
+    uint64_t common = 1;
     for (size_t d = 0; d < sizes.size() && overlaps; ++d) {
-      overlaps = chunk.offsets[d] < offsets[d] + sizes[d] && offsets[d] < chunk.offsets[d] + chunk.sizes[d];
+      const int64_t lo = std::max(chunk.offsets[d], offsets[d]);
+      const int64_t hi = std::min(chunk.offsets[d] + chunk.sizes[d], offsets[d] + sizes[d]);
+      overlaps = hi > lo;
+      if (overlaps) common *= static_cast<uint64_t>(hi - lo);  // <= the chunk's checked volume
     }
     if (!overlaps) continue;
+    covered += common;
     const dcp::StorageInfo* info = metadata_.storage_of(entry.key, &chunk.offsets);
     if (!info) {
       throw FormatError(concat(metadata_file, ": no storage recorded for '", entry.key, "' chunk at ",
@@ -625,6 +633,12 @@ void Reader::check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t
     const std::string path = (fs::path(dir_) / info->relative_path).string();
     if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
     check_in_file(*info, entry.key, *file);
+  }
+  const auto wanted = static_cast<uint64_t>(dcp::checked_volume(sizes, concat("'", entry.key, "'")));
+  if (covered < wanted) {
+    throw FormatError(concat(dir_, ": the chunks of '", entry.key, "' cover ", covered, " of the ", wanted,
+                             " elements requested (region ", dims_text(offsets), " + ", dims_text(sizes), " of ",
+                             dims_text(t.size), "): a gap no chunk holds"));
   }
 }
 

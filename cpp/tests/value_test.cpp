@@ -28,7 +28,17 @@ TEST(Value, FactoriesSetKind) {
   EXPECT_EQ(Value::object({})->kind, Kind::Object);
   EXPECT_EQ(Value::tensor({})->tensor_ref().location, "cpu");
   EXPECT_EQ(Value::storage({nullptr, "FloatStorage"})->storage_ref().type_name, "FloatStorage");
-  EXPECT_NE(Value::none().get(), Value::none().get());  // every call is a new node
+  // CPython's singletons are one node each; everything else is a new node per call.
+  EXPECT_EQ(Value::none().get(), Value::none().get());
+  EXPECT_EQ(Value::boolean(false).get(), Value::boolean(false).get());
+  EXPECT_NE(Value::boolean(false).get(), Value::boolean(true).get());
+  EXPECT_EQ(Value::integer(-5).get(), Value::integer(-5).get());
+  EXPECT_EQ(Value::integer(256).get(), Value::integer(256).get());
+  EXPECT_EQ(Value::integer(256)->as_int(), 256);
+  EXPECT_NE(Value::integer(257).get(), Value::integer(257).get());
+  EXPECT_NE(Value::integer(-6).get(), Value::integer(-6).get());
+  EXPECT_NE(Value::floating(0.0).get(), Value::floating(0.0).get());
+  EXPECT_NE(Value::string("s").get(), Value::string("s").get());
 }
 
 TEST(Value, BigIntegerNormalisesToIntWhenItFits) {

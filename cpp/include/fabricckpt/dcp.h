@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -76,17 +77,52 @@ struct Metadata {
   std::string save_id;        // StorageMeta.save_id (a uuid4 string)
   std::string version = kVersion;
 
+  // Lookups by key (the first match). Through hash indexes once index() built them for the
+  // current vectors (metadata_from_value does), else by a scan.
   const Entry* find(const std::string& key) const;
   const std::vector<PathItem>* path_of(const std::string& key) const;
   // The storage of a bytes item (no offset) or of the chunk of `fqn` starting at `offsets`.
   const StorageInfo* storage_of(const std::string& fqn, const std::vector<int64_t>* offsets) const;
+  // Builds the hash indexes of entries, planner_data and storage; call again after changing them
+  // (a stale index is noticed by the vectors' sizes and not used).
+  void index();
+
+ private:
+  bool indexed() const;
+  std::unordered_map<std::string, size_t> entry_index_, path_index_, storage_index_;
+  size_t indexed_sizes_[3] = {~size_t{0}, ~size_t{0}, ~size_t{0}};
+};
+
+// What a .metadata may make the reader materialize, so that a small file cannot ask for huge
+// work through shared (memo-referenced) lists or huge list indices.
+struct MetadataLimits {
+  // Elements built in all (entries, chunk dimensions, path steps, storage items, transforms).
+  size_t max_elements = ~size_t{0};
+  // List slots the planner data's paths make set_element create, all lists together (the padding
+  // with None up to an index included).
+  size_t max_list_slots = ~size_t{0};
+  // Pairwise chunk comparisons when checking that chunks do not overlap.
+  size_t max_overlap_checks = size_t{1} << 26;
+  // The limits for a file of `bytes` bytes: everything within a small factor of its size.
+  static MetadataLimits for_file_size(size_t bytes);
 };
 
 // The object graph Python's pickle.dump(metadata) describes, and back. from_value checks every
-// field's type and value (sizes non-negative, chunks inside the tensor, storage paths inside the
-// directory) and throws FormatError saying which.
+// field's type and value (sizes non-negative, chunks inside the tensor and never overlapping;
+// storage paths inside the directory, storage ranges of one file disjoint;
+// list indices and totals within `limits`) and throws FormatError saying which.
 ValuePtr metadata_to_value(const Metadata& metadata);
-Metadata metadata_from_value(const Value& root);
+Metadata metadata_from_value(const Value& root, const MetadataLimits& limits = {});
+
+// Elements of a tensor of `sizes`; FormatError (naming `what`) when it overflows int64.
+int64_t checked_volume(const std::vector<int64_t>& sizes, const std::string& what);
+
+// The chunks must not overlap (FormatError naming `key` and the two chunks) and, with
+// `require_full`, must cover every element of a tensor of `size` (a gap: FormatError). Reading a
+// .metadata checks overlaps only: a checkpoint with a gap (a rank's file never written) can still
+// serve the regions it covers, and reading an uncovered region is refused then (sharded.h).
+void check_chunk_tiling(const std::string& key, const std::vector<int64_t>& size, const std::vector<Chunk>& chunks,
+                        size_t max_overlap_checks = size_t{1} << 26, bool require_full = true);
 
 // The bytes of a .metadata file (pickle protocol 2) and back; errors name `file`.
 std::string write_metadata(const Metadata& metadata);

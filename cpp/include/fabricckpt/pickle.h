@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "fabricckpt/value.h"
 
@@ -19,6 +20,9 @@ struct UnpickleHooks {
   // Called for REDUCE / NEWOBJ of a Global callable before the generic handling.
   // Returns the built value, or null to fall back (known builtins, then Object).
   std::function<ValuePtr(const GlobalRef& callable, const ValuePtr& args)> reduce;
+  // Called for every global the pickle names (GLOBAL, STACK_GLOBAL, INST), spelled as in the file,
+  // garbage included: for listing what a file refers to (see safety.h).
+  std::function<void(const std::string& module, const std::string& name)> on_global;
 };
 
 // Bounds that keep hostile input from exhausting memory or the stack.
@@ -59,5 +63,9 @@ struct PickleHooks {
 // 2 names protocol 2 uses (builtins.set -> __builtin__.set). A NEWOBJ_EX object
 // keeps that opcode (CPython would rewrite it through functools.partial).
 std::string pickle(const ValuePtr& root, const PickleHooks& hooks = {});
+
+// The spelling pickle() writes a global in: protocol 2's Python 2 names (CPython's fix_imports,
+// e.g. builtins.range -> __builtin__.xrange); other names unchanged.
+std::pair<std::string, std::string> python2_global_name(const std::string& module, const std::string& name);
 
 }  // namespace fabricckpt

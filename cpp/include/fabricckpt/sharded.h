@@ -56,6 +56,9 @@ class ShardPlan {
 struct SaveOptions {
   bool fsync = true;
   std::string checkpoint_id;  // recorded in the metadata's StorageMeta (the directory, as Python does)
+  // Values (and meta.pt) holding globals torch.load(weights_only=True) refuses are refused
+  // (UnsafeGlobalsError naming each and where it sits, before anything is touched) unless set.
+  bool allow_unsafe_globals = false;
 };
 
 // Collective: every rank calls it with its own state. `state` is the dict that goes into the
@@ -83,6 +86,11 @@ void slice_to_plan(const ValuePtr& state, const ShardPlan& plan);
 // returns a one-line summary, throws naming the file and what is wrong.
 std::string verify(const std::string& dir);
 
+// The globals torch's weights_only loader refuses in a sharded directory's torch.save streams:
+// Lightning's meta.pt and every value ("bytes") item, "module.name", each once, in order of first
+// appearance (tensor chunks hold none worth naming; .metadata's own classes are DCP's).
+std::vector<std::string> unsafe_globals(const std::string& dir);
+
 // True when `path` is a directory holding a torch.distributed.checkpoint (.metadata).
 bool is_sharded_checkpoint(const std::string& path);
 
@@ -103,14 +111,22 @@ class Reader {
   ValuePtr read(const std::string& key, const ShardPlan& plan) const;
   // Every key, whole tensors, unflattened: what dcp_to_torch_save would write.
   ValuePtr read_all() const;
+  // The bytes of the torch.save stream of a value ("bytes") item, for scanning its pickle.
+  std::shared_ptr<const MappedFile> item_stream(const std::string& fqn) const;
 
  private:
   std::vector<dcp::PathItem> path_of(const std::string& flat_key) const;
   ValuePtr read_entry(const dcp::Entry& entry, const std::optional<Placement>& region) const;
   ValuePtr load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const;
+  void check_in_file(const dcp::StorageInfo& info, const std::string& fqn, const MappedFile& file) const;
+  void check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t>& offsets,
+                        const std::vector<int64_t>& sizes, size_t element_size) const;
   std::string dir_;
   bool map_chunks_;
   dcp::Metadata metadata_;
+  std::vector<std::vector<dcp::PathItem>> paths_;                      // of each entry
+  std::vector<std::string> top_keys_;                                  // in order of first appearance
+  std::unordered_map<std::string, std::vector<size_t>> by_top_key_;    // top-level key -> entries
   mutable std::map<std::string, std::shared_ptr<const MappedFile>> files_;
 };
 

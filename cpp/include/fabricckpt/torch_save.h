@@ -25,6 +25,10 @@ struct TorchLoadOptions {
   // Without mmap: threads reading storages (the caller's included); 0 picks one per core.
   int threads = 0;
   IoProgress* progress = nullptr;  // storage bytes read so far, of all; may be null
+  // As torch.load(weights_only=True): a file naming any global outside torch 2.10's allowlist
+  // (safety.h) is refused with an UnsafeGlobalsError listing them. Off: such globals are read
+  // inertly, as Object/Global values (nothing is ever executed either way).
+  bool weights_only = false;
 };
 
 struct TorchCheckpoint {
@@ -46,6 +50,9 @@ struct TorchSaveOptions {
   bool fsync = true;                     // make the file durable before it replaces the target
   int threads = 0;                       // writer threads (the caller's included); 0 picks one per core
   IoProgress* progress = nullptr;        // bytes of the file written so far, of all; may be null
+  // A tree holding globals torch.load(weights_only=True) refuses is refused (UnsafeGlobalsError
+  // naming each and where it sits, before anything is written) unless this is set.
+  bool allow_unsafe_globals = false;
 };
 
 // Writes `root` as torch.save(root, f) does: atomically (temp file + rename),
@@ -56,8 +63,15 @@ struct TorchSaveOptions {
 // No copy of the checkpoint is made: the memory used beyond the state is a few MiB.
 void save_torch_file(const std::string& path, const ValuePtr& root, const TorchSaveOptions& options = {});
 
-// The same stream written to any sink.
-void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name);
+// The same stream written to any sink; refuses unsafe globals as save_torch_file does unless
+// `allow_unsafe_globals` (`target` names the destination in the error).
+void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name,
+                      bool allow_unsafe_globals = false, const std::string& target = "torch.save stream");
+
+// The globals of a torch.save file (zip: its data.pkl, as
+// torch.serialization.get_unsafe_globals_in_checkpoint; legacy: every pickle of it) that torch 2.10's
+// weights_only loader refuses, "module.name", in order of first appearance. No storage is read.
+std::vector<std::string> unsafe_globals_in_file(const std::string& path);
 
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their

@@ -7,6 +7,13 @@
 //
 // Tensors and storages are held through forward-declared libtorch types so that
 // the format code does not pull in the ATen headers.
+//
+// Nodes are compact (a hostile pickle of a million Nones must not cost a
+// million large nodes): the rare, large payloads (dicts, objects, globals,
+// tensors, storages) live behind a pointer, and the immutable values CPython
+// keeps as singletons (None, True, False, the small ints -5..256) are one shared
+// node each. That sharing is invisible to the pickle writer, which never
+// memoizes those values (CPython's pickler does not either).
 #pragma once
 
 #include <cstddef>
@@ -106,14 +113,36 @@ struct StorageRef {
   std::string type_name;          // e.g. "FloatStorage"
 };
 
+// A heap-held payload: keeps Value small. Copies are deep (value semantics);
+// a moved-from Boxed is empty and only fit to be assigned to or destroyed.
+template <typename T>
+class Boxed {
+ public:
+  Boxed() : p_(std::make_unique<T>()) {}
+  Boxed(T v) : p_(std::make_unique<T>(std::move(v))) {}  // NOLINT: implicit, so a T assigns to a Payload
+  Boxed(const Boxed& o) : p_(std::make_unique<T>(*o.p_)) {}
+  Boxed(Boxed&&) noexcept = default;
+  Boxed& operator=(const Boxed& o) {
+    if (this != &o) p_ = std::make_unique<T>(*o.p_);
+    return *this;
+  }
+  Boxed& operator=(Boxed&&) noexcept = default;
+  T& get() const { return *p_; }
+
+ private:
+  std::unique_ptr<T> p_;
+};
+
 struct Value {
   using Items = std::vector<ValuePtr>;
-  using Payload = std::variant<std::monostate, bool, int64_t, double, std::string, Items, Dict,
-                               GlobalRef, Object, TensorRef, StorageRef>;
+  using Payload = std::variant<std::monostate, bool, int64_t, double, std::string, Items, Boxed<Dict>,
+                               Boxed<GlobalRef>, Boxed<Object>, Boxed<TensorRef>, Boxed<StorageRef>>;
   Kind kind = Kind::None;
   Payload payload;
 
-  // Factories. Every call makes a new node (a new Python object).
+  // Factories. Every call makes a new node (a new Python object), except
+  // none(), boolean() and integer() of -5..256, which return CPython's
+  // singletons: one shared node each, never to be changed in place.
   static ValuePtr none();
   static ValuePtr boolean(bool v);
   static ValuePtr integer(int64_t v);

@@ -20,7 +20,9 @@
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/pickle.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/torch_save.h"
+#include "fabricckpt/zip.h"
 #include "../torchsave/dtypes.h"
 
 namespace fabricckpt::sharded {
@@ -270,7 +272,7 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
     w.key = item->key;
     w.path = item->path;
     w.file_offset = sink.position();
-    write_torch_save(sink, item->value, "archive");
+    write_torch_save(sink, item->value, "archive", /*allow_unsafe_globals=*/true);  // checked by save()
     w.length = sink.position() - w.file_offset;
     written.push_back(std::move(w));
   }
@@ -290,7 +292,7 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
       w.offsets.assign(w.sizes.size(), 0);
     }
     w.file_offset = sink.position();
-    write_torch_save(sink, chunk_value(t), "archive");
+    write_torch_save(sink, chunk_value(t), "archive", /*allow_unsafe_globals=*/true);  // a tensor
     w.length = sink.position() - w.file_offset;
     written.push_back(std::move(w));
   }
@@ -368,12 +370,17 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   const int world = group ? group->world_size() : 1;
   std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
 
-  // 1. Rank 0 makes the new directory beside the old one (which stays a loadable checkpoint until
-  //    the new one is complete) and tells every rank where it is.
+  // 1. Rank 0 checks the state's globals (it writes every value and meta.pt; their streams are then
+  //    written without checking again), makes the new directory beside the old one (which stays a
+  //    loadable checkpoint until the new one is complete) and tells every rank where it is.
   std::unique_ptr<AtomicDirectory> staging;
   std::string prepared;  // "ok" + the new directory, or "error" + why not
   if (rank == 0) {
     try {
+      if (!options.allow_unsafe_globals) {
+        check_weights_only_tree(state, dir);
+        if (meta) check_weights_only_tree(meta, (fs::path(dir) / dcp::kLightningMetaFile).string());
+      }
       check_replaceable(dir);
       staging = std::make_unique<AtomicDirectory>(dir, options.fsync);
       prepared = "ok" + staging->path();
@@ -419,6 +426,7 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
         TorchSaveOptions meta_options;
         meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
         meta_options.fsync = options.fsync;
+        meta_options.allow_unsafe_globals = true;  // checked by save() before anything was written
         save_torch_file((fs::path(staging_dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
       }
       std::string bytes = dcp::write_metadata(metadata);
@@ -590,6 +598,16 @@ Reader::Reader(std::string dir, bool map_chunks) : dir_(std::move(dir)), map_chu
   }
   auto opened = MappedFile::open(file);
   metadata_ = dcp::read_metadata(opened->read_string(0, opened->size()), file);
+  // Each entry's path once, and the entries of each top-level key: lookups by key are hash lookups.
+  paths_.reserve(metadata_.entries.size());
+  for (size_t i = 0; i < metadata_.entries.size(); ++i) {
+    paths_.push_back(path_of(metadata_.entries[i].key));
+    if (const auto* top = std::get_if<std::string>(&paths_.back()[0])) {
+      auto [it, fresh] = by_top_key_.try_emplace(*top);
+      if (fresh) top_keys_.push_back(*top);
+      it->second.push_back(i);
+    }
+  }
 }
 
 std::vector<PathItem> Reader::path_of(const std::string& flat_key) const {
@@ -600,14 +618,58 @@ std::vector<PathItem> Reader::path_of(const std::string& flat_key) const {
   return {flat_key.substr(0, dot), flat_key.substr(dot + 1)};
 }
 
-std::vector<std::string> Reader::top_level_keys() const {
-  std::vector<std::string> keys;
-  for (const auto& e : metadata_.entries) {
-    std::vector<PathItem> path = path_of(e.key);
-    const auto* top = std::get_if<std::string>(&path[0]);
-    if (top && std::find(keys.begin(), keys.end(), *top) == keys.end()) keys.push_back(*top);
+std::vector<std::string> Reader::top_level_keys() const { return top_keys_; }
+
+void Reader::check_in_file(const dcp::StorageInfo& info, const std::string& fqn, const MappedFile& file) const {
+  if (info.offset > file.size() || info.length > file.size() - info.offset) {
+    throw FormatError(concat(file.path(), ": '", fqn, "' is recorded at bytes ", info.offset, "+", info.length,
+                             " but the file has ", file.size(), " bytes (truncated?)"));
   }
-  return keys;
+}
+
+// Before a tensor of `bytes` is allocated for `entry`: every chunk overlapping the region must
+// have a stream that can hold it, inside its file. The metadata's checks (chunks tile the tensor,
+// storage ranges disjoint) then bound what is allocated by the bytes of the files.
+void Reader::check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t>& offsets,
+                              const std::vector<int64_t>& sizes, size_t element_size) const {
+  const dcp::TensorEntry& t = *entry.tensor;
+  const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
+  // The chunks never overlap (the metadata was checked), so their intersections with the region
+  // add up to the elements covered: a gap is refused here, before anything is allocated.
+  uint64_t covered = 0;
+  for (const auto& chunk : t.chunks) {
+    bool overlaps = true;
+    uint64_t common = 1;
+    for (size_t d = 0; d < sizes.size() && overlaps; ++d) {
+      const int64_t lo = std::max(chunk.offsets[d], offsets[d]);
+      const int64_t hi = std::min(chunk.offsets[d] + chunk.sizes[d], offsets[d] + sizes[d]);
+      overlaps = hi > lo;
+      if (overlaps) common *= static_cast<uint64_t>(hi - lo);  // <= the chunk's checked volume
+    }
+    if (!overlaps) continue;
+    covered += common;
+    const dcp::StorageInfo* info = metadata_.storage_of(entry.key, &chunk.offsets);
+    if (!info) {
+      throw FormatError(concat(metadata_file, ": no storage recorded for '", entry.key, "' chunk at ",
+                               dims_text(chunk.offsets)));
+    }
+    const auto elements = static_cast<uint64_t>(dcp::checked_volume(chunk.sizes, concat("'", entry.key, "'")));
+    if (elements > info->length / element_size) {
+      throw FormatError(concat(metadata_file, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets), " has ",
+                               elements, " elements of ", element_size, " bytes, but its stream is only ",
+                               info->length, " bytes"));
+    }
+    auto& file = files_[info->relative_path];
+    const std::string path = (fs::path(dir_) / info->relative_path).string();
+    if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
+    check_in_file(*info, entry.key, *file);
+  }
+  const auto wanted = static_cast<uint64_t>(dcp::checked_volume(sizes, concat("'", entry.key, "'")));
+  if (covered < wanted) {
+    throw FormatError(concat(dir_, ": the chunks of '", entry.key, "' cover ", covered, " of the ", wanted,
+                             " elements requested (region ", dims_text(offsets), " + ", dims_text(sizes), " of ",
+                             dims_text(t.size), "): a gap no chunk holds"));
+  }
 }
 
 ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const {
@@ -626,10 +688,7 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   // Mapped: chunk tensors can view a private mapping (as torch.load(mmap=True) gives them) instead
   // of being copied; writes to them stay in memory. Otherwise read with pread into owned memory.
   if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
-  if (info->offset > file->size() || info->length > file->size() - info->offset) {
-    throw FormatError(concat(path, ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
-                             " but the file has ", file->size(), " bytes (truncated?)"));
-  }
+  check_in_file(*info, fqn, *file);
   auto stream = MappedFile::slice(file, info->offset, info->length,
                                   concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
   TorchLoadOptions options;
@@ -659,6 +718,12 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
       }
     }
   }
+  const size_t element_size = c10::elementSize(*dtype);
+  const auto elements = static_cast<uint64_t>(dcp::checked_volume(sizes, concat(dir_, ": '", entry.key, "'")));
+  if (elements > (uint64_t{1} << 62) / element_size) {
+    throw FormatError(concat(dir_, ": '", entry.key, "' of size ", dims_text(sizes), " is too large"));
+  }
+  check_chunks_fit(entry, offsets, sizes, element_size);
   at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(*dtype));
   if (out.numel() == 0) return tensor(std::move(out));  // an empty shard (more ranks than rows)
   int64_t covered = 0;
@@ -695,10 +760,11 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
 
 ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {
   ValuePtr root = Value::plain_dict();
-  for (const auto& entry : metadata_.entries) {
-    std::vector<PathItem> path = path_of(entry.key);
-    const auto* top = std::get_if<std::string>(&path[0]);
-    if (!top || *top != key) continue;
+  auto found = by_top_key_.find(key);
+  if (found == by_top_key_.end()) return nullptr;
+  for (size_t i : found->second) {
+    const dcp::Entry& entry = metadata_.entries[i];
+    const std::vector<PathItem>& path = paths_[i];
     std::optional<Placement> placement;
     if (entry.tensor) placement = plan.for_global(path, entry.tensor->size);
     ValuePtr value = read_entry(entry, placement);
@@ -729,9 +795,50 @@ std::string verify(const std::string& dir) {
                 bytes, " bytes, every CRC-32 checked and every tensor covered");
 }
 
+std::shared_ptr<const MappedFile> Reader::item_stream(const std::string& fqn) const {
+  const dcp::StorageInfo* info = metadata_.storage_of(fqn, nullptr);
+  if (!info) {
+    throw FormatError(concat((fs::path(dir_) / dcp::kMetadataFile).string(), ": no storage recorded for '", fqn, "'"));
+  }
+  auto& file = files_[info->relative_path];
+  const std::string path = (fs::path(dir_) / info->relative_path).string();
+  if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
+  check_in_file(*info, fqn, *file);
+  return MappedFile::slice(file, info->offset, info->length, concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
+}
+
+std::vector<std::string> unsafe_globals(const std::string& dir) {
+  Reader reader(dir, /*map_chunks=*/false);
+  std::vector<std::string> found;
+  auto add = [&](const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
+    }
+  };
+  const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
+  std::error_code ec;
+  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_in_file(meta));
+  for (const auto& entry : reader.metadata().entries) {
+    if (entry.tensor) continue;
+    auto stream = reader.item_stream(entry.key);
+    if (!is_zip(*stream)) throw FormatError(concat(stream->path(), ": not a torch.save zip stream"));
+    ZipReader zip(stream);
+    const ZipRecord* record = zip.find("data.pkl");
+    if (!record) throw FormatError(concat(stream->path(), ": no data.pkl record"));
+    try {
+      add(unsafe_globals_in_pickle(zip.data(*record, /*verify_crc=*/true)));
+    } catch (const FormatError& e) {
+      throw FormatError(concat(stream->path(), ": data.pkl: ", e.what()));
+    }
+  }
+  return found;
+}
+
 ValuePtr Reader::read_all() const {
   ValuePtr root = Value::plain_dict();
-  for (const auto& entry : metadata_.entries) dcp::set_element(root, path_of(entry.key), read_entry(entry, std::nullopt));
+  for (size_t i = 0; i < metadata_.entries.size(); ++i) {
+    dcp::set_element(root, paths_[i], read_entry(metadata_.entries[i], std::nullopt));
+  }
   return root;
 }
 

@@ -569,7 +569,9 @@ class Reader {
     if (module.find('\n') != std::string_view::npos || name.find('\n') != std::string_view::npos) {
       fail("global name contains a newline");
     }
-    return Value::global(read_utf8(module, "global name"), read_utf8(name, "global name"));
+    ValuePtr g = Value::global(read_utf8(module, "global name"), read_utf8(name, "global name"));
+    if (hooks_.on_global) hooks_.on_global(g->global_ref().module, g->global_ref().name);
+    return g;
   }
 
   // ---- the machine ----
@@ -788,9 +790,9 @@ class Reader {
       case Kind::List:
       case Kind::Set:
       case Kind::FrozenSet: return std::get<Value::Items>(v.payload).size();
-      case Kind::Dict: return 2 * std::get<Dict>(v.payload).size() + 1;
+      case Kind::Dict: return 2 * std::get<Boxed<Dict>>(v.payload).get().size() + 1;
       case Kind::Object: {
-        const Object& o = std::get<Object>(v.payload);
+        const Object& o = std::get<Boxed<Object>>(v.payload).get();
         return 4 + o.list_items.size() + 2 * o.dict_items.size();
       }
       default: return 0;
@@ -799,13 +801,13 @@ class Reader {
 
   static const Value* child_at(const Value& v, size_t i) {
     if (v.kind == Kind::Dict) {
-      const Dict& d = std::get<Dict>(v.payload);
+      const Dict& d = std::get<Boxed<Dict>>(v.payload).get();
       if (i == 2 * d.size()) return d.state.get();
       const auto& item = d.items()[i / 2];
       return (i % 2 ? item.second : item.first).get();
     }
     if (v.kind == Kind::Object) {
-      const Object& o = std::get<Object>(v.payload);
+      const Object& o = std::get<Boxed<Object>>(v.payload).get();
       switch (i) {
         case 0: return o.callable.get();
         case 1: return o.args.get();

@@ -367,7 +367,7 @@ class Writer {
         return;
       }
       case Kind::Global: {
-        const GlobalRef& g = std::get<GlobalRef>(v.payload);
+        const GlobalRef& g = std::get<Boxed<GlobalRef>>(v.payload).get();
         write_global(g.module, g.name);
         return;
       }
@@ -469,7 +469,7 @@ class Writer {
   // pickle_reader.cpp): its 'latin1' is the interned one of the bytes reductions.
   static bool is_latin1_encode(const Object& o) {
     if (o.construct != Object::Construct::Reduce || !o.callable || o.callable->kind != Kind::Global) return false;
-    const GlobalRef& g = std::get<GlobalRef>(o.callable->payload);
+    const GlobalRef& g = std::get<Boxed<GlobalRef>>(o.callable->payload).get();
     if (g.module != "_codecs" || g.name != "encode" || o.args->kind != Kind::Tuple) return false;
     const auto& args = std::get<Value::Items>(o.args->payload);
     return args.size() == 2 && args[1] && args[1]->kind == Kind::String &&
@@ -502,7 +502,7 @@ class Writer {
   }
 
   void schedule_reduce(const Value& recipe, const Value& key) {
-    const Object& o = std::get<Object>(recipe.payload);
+    const Object& o = std::get<Boxed<Object>>(recipe.payload).get();
     if (!o.callable || !o.args) throw Error("pickle: object without a callable or arguments");
     push({.task = Task::EndReduce, .node = &recipe, .key = &key});
     switch (o.construct) {
@@ -538,12 +538,12 @@ class Writer {
     const ValuePtr* state = nullptr;
     bool list_items = false, dict_items = false;
     if (node.kind == Kind::Object) {
-      const Object& o = std::get<Object>(node.payload);
+      const Object& o = std::get<Boxed<Object>>(node.payload).get();
       state = o.state ? &o.state : nullptr;
       list_items = !o.list_items.empty();
       dict_items = !o.dict_items.empty();
     } else if (node.kind == Kind::Dict) {
-      const Dict& d = std::get<Dict>(node.payload);
+      const Dict& d = std::get<Boxed<Dict>>(node.payload).get();
       state = d.state ? &d.state : nullptr;
       dict_items = d.size() > 0;
     }
@@ -602,5 +602,9 @@ class Writer {
 }  // namespace
 
 std::string pickle(const ValuePtr& root, const PickleHooks& hooks) { return Writer(hooks).run(root); }
+
+std::pair<std::string, std::string> python2_global_name(const std::string& module, const std::string& name) {
+  return python2_name(module, name);
+}
 
 }  // namespace fabricckpt

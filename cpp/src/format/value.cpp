@@ -139,9 +139,32 @@ bool contains_equal(const Value::Items& items, const Value& x) {
 
 }  // namespace
 
-ValuePtr Value::none() { return make(Kind::None, std::monostate{}); }
-ValuePtr Value::boolean(bool v) { return make(Kind::Bool, v); }
-ValuePtr Value::integer(int64_t v) { return make(Kind::Int, v); }
+// CPython's singletons. Function-local statics: built on first use, thread-safe,
+// and shared ownership keeps them valid for whoever still holds one at exit.
+ValuePtr Value::none() {
+  static const ValuePtr node = make(Kind::None, std::monostate{});
+  return node;
+}
+
+ValuePtr Value::boolean(bool v) {
+  static const ValuePtr true_node = make(Kind::Bool, true);
+  static const ValuePtr false_node = make(Kind::Bool, false);
+  return v ? true_node : false_node;
+}
+
+namespace {
+constexpr int64_t kSmallIntMin = -5, kSmallIntMax = 256;  // CPython's small int cache
+}
+
+ValuePtr Value::integer(int64_t v) {
+  if (v < kSmallIntMin || v > kSmallIntMax) return make(Kind::Int, v);
+  static const std::vector<ValuePtr> small = [] {
+    std::vector<ValuePtr> nodes;
+    for (int64_t i = kSmallIntMin; i <= kSmallIntMax; ++i) nodes.push_back(make(Kind::Int, i));
+    return nodes;
+  }();
+  return small[static_cast<size_t>(v - kSmallIntMin)];
+}
 
 ValuePtr Value::big_integer(std::string twos_complement_le) {
   std::string bytes = trim_twos_complement(std::move(twos_complement_le));
@@ -212,42 +235,42 @@ Value::Items& Value::items() {
 
 const Dict& Value::dict() const {
   if (kind != Kind::Dict) wrong_kind("dict", kind);
-  return std::get<Dict>(payload);
+  return std::get<Boxed<Dict>>(payload).get();
 }
 
 Dict& Value::dict() {
   if (kind != Kind::Dict) wrong_kind("dict", kind);
-  return std::get<Dict>(payload);
+  return std::get<Boxed<Dict>>(payload).get();
 }
 
 const GlobalRef& Value::global_ref() const {
   if (kind != Kind::Global) wrong_kind("global", kind);
-  return std::get<GlobalRef>(payload);
+  return std::get<Boxed<GlobalRef>>(payload).get();
 }
 
 const Object& Value::object_ref() const {
   if (kind != Kind::Object) wrong_kind("object", kind);
-  return std::get<Object>(payload);
+  return std::get<Boxed<Object>>(payload).get();
 }
 
 Object& Value::object_ref() {
   if (kind != Kind::Object) wrong_kind("object", kind);
-  return std::get<Object>(payload);
+  return std::get<Boxed<Object>>(payload).get();
 }
 
 const TensorRef& Value::tensor_ref() const {
   if (kind != Kind::Tensor) wrong_kind("tensor", kind);
-  return std::get<TensorRef>(payload);
+  return std::get<Boxed<TensorRef>>(payload).get();
 }
 
 TensorRef& Value::tensor_ref() {
   if (kind != Kind::Tensor) wrong_kind("tensor", kind);
-  return std::get<TensorRef>(payload);
+  return std::get<Boxed<TensorRef>>(payload).get();
 }
 
 const StorageRef& Value::storage_ref() const {
   if (kind != Kind::Storage) wrong_kind("storage", kind);
-  return std::get<StorageRef>(payload);
+  return std::get<Boxed<StorageRef>>(payload).get();
 }
 
 // ---- Dict ----------------------------------------------------------------
@@ -331,8 +354,8 @@ bool keys_equal(const Value& a, const Value& b) {
       return true;
     }
     case Kind::Dict: {
-      const Dict& x = std::get<Dict>(a.payload);
-      const Dict& y = std::get<Dict>(b.payload);
+      const Dict& x = std::get<Boxed<Dict>>(a.payload).get();
+      const Dict& y = std::get<Boxed<Dict>>(b.payload).get();
       if (x.size() != y.size()) return false;
       for (const auto& [k, v] : x.items()) {
         ValuePtr other = y.get(*k);
@@ -341,8 +364,8 @@ bool keys_equal(const Value& a, const Value& b) {
       return true;
     }
     case Kind::Global: {
-      const auto& x = std::get<GlobalRef>(a.payload);
-      const auto& y = std::get<GlobalRef>(b.payload);
+      const auto& x = std::get<Boxed<GlobalRef>>(a.payload).get();
+      const auto& y = std::get<Boxed<GlobalRef>>(b.payload).get();
       return x.module == y.module && x.name == y.name;
     }
     default: return false;  // objects, tensors and storages compare by identity
@@ -358,6 +381,10 @@ size_t key_hash(const Value& v) {
     case Kind::Float: {
       // Equal numbers must hash equal: 2.0 == 2 and 2.0**70 == 2**70.
       double d = std::get<double>(v.payload);
+      // CPython (3.10+) hashes a NaN by identity: NaNs never compare equal, so
+      // hashing them alike would chain every NaN key in one bucket (quadratic).
+      // keys_equal compares identity first, so a NaN key still finds itself.
+      if (std::isnan(d)) return mix(reinterpret_cast<uintptr_t>(&v));
       if (is_integral(d)) {
         return double_fits_int64(d) ? hash_int(static_cast<int64_t>(d)) : hash_bytes(integral_double_to_twos(d));
       }
@@ -376,7 +403,7 @@ size_t key_hash(const Value& v) {
       return h;
     }
     case Kind::Global: {
-      const auto& g = std::get<GlobalRef>(v.payload);
+      const auto& g = std::get<Boxed<GlobalRef>>(v.payload).get();
       return mix(hash_bytes(g.module) * 31 + hash_bytes(g.name));
     }
     case Kind::Object:
@@ -466,7 +493,7 @@ class Describer {
       }
       case Kind::FrozenSet: sequence("frozenset({", std::get<Value::Items>(v.payload), "})"); break;
       case Kind::Dict: {
-        const Dict& d = std::get<Dict>(v.payload);
+        const Dict& d = std::get<Boxed<Dict>>(v.payload).get();
         out += d.ordered ? "OrderedDict({" : "{";
         bool first = true;
         for (const auto& [k, val] : d.items()) {
@@ -481,24 +508,24 @@ class Describer {
         break;
       }
       case Kind::Global: {
-        const auto& g = std::get<GlobalRef>(v.payload);
+        const auto& g = std::get<Boxed<GlobalRef>>(v.payload).get();
         out += g.module + "." + g.name;
         break;
       }
       case Kind::Object: {
-        const Object& o = std::get<Object>(v.payload);
+        const Object& o = std::get<Boxed<Object>>(v.payload).get();
         out += "<";
         if (o.callable) value(*o.callable);
         out += "(...)>";
         break;
       }
       case Kind::Tensor: {
-        const TensorRef& t = std::get<TensorRef>(v.payload);
+        const TensorRef& t = std::get<Boxed<TensorRef>>(v.payload).get();
         out += t.is_parameter ? "<Parameter on " : "<tensor on ";
         out += t.location + ">";
         break;
       }
-      case Kind::Storage: out += "<storage " + std::get<StorageRef>(v.payload).type_name + ">"; break;
+      case Kind::Storage: out += "<storage " + std::get<Boxed<StorageRef>>(v.payload).get().type_name + ">"; break;
     }
   }
 

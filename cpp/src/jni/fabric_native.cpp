@@ -7,6 +7,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/state.h"
 #include "fabricckpt/torch_save.h"
@@ -204,8 +205,19 @@ std::string torchFileArchiveName(const std::string& path) {
   return ZipReader(file).archive_name();
 }
 
+namespace {
+// What verify adds about globals torch's weights_only load refuses.
+std::string unsafe_globals_note(const std::vector<std::string>& names) {
+  if (names.empty()) return "";
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  return concat("; WARNING: ", names.size(), " global", names.size() == 1 ? "" : "s",
+                " that torch.load(weights_only=True) refuses (torch.load(weights_only=False) would call them): ", list);
+}
+}  // namespace
+
 std::string verifyTorchFile(const std::string& path) {
-  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path);
+  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path) + unsafe_globals_note(sharded::unsafe_globals(path));
   auto file = MappedFile::open(path);
   size_t records = 0;
   bool crc_less = false;
@@ -217,7 +229,10 @@ std::string verifyTorchFile(const std::string& path) {
   }
   TorchCheckpoint checkpoint = load_torch_file(path);
   size_t tensors = 0;
-  uint64_t tensor_bytes = 0;
+  // Bytes the file's storages hold, each storage once: views (a stride-0 expand of 2^40
+  // elements, slices of one buffer) add nothing, as they add nothing to the file or to memory.
+  uint64_t storage_bytes = 0;
+  std::unordered_set<const void*> storages;
   std::vector<const Value*> stack{checkpoint.root.get()};
   std::unordered_set<const Value*> seen;
   while (!stack.empty()) {
@@ -227,7 +242,10 @@ std::string verifyTorchFile(const std::string& path) {
     switch (v->kind) {
       case Kind::Tensor:
         ++tensors;
-        tensor_bytes += v->tensor_ref().tensor->nbytes();
+        if (const c10::Storage& storage = v->tensor_ref().tensor->storage();
+            storages.insert(storage.unsafeGetStorageImpl()).second) {
+          storage_bytes += storage.nbytes();
+        }
         break;
       case Kind::Tuple: case Kind::List: case Kind::Set: case Kind::FrozenSet:
         for (const auto& item : v->items()) stack.push_back(item.get());
@@ -257,8 +275,8 @@ std::string verifyTorchFile(const std::string& path) {
   }
   const std::string checked = crc_less ? concat(records, " records, the file carries no CRC-32s (saved with compute_crc32=False)")
                                        : concat(records, " records, CRC-32 verified");
-  return concat(path, ": OK (", checkpoint.legacy ? "legacy format" : checked,
-                ", ", tensors, " tensors, ", tensor_bytes, " tensor bytes)");
+  return concat(path, ": OK (", checkpoint.legacy ? "legacy format" : checked, ", ", tensors, " tensors over ",
+                storages.size(), " storages of ", storage_bytes, " bytes)", unsafe_globals_note(unsafe_globals_in_file(path)));
 }
 
 std::string removeStaleTemporaries(const std::string& target) {
@@ -301,6 +319,46 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
   options.threads = threads;
   options.progress = progress ? progress->get() : nullptr;
   save_torch_file(path, root.get(), options);
+}
+
+NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,
+                                 NativeProgress* progress) {
+  TorchLoadOptions options;
+  options.verify_crc = verify_crc;
+  options.mmap = mmap;
+  options.threads = threads;
+  options.weights_only = weights_only;
+  options.progress = progress ? progress->get() : nullptr;
+  return NativeValue(load_torch_file(path, options).root);
+}
+
+void saveTorchFileOptions(const std::string& path, const NativeValue& root, const std::string& archive_name,
+                          bool fsync, int threads, bool allow_unsafe_globals, NativeProgress* progress) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.fsync = fsync;
+  options.threads = threads;
+  options.allow_unsafe_globals = allow_unsafe_globals;
+  options.progress = progress ? progress->get() : nullptr;
+  save_torch_file(path, root.get(), options);
+}
+
+namespace {
+std::vector<std::string> unsafe_globals_of(const std::string& path) {
+  return sharded::is_sharded_checkpoint(path) ? sharded::unsafe_globals(path) : unsafe_globals_in_file(path);
+}
+}  // namespace
+
+std::string unsafeGlobals(const std::string& path) {
+  std::string out;
+  for (const auto& name : unsafe_globals_of(path)) out += name + "\n";
+  return out;
+}
+
+std::string unsafeGlobalsOfTree(const NativeValue& root) {
+  std::string out;
+  for (const auto& g : unsafe_globals_in_tree(root.get())) out += g.name + "\t" + g.where + "\n";
+  return out;
 }
 
 NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress* progress) {
@@ -384,6 +442,16 @@ void saveSharded(const std::string& dir, const NativeValue& state, const NativeV
   sharded::SaveOptions options;
   options.fsync = fsync;
   options.checkpoint_id = dir;
+  sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
+                group ? group->get() : nullptr, options);
+}
+
+void saveShardedOptions(const std::string& dir, const NativeValue& state, const NativeValue& meta,
+                        const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals) {
+  sharded::SaveOptions options;
+  options.fsync = fsync;
+  options.checkpoint_id = dir;
+  options.allow_unsafe_globals = allow_unsafe_globals;
   sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
                 group ? group->get() : nullptr, options);
 }

@@ -107,7 +107,8 @@ NativeValue optimizerStateDict(void* optimizer);
 void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict);
 
 // Checks a checkpoint end to end: every zip record's CRC-32, the pickle, every storage and tensor
-// view. Returns a one-line summary; throws with the file and what is wrong.
+// view. Returns a one-line summary (storage bytes counted once per storage, and the globals torch's
+// weights_only load refuses, if any); throws with the file and what is wrong.
 std::string verifyTorchFile(const std::string& path);
 // remove_stale_temporaries (files.h): the paths removed or restored, one a line.
 std::string removeStaleTemporaries(const std::string& target);
@@ -151,6 +152,23 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
 // The same tree with every storage copied once (views keep sharing): saving the copy later gives
 // the bytes saving `root` gives now. For async saves. `progress` may be null.
 NativeValue snapshotTensors(const NativeValue& root, int threads, NativeProgress* progress);
+
+// --- unsafe globals: torch 2.10's weights_only allowlist (fabricckpt/safety.h) -------------------
+
+// loadTorchFileWith, and with `weights_only` a file naming any global outside the allowlist is
+// refused (as torch.load(weights_only=True)) with an error listing them.
+NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,
+                                 NativeProgress* progress);
+// saveTorchFileWith; a tree holding globals outside the allowlist is refused (the error names each
+// and its key path) unless `allow_unsafe_globals`.
+void saveTorchFileOptions(const std::string& path, const NativeValue& root, const std::string& archive_name,
+                          bool fsync, int threads, bool allow_unsafe_globals, NativeProgress* progress);
+// The globals of a checkpoint outside the allowlist, one "module.name" per line, as
+// torch.serialization.get_unsafe_globals_in_checkpoint names them (a file: its pickle; a sharded
+// directory: meta.pt and its value items). "" when none.
+std::string unsafeGlobals(const std::string& path);
+// Those of an in-memory tree as the writer would emit them: "module.name<TAB>key path" per line.
+std::string unsafeGlobalsOfTree(const NativeValue& root);
 
 }  // namespace fabricckpt::jni
 
@@ -219,6 +237,10 @@ void loadOptimizerStateDictByName(void* optimizer, void* module, const NativeVal
 // written) and .metadata last. `group` null: a single process.
 void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta,
                  const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync);
+// saveSharded; values and meta.pt holding globals outside the weights_only allowlist are refused
+// before anything is written unless `allow_unsafe_globals`.
+void saveShardedOptions(const std::string& dir, const NativeValue& state, const NativeValue& meta,
+                        const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals);
 // Collective: rank 0's sharded tensors in `state` become whole (gathered from every rank).
 void gatherFull(const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group);
 // Whole tensors at sharded places in `state` are cut to this rank's region (loading a full file).

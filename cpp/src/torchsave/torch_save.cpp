@@ -1,5 +1,6 @@
 // torch.save / torch.load for the Value model: tensors <-> storages and records.
 #include "fabricckpt/torch_save.h"
+#include "fabricckpt/safety.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -406,6 +407,34 @@ void fill_storages(const MappedFile& file, const std::vector<PendingRead>& pendi
   }
 }
 
+// torch.load(weights_only=True)'s refusal: collects the refused globals a pickle names, then
+// refuses the file listing them all (torch stops at the first).
+class WeightsOnlyGuard {
+ public:
+  explicit WeightsOnlyGuard(bool enabled) : enabled_(enabled) {}
+  void install(UnpickleHooks& hooks) {
+    if (!enabled_) return;
+    hooks.on_global = [this](const std::string& module, const std::string& name) {
+      std::string full = python3_global_name(module, name);
+      if (!is_weights_only_global(full) && std::find(found_.begin(), found_.end(), full) == found_.end()) {
+        found_.push_back(std::move(full));
+      }
+    };
+  }
+  void check(const std::string& where) const {
+    if (found_.empty()) return;
+    std::string list;
+    for (const auto& name : found_) list += (list.empty() ? "" : ", ") + name;
+    throw UnsafeGlobalsError(concat(where, ": weights_only load refused: the pickle names globals outside torch's "
+                                    "weights_only allowlist: ", list, " (read without weights_only to load them inertly)"),
+                             found_);
+  }
+
+ private:
+  bool enabled_;
+  std::vector<std::string> found_;
+};
+
 TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, TorchLoadOptions options) {
   // The directory and the local headers are scattered pages: read just those.
   file->advise(MappedFile::Access::Random);
@@ -472,6 +501,8 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, TorchLoa
     return node;
   };
 
+  WeightsOnlyGuard guard(options.weights_only);
+  guard.install(hooks);
   TorchCheckpoint out;
   try {
     const std::string pickled = zip.data(*pickle_record, options.verify_crc);
@@ -480,6 +511,7 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, TorchLoa
   } catch (const FormatError& e) {
     throw FormatError(concat(path, ": ", zip.archive_name(), "/data.pkl: ", e.what()));
   }
+  guard.check(concat(path, ": ", zip.archive_name(), "/data.pkl"));
   // Tensors viewing the mapping read their pages later: with the usual read-around again.
   file->advise(MappedFile::Access::Normal);
 
@@ -490,14 +522,18 @@ TorchCheckpoint load_zip(const std::shared_ptr<const MappedFile>& file, TorchLoa
 // The pre-1.6 format: magic, protocol, sys_info, the object pickle, the storage
 // key list, then each storage as a little-endian int64 element count and its bytes.
 // Read whole into memory first (such files are small): parsing never touches a mapping.
-TorchCheckpoint load_legacy(const std::shared_ptr<const MappedFile>& file) {
+TorchCheckpoint load_legacy(const std::shared_ptr<const MappedFile>& file, bool weights_only) {
   const std::string whole = file->read_string(0, file->size());
   const std::string_view all(whole);
   const std::string& path = file->path();
   size_t pos = 0;
-  auto next_pickle = [&](const UnpickleHooks& hooks) {
+  WeightsOnlyGuard guard(weights_only);
+  auto next_pickle = [&](const UnpickleHooks& given) {
+    UnpickleHooks hooks = given;
+    guard.install(hooks);
     auto result = unpickle(all.substr(pos), hooks);
     pos += result.consumed;
+    guard.check(path);
     return result.value;
   };
   try {
@@ -662,7 +698,41 @@ TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions&
   auto file = options.mmap ? MappedFile::open_private(path) : MappedFile::open(path);
   if (file->size() == 0) throw FormatError(concat(path, ": file is empty"));
   if (is_zip(*file)) return load_zip(file, options);
-  return load_legacy(file);
+  return load_legacy(file, options.weights_only);
+}
+
+std::vector<std::string> unsafe_globals_in_file(const std::string& path) {
+  auto file = MappedFile::open(path);
+  if (file->size() == 0) throw FormatError(concat(path, ": file is empty"));
+  if (is_zip(*file)) {
+    ZipReader zip(file);
+    const ZipRecord* record = zip.find("data.pkl");
+    if (!record) throw FormatError(concat(path, ": no data.pkl record: not a torch.save checkpoint"));
+    try {
+      return unsafe_globals_in_pickle(zip.data(*record, /*verify_crc=*/true));
+    } catch (const FormatError& e) {
+      throw FormatError(concat(path, ": ", zip.archive_name(), "/data.pkl: ", e.what()));
+    }
+  }
+  // Legacy: magic, protocol, sys_info, the object pickle, the storage keys; then raw bytes.
+  const std::string whole = file->read_string(0, file->size());
+  const std::string_view all(whole);
+  std::vector<std::string> found;
+  UnpickleHooks hooks;
+  hooks.persistent_load = [](const ValuePtr&) { return Value::none(); };
+  hooks.on_global = [&](const std::string& module, const std::string& name) {
+    std::string full = python3_global_name(module, name);
+    if (!is_weights_only_global(full) && std::find(found.begin(), found.end(), full) == found.end()) {
+      found.push_back(std::move(full));
+    }
+  };
+  size_t pos = 0;
+  try {
+    for (int i = 0; i < 5; ++i) pos += unpickle(all.substr(pos), hooks).consumed;
+  } catch (const FormatError& e) {
+    throw FormatError(concat(path, ": ", e.what()));
+  }
+  return found;
 }
 
 TorchCheckpoint load_torch_stream(const std::shared_ptr<const MappedFile>& stream, const TorchLoadOptions& options) {
@@ -783,7 +853,9 @@ void write_planned(AtomicFileSink& sink, const std::vector<RecordSpec>& records,
 
 }  // namespace
 
-void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name) {
+void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name,
+                      bool allow_unsafe_globals, const std::string& target) {
+  if (!allow_unsafe_globals) check_weights_only_tree(root, target);
   StorageCollector storages;
   std::string pickled;
   const auto records = torch_records(root, pickled, storages);
@@ -793,6 +865,7 @@ void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& 
 }
 
 void save_torch_file(const std::string& path, const ValuePtr& root, const TorchSaveOptions& options) {
+  if (!options.allow_unsafe_globals) check_weights_only_tree(root, path);  // before anything is written
   StorageCollector storages;
   std::string pickled;
   const auto records = torch_records(root, pickled, storages);

@@ -157,6 +157,9 @@ public final class AsyncSaver implements AutoCloseable {
         Objects.requireNonNull(root, "root");
         Objects.requireNonNull(options, "options");
         Path target = path.toAbsolutePath().normalize();
+        if (!options.unsafeGlobalsAllowed()) {
+            TorchFiles.requireWeightsOnlySafe(target, root); // refused here, in the caller's thread
+        }
         Job job;
         Job replaced = null;
         lock.lock();
@@ -332,8 +335,8 @@ public final class AsyncSaver implements AutoCloseable {
             BytePointer archive = new BytePointer(job.options.archiveName().getBytes(StandardCharsets.UTF_8));
             try {
                 ProgressPoller.run(job.listener, progress -> {
-                    FabricNative.saveTorchFileWith(path, job.snapshot, archive, job.options.fsync(), threads,
-                            progress);
+                    FabricNative.saveTorchFileOptions(path, job.snapshot, archive, job.options.fsync(), threads,
+                            job.options.unsafeGlobalsAllowed(), progress);
                     return null;
                 });
             } catch (RuntimeException e) {

@@ -56,6 +56,23 @@ public final class Fabric implements AutoCloseable {
         this.strategy = Objects.requireNonNull(strategy, "strategy");
     }
 
+    /**
+     * Whether saves write globals that {@code torch.load(weights_only=True)} refuses (e.g. an
+     * {@code argparse.Namespace} of hparams loaded from a Lightning checkpoint): off by default, and a
+     * save of a state holding any fails with a {@link CheckpointException} naming each and where it
+     * sits, before anything is written. Turn it on only for trusted data. Returns this.
+     */
+    public Fabric allowUnsafeGlobals(boolean allow) {
+        this.unsafeGlobalsAllowed = allow;
+        return this;
+    }
+
+    private volatile boolean unsafeGlobalsAllowed;
+
+    private TorchFiles.WriteOptions writeOptions() {
+        return TorchFiles.WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(unsafeGlobalsAllowed);
+    }
+
     public Strategy strategy() {
         return strategy;
     }
@@ -141,8 +158,7 @@ public final class Fabric implements AutoCloseable {
             saveFsdp(path, state, filter, fsdp);
             return;
         }
-        onGlobalZero(path, () -> TorchFiles.writeNative(path, buildCheckpoint(state, filter),
-                TorchFiles.WriteOptions.DEFAULT));
+        onGlobalZero(path, () -> TorchFiles.writeNative(path, buildCheckpoint(state, filter), writeOptions()));
     }
 
     // ---------------------------------------------------------------------- FSDP (sharded) saves
@@ -158,7 +174,8 @@ public final class Fabric implements AutoCloseable {
         List<NativeValue> handles = new ArrayList<>();
         try {
             if (fsdp.stateDictType() == Fsdp.StateDictType.SHARDED) {
-                saveShardedDirectory(path, state, filter, group, plan, moduleKey, toNative, handles);
+                saveShardedDirectory(path, state, filter, group, plan, moduleKey, toNative, handles,
+                        unsafeGlobalsAllowed);
             } else {
                 saveGatheredFile(path, state, filter, group, plan, moduleKey, toNative, handles);
             }
@@ -169,7 +186,8 @@ public final class Fabric implements AutoCloseable {
 
     private static void saveShardedDirectory(Path path, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, NativeProcessGroup group, NativeShardPlan plan,
-            String moduleKey, ValueConverter.ToNative toNative, List<NativeValue> handles) {
+            String moduleKey, ValueConverter.ToNative toNative, List<NativeValue> handles,
+            boolean unsafeGlobalsAllowed) {
         if (!filter.isEmpty()) {
             throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
                     + " so saving them is disabled.");
@@ -185,7 +203,8 @@ public final class Fabric implements AutoCloseable {
             (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
         }
         try {
-            FabricNative.saveSharded(NativeCalls.path(path), tensors, meta, plan, group, true);
+            FabricNative.saveShardedOptions(NativeCalls.path(path), tensors, meta, plan, group, true,
+                    unsafeGlobalsAllowed);
         } catch (RuntimeException e) {
             throw new CheckpointException(path + ": sharded save failed: " + e.getMessage(), e);
         }
@@ -212,7 +231,7 @@ public final class Fabric implements AutoCloseable {
             throw new CheckpointException(path + ": gathering the full state failed: " + e.getMessage(), e);
         }
         onGlobalZero(path, () -> TorchFiles.writeNative(path, checkpoint,
-                TorchFiles.WriteOptions.DEFAULT.withArchiveName(TorchFiles.archiveNameFor(path))));
+                writeOptions().withArchiveName(TorchFiles.archiveNameFor(path))));
     }
 
     private static NativeValue keep(List<NativeValue> handles, NativeValue value) {
@@ -293,7 +312,7 @@ public final class Fabric implements AutoCloseable {
             throw new UnsupportedOperationException("saveAsync under a multi-process strategy is not supported yet");
         }
         validateFilter(state, filter);
-        return asyncSaver().save(path, buildCheckpoint(state, filter), TorchFiles.WriteOptions.DEFAULT, listener);
+        return asyncSaver().save(path, buildCheckpoint(state, filter), writeOptions(), listener);
     }
 
     public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state) {

@@ -6,6 +6,7 @@ import io.fabricckpt.internal.ProgressPoller;
 import io.fabricckpt.internal.ValueConverter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.util.List;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -15,10 +16,17 @@ import org.bytedeco.javacpp.BytePointer;
 public final class TorchFiles {
     private TorchFiles() {}
 
-    /** Options of {@link #write}. */
-    public record WriteOptions(String archiveName, boolean fsync) {
+    /**
+     * Options of {@link #write}. A tree holding globals that {@code torch.load(weights_only=True)}
+     * refuses (any class or function outside torch 2.10's allowlist, e.g. an {@code argparse.Namespace}
+     * of hparams, or an {@code os.system} call read from a hostile file) is refused with a
+     * {@link CheckpointException} naming each global and where it sits, before anything is written:
+     * writing it would hand Python's {@code torch.load(weights_only=False)} a call to make. Opt in
+     * with {@link #allowUnsafeGlobals()} only for data you trust.
+     */
+    public record WriteOptions(String archiveName, boolean fsync, boolean unsafeGlobalsAllowed) {
         /** What Lightning writes: archive folder {@code archive}, durable before it replaces the target. */
-        public static final WriteOptions DEFAULT = new WriteOptions("archive", true);
+        public static final WriteOptions DEFAULT = new WriteOptions("archive", true, false);
 
         public WriteOptions {
             if (archiveName == null || archiveName.isEmpty() || archiveName.contains("/")) {
@@ -26,17 +34,31 @@ public final class TorchFiles {
             }
         }
 
+        /** Unsafe globals refused (the default). */
+        public WriteOptions(String archiveName, boolean fsync) {
+            this(archiveName, fsync, false);
+        }
+
         public WriteOptions withFsync(boolean fsync) {
-            return new WriteOptions(archiveName, fsync);
+            return new WriteOptions(archiveName, fsync, unsafeGlobalsAllowed);
         }
 
         public WriteOptions withArchiveName(String archiveName) {
-            return new WriteOptions(archiveName, fsync);
+            return new WriteOptions(archiveName, fsync, unsafeGlobalsAllowed);
+        }
+
+        /** Writes globals outside torch's weights_only allowlist too (trusted data only). */
+        public WriteOptions allowUnsafeGlobals() {
+            return withUnsafeGlobalsAllowed(true);
+        }
+
+        public WriteOptions withUnsafeGlobalsAllowed(boolean allowed) {
+            return new WriteOptions(archiveName, fsync, allowed);
         }
     }
 
     /** Options of {@link #read(Path, ReadOptions)}. */
-    public record ReadOptions(boolean mmap, boolean verifyCrc, int threads) {
+    public record ReadOptions(boolean mmap, boolean verifyCrc, int threads, boolean weightsOnly) {
         /**
          * Owned memory, as {@code torch.load}: every storage is read (in parallel, one thread per core)
          * and its CRC-32 checked before the call returns. Nothing is mapped, so another program
@@ -44,13 +66,29 @@ public final class TorchFiles {
          * {@link CheckpointException} (a short file, a CRC-32 mismatch); it never crashes the JVM,
          * and tensors once loaded never change.
          */
-        public static final ReadOptions DEFAULT = new ReadOptions(false, true, 0);
+        public static final ReadOptions DEFAULT = new ReadOptions(false, true, 0, false);
 
         public ReadOptions {
             if (threads < 0) {
                 throw new IllegalArgumentException("threads must be 0 (one per core) or more");
             }
         }
+
+        /** Not weights_only: globals outside torch's allowlist are read inertly ({@link PyObject}, {@link PyGlobal}). */
+        public ReadOptions(boolean mmap, boolean verifyCrc, int threads) {
+            this(mmap, verifyCrc, threads, false);
+        }
+
+        /**
+         * As {@code torch.load(weights_only=True)}: a file naming any global outside torch 2.10's
+         * allowlist is refused with a {@link CheckpointException} listing them (see
+         * {@link TorchFiles#unsafeGlobals}). Off (the default), such globals are read inertly.
+         * Applies to torch.save files (zip and legacy).
+         */
+        public ReadOptions withWeightsOnly(boolean weightsOnly) {
+            return new ReadOptions(mmap, verifyCrc, threads, weightsOnly);
+        }
+
 
         /**
          * Memory-mapped, as {@code torch.load(mmap=True)}: tensors view a private copy-on-write
@@ -74,12 +112,12 @@ public final class TorchFiles {
         }
 
         public ReadOptions withVerifyCrc(boolean verifyCrc) {
-            return new ReadOptions(mmap, verifyCrc, threads);
+            return new ReadOptions(mmap, verifyCrc, threads, weightsOnly);
         }
 
         /** Reader threads of an eager read (0: one per core). */
         public ReadOptions withThreads(int threads) {
-            return new ReadOptions(mmap, verifyCrc, threads);
+            return new ReadOptions(mmap, verifyCrc, threads, weightsOnly);
         }
     }
 
@@ -138,20 +176,46 @@ public final class TorchFiles {
     }
 
     /**
+     * The globals of a checkpoint that {@code torch.load(weights_only=True)} refuses, as
+     * {@code torch.serialization.get_unsafe_globals_in_checkpoint} lists them ({@code "module.name"},
+     * e.g. {@code argparse.Namespace}, {@code posix.system}), in order of first appearance; empty when
+     * none. A torch.save file: its pickle (legacy files too, which torch's function refuses); a sharded
+     * directory: its {@code meta.pt} and value items. Nothing is executed and no tensor data read.
+     *
+     * @throws CheckpointException naming the file and what is wrong
+     */
+    public static List<String> unsafeGlobals(Path path) {
+        String lines;
+        try {
+            lines = NativeCalls.string(FabricNative.unsafeGlobals(NativeCalls.path(path)));
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+        return lines.isEmpty() ? List.of() : List.of(lines.split("\n"));
+    }
+
+    /**
      * Reads a checkpoint and writes it as one torch.save file: a file is written back unchanged in the
      * current format (same archive folder); a sharded {@code torch.distributed.checkpoint} directory
      * is consolidated as Lightning does (every tensor whole, then the entries of its {@code meta.pt}),
-     * with the archive folder {@code torch.save} gives a file of the target's name.
+     * with the archive folder {@code torch.save} gives a file of the target's name. A checkpoint
+     * holding globals outside torch's weights_only allowlist is refused (see {@link WriteOptions})
+     * unless {@code allowUnsafeGlobals}.
      */
     public static void convert(Path source, Path target) {
-        convert(source, target, null);
+        convert(source, target, false, null);
     }
 
     /** {@link #convert(Path, Path)}, reporting the bytes written to {@code listener} (may be null). */
     public static void convert(Path source, Path target, ProgressListener listener) {
+        convert(source, target, false, listener);
+    }
+
+    /** {@link #convert(Path, Path)}; {@code allowUnsafeGlobals} writes globals outside the allowlist too. */
+    public static void convert(Path source, Path target, boolean allowUnsafeGlobals, ProgressListener listener) {
         if (Fabric.isShardedCheckpoint(source)) {
-            writeNative(target, Fabric.consolidate(source), WriteOptions.DEFAULT.withArchiveName(archiveNameFor(target)),
-                    listener);
+            writeNative(target, Fabric.consolidate(source), WriteOptions.DEFAULT.withArchiveName(archiveNameFor(target))
+                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
             return;
         }
         NativeValue root = readNative(source, ReadOptions.eager(), null); // CRCs checked before rewriting
@@ -161,8 +225,35 @@ public final class TorchFiles {
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
         }
-        writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive),
-                listener);
+        writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive)
+                .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
+    }
+
+    /**
+     * Throws the {@link CheckpointException} a write of {@code root} to {@code target} would throw for
+     * globals outside torch's weights_only allowlist (each with where it sits), if it holds any.
+     */
+    static void requireWeightsOnlySafe(Path target, NativeValue root) {
+        String lines;
+        try {
+            lines = NativeCalls.string(FabricNative.unsafeGlobalsOfTree(root));
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+        if (lines.isEmpty()) {
+            return;
+        }
+        StringBuilder message = new StringBuilder(target.toString()).append(": refusing to write globals that"
+                + " torch.load(weights_only=True) refuses (Python's torch.load(weights_only=False) of the file would"
+                + " call them):");
+        for (String line : lines.split("\n")) {
+            String[] parts = line.split("\t", 2);
+            message.append(' ').append(parts[0]).append(" at ")
+                    .append(parts.length < 2 || parts[1].isEmpty() ? "the root" : parts[1]).append(';');
+        }
+        message.setLength(message.length() - 1);
+        message.append(". Allow them explicitly (WriteOptions.allowUnsafeGlobals()) only for trusted data.");
+        throw new CheckpointException(message.toString());
     }
 
     /**
@@ -193,8 +284,8 @@ public final class TorchFiles {
     static NativeValue readNative(Path path, ReadOptions options, ProgressListener listener) {
         BytePointer nativePath = NativeCalls.path(path);
         try {
-            return ProgressPoller.run(listener, progress -> FabricNative.loadTorchFileWith(nativePath,
-                    options.verifyCrc(), options.mmap(), options.threads(), progress));
+            return ProgressPoller.run(listener, progress -> FabricNative.loadTorchFileOptions(nativePath,
+                    options.verifyCrc(), options.mmap(), options.threads(), options.weightsOnly(), progress));
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
         }
@@ -205,7 +296,8 @@ public final class TorchFiles {
         BytePointer archive = new BytePointer(options.archiveName().getBytes(StandardCharsets.UTF_8));
         try {
             ProgressPoller.run(listener, progress -> {
-                FabricNative.saveTorchFileWith(nativePath, root, archive, options.fsync(), 0, progress);
+                FabricNative.saveTorchFileOptions(nativePath, root, archive, options.fsync(), 0,
+                        options.unsafeGlobalsAllowed(), progress);
                 return null;
             });
         } catch (RuntimeException e) {
@@ -223,8 +315,9 @@ public final class TorchFiles {
 
     static void writeNative(Path path, NativeValue root, WriteOptions options) {
         try {
-            FabricNative.saveTorchFile(NativeCalls.path(path), root,
-                    new BytePointer(options.archiveName().getBytes(StandardCharsets.UTF_8)), options.fsync());
+            FabricNative.saveTorchFileOptions(NativeCalls.path(path), root,
+                    new BytePointer(options.archiveName().getBytes(StandardCharsets.UTF_8)), options.fsync(), 0,
+                    options.unsafeGlobalsAllowed(), null);
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
         }

@@ -64,7 +64,9 @@ class TorchFilesTest {
         state.put("dtype", new PyGlobal("torch", "float32"));
 
         Path file = dir.resolve("plain.ckpt");
-        new Fabric().save(file, state);
+        // Empty bytes (bytes() at protocol 2) and frozensets are outside torch's weights_only
+        // allowlist: this round trip of every Python type opts in (unsafeGlobalsAreRefusedOnWrite).
+        new Fabric().allowUnsafeGlobals(true).save(file, state);
         Map<String, Object> loaded = new Fabric().load(file);
 
         assertEquals(new ArrayList<>(state.keySet()), new ArrayList<>(loaded.keySet()));
@@ -225,5 +227,51 @@ class TorchFilesTest {
             out[i] = t.stride(i);
         }
         return out;
+    }
+
+    @Test
+    void unsafeGlobalsAreRefusedOnWriteUnlessAllowed() {
+        Map<String, Object> hparams = new LinkedHashMap<>();
+        hparams.put("lr", 0.1);
+        PyObject namespace = new PyObject(PyObject.Construction.NEW_OBJ, new PyGlobal("argparse", "Namespace"),
+                PyTuple.of(), null, hparams, List.of(), List.of());
+        PyObject call = new PyObject(PyObject.Construction.REDUCE, new PyGlobal("posix", "system"), PyTuple.of("echo hi"),
+                null, null, List.of(), List.of());
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("hparams", namespace);
+        state.put("callbacks", List.of(1L, call));
+        Path file = dir.resolve("unsafe.ckpt");
+
+        CheckpointException refused = assertThrows(CheckpointException.class, () -> TorchFiles.write(file, state));
+        assertTrue(refused.getMessage().contains("argparse.Namespace at ['hparams']"), refused.getMessage());
+        assertTrue(refused.getMessage().contains("posix.system at ['callbacks'][1]"), refused.getMessage());
+        assertFalse(Files.exists(file));
+        assertThrows(CheckpointException.class, () -> new Fabric().save(file, state));
+        CheckpointException async = assertThrows(CheckpointException.class,
+                () -> new Fabric().saveAsync(file, state, Map.of(), null).join());
+        assertTrue(async.getMessage().contains("argparse.Namespace at ['hparams']"), async.getMessage());
+        assertFalse(Files.exists(file));
+
+        TorchFiles.write(file, state, TorchFiles.WriteOptions.DEFAULT.allowUnsafeGlobals());
+        assertEquals(List.of("argparse.Namespace", "posix.system"), TorchFiles.unsafeGlobals(file));
+        assertTrue(TorchFiles.verify(file).contains("WARNING: 2 globals"), TorchFiles.verify(file));
+        // Read inertly by default, refused as torch.load(weights_only=True) refuses it on request.
+        Map<?, ?> loaded = (Map<?, ?>) TorchFiles.read(file);
+        assertInstanceOf(PyObject.class, loaded.get("hparams"));
+        CheckpointException weightsOnly = assertThrows(CheckpointException.class,
+                () -> TorchFiles.read(file, TorchFiles.ReadOptions.DEFAULT.withWeightsOnly(true)));
+        assertTrue(weightsOnly.getMessage().contains("argparse.Namespace, posix.system"), weightsOnly.getMessage());
+        // Load-then-save does not launder them either.
+        Path copy = dir.resolve("copy.ckpt");
+        assertThrows(CheckpointException.class, () -> TorchFiles.convert(file, copy));
+        assertFalse(Files.exists(copy));
+        TorchFiles.convert(file, copy, true, null);
+        assertEquals(TorchFiles.unsafeGlobals(file), TorchFiles.unsafeGlobals(copy));
+        new Fabric().allowUnsafeGlobals(true).save(copy, state);
+
+        Path safe = dir.resolve("safe.ckpt");
+        TorchFiles.write(safe, Map.of("w", arange(2, torch.ScalarType.Float), "dtype", new PyGlobal("torch", "float16")));
+        assertEquals(List.of(), TorchFiles.unsafeGlobals(safe));
+        assertInstanceOf(Map.class, TorchFiles.read(safe, TorchFiles.ReadOptions.eager().withWeightsOnly(true)));
     }
 }

@@ -81,6 +81,29 @@ public final class FabricNative {
     public static native void saveTorchFileWith(@StdString BytePointer path, @Const @ByRef NativeValue root,
             @StdString BytePointer archiveName, @Cast("bool") boolean fsync, int threads, NativeProgress progress);
 
+    // --- unsafe globals: torch 2.10's weights_only allowlist ------------------------------------
+
+    /** {@link #loadTorchFileWith}; with {@code weightsOnly}, refuses files naming globals outside the allowlist. */
+    public static native @ByVal NativeValue loadTorchFileOptions(@StdString BytePointer path,
+            @Cast("bool") boolean verifyCrc, @Cast("bool") boolean mmap, int threads, @Cast("bool") boolean weightsOnly,
+            NativeProgress progress);
+
+    /** {@link #saveTorchFileWith}; trees holding globals outside the allowlist are refused unless allowed. */
+    public static native void saveTorchFileOptions(@StdString BytePointer path, @Const @ByRef NativeValue root,
+            @StdString BytePointer archiveName, @Cast("bool") boolean fsync, int threads,
+            @Cast("bool") boolean allowUnsafeGlobals, NativeProgress progress);
+
+    /** The checkpoint's globals outside the allowlist, one "module.name" per line. */
+    public static native @StdString BytePointer unsafeGlobals(@StdString BytePointer path);
+
+    /** A tree's globals outside the allowlist as the writer would emit them: "module.name\tkey path" lines. */
+    public static native @StdString BytePointer unsafeGlobalsOfTree(@Const @ByRef NativeValue root);
+
+    /** {@link #saveSharded}; values and meta.pt holding globals outside the allowlist refused unless allowed. */
+    public static native void saveShardedOptions(@StdString BytePointer dir, @Const @ByRef NativeValue state,
+            @Const @ByRef NativeValue meta, @Const @ByRef NativeShardPlan plan, NativeProcessGroup group,
+            @Cast("bool") boolean fsync, @Cast("bool") boolean allowUnsafeGlobals);
+
     /** The same tree with every storage copied once: what an async save writes later. */
     public static native @ByVal NativeValue snapshotTensors(@Const @ByRef NativeValue root, int threads,
             NativeProgress progress);

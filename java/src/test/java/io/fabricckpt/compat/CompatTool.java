@@ -24,7 +24,9 @@ import org.bytedeco.pytorch.global.torch;
  * The Java side of python-compat-tests (run by pytest in a subprocess):
  * <ul>
  *   <li>{@code describe SRC}: prints Java's view of a checkpoint as JSON (types, dtypes, shapes, values)</li>
- *   <li>{@code roundtrip SRC DST}: reads into Java values and writes them back</li>
+ *   <li>{@code roundtrip SRC DST [ARCHIVE] [--allow-unsafe-globals]}: reads into Java values and writes them back</li>
+ *   <li>{@code unsafe-globals SRC}: prints the globals torch's weights_only load refuses, one per line</li>
+ *   <li>{@code read-weights-only SRC}: reads as torch.load(weights_only=True) would, prints ok</li>
  *   <li>{@code write-sample DST}: writes the state python-compat-tests/test_java_writes.py expects</li>
  * </ul>
  */
@@ -35,9 +37,19 @@ public final class CompatTool {
         switch (args[0]) {
             case "describe" -> System.out.println(json(TorchFiles.read(Path.of(args[1]))));
             case "roundtrip" -> {
-                Object value = TorchFiles.read(Path.of(args[1]));
-                String archive = args.length > 3 ? args[3] : "archive";
-                TorchFiles.write(Path.of(args[2]), value, TorchFiles.WriteOptions.DEFAULT.withArchiveName(archive));
+                // roundtrip SRC DST [ARCHIVE] [--allow-unsafe-globals]: the flag writes globals outside
+                // torch's weights_only allowlist too (files Python itself only loads with weights_only=False).
+                List<String> rest = new java.util.ArrayList<>(List.of(args).subList(1, args.length));
+                boolean allowUnsafe = rest.remove("--allow-unsafe-globals");
+                Object value = TorchFiles.read(Path.of(rest.get(0)));
+                String archive = rest.size() > 2 ? rest.get(2) : "archive";
+                TorchFiles.write(Path.of(rest.get(1)), value, TorchFiles.WriteOptions.DEFAULT.withArchiveName(archive)
+                        .withUnsafeGlobalsAllowed(allowUnsafe));
+            }
+            case "unsafe-globals" -> TorchFiles.unsafeGlobals(Path.of(args[1])).forEach(System.out::println);
+            case "read-weights-only" -> {
+                TorchFiles.read(Path.of(args[1]), TorchFiles.ReadOptions.DEFAULT.withWeightsOnly(true));
+                System.out.println("ok");
             }
             case "write-sample" -> new Fabric().save(Path.of(args[1]), sample());
             case "train" -> train(args[1], Path.of(args[2]), Path.of(args[3]));

@@ -132,6 +132,10 @@ def test_corrupt_file_is_reported_with_its_name(java, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(bytes(data))
     proc = java.cli("convert", bad, tmp_path / "out.ckpt", check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # could not read
     assert "bad.ckpt" in proc.stderr
+    assert proc.stderr.startswith("fabric-ckpt convert: ") and "Exception" not in proc.stderr, proc.stderr
+    proc = java.cli("verify", bad, check=False)
+    assert proc.returncode == 1  # the check found corruption
+    assert proc.stderr.startswith("fabric-ckpt verify: ") and "bad.ckpt" in proc.stderr, proc.stderr
     assert not (tmp_path / "out.ckpt").exists()

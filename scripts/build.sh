@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds everything once: the C++ core and its tests (CMake + Ninja), then the Java
-# library with its JavaCPP-generated JNI (Maven), and records the runtime classpath
-# for bin/fabric-ckpt. Incremental: re-running rebuilds only what changed.
+# Builds the library for bin/fabric-ckpt and the tests, incrementally: Maven (java/pom.xml) runs the
+# set-up, the CMake build of the C++ core and JavaCPP, and writes build/classpath.txt.
+#   scripts/build.sh           the main job: no GoogleTest, no Python environment
+#   scripts/build.sh --tests   also the GoogleTest suites (and the tests' set-up)
+# `mvn install` at the top builds and installs every artifact instead (see README).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-bash "$ROOT/scripts/setup.sh"
-
-jobs="${FABRICCKPT_JOBS:-$(nproc)}"
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DTORCH_INCLUDE_DIR="$TORCH_INCLUDE_DIR" -DTORCH_LIB_DIR="$PRESET_LIB_DIR" >/dev/null
-ninja -C "$BUILD_DIR" -j "$jobs"
-
-mvn_args=(-q -B -Dstyle.color=never -Dfabricckpt.build.dir="$BUILD_DIR" -Dfabricckpt.python="$VENV/bin/python")
-(cd "$ROOT" && mvn "${mvn_args[@]}" -DskipTests package dependency:build-classpath \
-   -Dmdep.outputFile="$BUILD_DIR/classpath.txt" -Dmdep.includeScope=runtime)
+tests=OFF
+case "${1:-}" in
+  --tests) tests=ON ;;
+  "") ;;
+  *) echo "usage: scripts/build.sh [--tests]" >&2; exit 2 ;;
+esac
+command -v mvn >/dev/null && command -v javac >/dev/null || bash "$ROOT/scripts/setup.sh"
+(cd "$ROOT" && mvn -B -q -Dstyle.color=never -pl java -Dfabricckpt.build.dir="$BUILD_DIR" \
+   -Dfabricckpt.tests="$tests" -Dfabricckpt.python="$VENV/bin/python" \
+   -DskipTests -Dmaven.javadoc.skip=true -Dmaven.source.skip=true package)

@@ -121,8 +121,8 @@ public final class BenchCommand {
             print(rows, o, System.out);
             return 0;
         } catch (IOException | RuntimeException e) {
-            System.err.println("fabric-ckpt bench: " + e);
-            return 1;
+            System.err.println("fabric-ckpt bench: " + (e.getMessage() != null ? e.getMessage() : e.toString()));
+            return e instanceof IOException ? ExitCodes.IO : ExitCodes.FAILED;
         } finally {
             if (dir != null) {
                 cleanUp(dir, madeDir);

@@ -17,7 +17,7 @@ final class LaunchCommand {
             return LocalLauncher.run(args, System.out, System.err);
         } catch (IOException e) {
             System.err.println("fabric-ckpt launch: " + e.getMessage());
-            return 1;
+            return ExitCodes.IO;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             return 130;

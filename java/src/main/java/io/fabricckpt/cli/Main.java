@@ -1,97 +1,84 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.CheckpointException;
-import io.fabricckpt.TorchFiles;
-import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.List;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
 
-/** {@code bin/fabric-ckpt}: command-line tools over checkpoints. */
-public final class Main {
-    private static final String USAGE = """
-            usage: fabric-ckpt COMMAND [ARGS]
-              demo [DIR]            train a small model in Java, checkpointing every few steps; run it
-                                    again to resume from the latest checkpoint
-              inspect PATH [--json] the tree of keys with dtypes, shapes and sizes
-              verify PATH           check every record's CRC-32, the pickle, storages and tensor views
-              diff A B              keys, shapes and the largest difference of each tensor
-              convert SRC DST       read any checkpoint this library reads, write it as a torch.save file
-                                    (a sharded directory is consolidated, as Lightning's consolidate_checkpoint)
-              bench [--size 256M,1G] [--4g] [--reps N] [--dir DIR] [--no-python]
-                                    save/load throughput against Python Lightning, torch and dd/cat
-              bench-sharded [--size 256M] [--ranks 2] [--reps N] [--dir DIR] [--no-python]
-                                    sharded and full saves across JVM ranks against Lightning's FSDP2
-              launch -n N [--timeout S] CLASS [ARGS]
-                                    start N local JVMs as ranks of one process group (torchrun's variables)
-            """;
+/**
+ * {@code fabric-ckpt} ({@code bin/fabric-ckpt}, {@code java -jar fabric-ckpt-cli.jar}): command-line
+ * tools over checkpoints. Each subcommand is a small picocli class ({@code *Cli}) that delegates to
+ * the code doing the work. Exit codes: {@link ExitCodes}.
+ */
+@Command(name = "fabric-ckpt", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
+        description = "Lightning Fabric checkpoints (torch.save files, torch.distributed.checkpoint directories) on the JVM.",
+        subcommands = {DemoCli.class, InspectCli.class, VerifyCli.class, DiffCli.class, ConvertCli.class, BenchCli.class,
+            BenchShardedCli.class, LaunchCli.class, CommandLine.HelpCommand.class},
+        footerHeading = "%nExit codes:%n",
+        footer = {"  0  done (diff: equal; verify: no corruption)", "  1  the check failed (diff: they differ; verify: corrupt)",
+            "  2  usage error", "  3  a file or directory could not be read or written", "  4  any other failure"})
+public final class Main implements Runnable {
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
 
-    private Main() {}
+    /** No subcommand: the usage, as a usage error. */
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(spec.commandLine(), "a command is required");
+    }
 
     public static void main(String[] args) {
         System.exit(run(args));
     }
 
-    static int run(String[] args) {
-        if (args.length == 0 || args[0].equals("-h") || args[0].equals("--help")) {
-            System.out.print(USAGE);
-            return args.length == 0 ? 2 : 0;
-        }
-        List<String> rest = new ArrayList<>(Arrays.asList(args).subList(1, args.length));
-        try {
-            switch (args[0]) {
-                case "demo" -> Demo.run(rest.isEmpty() ? Path.of("demo-checkpoints") : Path.of(rest.get(0)));
-                case "inspect" -> {
-                    boolean json = rest.remove("--json");
-                    requireArgs(rest, 1, "inspect PATH [--json]");
-                    Object checkpoint = TorchFiles.read(Path.of(rest.get(0)));
-                    if (json) {
-                        System.out.println(Inspect.json(checkpoint));
-                    } else {
-                        Inspect.print(checkpoint, System.out);
-                    }
-                }
-                case "verify" -> {
-                    requireArgs(rest, 1, "verify PATH");
-                    System.out.println(TorchFiles.verify(Path.of(rest.get(0))));
-                }
-                case "diff" -> {
-                    requireArgs(rest, 2, "diff A B");
-                    boolean same = Diff.run(TorchFiles.read(Path.of(rest.get(0))), TorchFiles.read(Path.of(rest.get(1))),
-                            System.out);
-                    return same ? 0 : 1;
-                }
-                case "bench" -> {
-                    return BenchCommand.run(rest.toArray(String[]::new));
-                }
-                case "launch" -> {
-                    return LaunchCommand.run(rest.toArray(String[]::new));
-                }
-                case "bench-sharded" -> {
-                    return ShardedBench.run(rest.toArray(String[]::new));
-                }
-                case "convert" -> {
-                    requireArgs(rest, 2, "convert SRC DST");
-                    ProgressBar bar = new ProgressBar("convert");
-                    TorchFiles.convert(Path.of(rest.get(0)), Path.of(rest.get(1)), bar);
-                    bar.finish();
-                    System.out.println("wrote " + rest.get(1));
-                }
-                default -> {
-                    System.err.print("unknown command '" + args[0] + "'\n" + USAGE);
-                    return 2;
-                }
+    /** The command line for {@code args}, its streams System.out and System.err as they are now. */
+    static CommandLine commandLine() {
+        CommandLine cl = new CommandLine(new Main());
+        cl.setOut(new PrintWriter(System.out, true));
+        cl.setErr(new PrintWriter(System.err, true));
+        cl.setUsageHelpWidth(100);
+        // launch: everything after CLASS belongs to the ranks, options included
+        cl.getSubcommands().get("launch").setStopAtPositional(true);
+        cl.setParameterExceptionHandler((e, args) -> {
+            CommandLine failed = e.getCommandLine();
+            PrintWriter err = failed.getErr();
+            err.println(prefix(failed) + e.getMessage());
+            failed.usage(err);
+            return ExitCodes.USAGE;
+        });
+        cl.setExecutionExceptionHandler((e, failed, parseResult) -> {
+            PrintWriter err = failed.getErr();
+            int code;
+            String message;
+            if (e instanceof CliException c) {
+                code = c.exitCode();
+                message = c.getMessage();
+            } else if (e instanceof CheckpointException || e instanceof IOException || e instanceof UncheckedIOException) {
+                code = ExitCodes.IO;
+                message = e.getMessage();
+            } else if (e instanceof IllegalArgumentException) {
+                code = ExitCodes.USAGE;
+                message = e.getMessage();
+            } else {
+                code = ExitCodes.FAILED;
+                message = "failed: " + (e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName());
             }
-            return 0;
-        } catch (CheckpointException | IllegalArgumentException e) {
-            System.err.println("fabric-ckpt: " + e.getMessage());
-            return 1;
-        }
+            err.println(prefix(failed) + message);
+            if (System.getenv("FABRICCKPT_DEBUG") != null) {
+                e.printStackTrace(err);
+            }
+            return code;
+        });
+        return cl;
     }
 
-    private static void requireArgs(List<String> args, int count, String usage) {
-        if (args.size() != count) {
-            throw new IllegalArgumentException("usage: fabric-ckpt " + usage);
-        }
+    static int run(String... args) {
+        return commandLine().execute(args);
+    }
+
+    private static String prefix(CommandLine cl) {
+        return cl.getParent() == null ? "fabric-ckpt: " : "fabric-ckpt " + cl.getCommandName() + ": ";
     }
 }

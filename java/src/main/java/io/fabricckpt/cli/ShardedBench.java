@@ -36,7 +36,7 @@ final class ShardedBench {
             return measure(args);
         } catch (IOException e) {
             System.err.println("fabric-ckpt bench-sharded: " + e.getMessage());
-            return 1;
+            return ExitCodes.IO;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             return 130;

@@ -25,13 +25,17 @@ public final class FabricNative {
 
     private FabricNative() {}
 
-    /** Loads the preset's libtorch first (so ours binds to the same copy), then our library. */
+    /**
+     * Checks that the preset carries the libtorch we were built against ({@link PresetVersion}), loads
+     * its libtorch first (so ours binds to the same copy), then our library.
+     */
     public static void load() {
         if (loaded) {
             return;
         }
         synchronized (FabricNative.class) {
             if (!loaded) {
+                PresetVersion.checkClassPath();
                 Loader.load(org.bytedeco.pytorch.global.torch.class);
                 Loader.load(FabricNative.class);
                 loaded = true;

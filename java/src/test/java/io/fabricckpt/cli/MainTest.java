@@ -1,6 +1,7 @@
 package io.fabricckpt.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.fabricckpt.Fabric;
@@ -101,9 +102,110 @@ class MainTest {
 
     @Test
     void unknownCommandsAndMissingArgumentsAreUsageErrors() {
-        assertEquals(2, run("frobnicate").code());
+        Result unknown = run("frobnicate");
+        assertEquals(2, unknown.code());
+        assertTrue(unknown.err().contains("Unmatched argument") && unknown.err().contains("Usage: fabric-ckpt"),
+                unknown.err());
         Result r = run("convert", "only-one");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("usage"), r.err());
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("Missing required parameter: 'DST'") && r.err().contains("Usage: fabric-ckpt convert"),
+                r.err());
+        assertEquals(2, run("inspect", "a", "b").code());
+        assertEquals(2, run("inspect", "--jsn", "a").code());
+        assertEquals(2, run("bench", "--reps", "many").code());
+        Result none = run();
+        assertEquals(2, none.code());
+        assertTrue(none.err().contains("Usage: fabric-ckpt"), none.err());
+    }
+
+    static final String[] COMMANDS = {"demo", "inspect", "verify", "diff", "convert", "bench", "bench-sharded", "launch"};
+
+    @Test
+    void helpOnEveryCommandDoesNothingElse() throws Exception {
+        Result top = run("--help");
+        assertEquals(0, top.code(), top.err());
+        for (String command : COMMANDS) {
+            assertTrue(top.out().contains("  " + command + " "), command + " missing from\n" + top.out());
+        }
+        assertTrue(top.out().contains("Exit codes:"), top.out());
+        Path cwd = Path.of("").toAbsolutePath();
+        for (String command : COMMANDS) {
+            for (String flag : new String[] {"--help", "-h"}) {
+                Result r = run(command, flag);
+                assertEquals(0, r.code(), command + " " + flag + ": " + r.err());
+                assertTrue(r.out().startsWith("Usage: fabric-ckpt " + command), r.out());
+                assertEquals("", r.err());
+            }
+            Result viaHelp = run("help", command);
+            assertEquals(0, viaHelp.code());
+            assertEquals(run(command, "--help").out(), viaHelp.out());
+        }
+        // demo --help used to train into a directory named --help
+        assertTrue(!Files.exists(cwd.resolve("--help")) && !Files.exists(cwd.resolve("-h")));
+    }
+
+    @Test
+    void versionNamesTheBuildAndItsLibtorch() {
+        for (String[] args : new String[][] {{"--version"}, {"-V"}, {"inspect", "--version"}}) {
+            Result r = run(args);
+            assertEquals(0, r.code(), r.err());
+            assertTrue(r.out().matches("fabric-ckpt \\S+ \\(libtorch 2\\.10\\.0, JavaCPP PyTorch preset 2\\.10\\.0-1\\.5\\.13\\)\\R"),
+                    r.out());
+        }
+    }
+
+    @Test
+    void unreadableInputsExitWith3AndOneLine() throws Exception {
+        Path missing = dir.resolve("missing.ckpt");
+        for (String[] args : new String[][] {{"inspect", missing.toString()}, {"verify", missing.toString()},
+                {"diff", checkpoint("a.ckpt", 1).toString(), missing.toString()},
+                {"convert", missing.toString(), dir.resolve("out.ckpt").toString()}}) {
+            Result r = run(args);
+            assertEquals(3, r.code(), String.join(" ", args) + ": " + r.err());
+            assertEquals("fabric-ckpt " + args[0] + ": cannot read " + missing + ": no such file or directory\n", r.err());
+        }
+        Path notCheckpoint = Files.writeString(dir.resolve("notes.txt"), "not a checkpoint");
+        Result r = run("inspect", notCheckpoint.toString());
+        assertEquals(3, r.code());
+        assertOneCleanLine(r.err(), "fabric-ckpt inspect: ");
+        Result write = run("convert", checkpoint("b.ckpt", 1).toString(), notCheckpoint.resolve("x.ckpt").toString()); // a file as parent
+        assertEquals(3, write.code(), write.err());
+        assertOneCleanLine(write.err(), "fabric-ckpt convert: ");
+    }
+
+    @Test
+    void launchUsageErrorsAreMessagesNotExceptions() {
+        Result noValue = run("launch", "-n");
+        assertEquals(2, noValue.code());
+        assertTrue(noValue.err().startsWith("fabric-ckpt launch: Missing required parameter for option '--nproc'"),
+                noValue.err());
+        assertFalse(noValue.err().contains("Index") || noValue.err().contains("Exception"), noValue.err());
+        Result noClass = run("launch", "-n", "2");
+        assertEquals(2, noClass.code());
+        assertTrue(noClass.err().contains("Missing required parameter: 'CLASS'"), noClass.err());
+        Result zero = run("launch", "-n", "0", "Foo");
+        assertEquals(2, zero.code());
+        assertEquals("fabric-ckpt launch: -n must be at least 1, not 0\n", zero.err());
+        assertEquals(2, run("launch", "-n", "two", "Foo").code());
+    }
+
+    @Test
+    void launchPassesOptionsAfterTheClassToTheRanks() {
+        Result r = run("launch", "-n", "1", "--timeout", "60", Echo.class.getName(), "--flag", "-n", "x");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("[rank 0] args=[--flag, -n, x]"), r.out());
+    }
+
+    /** A rank for {@link #launchPassesOptionsAfterTheClassToTheRanks}. */
+    public static final class Echo {
+        public static void main(String[] args) {
+            System.out.println("args=" + java.util.Arrays.toString(args));
+        }
+    }
+
+    private static void assertOneCleanLine(String err, String prefix) {
+        assertTrue(err.startsWith(prefix), err);
+        assertEquals(1, err.lines().count(), err);
+        assertFalse(err.contains("Exception") || err.contains("\tat "), err);
     }
 }

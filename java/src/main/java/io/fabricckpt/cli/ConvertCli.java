@@ -1,0 +1,29 @@
+package io.fabricckpt.cli;
+
+import io.fabricckpt.TorchFiles;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "convert", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
+        description = {"Write any checkpoint this library reads as one torch.save file.",
+            "Byte-identical for Lightning files; a sharded directory is consolidated, as Lightning's",
+            "consolidate_checkpoint does."})
+final class ConvertCli implements Callable<Integer> {
+    @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory")
+    Path source;
+
+    @Parameters(index = "1", paramLabel = "DST", description = "the torch.save file to write")
+    Path target;
+
+    @Override
+    public Integer call() {
+        Paths.readable(source);
+        ProgressBar bar = new ProgressBar("convert");
+        TorchFiles.convert(source, target, bar);
+        bar.finish();
+        System.out.println("wrote " + target);
+        return ExitCodes.OK;
+    }
+}

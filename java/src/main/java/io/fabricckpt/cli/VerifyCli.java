@@ -1,0 +1,29 @@
+package io.fabricckpt.cli;
+
+import io.fabricckpt.CheckpointException;
+import io.fabricckpt.TorchFiles;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "verify", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
+        description = {"Check a checkpoint for corruption.",
+            "Checks every record's CRC-32, the pickle, storages and tensor views; for a sharded",
+            "directory every shard item, and that the chunks cover every tensor.",
+            "Exit code 1 when the checkpoint is corrupt, 3 when it cannot be read at all."})
+final class VerifyCli implements Callable<Integer> {
+    @Parameters(paramLabel = "PATH", description = "a torch.save file or a sharded directory")
+    Path path;
+
+    @Override
+    public Integer call() {
+        Paths.readable(path);
+        try {
+            System.out.println(TorchFiles.verify(path));
+        } catch (CheckpointException e) {
+            throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
+        }
+        return ExitCodes.OK;
+    }
+}

@@ -4,12 +4,14 @@ import io.fabricckpt.TorchFiles;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 @Command(name = "convert", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
         description = {"Write any checkpoint this library reads as one torch.save file.",
             "Byte-identical for Lightning files; a sharded directory is consolidated, as Lightning's",
-            "consolidate_checkpoint does."})
+            "consolidate_checkpoint does. Globals outside torch's weights_only allowlist (code a",
+            "torch.load(weights_only=False) would run) are refused unless --allow-unsafe-globals."})
 final class ConvertCli implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory")
     Path source;
@@ -17,11 +19,15 @@ final class ConvertCli implements Callable<Integer> {
     @Parameters(index = "1", paramLabel = "DST", description = "the torch.save file to write")
     Path target;
 
+    @Option(names = "--allow-unsafe-globals",
+            description = "write globals outside torch's weights_only allowlist too (only for files you trust)")
+    boolean allowUnsafeGlobals;
+
     @Override
     public Integer call() {
         Paths.readable(source);
         ProgressBar bar = new ProgressBar("convert");
-        TorchFiles.convert(source, target, bar);
+        TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
         bar.finish();
         System.out.println("wrote " + target);
         return ExitCodes.OK;

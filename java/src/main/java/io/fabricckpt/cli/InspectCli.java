@@ -2,13 +2,18 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.stream.Collectors;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 @Command(name = "inspect", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
-        description = "The keys, dtypes, shapes and sizes in a checkpoint file or sharded directory.")
+        description = {"The keys, dtypes, shapes and sizes in a checkpoint file or sharded directory.",
+            "Also lists the globals outside torch's weights_only allowlist, as",
+            "torch.serialization.get_unsafe_globals_in_checkpoint does (with --json: an object",
+            "{\"unsafe_globals\": [...], \"checkpoint\": tree})."})
 final class InspectCli implements Callable<Integer> {
     @Parameters(paramLabel = "PATH", description = "a torch.save file or a sharded (torch.distributed.checkpoint) directory")
     Path path;
@@ -19,10 +24,17 @@ final class InspectCli implements Callable<Integer> {
     @Override
     public Integer call() {
         Object checkpoint = TorchFiles.read(Paths.readable(path));
+        List<String> unsafe = TorchFiles.unsafeGlobals(path);
         if (json) {
-            System.out.println(Inspect.json(checkpoint));
+            String globals = unsafe.stream().map(g -> "\"" + g.replace("\\", "\\\\").replace("\"", "\\\"") + "\"")
+                    .collect(Collectors.joining(","));
+            System.out.println("{\"unsafe_globals\":[" + globals + "],\"checkpoint\":" + Inspect.json(checkpoint) + "}");
         } else {
             Inspect.print(checkpoint, System.out);
+            if (!unsafe.isEmpty()) {
+                System.out.println("unsafe globals (outside torch's weights_only allowlist; torch.load(weights_only=True)"
+                        + " refuses this file): " + String.join(", ", unsafe));
+            }
         }
         return ExitCodes.OK;
     }

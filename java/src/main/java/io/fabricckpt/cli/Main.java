@@ -14,7 +14,7 @@ import picocli.CommandLine.Command;
  */
 @Command(name = "fabric-ckpt", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
         description = "Lightning Fabric checkpoints (torch.save files, torch.distributed.checkpoint directories) on the JVM.",
-        subcommands = {DemoCli.class, InspectCli.class, VerifyCli.class, DiffCli.class, ConvertCli.class, BenchCli.class,
+        subcommands = {DemoCli.class, InspectCli.class, VerifyCli.class, DiffCli.class, ConvertCli.class, CleanCli.class, BenchCli.class,
             BenchShardedCli.class, LaunchCli.class, CommandLine.HelpCommand.class},
         footerHeading = "%nExit codes:%n",
         footer = {"  0  done (diff: equal; verify: no corruption)", "  1  the check failed (diff: they differ; verify: corrupt)",

@@ -61,6 +61,46 @@ class MainTest {
                 json.out());
     }
 
+    /** A global outside torch's allowlist: inspect lists it, convert refuses it unless allowed. */
+    @Test
+    void inspectListsUnsafeGlobalsAndConvertRefusesThemUnlessAllowed() throws Exception {
+        Path unsafe = dir.resolve("unsafe.ckpt");
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("hook", new io.fabricckpt.PyGlobal("os", "system"));
+        io.fabricckpt.TorchFiles.write(unsafe, state, io.fabricckpt.TorchFiles.WriteOptions.DEFAULT.allowUnsafeGlobals());
+        Result r = run("inspect", unsafe.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("unsafe globals") && r.out().contains("os.system"), r.out());
+        Result json = run("inspect", unsafe.toString(), "--json");
+        assertTrue(json.out().startsWith("{\"unsafe_globals\":[\"os.system\"],\"checkpoint\":{"), json.out());
+        Result safe = run("inspect", checkpoint("safe.ckpt", 1).toString(), "--json");
+        assertTrue(safe.out().startsWith("{\"unsafe_globals\":[],\"checkpoint\":{"), safe.out());
+
+        Path out = dir.resolve("out.ckpt");
+        Result refused = run("convert", unsafe.toString(), out.toString());
+        assertEquals(ExitCodes.IO, refused.code(), refused.err());
+        assertTrue(refused.err().contains("os.system"), refused.err());
+        assertFalse(Files.exists(out));
+        Result allowed = run("convert", "--allow-unsafe-globals", unsafe.toString(), out.toString());
+        assertEquals(0, allowed.code(), allowed.err());
+        assertTrue(Files.exists(out));
+    }
+
+    /** clean removes a dead writer's temporary file and says what it did. */
+    @Test
+    void cleanRemovesWhatADeadWriterLeft() throws Exception {
+        Path target = checkpoint("c.ckpt", 1);
+        Path stale = dir.resolve(".c.ckpt.tmp-0123456789abcdef");
+        Files.write(stale, new byte[1000]);
+        Files.setLastModifiedTime(stale, java.nio.file.attribute.FileTime.fromMillis(System.currentTimeMillis() - 60_000));
+        Result r = run("clean", target.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("cleaned " + stale), r.out());
+        assertFalse(Files.exists(stale));
+        assertTrue(Files.exists(target));
+        assertTrue(run("clean", target.toString()).out().contains("nothing to clean"));
+    }
+
     @Test
     void verifyAcceptsGoodFilesAndNamesBadOnes() throws Exception {
         Path good = checkpoint("good.ckpt", 1);
@@ -118,7 +158,8 @@ class MainTest {
         assertTrue(none.err().contains("Usage: fabric-ckpt"), none.err());
     }
 
-    static final String[] COMMANDS = {"demo", "inspect", "verify", "diff", "convert", "bench", "bench-sharded", "launch"};
+    static final String[] COMMANDS = {"demo", "inspect", "verify", "diff", "convert", "clean", "bench", "bench-sharded",
+        "launch"};
 
     @Test
     void helpOnEveryCommandDoesNothingElse() throws Exception {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets of the torch-free readers (cpp/fuzz, clang with ASan + UBSan) and
+# Builds the libFuzzer targets of the readers (cpp/fuzz, clang with ASan + UBSan: pickle, zip,
+# DCP .metadata, and the torch.save layer over the preset's libtorch, which scripts/build.sh unpacked) and
 # runs each for SECONDS (default 20; the test command uses the default, a longer campaign is
 # e.g. `scripts/fuzz.sh 3600`). Seeds are the real Python-written files under cpp/tests/data;
 # what a run learns goes to $BUILD_DIR/fuzz/corpus. A crash, a sanitizer report or an input
@@ -10,7 +11,8 @@ seconds="${1:-20}"
 command -v clang++ >/dev/null || { echo "clang++ is missing (scripts/setup.sh --tests installs it)" >&2; exit 1; }
 
 out="$BUILD_DIR/fuzz"
-cmake -S "$ROOT/cpp/fuzz" -B "$out/build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake -S "$ROOT/cpp/fuzz" -B "$out/build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+  -DTORCH_INCLUDE_DIR="$TORCH_INCLUDE_DIR" -DTORCH_LIB_DIR="$BUILD_DIR/preset-libs" >/dev/null
 ninja -C "$out/build" >/dev/null
 
 data="$ROOT/cpp/tests/data"
@@ -32,3 +34,5 @@ run() {
 run fuzz_pickle "$data/pickle" "$data/state"
 run fuzz_zip "$data/zip" "$data/torch"
 run fuzz_dcp_metadata "$data/dcp"
+# libtorch is not instrumented; LeakSanitizer would report its process-lifetime allocations.
+ASAN_OPTIONS=detect_leaks=0 run fuzz_torch_load "$data/torch" "$data/state" "$data/zip"

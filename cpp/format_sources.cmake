@@ -1,0 +1,18 @@
+# The torch-free core (value model, pickle, zip, CRC-32, DCP metadata, file I/O), relative to cpp/:
+# one list for the library (cpp/CMakeLists.txt) and its instrumented fuzzing build (cpp/fuzz).
+set(FABRICCKPT_FORMAT_SOURCES
+  src/format/value.cpp
+  src/format/pickle_reader.cpp
+  src/format/pickle_writer.cpp
+  src/format/crc32.cpp
+  src/format/zip_reader.cpp
+  src/format/zip_writer.cpp
+  src/format/dcp_metadata.cpp
+  src/format/safe_globals.cpp
+  src/io/files.cpp
+)
+# The torch.save layer over libtorch that the fuzzing build instruments too.
+set(FABRICCKPT_TORCHSAVE_SOURCES
+  src/torchsave/dtypes.cpp
+  src/torchsave/torch_save.cpp
+)

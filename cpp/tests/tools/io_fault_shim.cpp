@@ -6,6 +6,7 @@
 //     CALL   pwrite (every positional write: all file data of a save), fsync, or fallocate
 //     ERRNO  EIO, EDQUOT or ENOSPC
 //     AFTER  pwrite only: bytes written successfully first (default 0)
+//   FABRICCKPT_FAULT_RANK=R (optional): only the process whose RANK is R fails (one rank of a group)
 #include <dlfcn.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -29,6 +30,9 @@ const Fault& fault() {
     Fault f;
     const char* spec = std::getenv("FABRICCKPT_FAULT");
     if (!spec) return f;
+    const char* only = std::getenv("FABRICCKPT_FAULT_RANK");
+    const char* rank = std::getenv("RANK");
+    if (only && (!rank || std::string(only) != rank)) return f;
     std::string s(spec);
     size_t first = s.find(':');
     size_t second = s.find(':', first + 1);

@@ -339,6 +339,29 @@ class FsdpTest {
         assertPreviousCheckpointKept(dir, verified);
     }
 
+    /**
+     * A disk error on one rank (EIO on every write of rank 1, injected by the LD_PRELOAD library of
+     * cpp/tests/tools/io_fault_shim.cpp) fails the sharded save on every rank, and the previous
+     * checkpoint stays whole.
+     */
+    @Test
+    void aDiskErrorOnOneRankFailsEveryRankAndKeepsThePreviousCheckpoint() throws Exception {
+        String shim = System.getenv("FABRICCKPT_IO_FAULT_SHIM");
+        assertTrue(shim != null && Files.exists(Path.of(shim)), "the fault library is missing: " + shim);
+        Path dir = shared.resolve("disk-fault");
+        String verified = previousCheckpoint(dir);
+        LocalLauncher launcher = launcher(2, "30").environment(Map.of("FABRICCKPT_DIST_TIMEOUT", "30",
+                "LD_PRELOAD", shim, "FABRICCKPT_FAULT", "pwrite:EIO:0", "FABRICCKPT_FAULT_RANK", "1"));
+        LocalLauncher.Result r = launch(launcher, "save-sharded", dir.toString());
+        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
+        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.output(1)));
+        assertTrue(error1.contains("Input/output error"), error1);
+        String error0 = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
+        assertTrue(error0.contains("rank 1 could not write its shard file") && error0.contains("Input/output error"),
+                error0);
+        assertPreviousCheckpointKept(dir, verified);
+    }
+
     /** A truncated .metadata is refused with an error that names it. */
     @Test
     void aTruncatedMetadataFileIsNamed() throws Exception {

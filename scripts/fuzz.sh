@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets of the readers (cpp/fuzz, clang with ASan + UBSan: pickle, zip,
 # DCP .metadata, and the torch.save layer over the preset's libtorch, which scripts/build.sh unpacked) and
 # runs each for SECONDS (default 20; the test command uses the default, a longer campaign is
-# e.g. `scripts/fuzz.sh 3600`). Seeds are the real Python-written files under cpp/tests/data;
+# e.g. `scripts/fuzz.sh 3600`). Seeds are the real Python-written files under cpp/tests/data and
+# cpp/fuzz/seeds;
 # what a run learns goes to $BUILD_DIR/fuzz/corpus. A crash, a sanitizer report or an input
 # slower than 10 s fails the run and leaves the input in $BUILD_DIR/fuzz/artifacts.
 set -euo pipefail
@@ -16,6 +17,7 @@ cmake -S "$ROOT/cpp/fuzz" -B "$out/build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ 
 ninja -C "$out/build" >/dev/null
 
 data="$ROOT/cpp/tests/data"
+seeds="$ROOT/cpp/fuzz/seeds"  # large inputs of the once-quadratic cases (python-compat-tests/fixtures/make_fuzz_seeds.py)
 run() {
   local target="$1"; shift
   mkdir -p "$out/corpus/$target" "$out/artifacts/$target"
@@ -31,8 +33,8 @@ run() {
     return "$status"
   fi
 }
-run fuzz_pickle "$data/pickle" "$data/state"
-run fuzz_zip "$data/zip" "$data/torch"
-run fuzz_dcp_metadata "$data/dcp"
+run fuzz_pickle "$data/pickle" "$data/state" "$seeds/pickle"
+run fuzz_zip "$data/zip" "$data/torch" "$seeds/zip"
+run fuzz_dcp_metadata "$data/dcp" "$seeds/dcp"
 # libtorch is not instrumented; LeakSanitizer would report its process-lifetime allocations.
-ASAN_OPTIONS=detect_leaks=0 run fuzz_torch_load "$data/torch" "$data/state" "$data/zip"
+ASAN_OPTIONS=detect_leaks=0 run fuzz_torch_load "$data/torch" "$data/state" "$data/zip" "$seeds/zip"

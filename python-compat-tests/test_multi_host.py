@@ -121,6 +121,8 @@ def test_a_link_that_goes_down_mid_save_fails_every_rank_and_keeps_the_checkpoin
         assert "timed out after 5 s" in error or "another rank is gone" in error, error
         assert elapsed[rank] < timeout_s + 30, f"rank {rank} took {elapsed[rank]:.1f} s to fail"
         print(f"rank {rank} on {NAMESPACES[rank]} failed {elapsed[rank]:.1f} s after the cut: {error}")
+    # Rank 1 waits on rank 0, the root of the save's first collective: its error names that peer.
+    assert "from rank 0" in outputs[1] or "to rank 0" in outputs[1], outputs[1]
     # The previous checkpoint is whole, and nothing was left beside it.
     assert java.cli("verify", directory).stdout == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt.")] == []

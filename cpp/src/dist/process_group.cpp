@@ -150,7 +150,7 @@ namespace {
 // Runs one collective and waits for it, turning failures into one clear Error.
 template <typename Start>
 void run_collective(ProcessGroup::Impl& impl, int rank, int world, std::chrono::milliseconds timeout,
-                    const char* what, Start&& start) {
+                    const std::string& what, Start&& start) {
   if (!impl.gloo) throw Error(concat("rank ", rank, " of ", world, ": ", what, " on a closed process group"));
   try {
     auto work = start(*impl.gloo);
@@ -187,14 +187,16 @@ std::string ProcessGroup::broadcast(const std::string& bytes, int src) {
   // First the length, then the bytes (the receivers size their buffer from it).
   std::vector<at::Tensor> length{at::empty({1}, at::kLong)};
   length[0].fill_(static_cast<int64_t>(rank_ == src ? bytes.size() : 0));
-  run_collective(*impl_, rank_, world_size_, timeout_, "broadcast",
+  // Named after its root: on the others, that is the peer a failure waited for.
+  const std::string what = concat("broadcast from rank ", src);
+  run_collective(*impl_, rank_, world_size_, timeout_, what,
                  [&](c10d::ProcessGroupGloo& pg) { return pg.broadcast(length, opts); });
   const int64_t n = length[0].item<int64_t>();
   if (n < 0) throw Error(concat("broadcast: invalid length ", n));
   if (n == 0) return std::string();
   std::vector<at::Tensor> data{at::empty({n}, at::kByte)};
   if (rank_ == src) std::memcpy(data[0].data_ptr(), bytes.data(), static_cast<size_t>(n));
-  run_collective(*impl_, rank_, world_size_, timeout_, "broadcast",
+  run_collective(*impl_, rank_, world_size_, timeout_, what,
                  [&](c10d::ProcessGroupGloo& pg) { return pg.broadcast(data, opts); });
   return std::string(static_cast<const char*>(data[0].data_ptr()), static_cast<size_t>(n));
 }
@@ -228,7 +230,7 @@ void ProcessGroup::send(const void* data, size_t size, int dst, int tag) {
   if (dst < 0 || dst >= world_size_ || dst == rank_) throw Error(concat("send: invalid destination rank ", dst));
   std::lock_guard<std::mutex> lock(impl_->mutex);
   std::vector<at::Tensor> t{at::from_blob(const_cast<void*>(data), {static_cast<int64_t>(size)}, at::kByte)};
-  run_collective(*impl_, rank_, world_size_, timeout_, "send",
+  run_collective(*impl_, rank_, world_size_, timeout_, concat("send to rank ", dst),
                  [&](c10d::ProcessGroupGloo& pg) { return pg.send(t, dst, tag); });
 }
 
@@ -236,7 +238,7 @@ void ProcessGroup::recv(void* data, size_t size, int src, int tag) {
   if (src < 0 || src >= world_size_ || src == rank_) throw Error(concat("recv: invalid source rank ", src));
   std::lock_guard<std::mutex> lock(impl_->mutex);
   std::vector<at::Tensor> t{at::from_blob(data, {static_cast<int64_t>(size)}, at::kByte)};
-  run_collective(*impl_, rank_, world_size_, timeout_, "receive",
+  run_collective(*impl_, rank_, world_size_, timeout_, concat("receive from rank ", src),
                  [&](c10d::ProcessGroupGloo& pg) { return pg.recv(t, src, tag); });
 }
 
@@ -251,7 +253,8 @@ std::vector<std::string> ProcessGroup::gather(const std::string& bytes, int dst)
   for (int r = 0; r < world_size_; ++r) lengths[0].push_back(at::empty({1}, at::kLong));
   c10d::AllgatherOptions all_opts;
   all_opts.timeout = timeout_;
-  run_collective(*impl_, rank_, world_size_, timeout_, "gather",
+  const std::string what = concat("gather to rank ", dst);
+  run_collective(*impl_, rank_, world_size_, timeout_, what,
                  [&](c10d::ProcessGroupGloo& pg) { return pg.allgather(lengths, my_length, all_opts); });
   int64_t longest = 0;
   std::vector<int64_t> sizes;
@@ -278,7 +281,7 @@ std::vector<std::string> ProcessGroup::gather(const std::string& bytes, int dst)
   c10d::GatherOptions opts;
   opts.rootRank = dst;
   opts.timeout = timeout_;
-  run_collective(*impl_, rank_, world_size_, timeout_, "gather",
+  run_collective(*impl_, rank_, world_size_, timeout_, what,
                  [&](c10d::ProcessGroupGloo& pg) { return pg.gather(outputs, input, opts); });
   if (rank_ == dst) {
     for (int r = 0; r < world_size_; ++r) {

@@ -73,8 +73,10 @@ for lib in $libs; do
   runpath=$(readelf -d "$lib" | sed -n 's/.*(\(RUNPATH\|RPATH\)).*\[\(.*\)\]/\2/p')
   say "$(basename "$lib"): RUNPATH [$runpath]"
   [ "$runpath" = '$ORIGIN' ] || [ "$runpath" = '$ORIGIN/' ] || fail "$(basename "$lib") has RUNPATH [$runpath], not \$ORIGIN only"
-  if strings -a "$lib" | grep -E -q "$work|$HOME/|/root/|/home/"; then
-    fail "$(basename "$lib") names a path of the build machine: $(strings -a "$lib" | grep -E "$work|$HOME/|/root/|/home/" | head -3)"
+  # Any home directory or this run's folders: what a binary must never name.
+  build_paths="$work|$HOME/|/(root|home)/"
+  if strings -a "$lib" | grep -E -q "$build_paths"; then
+    fail "$(basename "$lib") names a path of the build machine: $(strings -a "$lib" | grep -E "$build_paths" | head -3)"
   fi
 done
 unzip -l "$repo/fabric-ckpt/$version/fabric-ckpt-$version.jar" | grep -q '\.so' && fail "the classes jar carries natives"

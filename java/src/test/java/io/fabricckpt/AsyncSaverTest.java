@@ -7,6 +7,9 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.WriteOptions;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -27,7 +30,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /** Background saves: snapshots, ordering per path, failures, back-pressure, progress. */
 class AsyncSaverTest {
-    private static final TorchFiles.WriteOptions NO_SYNC = TorchFiles.WriteOptions.DEFAULT.withFsync(false);
+    private static final WriteOptions NO_SYNC = WriteOptions.DEFAULT.withFsync(false);
 
     @TempDir
     Path dir;
@@ -114,7 +117,7 @@ class AsyncSaverTest {
 
         Path file = dir.resolve("async.ckpt");
         try (AsyncSaver saver = new AsyncSaver()) {
-            CompletableFuture<Void> done = saver.save(file, state, TorchFiles.WriteOptions.DEFAULT, null);
+            CompletableFuture<Void> done = saver.save(file, state, WriteOptions.DEFAULT, null);
             weights.fill_(new Scalar(-1.0)); // training goes on
             done.join();
         }

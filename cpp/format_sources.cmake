@@ -9,6 +9,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/zip_writer.cpp
   src/format/dcp_metadata.cpp
   src/format/safe_globals.cpp
+  src/io/read_source.cpp
   src/io/files.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.

@@ -15,5 +15,12 @@ set(FABRICCKPT_FORMAT_SOURCES
 # The torch.save layer over libtorch that the fuzzing build instruments too.
 set(FABRICCKPT_TORCHSAVE_SOURCES
   src/torchsave/dtypes.cpp
-  src/torchsave/torch_save.cpp
+  src/torchsave/parallel.cpp
+  src/torchsave/storage_memory.cpp
+  src/torchsave/eager_reader.cpp
+  src/torchsave/storage_source.cpp
+  src/torchsave/torch_rebuild.cpp
+  src/torchsave/torch_load.cpp
+  src/torchsave/torch_write.cpp
+  src/torchsave/snapshot.cpp
 )

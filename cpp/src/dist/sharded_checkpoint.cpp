@@ -17,13 +17,13 @@
 #include <set>
 
 #include "fabricckpt/dist.h"
+#include "fabricckpt/dtypes.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/pickle.h"
 #include "fabricckpt/safety.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/zip.h"
-#include "../torchsave/dtypes.h"
 
 namespace fabricckpt::sharded {
 

@@ -11,7 +11,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -24,11 +23,18 @@
 #include "fabricckpt/safety.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/zip.h"
+#include "message_codec.h"
 
 namespace fabricckpt::sharded {
 
 namespace fs = std::filesystem;
 using dcp::PathItem;
+using dist::decode_outcome;
+using dist::encode_failure;
+using dist::encode_success;
+using dist::MessageKind;
+using dist::MessageReader;
+using dist::MessageWriter;
 
 // ------------------------------------------------------------------ plan
 
@@ -117,40 +123,7 @@ ValuePtr chunk_value(const at::Tensor& t) {
   return tensor(std::move(c));
 }
 
-ValuePtr int_list(const std::vector<int64_t>& v) {
-  Value::Items items;
-  for (int64_t x : v) items.push_back(Value::integer(x));
-  return Value::list(std::move(items));
-}
-
-std::vector<int64_t> ints_of(const Value& v) {
-  std::vector<int64_t> out;
-  for (const auto& x : v.items()) out.push_back(x->as_int());
-  return out;
-}
-
-ValuePtr path_list(const std::vector<PathItem>& path) {
-  Value::Items items;
-  for (const auto& step : path) {
-    items.push_back(std::holds_alternative<std::string>(step) ? Value::string(std::get<std::string>(step))
-                                                              : Value::integer(std::get<int64_t>(step)));
-  }
-  return Value::list(std::move(items));
-}
-
-std::vector<PathItem> path_of_list(const Value& v) {
-  std::vector<PathItem> out;
-  for (const auto& x : v.items()) {
-    if (x->is(Kind::String)) {
-      out.emplace_back(x->as_string());
-    } else {
-      out.emplace_back(x->as_int());
-    }
-  }
-  return out;
-}
-
-// What one rank wrote, reported to rank 0 (pickled).
+// What one rank wrote, reported to rank 0.
 struct Written {
   std::string key;
   std::vector<PathItem> path;
@@ -160,34 +133,55 @@ struct Written {
   uint64_t file_offset = 0, length = 0;
 };
 
-std::string encode(const std::vector<Written>& items) {
-  ValuePtr list = Value::list();
+std::string encode_report(const std::vector<Written>& items) {
+  MessageWriter message(MessageKind::ShardReport);
+  message.count(items.size());
   for (const auto& w : items) {
-    list->items().push_back(Value::tuple({Value::string(w.key), path_list(w.path), Value::boolean(w.tensor),
-                                          Value::string(w.dtype), int_list(w.global_size), int_list(w.offsets),
-                                          int_list(w.sizes), Value::integer(static_cast<int64_t>(w.file_offset)),
-                                          Value::integer(static_cast<int64_t>(w.length))}));
+    message.text(w.key).count(w.path.size());
+    for (const auto& step : w.path) {
+      const auto* name = std::get_if<std::string>(&step);
+      message.boolean(name != nullptr);
+      if (name) {
+        message.text(*name);
+      } else {
+        message.integer(std::get<int64_t>(step));
+      }
+    }
+    message.boolean(w.tensor).text(w.dtype).integers(w.global_size).integers(w.offsets).integers(w.sizes);
+    message.integer(static_cast<int64_t>(w.file_offset)).integer(static_cast<int64_t>(w.length));
   }
-  return pickle(list);
+  return message.bytes();
 }
 
-std::vector<Written> decode(const std::string& bytes) {
-  std::vector<Written> out;
-  ValuePtr list = unpickle(bytes).value;
-  for (const auto& item : list->items()) {
-    const auto& f = item->items();
-    Written w;
-    w.key = f[0]->as_string();
-    w.path = path_of_list(*f[1]);
-    w.tensor = f[2]->as_bool();
-    w.dtype = f[3]->as_string();
-    w.global_size = ints_of(*f[4]);
-    w.offsets = ints_of(*f[5]);
-    w.sizes = ints_of(*f[6]);
-    w.file_offset = static_cast<uint64_t>(f[7]->as_int());
-    w.length = static_cast<uint64_t>(f[8]->as_int());
-    out.push_back(std::move(w));
+std::vector<Written> decode_report(const std::string& bytes, int rank) {
+  MessageReader message(bytes, MessageKind::ShardReport, rank, "shard report");
+  // An item's fields take at least 60 bytes (a path step at least 10): what bounds the counts.
+  constexpr size_t kMinItemBytes = 60, kMinStepBytes = 10;
+  std::vector<Written> out(message.count(kMinItemBytes));
+  for (Written& w : out) {
+    w.key = message.text();
+    w.path.resize(message.count(kMinStepBytes));
+    for (PathItem& step : w.path) {
+      if (message.boolean()) {
+        step = message.text();
+      } else {
+        step = message.integer();
+      }
+    }
+    w.tensor = message.boolean();
+    w.dtype = message.text();
+    w.global_size = message.integers();
+    w.offsets = message.integers();
+    w.sizes = message.integers();
+    const int64_t file_offset = message.integer(), length = message.integer();
+    if (file_offset < 0 || length < 0) message.fail("'", w.key, "' has a negative offset or length in its file");
+    if (w.tensor && (w.offsets.size() != w.global_size.size() || w.sizes.size() != w.global_size.size())) {
+      message.fail("'", w.key, "' has a global shape, offsets and sizes of different dimensions");
+    }
+    w.file_offset = static_cast<uint64_t>(file_offset);
+    w.length = static_cast<uint64_t>(length);
   }
+  message.end();
   return out;
 }
 
@@ -220,10 +214,12 @@ void on_rank_zero(ProcessGroup* group, const std::string& what, Step&& step) {
     }
   }
   if (!group || group->world_size() == 1) return;
-  std::string outcome = group->broadcast(failure, 0);
+  const std::string sent = group->broadcast(failure.empty() ? encode_success("") : encode_failure(failure), 0);
   group->barrier();
-  if (!outcome.empty()) {
-    throw Error(rank == 0 ? outcome : concat(what, ": global rank 0 failed (on rank ", rank, "): ", outcome));
+  const dist::Outcome outcome = decode_outcome(sent, 0, concat("outcome of ", what));
+  if (!outcome.ok) {
+    throw Error(rank == 0 ? outcome.detail
+                          : concat(what, ": global rank 0 failed (on rank ", rank, "): ", outcome.detail));
   }
 }
 
@@ -374,7 +370,7 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   //    written without checking again), makes the new directory beside the old one (which stays a
   //    loadable checkpoint until the new one is complete) and tells every rank where it is.
   std::unique_ptr<AtomicDirectory> staging;
-  std::string prepared;  // "ok" + the new directory, or "error" + why not
+  std::string prepared;  // an outcome: the new directory, or why there is none
   if (rank == 0) {
     try {
       if (!options.allow_unsafe_globals) {
@@ -383,29 +379,30 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
       }
       check_replaceable(dir);
       staging = std::make_unique<AtomicDirectory>(dir, options.fsync);
-      prepared = "ok" + staging->path();
+      prepared = encode_success(staging->path());
     } catch (const std::exception& e) {
       if (world == 1) throw;
-      prepared = concat("error", e.what());
+      prepared = encode_failure(e.what());
     }
   }
   if (group && world > 1) prepared = group->broadcast(prepared, 0);
-  if (prepared.rfind("ok", 0) != 0) {
-    throw Error(rank == 0 ? prepared.substr(5)
+  const dist::Outcome preparation = decode_outcome(prepared, 0, concat("preparation of ", dir));
+  if (!preparation.ok) {
+    throw Error(rank == 0 ? preparation.detail
                           : concat(dir, ": global rank 0 could not prepare the checkpoint (on rank ", rank,
-                                   "): ", prepared.substr(5)));
+                                   "): ", preparation.detail));
   }
-  const std::string staging_dir = prepared.substr(2);
+  const std::string& staging_dir = preparation.detail;
 
   // 2. Every rank writes its file and reports to rank 0 (a failure is reported, not thrown, so that
   //    every rank still takes part in the gather).
   std::string report;
   std::string failure;
   try {
-    report = "ok" + encode(write_rank_file(staging_dir, rank, flat, plan, options.fsync));
+    report = encode_success(encode_report(write_rank_file(staging_dir, rank, flat, plan, options.fsync)));
   } catch (const std::exception& e) {
     failure = e.what();
-    report = "error" + failure;
+    report = encode_failure(failure);
   }
   std::vector<std::string> reports = group && world > 1 ? group->gather(report, 0) : std::vector<std::string>{report};
 
@@ -414,11 +411,9 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   on_rank_zero(group, dir, [&] {
     std::vector<std::vector<Written>> written;
     for (int r = 0; r < world; ++r) {
-      const std::string& bytes = reports[static_cast<size_t>(r)];
-      if (bytes.rfind("ok", 0) != 0) {
-        throw Error(concat(dir, ": rank ", r, " could not write its shard file: ", bytes.substr(5)));
-      }
-      written.push_back(decode(bytes.substr(2)));
+      const dist::Outcome outcome = decode_outcome(reports[static_cast<size_t>(r)], r, "shard report");
+      if (!outcome.ok) throw Error(concat(dir, ": rank ", r, " could not write its shard file: ", outcome.detail));
+      written.push_back(decode_report(outcome.detail, r));
     }
     dcp::Metadata metadata = build_metadata(written, options);
     try {
@@ -491,17 +486,16 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
   };
   std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
   std::vector<Shard> shards;
-  std::string keys;
   for (const auto& item : flat) {
     if (!item.value->is(Kind::Tensor)) continue;
-    if (auto p = plan.for_local(item.path, dims_of(tensor_of(*item.value)))) {
-      shards.push_back({&item, *p});
-      keys += item.key + "\n";
-    }
+    if (auto p = plan.for_local(item.path, dims_of(tensor_of(*item.value)))) shards.push_back({&item, *p});
   }
   // Every rank must send the same tensors in the same order.
   if (group && world > 1) {
-    bool same = group->broadcast(keys, 0) == keys;
+    MessageWriter keys(MessageKind::ShardKeys);
+    keys.count(shards.size());
+    for (const auto& shard : shards) keys.text(shard.item->key);
+    bool same = group->broadcast(keys.bytes(), 0) == keys.bytes();
     if (!group->all_agree(same)) {
       throw StateError(concat("rank ", rank, ": the ranks do not hold the same sharded tensors (",
                               same ? "another rank differs" : "this rank differs from rank 0", ")"));
@@ -509,34 +503,28 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
   }
 
   // 1. Rank 0 learns every rank's regions (one gather) and checks that they tile each tensor.
-  std::string header;
-  auto put = [&](int64_t v) { header.append(reinterpret_cast<const char*>(&v), sizeof v); };
-  for (const auto& shard : shards) {
-    put(static_cast<int64_t>(shard.placement.offsets.size()));
-    for (int64_t v : shard.placement.offsets) put(v);
-    for (int64_t v : shard.placement.sizes) put(v);
-  }
-  std::vector<std::string> headers = group && world > 1 ? group->gather(header, 0) : std::vector<std::string>{header};
+  MessageWriter header(MessageKind::ShardRegions);
+  header.count(shards.size());
+  for (const auto& shard : shards) header.integers(shard.placement.offsets).integers(shard.placement.sizes);
+  std::vector<std::string> headers = group && world > 1 ? group->gather(header.bytes(), 0)
+                                                        : std::vector<std::string>{header.bytes()};
   std::vector<std::vector<Region>> regions(shards.size());  // [tensor][rank], rank 0 only
   on_rank_zero(group, "gathering the full state", [&] {
     for (size_t r = 0; r < headers.size(); ++r) {
-      const std::string& h = headers[r];
-      size_t at = 0;
-      auto get = [&]() {
-        int64_t v;
-        if (at + sizeof v > h.size()) throw Error(concat("rank ", r, " sent a truncated shard description"));
-        std::memcpy(&v, h.data() + at, sizeof v);
-        at += sizeof v;
-        return v;
-      };
+      MessageReader message(headers[r], MessageKind::ShardRegions, static_cast<int>(r), "shard description");
+      const size_t count = message.count(/*min_item_bytes=*/18);
+      if (count != shards.size()) message.fail("it describes ", count, " shards, not ", shards.size());
       for (size_t i = 0; i < shards.size(); ++i) {
         Region g;
-        const int64_t ndim = get();
-        if (ndim < 0 || ndim > 64) throw Error(concat("rank ", r, " sent a malformed shard description"));
-        for (int64_t d = 0; d < ndim; ++d) g.offsets.push_back(get());
-        for (int64_t d = 0; d < ndim; ++d) g.sizes.push_back(get());
+        g.offsets = message.integers();
+        g.sizes = message.integers();
+        if (g.offsets.size() != g.sizes.size()) {
+          message.fail("the shard of '", shards[i].item->key, "' has ", g.offsets.size(), " offsets but ",
+                       g.sizes.size(), " sizes");
+        }
         regions[i].push_back(std::move(g));
       }
+      message.end();
     }
     for (size_t i = 0; i < shards.size(); ++i) {
       check_tiling(shards[i].item->key, shards[i].placement.global_size, regions[i]);

@@ -63,12 +63,6 @@ std::shared_ptr<const MappedFile> MappedFile::open_private(const std::string& pa
   return open_mode(path, true);
 }
 
-std::string MappedFile::read_string(uint64_t offset, size_t size) const {
-  std::string out(size, '\0');
-  read_at(offset, out.data(), size);
-  return out;
-}
-
 uint8_t* MappedFile::mutable_data() const {
   if (!writable_) throw Error(concat(path_, " is mapped read-only"));
   return const_cast<uint8_t*>(data_);
@@ -117,10 +111,7 @@ uint64_t MappedFile::resident_bytes(uint64_t offset, uint64_t size) const {
 }
 
 void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
-  if (offset > size_ || size > size_ - offset) {
-    throw FormatError(concat(path_, ": cannot read ", size, " bytes at offset ", offset, ": beyond its ",
-                             size_, " bytes"));
-  }
+  check_read_range(path_, size_, offset, size);
   if (parent_) {
     parent_->read_at(parent_offset_ + offset, dest, size);
     return;

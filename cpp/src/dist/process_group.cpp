@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
+#include <iostream>
 #include <mutex>
 #include <sstream>
 #include <vector>
@@ -90,6 +91,18 @@ std::shared_ptr<::gloo::transport::Device> make_device(const std::string& host) 
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// Sends what is printed on std::cout to std::cerr while it lives.
+class StdoutToStderr {
+ public:
+  StdoutToStderr() : saved_(std::cout.rdbuf(std::cerr.rdbuf())) {}
+  ~StdoutToStderr() { std::cout.rdbuf(saved_); }
+  StdoutToStderr(const StdoutToStderr&) = delete;
+  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+ private:
+  std::streambuf* saved_;
+};
+
 }  // namespace
 
 ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
@@ -123,6 +136,9 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
   try {
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
     gloo_options->devices.push_back(make_device(options.host));
+    // Gloo prints "[Gloo] Rank R is connected to N peer ranks..." on std::cout while it connects; a
+    // library must not write to an application's stdout (it corrupts e.g. surefire's channel).
+    StdoutToStderr quiet;
     impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::static_intrusive_pointer_cast<c10d::Store>(impl_->store), options.rank, options.world_size,
         gloo_options);

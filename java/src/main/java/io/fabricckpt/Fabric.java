@@ -28,9 +28,9 @@ import org.bytedeco.pytorch.Optimizer;
  * {@code fabric.load(path, state)}, reading and writing the files Python Lightning reads and writes.
  *
  * <p>A state is a map of names to models ({@link Module} of any kind), optimizers ({@link Optimizer}:
- * Adam, AdamW, SGD, RMSprop, Adagrad), {@link Stateful} objects and plain values. Saving turns each
- * top-level model and optimizer into the state dict Python would produce for it; loading restores
- * them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
+ * Adam, AdamW, SGD, RMSprop, Adagrad), LR schedulers ({@link org.bytedeco.pytorch.LRScheduler}:
+ * StepLR), {@link Stateful} objects and plain values. Saving turns each top-level model, optimizer and
+ * scheduler into the state dict Python would produce for it; loading restores them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
  *
  * <p>With a {@link Strategy} several processes checkpoint together, as Lightning's strategies do:
  * under {@link io.fabricckpt.dist.Ddp} only global rank 0 writes the file and every rank returns from
@@ -199,7 +199,7 @@ public final class Fabric implements AutoCloseable {
             Object value = entry.getValue();
             boolean sharded = isTensorState(value);
             NativeValue converted = keep(handles, sharded ? convertSharded(path, value, state, moduleKey)
-                    : convertForSave(value, null, toNative));
+                    : convertForSave(value, null, toNative, state.values()));
             (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
         }
         try {
@@ -220,7 +220,7 @@ public final class Fabric implements AutoCloseable {
             BiPredicate<Object, Object> keep = filter.get(entry.getKey());
             NativeValue converted = isTensorState(value)
                     ? filterNative(keep(handles, convertSharded(path, value, state, moduleKey)), keep)
-                    : convertForSave(value, keep, toNative);
+                    : convertForSave(value, keep, toNative, state.values());
             if (converted != null) {
                 checkpoint.put(NativeValue.newKey(entry.getKey()), keep(handles, converted));
             }
@@ -350,7 +350,7 @@ public final class Fabric implements AutoCloseable {
         NativeValue checkpoint = NativeValue.newDict(false);
         for (Map.Entry<String, ?> entry : state.entrySet()) {
             String key = entry.getKey();
-            NativeValue converted = convertForSave(entry.getValue(), filter.get(key), toNative);
+            NativeValue converted = convertForSave(entry.getValue(), filter.get(key), toNative, state.values());
             if (converted != null) {
                 checkpoint.put(NativeValue.newKey(key), converted);
             }
@@ -360,13 +360,16 @@ public final class Fabric implements AutoCloseable {
 
     /** The saved form of one top-level value, filtered; null when the filter removed everything. */
     private static NativeValue convertForSave(Object value, BiPredicate<Object, Object> filter,
-            ValueConverter.ToNative toNative) {
+            ValueConverter.ToNative toNative, java.util.Collection<?> peers) {
         try {
             if (value instanceof Module module) {
                 return filterNative(FabricNative.moduleStateDict(module), filter);
             }
             if (value instanceof Optimizer optimizer) {
-                return filterNative(FabricNative.optimizerStateDict(optimizer), filter);
+                return filterNative(SchedulerStates.optimizerStateDict(optimizer, peers), filter);
+            }
+            if (value instanceof org.bytedeco.pytorch.LRScheduler scheduler) {
+                return filterNative(SchedulerStates.stateDict(scheduler), filter);
             }
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
@@ -560,6 +563,8 @@ public final class Fabric implements AutoCloseable {
                     restoreModule(path, key, moduleOf(target), saved, strict);
                 } else if (target instanceof Optimizer optimizer) {
                     restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
+                } else if (target instanceof org.bytedeco.pytorch.LRScheduler scheduler) {
+                    SchedulerStates.load(scheduler, saved);
                 } else if (target instanceof Stateful stateful) {
                     stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
                 } else {

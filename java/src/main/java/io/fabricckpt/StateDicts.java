@@ -5,12 +5,14 @@ import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
 import java.util.Map;
 import org.bytedeco.javacpp.BytePointer;
+import java.util.List;
+import org.bytedeco.pytorch.LRScheduler;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
 
 /**
- * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules and
- * optimizers, for code that handles a raw checkpoint itself:
+ * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules,
+ * optimizers and LR schedulers ({@code StepLR}), for code that handles a raw checkpoint itself:
  * <pre>{@code
  * Map<String, Object> checkpoint = fabric.load(path);
  * StateDicts.load(model, (Map<?, ?>) checkpoint.get("model"), true);
@@ -29,6 +31,38 @@ public final class StateDicts {
     @SuppressWarnings("unchecked")
     public static Map<Object, Object> of(Optimizer optimizer) {
         return (Map<Object, Object>) toJava(() -> FabricNative.optimizerStateDict(optimizer));
+    }
+
+    /**
+     * {@code optimizer.state_dict()} of an optimizer that {@code scheduler} drives: each group also has
+     * the {@code initial_lr} Python's scheduler adds (its base lr).
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(Optimizer optimizer, LRScheduler scheduler) {
+        return (Map<Object, Object>) ValueConverter.toJava(SchedulerStates.optimizerStateDict(optimizer,
+                List.of(scheduler)));
+    }
+
+    /**
+     * {@code scheduler.state_dict()}: Python's {@code StepLR} layout ({@code step_size}, {@code gamma},
+     * {@code base_lrs}, {@code last_epoch}, {@code _step_count}, ..., {@code _last_lr}).
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(LRScheduler scheduler) {
+        return (Map<Object, Object>) ValueConverter.toJava(SchedulerStates.stateDict(scheduler));
+    }
+
+    /**
+     * {@code scheduler.load_state_dict(stateDict)}: the step count; {@code step_size} and {@code gamma}
+     * must be those the scheduler was built with. The learning rates come with the optimizer's dict.
+     */
+    public static void load(LRScheduler scheduler, Map<?, ?> stateDict) {
+        NativeValue tree = ValueConverter.toNative(stateDict);
+        try {
+            SchedulerStates.load(scheduler, tree);
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
     }
 
     /**

@@ -181,6 +181,71 @@ TEST(SchedulerLoad, OnlyStepLRHasALayout) {
   EXPECT_THROW(lr_scheduler_state_dict(custom), StateError);
 }
 
+// ---- ReduceLROnPlateau ----------------------------------------------------------------------
+
+const std::vector<float> kPlateauMetrics{1.0f, 0.9f, 0.95f, 0.97f, 0.99f, 0.8f};  // the fixture script's
+const std::vector<float> kPlateauNext{1.0f, 1.0f, 1.0f, 1.0f};
+
+struct Plateau {
+  Scheduled base{"steplr_sgd"};  // its SGD with two groups; its StepLR is not used
+  torch::optim::ReduceLROnPlateauScheduler scheduler{*base.optimizer, torch::optim::ReduceLROnPlateauScheduler::min,
+                                                     0.5f, 1, 1e-4, torch::optim::ReduceLROnPlateauScheduler::rel, 1,
+                                                     std::vector<float>{0.001f, 0.001f}};
+  ValuePtr checkpoint() const {
+    auto root = Value::plain_dict();
+    root->dict().set(interned_string("optimizer"), optimizer_state_dict(*base.optimizer));
+    root->dict().set(interned_string("scheduler"), plateau_scheduler_state_dict(scheduler, *base.optimizer));
+    return root;
+  }
+};
+
+TEST(PlateauState, AfterStepsIsPythonByteForByte) {
+  Plateau p;
+  for (float metric : kPlateauMetrics) p.scheduler.step(metric);
+  EXPECT_TRUE(saved(p.checkpoint()) == read_file(kData + "sched_plateau.pt"));
+}
+
+TEST(PlateauState, LoadsPythonStateAndContinues) {
+  Plateau p;
+  ValuePtr python = load("sched_plateau.pt");
+  load_optimizer_state_dict(*p.base.optimizer, *python->dict().get("optimizer"));
+  load_plateau_scheduler_state_dict(p.scheduler, *python->dict().get("scheduler"));
+  EXPECT_TRUE(saved(p.checkpoint()) == read_file(kData + "sched_plateau.pt"));
+  const auto expected = python_next_lrs("plateau");
+  ASSERT_EQ(expected.size(), kPlateauNext.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    p.scheduler.step(kPlateauNext[i]);
+    EXPECT_EQ(p.base.lrs(), expected[i]) << "step " << i;
+  }
+}
+
+TEST(PlateauState, FreshSchedulerWritesPythonsInfinities) {
+  Plateau p;
+  ValuePtr sd = plateau_scheduler_state_dict(p.scheduler, *p.base.optimizer);
+  EXPECT_EQ(sd->dict().get("best")->as_float(), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(sd->dict().get("mode_worse")->as_float(), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(sd->dict().get("default_min_lr")->as_float(), 0.001);  // 0.001f as written
+}
+
+TEST(PlateauLoad, RefusesBadValuesAndChangesNothing) {
+  Plateau p;
+  ValuePtr python = load("sched_plateau.pt")->dict().get("scheduler");
+  auto copy = Value::plain_dict();
+  for (const auto& [k, value] : python->dict().items()) copy->dict().set(k, value);
+  copy->dict().set(interned_string("mode"), Value::string("sideways"));
+  try {
+    load_plateau_scheduler_state_dict(p.scheduler, *copy);
+    ADD_FAILURE() << "no error";
+  } catch (const StateError& e) {
+    EXPECT_NE(std::string(e.what()).find("scheduler['mode'] is 'sideways', expected 'min' or 'max'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(plateau_scheduler_state_dict(p.scheduler, *p.base.optimizer)->dict().get("last_epoch")->as_int(), 0);
+  torch::nn::Linear one(2, 2);
+  torch::optim::SGD other(one->parameters(), torch::optim::SGDOptions(0.1));  // one group, not two
+  EXPECT_THROW(plateau_scheduler_state_dict(p.scheduler, other), StateError);
+}
+
 // ---- the optimizer tables ------------------------------------------------------------------
 
 TEST(OptimizerDescriptors, OnePerOptimizerInTheRegistry) {

@@ -15,6 +15,7 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
+#include <torch/optim/schedulers/reduce_on_plateau_scheduler.h>
 
 #include "fabricckpt/value.h"
 
@@ -108,6 +109,16 @@ void load_lr_scheduler_state_dict(torch::optim::LRScheduler& scheduler, const Va
 std::vector<double> lr_scheduler_base_lrs(const torch::optim::LRScheduler& scheduler);
 // Whether `scheduler` sets the lrs of `optimizer` (it sets those of the optimizer it was built with).
 bool lr_scheduler_drives(const torch::optim::LRScheduler& scheduler, torch::optim::Optimizer& optimizer);
+
+// Python's ReduceLROnPlateau.state_dict() for libtorch's ReduceLROnPlateauScheduler, whose
+// optimizer (libtorch keeps it private) gives '_last_lr': StateError when its number of groups is
+// not the scheduler's. The float32 members are written as the decimals they stand for; the
+// mapping is in src/state/plateau_state.cpp.
+ValuePtr plateau_scheduler_state_dict(const torch::optim::ReduceLROnPlateauScheduler& scheduler,
+                                      const torch::optim::Optimizer& optimizer);
+// Python's load_state_dict (__dict__.update, then mode_worse from the mode): every field the dict
+// has, checked before any changes; keys it lacks keep their value.
+void load_plateau_scheduler_state_dict(torch::optim::ReduceLROnPlateauScheduler& scheduler, const Value& state_dict);
 
 // The names (module.named_parameters() keys) of the optimizer's parameters in `module`, in the
 // optimizer's index order; StateError if one is not a parameter of the module.

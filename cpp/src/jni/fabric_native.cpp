@@ -217,6 +217,18 @@ NativeValue scheduledOptimizerStateDict(void* optimizer, void* scheduler) {
   return NativeValue(state::optimizer_state_dict(opt, state::lr_scheduler_base_lrs(sched)));
 }
 
+NativeValue plateauSchedulerStateDict(void* scheduler, void* optimizer) {
+  if (scheduler == nullptr || optimizer == nullptr) throw Error("null ReduceLROnPlateau scheduler or optimizer");
+  return NativeValue(state::plateau_scheduler_state_dict(
+      *static_cast<torch::optim::ReduceLROnPlateauScheduler*>(scheduler), *static_cast<torch::optim::Optimizer*>(optimizer)));
+}
+
+void loadPlateauSchedulerStateDict(void* scheduler, const NativeValue& state_dict) {
+  if (scheduler == nullptr) throw Error("null ReduceLROnPlateau scheduler");
+  state::load_plateau_scheduler_state_dict(*static_cast<torch::optim::ReduceLROnPlateauScheduler*>(scheduler),
+                                           *state_dict.get());
+}
+
 NativeValue loadTorchFile(const std::string& path, bool verify_crc) {
   TorchLoadOptions options;
   options.verify_crc = verify_crc;

@@ -2,8 +2,8 @@
 // the one LRScheduler the preset exposes, as Python's StepLR.state_dict().
 //
 // libtorch keeps a scheduler's state in protected and private members without accessors; they
-// are reached here through a derived class (protected) and explicitly instantiated member
-// pointers (private), which is standard C++ and names members by type, not by offset.
+// are reached here through a derived class (protected) and private_access.h (private).
+// ReduceLROnPlateauScheduler, the preset's other scheduler, is in plateau_state.cpp.
 //
 // What maps, Python <- libtorch:
 //   step_size, gamma            <- StepLR::step_size_, gamma_ (const: a load must match them)
@@ -26,6 +26,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/state.h"
+#include "private_access.h"
 #include "state_values.h"
 
 namespace fabricckpt::state {
@@ -44,21 +45,8 @@ struct SchedulerInternals : LRScheduler {
   static std::vector<double> current_lrs(const LRScheduler& s) { return (s.*(&SchedulerInternals::get_current_lrs))(); }
 };
 
-// Private members: access checks do not apply to the arguments of an explicit instantiation.
-template <typename Tag, typename Tag::type Member>
-struct PrivateMember {
-  friend typename Tag::type member_pointer(Tag) { return Member; }
-};
-struct StepSize {
-  using type = const unsigned StepLR::*;
-  friend type member_pointer(StepSize);
-};
-struct Gamma {
-  using type = const double StepLR::*;
-  friend type member_pointer(Gamma);
-};
-template struct PrivateMember<StepSize, &StepLR::step_size_>;
-template struct PrivateMember<Gamma, &StepLR::gamma_>;
+FABRICCKPT_PRIVATE_MEMBER(StepSize, StepLR, const unsigned, step_size_);
+FABRICCKPT_PRIVATE_MEMBER(Gamma, StepLR, const double, gamma_);
 
 // ---- the state, as plain values ----------------------------------------------------------------
 

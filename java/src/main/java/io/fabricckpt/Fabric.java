@@ -28,9 +28,10 @@ import org.bytedeco.pytorch.Optimizer;
  * {@code fabric.load(path, state)}, reading and writing the files Python Lightning reads and writes.
  *
  * <p>A state is a map of names to models ({@link Module} of any kind), optimizers ({@link Optimizer}:
- * Adam, AdamW, SGD, RMSprop, Adagrad), LR schedulers ({@link org.bytedeco.pytorch.LRScheduler}:
- * StepLR), {@link Stateful} objects and plain values. Saving turns each top-level model, optimizer and
- * scheduler into the state dict Python would produce for it; loading restores them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
+ * Adam, AdamW, SGD, RMSprop, Adagrad), LR schedulers (the preset's StepLR and
+ * ReduceLROnPlateauScheduler), {@link Stateful} objects and plain values. Saving turns each top-level
+ * model, optimizer and scheduler into the state dict Python would produce for it; loading restores
+ * them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
  *
  * <p>With a {@link Strategy} several processes checkpoint together, as Lightning's strategies do:
  * under {@link io.fabricckpt.dist.Ddp} only global rank 0 writes the file and every rank returns from
@@ -368,8 +369,8 @@ public final class Fabric implements AutoCloseable {
             if (value instanceof Optimizer optimizer) {
                 return filterNative(SchedulerStates.optimizerStateDict(optimizer, peers), filter);
             }
-            if (value instanceof org.bytedeco.pytorch.LRScheduler scheduler) {
-                return filterNative(SchedulerStates.stateDict(scheduler), filter);
+            if (SchedulerStates.isScheduler(value)) {
+                return filterNative(SchedulerStates.stateDict(value, peers), filter);
             }
         } catch (RuntimeException e) {
             throw NativeCalls.translate(e);
@@ -563,8 +564,8 @@ public final class Fabric implements AutoCloseable {
                     restoreModule(path, key, moduleOf(target), saved, strict);
                 } else if (target instanceof Optimizer optimizer) {
                     restoreOptimizer(path, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
-                } else if (target instanceof org.bytedeco.pytorch.LRScheduler scheduler) {
-                    SchedulerStates.load(scheduler, saved);
+                } else if (SchedulerStates.isScheduler(target)) {
+                    SchedulerStates.load(target, saved);
                 } else if (target instanceof Stateful stateful) {
                     stateful.loadStateDict(stringKeys(path, key, toJava.convert(saved)));
                 } else {

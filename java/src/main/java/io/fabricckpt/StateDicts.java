@@ -9,10 +9,12 @@ import java.util.List;
 import org.bytedeco.pytorch.LRScheduler;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.ReduceLROnPlateauScheduler;
 
 /**
- * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules,
- * optimizers and LR schedulers ({@code StepLR}), for code that handles a raw checkpoint itself:
+ * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules, optimizers
+ * and LR schedulers ({@code StepLR}, {@code ReduceLROnPlateauScheduler}), for code that handles a raw
+ * checkpoint itself:
  * <pre>{@code
  * Map<String, Object> checkpoint = fabric.load(path);
  * StateDicts.load(model, (Map<?, ?>) checkpoint.get("model"), true);
@@ -44,12 +46,31 @@ public final class StateDicts {
     }
 
     /**
+     * {@code scheduler.state_dict()}: Python's {@code ReduceLROnPlateau} layout; {@code optimizer} is the
+     * one the scheduler drives (its learning rates are {@code _last_lr}).
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(ReduceLROnPlateauScheduler scheduler, Optimizer optimizer) {
+        return (Map<Object, Object>) ValueConverter.toJava(SchedulerStates.stateDict(scheduler, List.of(optimizer)));
+    }
+
+    /** {@code scheduler.load_state_dict(stateDict)}: every field the dict has, checked before any changes. */
+    public static void load(ReduceLROnPlateauScheduler scheduler, Map<?, ?> stateDict) {
+        NativeValue tree = ValueConverter.toNative(stateDict);
+        try {
+            SchedulerStates.load(scheduler, tree);
+        } catch (RuntimeException e) {
+            throw NativeCalls.translate(e);
+        }
+    }
+
+    /**
      * {@code scheduler.state_dict()}: Python's {@code StepLR} layout ({@code step_size}, {@code gamma},
      * {@code base_lrs}, {@code last_epoch}, {@code _step_count}, ..., {@code _last_lr}).
      */
     @SuppressWarnings("unchecked")
     public static Map<Object, Object> of(LRScheduler scheduler) {
-        return (Map<Object, Object>) ValueConverter.toJava(SchedulerStates.stateDict(scheduler));
+        return (Map<Object, Object>) ValueConverter.toJava(SchedulerStates.stateDict(scheduler, List.of()));
     }
 
     /**

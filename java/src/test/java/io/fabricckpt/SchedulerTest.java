@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.ReduceLROnPlateauScheduler;
 import org.bytedeco.pytorch.SGD;
 import org.bytedeco.pytorch.SGDOptions;
 import org.bytedeco.pytorch.StepLR;
@@ -135,5 +136,42 @@ class SchedulerTest {
         CheckpointException onLoad = assertThrows(CheckpointException.class, () -> fabric.load(path, state));
         assertTrue(onLoad.getMessage().contains("'scheduler'") && onLoad.getMessage().contains("step_size"),
                 onLoad.getMessage());
+    }
+
+    @Test
+    void plateauSchedulerRoundTripsAndNeedsItsOptimizer() {
+        SGD optimizer = new SGD(new Net(4, 8, 2).parameters(), new SGDOptions(0.1));
+        ReduceLROnPlateauScheduler scheduler = new ReduceLROnPlateauScheduler(optimizer);
+        for (float metric : new float[] {1f, 2f, 3f}) {
+            scheduler.step(metric);
+        }
+        Map<Object, Object> sd = StateDicts.of(scheduler, optimizer);
+        assertEquals(List.of("factor", "default_min_lr", "min_lrs", "patience", "cooldown", "eps", "last_epoch",
+                "_last_lr", "mode_worse", "mode", "threshold", "threshold_mode", "best", "cooldown_counter",
+                "num_bad_epochs"), new ArrayList<>(sd.keySet()));
+        assertEquals(0.1, sd.get("factor")); // libtorch's 0.1f, as written
+        assertEquals(0L, sd.get("default_min_lr"));
+        assertEquals("min", sd.get("mode"));
+        assertEquals(1.0, sd.get("best"));
+        assertEquals(2L, sd.get("num_bad_epochs"));
+        assertEquals(3L, sd.get("last_epoch"));
+
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("optimizer", optimizer);
+        state.put("scheduler", scheduler);
+        Path path = dir.resolve("plateau.ckpt");
+        fabric.save(path, state);
+        SGD restoredOptimizer = new SGD(new Net(4, 8, 2).parameters(), new SGDOptions(0.1));
+        ReduceLROnPlateauScheduler restored = new ReduceLROnPlateauScheduler(restoredOptimizer);
+        Map<String, Object> target = new LinkedHashMap<>();
+        target.put("optimizer", restoredOptimizer);
+        target.put("scheduler", restored);
+        fabric.load(path, target);
+        assertEquals(sd, StateDicts.of(restored, restoredOptimizer));
+
+        SGD other = new SGD(new Net(4, 8, 2).parameters(), new SGDOptions(0.1));
+        state.put("other", other);
+        CheckpointException e = assertThrows(CheckpointException.class, () -> fabric.save(path, state));
+        assertTrue(e.getMessage().contains("exactly one optimizer"), e.getMessage());
     }
 }

@@ -70,6 +70,11 @@ public final class FabricNative {
     /** optimizer.state_dict() with the 'initial_lr' that the scheduler driving it adds to each group. */
     public static native @ByVal NativeValue scheduledOptimizerStateDict(Pointer optimizer, Pointer scheduler);
 
+    /** {@code scheduler} is a torch::optim::ReduceLROnPlateauScheduler, {@code optimizer} the one it drives. */
+    public static native @ByVal NativeValue plateauSchedulerStateDict(Pointer scheduler, Pointer optimizer);
+
+    public static native void loadPlateauSchedulerStateDict(Pointer scheduler, @Const @ByRef NativeValue stateDict);
+
     public static native @ByVal NativeValue loadTorchFile(@StdString BytePointer path, @Cast("bool") boolean verifyCrc);
 
     public static native @StdString BytePointer verifyTorchFile(@StdString BytePointer path);

@@ -1,6 +1,6 @@
 """LR schedulers across languages: a Fabric checkpoint with {"model", "optimizer", "scheduler"}
 (SGD with momentum, StepLR) written by one side resumes on the other with the same learning rate,
-the same step count and the same schedule from there on.
+the same step count and the same schedule from there on; the same for ReduceLROnPlateau.
 
 The Java side is io.fabricckpt.compat.ScheduleTool: Net(4, 8, 2), SGD(lr=0.1, momentum=0.9),
 StepLR(step_size=2, gamma=0.5), one optimizer.step() then scheduler.step() per epoch.
@@ -11,7 +11,7 @@ import json
 
 import lightning as L
 import torch
-from torch.optim.lr_scheduler import StepLR
+from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 
 from twin_models import Net
 
@@ -90,3 +90,53 @@ def test_java_checkpoint_loads_with_plain_torch_load(java, tmp_path):
     assert sd["step_size"] == 2 and sd["gamma"] == 0.5 and sd["base_lrs"] == [0.1]
     group = checkpoint["optimizer"]["param_groups"][0]
     assert list(group)[-2:] == ["initial_lr", "params"]
+
+
+# ReduceLROnPlateau(factor=0.5, patience=1) over SGD(lr=0.1): metrics exact in float32, as libtorch keeps them.
+PLATEAU_BEFORE, PLATEAU_AFTER = [1.0, 0.5, 0.75, 0.875, 0.25], [0.5, 0.5, 0.5, 0.125, 0.5]
+
+
+def fresh_plateau():
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(Net().parameters(), lr=0.1)
+    return {"optimizer": optimizer, "scheduler": ReduceLROnPlateau(optimizer, factor=0.5, patience=1)}
+
+
+def plateau_steps(state, metrics):
+    lrs = []
+    for metric in metrics:
+        state["scheduler"].step(metric)
+        lrs.append(state["optimizer"].param_groups[0]["lr"])
+    return lrs
+
+
+def metrics_arg(metrics):
+    return ",".join(map(str, metrics))
+
+
+def test_plateau_checkpoints_resume_both_ways(java, tmp_path):
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    state = fresh_plateau()
+    plateau_steps(state, PLATEAU_BEFORE)
+    fabric.save(tmp_path / "python.ckpt", state)
+    python_next = plateau_steps(state, PLATEAU_AFTER)
+    assert len(set(python_next)) > 1  # the lr is reduced on the way
+
+    # Python -> Java: the same next lrs; loaded and saved untouched, the same bytes.
+    java_next = json.loads(java.tool("plateau", tmp_path / "python.ckpt", metrics_arg(PLATEAU_AFTER), tmp_path / "j.ckpt"))
+    assert java_next["lrs"] == python_next
+    java.tool("plateau", tmp_path / "python.ckpt", "", tmp_path / "resaved.ckpt")
+    assert (tmp_path / "resaved.ckpt").read_bytes() == (tmp_path / "python.ckpt").read_bytes()
+
+    # Java -> Python: Java's run to the same point resumes in Python with fabric.load.
+    java.tool("plateau", "-", metrics_arg(PLATEAU_BEFORE), tmp_path / "java.ckpt")
+    resumed = fresh_plateau()
+    assert fabric.load(tmp_path / "java.ckpt", resumed) == {}
+    assert resumed["scheduler"].state_dict() == fresh_plateau_after_before().state_dict()
+    assert plateau_steps(resumed, PLATEAU_AFTER) == python_next
+
+
+def fresh_plateau_after_before():
+    state = fresh_plateau()
+    plateau_steps(state, PLATEAU_BEFORE)
+    return state["scheduler"]

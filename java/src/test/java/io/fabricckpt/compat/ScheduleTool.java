@@ -7,6 +7,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.bytedeco.pytorch.ReduceLROnPlateauScheduler;
 import org.bytedeco.pytorch.SGD;
 import org.bytedeco.pytorch.SGDOptions;
 import org.bytedeco.pytorch.StepLR;
@@ -53,6 +54,33 @@ final class ScheduleTool {
         fabric.save(out, state);
         System.out.println("{\"loaded\": " + loaded + ", \"trained\": " + trained + ", \"next\": ["
                 + String.join(", ", lrs) + "]}");
+    }
+
+    /**
+     * {@code plateau SRC METRICS OUT}: SGD(lr=0.1) over Net(4, 8, 2) with ReduceLROnPlateau(factor=0.5,
+     * patience=1), resumed from SRC ("-": fresh), stepped with each comma-separated metric, saved as
+     * {optimizer, scheduler} to OUT. Prints JSON: the lr after each step.
+     */
+    static void plateau(String source, String metrics, Path out) {
+        torch.manual_seed(0);
+        SGD optimizer = new SGD(new Net(4, 8, 2).parameters(), new SGDOptions(0.1));
+        ReduceLROnPlateauScheduler scheduler = new ReduceLROnPlateauScheduler(optimizer,
+                ReduceLROnPlateauScheduler.SchedulerMode.min, 0.5f, 1, 1e-4,
+                ReduceLROnPlateauScheduler.ThresholdMode.rel, 0, new float[] {0f}, 1e-8, false);
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("optimizer", optimizer);
+        state.put("scheduler", scheduler);
+        Fabric fabric = new Fabric();
+        if (!source.equals("-")) {
+            fabric.load(Path.of(source), state);
+        }
+        List<String> lrs = new ArrayList<>();
+        for (String metric : metrics.isEmpty() ? new String[0] : metrics.split(",")) {
+            scheduler.step(Float.parseFloat(metric));
+            lrs.add(Double.toString(lr(optimizer)));
+        }
+        fabric.save(out, state);
+        System.out.println("{\"lrs\": [" + String.join(", ", lrs) + "]}");
     }
 
     private static double lr(SGD optimizer) {

@@ -9,9 +9,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <cmath>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>

@@ -14,6 +14,8 @@
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
+#include <torch/optim/schedulers/lr_scheduler.h>
+#include <torch/optim/schedulers/reduce_on_plateau_scheduler.h>
 
 #include "fabricckpt/value.h"
 
@@ -80,7 +82,10 @@ LoadReport load_module_state_dict(torch::nn::Module& module, const Value& state_
 // floats. Groups whose betas equal the optimizer defaults share one tuple, as
 // Python groups that inherit the default do. 'step' is a float32 0-dim tensor.
 // State tensors are the optimizer's own (not copies).
-ValuePtr optimizer_state_dict(const torch::optim::Optimizer& optimizer);
+// `initial_lrs` (one per group, or empty) adds the 'initial_lr' an LR scheduler puts into each
+// group, before 'params' as in Python; lr_scheduler_base_lrs gives a StepLR's.
+// The layout of each optimizer is a table in src/state/optimizer_descriptors.cpp.
+ValuePtr optimizer_state_dict(const torch::optim::Optimizer& optimizer, const std::vector<double>& initial_lrs = {});
 
 // Python's optimizer.load_state_dict(state_dict): the number of groups and
 // their sizes must match (StateError with Python's messages); the saved group
@@ -89,6 +94,32 @@ ValuePtr optimizer_state_dict(const torch::optim::Optimizer& optimizer);
 // 'step' becomes libtorch's int64 step). Saved states keyed by parameter name
 // (FSDP full/consolidated files) are refused with a StateError.
 void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state_dict);
+
+// Python's torch.optim.lr_scheduler.StepLR.state_dict() for libtorch's StepLR (others:
+// StateError): {'step_size', 'gamma', 'base_lrs', 'last_epoch', '_step_count', '_is_initial',
+// '_get_lr_called_within_step', '_last_lr'} in Python's order and types. libtorch's step count
+// is Python's _step_count (Python's constructor steps once, libtorch's first step() changes no lr),
+// last_epoch is one less; base_lrs are derived from the current lrs (src/state/scheduler_state.cpp).
+ValuePtr lr_scheduler_state_dict(const torch::optim::LRScheduler& scheduler);
+// Python's scheduler.load_state_dict(): the step count follows last_epoch; step_size and gamma must
+// equal the scheduler's (libtorch cannot change them: StateError that says so); keys the dict lacks
+// leave the scheduler as it is, unknown keys are ignored. The optimizer's lrs are the optimizer's
+// own state dict's business, as in Python.
+void load_lr_scheduler_state_dict(torch::optim::LRScheduler& scheduler, const Value& state_dict);
+// The scheduler's base_lrs, which Python also keeps as each group's 'initial_lr'.
+std::vector<double> lr_scheduler_base_lrs(const torch::optim::LRScheduler& scheduler);
+// Whether `scheduler` sets the lrs of `optimizer` (it sets those of the optimizer it was built with).
+bool lr_scheduler_drives(const torch::optim::LRScheduler& scheduler, torch::optim::Optimizer& optimizer);
+
+// Python's ReduceLROnPlateau.state_dict() for libtorch's ReduceLROnPlateauScheduler, whose
+// optimizer (libtorch keeps it private) gives '_last_lr': StateError when its number of groups is
+// not the scheduler's. The float32 members are written as the decimals they stand for; the
+// mapping is in src/state/plateau_state.cpp.
+ValuePtr plateau_scheduler_state_dict(const torch::optim::ReduceLROnPlateauScheduler& scheduler,
+                                      const torch::optim::Optimizer& optimizer);
+// Python's load_state_dict (__dict__.update, then mode_worse from the mode): every field the dict
+// has, checked before any changes; keys it lacks keep their value.
+void load_plateau_scheduler_state_dict(torch::optim::ReduceLROnPlateauScheduler& scheduler, const Value& state_dict);
 
 // The names (module.named_parameters() keys) of the optimizer's parameters in `module`, in the
 // optimizer's index order; StateError if one is not a parameter of the module.

@@ -189,6 +189,42 @@ void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict) {
   state::load_optimizer_state_dict(*static_cast<torch::optim::Optimizer*>(optimizer), *state_dict.get());
 }
 
+NativeValue lrSchedulerStateDict(void* scheduler) {
+  if (scheduler == nullptr) throw Error("null LR scheduler");
+  return NativeValue(state::lr_scheduler_state_dict(*static_cast<torch::optim::LRScheduler*>(scheduler)));
+}
+
+void loadLrSchedulerStateDict(void* scheduler, const NativeValue& state_dict) {
+  if (scheduler == nullptr) throw Error("null LR scheduler");
+  state::load_lr_scheduler_state_dict(*static_cast<torch::optim::LRScheduler*>(scheduler), *state_dict.get());
+}
+
+bool lrSchedulerDrives(void* scheduler, void* optimizer) {
+  if (scheduler == nullptr || optimizer == nullptr) throw Error("null LR scheduler or optimizer");
+  return state::lr_scheduler_drives(*static_cast<torch::optim::LRScheduler*>(scheduler),
+                                    *static_cast<torch::optim::Optimizer*>(optimizer));
+}
+
+NativeValue scheduledOptimizerStateDict(void* optimizer, void* scheduler) {
+  if (scheduler == nullptr || optimizer == nullptr) throw Error("null LR scheduler or optimizer");
+  auto& opt = *static_cast<torch::optim::Optimizer*>(optimizer);
+  const auto& sched = *static_cast<torch::optim::LRScheduler*>(scheduler);
+  if (!state::lr_scheduler_drives(sched, opt)) throw StateError("the LR scheduler does not drive this optimizer");
+  return NativeValue(state::optimizer_state_dict(opt, state::lr_scheduler_base_lrs(sched)));
+}
+
+NativeValue plateauSchedulerStateDict(void* scheduler, void* optimizer) {
+  if (scheduler == nullptr || optimizer == nullptr) throw Error("null ReduceLROnPlateau scheduler or optimizer");
+  return NativeValue(state::plateau_scheduler_state_dict(
+      *static_cast<torch::optim::ReduceLROnPlateauScheduler*>(scheduler), *static_cast<torch::optim::Optimizer*>(optimizer)));
+}
+
+void loadPlateauSchedulerStateDict(void* scheduler, const NativeValue& state_dict) {
+  if (scheduler == nullptr) throw Error("null ReduceLROnPlateau scheduler");
+  state::load_plateau_scheduler_state_dict(*static_cast<torch::optim::ReduceLROnPlateauScheduler*>(scheduler),
+                                           *state_dict.get());
+}
+
 NativeValue loadTorchFile(const std::string& path, bool verify_crc) {
   TorchLoadOptions options;
   options.verify_crc = verify_crc;

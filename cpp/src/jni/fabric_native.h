@@ -115,6 +115,16 @@ NativeValue moduleStateDict(void* module);
 std::string loadModuleStateDict(void* module, const NativeValue& state_dict, bool strict);
 NativeValue optimizerStateDict(void* optimizer);
 void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict);
+// `scheduler` is a torch::optim::LRScheduler* (the preset's StepLR): Python's StepLR state dict.
+NativeValue lrSchedulerStateDict(void* scheduler);
+void loadLrSchedulerStateDict(void* scheduler, const NativeValue& state_dict);
+// Whether the scheduler sets this optimizer's lrs.
+bool lrSchedulerDrives(void* scheduler, void* optimizer);
+// optimizer.state_dict() with the 'initial_lr' the scheduler (which must drive it) adds to each group.
+NativeValue scheduledOptimizerStateDict(void* optimizer, void* scheduler);
+// `scheduler` is a torch::optim::ReduceLROnPlateauScheduler*; `optimizer` the one it drives.
+NativeValue plateauSchedulerStateDict(void* scheduler, void* optimizer);
+void loadPlateauSchedulerStateDict(void* scheduler, const NativeValue& state_dict);
 
 // Checks a checkpoint end to end: every zip record's CRC-32, the pickle, every storage and tensor
 // view. Returns a one-line summary (storage bytes counted once per storage, and the globals torch's

@@ -21,8 +21,9 @@ import org.bytedeco.pytorch.Optimizer;
  * {@code fabric.load(path, state)}, reading and writing the files Python Lightning reads and writes.
  *
  * <p>A state is a map of names to models ({@link Module} of any kind), optimizers ({@link Optimizer}:
- * Adam, AdamW, SGD, RMSprop, Adagrad), {@link Stateful} objects and plain values. Saving turns each
- * top-level model and optimizer into the state dict Python would produce for it; loading restores
+ * Adam, AdamW, SGD, RMSprop, Adagrad), LR schedulers (the preset's StepLR and
+ * ReduceLROnPlateauScheduler), {@link Stateful} objects and plain values. Saving turns each top-level
+ * model, optimizer and scheduler into the state dict Python would produce for it; loading restores
  * them in place. Only top-level values are converted, as in Lightning: a model inside a list is not.
  *
  * <p>The {@link Strategy} does the work, as in Lightning: {@link SingleDevice} (the default) writes and

@@ -6,15 +6,20 @@ import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.ModuleStates;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.SchedulerStates;
 import io.fabricckpt.internal.ValueConverter;
+import java.util.List;
 import java.util.Map;
 import java.util.function.Supplier;
+import org.bytedeco.pytorch.LRScheduler;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
+import org.bytedeco.pytorch.ReduceLROnPlateauScheduler;
 
 /**
- * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules and
- * optimizers, for code that handles a raw checkpoint itself:
+ * Python's {@code state_dict()} and {@code load_state_dict()} for the preset's modules, optimizers
+ * and LR schedulers ({@code StepLR}, {@code ReduceLROnPlateauScheduler}), for code that handles a raw
+ * checkpoint itself:
  * <pre>{@code
  * Map<String, Object> checkpoint = fabric.load(path);
  * StateDicts.load(model, (Map<?, ?>) checkpoint.get("model"), true);
@@ -34,6 +39,54 @@ public final class StateDicts {
     @SuppressWarnings("unchecked")
     public static Map<Object, Object> of(Optimizer optimizer) {
         return (Map<Object, Object>) toJava(() -> FabricNative.optimizerStateDict(optimizer));
+    }
+
+    /**
+     * {@code optimizer.state_dict()} of an optimizer that {@code scheduler} drives: each group also has
+     * the {@code initial_lr} Python's scheduler adds (its base lr).
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(Optimizer optimizer, LRScheduler scheduler) {
+        return (Map<Object, Object>) toJava(() -> SchedulerStates.optimizerStateDict(optimizer, List.of(scheduler)));
+    }
+
+    /**
+     * {@code scheduler.state_dict()}: Python's {@code StepLR} layout ({@code step_size}, {@code gamma},
+     * {@code base_lrs}, {@code last_epoch}, {@code _step_count}, ..., {@code _last_lr}).
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(LRScheduler scheduler) {
+        return (Map<Object, Object>) toJava(() -> SchedulerStates.stateDict(scheduler, List.of()));
+    }
+
+    /**
+     * {@code scheduler.state_dict()}: Python's {@code ReduceLROnPlateau} layout; {@code optimizer} is the
+     * one the scheduler drives (its learning rates are {@code _last_lr}).
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<Object, Object> of(ReduceLROnPlateauScheduler scheduler, Optimizer optimizer) {
+        return (Map<Object, Object>) toJava(() -> SchedulerStates.stateDict(scheduler, List.of(optimizer)));
+    }
+
+    /**
+     * {@code scheduler.load_state_dict(stateDict)}: the step count; {@code step_size} and {@code gamma}
+     * must be those the scheduler was built with. The learning rates come with the optimizer's dict.
+     */
+    public static void load(LRScheduler scheduler, Map<?, ?> stateDict) {
+        loadScheduler(scheduler, stateDict);
+    }
+
+    /** {@code scheduler.load_state_dict(stateDict)}: every field the dict has, checked before any changes. */
+    public static void load(ReduceLROnPlateauScheduler scheduler, Map<?, ?> stateDict) {
+        loadScheduler(scheduler, stateDict);
+    }
+
+    private static void loadScheduler(Object scheduler, Map<?, ?> stateDict) {
+        try (NativeValue tree = ValueConverter.toNative(stateDict)) {
+            SchedulerStates.load(scheduler, tree);
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e);
+        }
     }
 
     /**

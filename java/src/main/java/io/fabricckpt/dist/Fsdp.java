@@ -101,7 +101,7 @@ public final class Fsdp extends GroupStrategy {
             Object value = entry.getValue();
             boolean sharded = StateConversion.isTensorState(value);
             NativeValue converted = keep(handles, sharded ? StateConversion.shardedStateDict(location, value, state)
-                    : StateConversion.convert(value, null, toNative));
+                    : StateConversion.convert(value, null, toNative, state.values()));
             (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
         }
         CheckpointIOs.DCP_DIRECTORY.writeSharded(location, tensors, meta, plan, processGroup().nativeGroup(), options);
@@ -118,7 +118,7 @@ public final class Fsdp extends GroupStrategy {
             BiPredicate<Object, Object> keep = filter.get(entry.getKey());
             NativeValue converted = StateConversion.isTensorState(value)
                     ? StateConversion.filter(keep(handles, StateConversion.shardedStateDict(location, value, state)), keep)
-                    : StateConversion.convert(value, keep, toNative);
+                    : StateConversion.convert(value, keep, toNative, state.values());
             if (converted != null) {
                 checkpoint.put(NativeValue.newKey(entry.getKey()), keep(handles, converted));
             }

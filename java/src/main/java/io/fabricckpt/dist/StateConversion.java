@@ -7,7 +7,9 @@ import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.SchedulerStates;
 import io.fabricckpt.internal.ValueConverter;
+import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -38,7 +40,7 @@ final class StateConversion {
         NativeValue checkpoint = NativeValue.newDict(false);
         for (Map.Entry<String, ?> entry : state.entrySet()) {
             String key = entry.getKey();
-            NativeValue converted = convert(entry.getValue(), filter.get(key), toNative);
+            NativeValue converted = convert(entry.getValue(), filter.get(key), toNative, state.values());
             if (converted != null) {
                 checkpoint.put(NativeValue.newKey(key), converted);
             }
@@ -46,14 +48,22 @@ final class StateConversion {
         return checkpoint;
     }
 
-    /** The saved form of one top-level value, filtered; null when the filter removed everything. */
-    static NativeValue convert(Object value, BiPredicate<Object, Object> filter, ValueConverter.ToNative toNative) {
+    /**
+     * The saved form of one top-level value, filtered; null when the filter removed everything.
+     * {@code peers} are the state's values: an optimizer a scheduler among them drives is saved with
+     * Python's {@code initial_lr}, a ReduceLROnPlateau scheduler with its optimizer's learning rates.
+     */
+    static NativeValue convert(Object value, BiPredicate<Object, Object> filter, ValueConverter.ToNative toNative,
+            Collection<?> peers) {
         try {
             if (value instanceof Module module) {
                 return filter(FabricNative.moduleStateDict(module), filter);
             }
             if (value instanceof Optimizer optimizer) {
-                return filter(FabricNative.optimizerStateDict(optimizer), filter);
+                return filter(SchedulerStates.optimizerStateDict(optimizer, peers), filter);
+            }
+            if (SchedulerStates.isScheduler(value)) {
+                return filter(SchedulerStates.stateDict(value, peers), filter);
             }
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e);

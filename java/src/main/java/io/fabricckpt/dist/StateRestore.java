@@ -10,6 +10,7 @@ import io.fabricckpt.internal.ModuleStates;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.SchedulerStates;
 import io.fabricckpt.internal.ValueConverter;
 import io.fabricckpt.internal.io.CheckpointReader;
 import java.util.ArrayList;
@@ -79,6 +80,12 @@ final class StateRestore {
                     }
                 } else if (target instanceof Optimizer optimizer) {
                     optimizer(location, key, optimizer, moduleKey == null ? null : state.get(moduleKey), saved);
+                } else if (SchedulerStates.isScheduler(target)) {
+                    try {
+                        SchedulerStates.load(target, saved);
+                    } catch (RuntimeException e) {
+                        throw NativeErrors.translate(e, location + " ['" + key + "']");
+                    }
                 } else if (target instanceof Stateful stateful) {
                     Map<String, Object> dict = stringKeys(location, key, toJava.convert(saved));
                     try {
@@ -150,7 +157,9 @@ final class StateRestore {
             Map<String, Object> state) {
         for (Map.Entry<String, Object> entry : state.entrySet()) {
             Object target = entry.getValue();
-            if (!StateConversion.isTensorState(target) && !(target instanceof Stateful) && reader.has(entry.getKey())) {
+            boolean restoredInPlace = StateConversion.isTensorState(target) || target instanceof Stateful
+                    || SchedulerStates.isScheduler(target);
+            if (!restoredInPlace && reader.has(entry.getKey())) {
                 try {
                     state.put(entry.getKey(), target); // the same value: a probe that changes nothing
                 } catch (UnsupportedOperationException e) {

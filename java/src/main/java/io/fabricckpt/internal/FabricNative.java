@@ -67,6 +67,22 @@ public final class FabricNative {
 
     public static native void loadOptimizerStateDict(Pointer optimizer, @Const @ByRef NativeValue stateDict);
 
+    /** {@code scheduler} is a torch::optim::LRScheduler (the preset's StepLR): Python's StepLR state dict. */
+    public static native @ByVal NativeValue lrSchedulerStateDict(Pointer scheduler);
+
+    public static native void loadLrSchedulerStateDict(Pointer scheduler, @Const @ByRef NativeValue stateDict);
+
+    /** Whether the scheduler sets this optimizer's learning rates. */
+    @Cast("bool") public static native boolean lrSchedulerDrives(Pointer scheduler, Pointer optimizer);
+
+    /** optimizer.state_dict() with the 'initial_lr' that the scheduler driving it adds to each group. */
+    public static native @ByVal NativeValue scheduledOptimizerStateDict(Pointer optimizer, Pointer scheduler);
+
+    /** {@code scheduler} is a torch::optim::ReduceLROnPlateauScheduler, {@code optimizer} the one it drives. */
+    public static native @ByVal NativeValue plateauSchedulerStateDict(Pointer scheduler, Pointer optimizer);
+
+    public static native void loadPlateauSchedulerStateDict(Pointer scheduler, @Const @ByRef NativeValue stateDict);
+
     public static native @ByVal NativeValue loadTorchFile(@StdString BytePointer path, @Cast("bool") boolean verifyCrc);
 
     public static native @StdString BytePointer verifyTorchFile(@StdString BytePointer path);

@@ -30,6 +30,8 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code unsafe-globals SRC}: prints the globals torch's weights_only load refuses, one per line</li>
  *   <li>{@code read-weights-only SRC}: reads as torch.load(weights_only=True) would, prints ok</li>
  *   <li>{@code write-sample DST}: writes the state python-compat-tests/test_java_writes.py expects</li>
+ *   <li>{@code schedule SRC STEPS SAVED NEXT OUT}, {@code plateau SRC METRICS OUT}: SGD + StepLR and SGD +
+ *       ReduceLROnPlateau runs for test_schedulers.py ({@link ScheduleTool})</li>
  * </ul>
  */
 public final class CompatTool {
@@ -55,6 +57,9 @@ public final class CompatTool {
             }
             case "write-sample" -> new Fabric().save(Path.of(args[1]), sample());
             case "train" -> train(args[1], Path.of(args[2]), Path.of(args[3]));
+            case "schedule" -> ScheduleTool.run(args[1], Integer.parseInt(args[2]), Path.of(args[3]),
+                    Integer.parseInt(args[4]), Path.of(args[5]));
+            case "plateau" -> ScheduleTool.plateau(args[1], args[2], Path.of(args[3]));
             default -> throw new IllegalArgumentException("unknown command " + args[0]);
         }
     }

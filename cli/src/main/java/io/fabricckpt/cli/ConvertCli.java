@@ -1,6 +1,7 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.cli.format.Outlines;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -26,9 +27,13 @@ final class ConvertCli implements Callable<Integer> {
     @Override
     public Integer call() {
         Paths.readable(source);
-        ProgressBar bar = new ProgressBar("convert");
-        TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
-        bar.finish();
+        if (Checkpoints.needsLibrary(source)) { // a sharded directory (consolidated) or a legacy file
+            ProgressBar bar = new ProgressBar("convert");
+            TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
+            bar.finish();
+        } else { // storage by storage, without libtorch
+            Outlines.convert(source, target, allowUnsafeGlobals);
+        }
         System.out.println("wrote " + target);
         return ExitCodes.OK;
     }

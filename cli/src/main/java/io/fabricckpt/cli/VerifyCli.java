@@ -2,6 +2,7 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.CheckpointException;
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.cli.format.Outlines;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -20,8 +21,9 @@ final class VerifyCli implements Callable<Integer> {
     public Integer call() {
         Paths.readable(path);
         try {
-            System.out.println(TorchFiles.verify(path));
-        } catch (CheckpointException e) {
+            // A zip file record by record without libtorch (bounded memory); the rest by the library.
+            System.out.println(Checkpoints.needsLibrary(path) ? TorchFiles.verify(path) : Outlines.verify(path));
+        } catch (CheckpointException | Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }
         return ExitCodes.OK;

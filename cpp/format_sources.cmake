@@ -13,6 +13,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/outline.cpp
   src/format/outline_compare.cpp
   src/format/outline_convert.cpp
+  src/format/outline_sharded.cpp
   src/io/files.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.

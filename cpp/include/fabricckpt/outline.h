@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,14 +26,21 @@ struct DtypeInfo {
 std::optional<DtypeInfo> dtype_of_storage_class_name(const std::string& class_name);
 // torch.float32 (a _rebuild_tensor_v3 dtype global) -> Float.
 std::optional<DtypeInfo> dtype_of_torch_name(const std::string& name);
+// And back: Float -> "FloatStorage" (nullopt: torch writes such tensors with an UntypedStorage),
+// Float -> "float32" (the first name torch gives the dtype).
+std::optional<std::string> storage_class_of_dtype(const std::string& dtype_name);
+std::string torch_name_of_dtype(const std::string& dtype_name);
 
 // The payload of a Storage node of an outline: where its bytes are.
 struct StorageOutline {
   const ZipRecord* record = nullptr;  // "data/<key>" of the file (owned by the OutlineFile's reader)
+  const ZipReader* zip = nullptr;     // that reader (its file, its CRC-32s)
   std::string key;
   std::string location;  // "cpu", "cuda:0", ...
   DtypeInfo dtype;       // of the storage class
   uint64_t numel = 0;    // elements the pickle says it holds (numel * element_size <= record size)
+  // No record: a storage made when writing (a tensor assembled from chunks), whose bytes this fills.
+  std::function<void(uint8_t* out)> assemble;
   uint64_t nbytes() const { return numel * dtype.element_size; }
 };
 
@@ -56,6 +64,8 @@ class OutlineFile {
   // FormatError naming the file for anything that is not a well-formed torch.save zip file (a
   // legacy file included: see is_zip), IoError when it cannot be read. The pickle's CRC-32 is checked.
   static std::shared_ptr<const OutlineFile> open(const std::string& path);
+  // The same over an opened file or a slice of one (a torch.save stream inside a .distcp file).
+  static std::shared_ptr<const OutlineFile> open(std::shared_ptr<const MappedFile> file);
 
   const ValuePtr& root() const { return root_; }
   const ZipReader& zip() const { return *zip_; }
@@ -95,5 +105,17 @@ double max_abs_difference(const OutlineFile& file_a, const TensorOutline& a, con
 // refused unless allowed. `progress` (may be null) counts storage bytes copied.
 void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
                      IoProgress* progress = nullptr);
+
+// Writes an outline tree (storages with a record or an assemble function) as torch.save does,
+// storages renumbered in order of first appearance, atomically (convert_outline's writer).
+void write_outline_tree(const ValuePtr& root, const std::string& target, const std::string& archive_name,
+                        bool allow_unsafe_globals, IoProgress* progress = nullptr);
+
+// A sharded torch.distributed.checkpoint directory consolidated into one torch.save file with the
+// archive folder `archive_name`, as the libtorch convert writes it (Lightning's consolidation: every
+// tensor whole, then meta.pt's entries), tensor by tensor: each tensor assembled from its chunks in
+// a buffer of its own size (a tensor held by one chunk is streamed as it is), every CRC-32 checked.
+void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals);
 
 }  // namespace fabricckpt

@@ -126,6 +126,20 @@ std::optional<DtypeInfo> dtype_of_torch_name(const std::string& name) {
   return std::nullopt;
 }
 
+std::optional<std::string> storage_class_of_dtype(const std::string& dtype_name) {
+  for (const auto& [storage, dtype] : kStorageClasses) {
+    if (dtype.first == dtype_name) return std::string(storage);
+  }
+  return std::nullopt;
+}
+
+std::string torch_name_of_dtype(const std::string& dtype_name) {
+  for (const auto& [torch_name, dtype] : kDtypeNames) {
+    if (dtype.first == dtype_name) return std::string(torch_name);
+  }
+  return dtype_name;
+}
+
 uint64_t TensorOutline::numel() const {
   uint64_t n = 1;
   for (int64_t s : sizes) n *= static_cast<uint64_t>(s);
@@ -165,10 +179,13 @@ std::optional<TensorOutline> tensor_of(const Value& node) {
   return std::nullopt;
 }
 
-std::shared_ptr<const OutlineFile> OutlineFile::open(const std::string& path) {
+std::shared_ptr<const OutlineFile> OutlineFile::open(const std::string& path) { return open(MappedFile::open(path)); }
+
+std::shared_ptr<const OutlineFile> OutlineFile::open(std::shared_ptr<const MappedFile> opened) {
   auto out = std::shared_ptr<OutlineFile>(new OutlineFile());
-  out->file_ = MappedFile::open(path);
+  out->file_ = std::move(opened);
   const MappedFile& file = *out->file_;
+  const std::string& path = file.path();
   if (file.size() == 0) throw FormatError(concat(path, ": file is empty"));
   if (!is_zip(file)) {
     throw FormatError(concat(path, ": not a torch.save file of the zip format (torch >= 1.6)"));
@@ -204,8 +221,8 @@ std::shared_ptr<const OutlineFile> OutlineFile::open(const std::string& path) {
       throw FormatError(concat("record ", record_name, " holds ", record->size, " bytes, the pickle expects ", numel,
                                " elements of ", dtype->element_size, " bytes"));
     }
-    auto storage = std::make_shared<StorageOutline>(StorageOutline{record, key, require_string(*id[3], "storage location"),
-                                                                   *dtype, static_cast<uint64_t>(numel)});
+    auto storage = std::make_shared<StorageOutline>(StorageOutline{record, &zip, key, require_string(*id[3], "storage location"),
+                                                                   *dtype, static_cast<uint64_t>(numel), {}});
     out->storages_.push_back(storage);
     auto node = Value::storage(StorageRef{storage, type.name});
     by_key.emplace(key, node);

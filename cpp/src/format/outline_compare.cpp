@@ -146,8 +146,8 @@ double max_abs_difference(const OutlineFile& file_a, const TensorOutline& a, con
     std::vector<uint8_t> x(std::min<uint64_t>(piece, numel * es)), y(x.size());
     for (uint64_t done = 0; done < numel * es; done += piece) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(piece, numel * es - done));
-      file_a.file().read_at(data_offset(a) + done, x.data(), n);
-      file_b.file().read_at(data_offset(b) + done, y.data(), n);
+      a.storage->zip->file().read_at(data_offset(a) + done, x.data(), n);
+      b.storage->zip->file().read_at(data_offset(b) + done, y.data(), n);
       if (std::memcmp(x.data(), y.data(), n) == 0) continue;
       if (!d) throw Error(concat("cannot compare the values of ", a.dtype.name, " tensors without libtorch"));
       fold(x.data(), y.data(), n / es, es, *d, max);
@@ -156,8 +156,8 @@ double max_abs_difference(const OutlineFile& file_a, const TensorOutline& a, con
   }
   // Views with gaps or repeats (expand, transpose, slices): the spans they cover, element by element.
   std::vector<uint8_t> x(span_elements(a) * es), y(span_elements(b) * es);
-  file_a.file().read_at(data_offset(a), x.data(), x.size());
-  file_b.file().read_at(data_offset(b), y.data(), y.size());
+  a.storage->zip->file().read_at(data_offset(a), x.data(), x.size());
+  b.storage->zip->file().read_at(data_offset(b), y.data(), y.size());
   if (!d) throw Error(concat("cannot compare the values of ", a.dtype.name, " tensors without libtorch"));
   Strided ia(a), ib(b);
   for (uint64_t i = 0; i < numel; ++i) {

@@ -50,14 +50,13 @@ class Renumbering {
 
 // Streams a storage's bytes into the open record, checking the source record's CRC-32 on the way
 // (the whole record: it may hold more than the storage).
-void copy_storage(const OutlineFile& in, const StorageOutline& s, TorchZipWriter& zip, std::vector<uint8_t>& buffer,
-                  IoProgress* progress) {
+void copy_storage(const StorageOutline& s, TorchZipWriter& zip, std::vector<uint8_t>& buffer, IoProgress* progress) {
   const ZipRecord& record = *s.record;
   const uint64_t nbytes = s.nbytes();
   uint32_t crc = 0;
   for (uint64_t done = 0; done < record.size;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), record.size - done));
-    in.file().read_at(record.data_offset + done, buffer.data(), n);
+    s.zip->file().read_at(record.data_offset + done, buffer.data(), n);
     crc = crc32_update(crc, buffer.data(), n);
     if (done < nbytes) {
       const size_t used = static_cast<size_t>(std::min<uint64_t>(n, nbytes - done));
@@ -66,7 +65,7 @@ void copy_storage(const OutlineFile& in, const StorageOutline& s, TorchZipWriter
     }
     done += n;
   }
-  if (!in.zip().crc_less()) in.zip().check_crc(record, crc);
+  if (!s.zip->crc_less()) s.zip->check_crc(record, crc);
 }
 
 }  // namespace
@@ -74,9 +73,14 @@ void copy_storage(const OutlineFile& in, const StorageOutline& s, TorchZipWriter
 void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
                      IoProgress* progress) {
   auto in = OutlineFile::open(source);
-  if (!allow_unsafe_globals) check_weights_only_tree(in->root(), target);  // before anything is written
+  write_outline_tree(in->root(), target, in->archive_name(), allow_unsafe_globals, progress);
+}
+
+void write_outline_tree(const ValuePtr& root, const std::string& target, const std::string& archive_name,
+                        bool allow_unsafe_globals, IoProgress* progress) {
+  if (!allow_unsafe_globals) check_weights_only_tree(root, target);  // before anything is written
   Renumbering storages;
-  const std::string pickled = pickle(in->root(), storages.hooks());
+  const std::string pickled = pickle(root, storages.hooks());
   if (progress) {
     uint64_t total = 0;
     for (const StorageOutline* s : storages.order()) total += s->nbytes();
@@ -84,7 +88,7 @@ void convert_outline(const std::string& source, const std::string& target, bool 
   }
   AtomicFileSink sink(target, /*fsync=*/true);
   {
-    TorchZipWriter zip(sink, in->archive_name());
+    TorchZipWriter zip(sink, archive_name);
     // The records in torch_save.cpp's torch_records order.
     zip.write_record("data.pkl", pickled.data(), pickled.size());
     zip.write_record(".format_version", "1", 1);
@@ -94,7 +98,14 @@ void convert_outline(const std::string& source, const std::string& target, bool 
     for (size_t i = 0; i < storages.order().size(); ++i) {
       const StorageOutline& s = *storages.order()[i];
       zip.begin_record("data/" + std::to_string(i), s.nbytes());
-      copy_storage(*in, s, zip, buffer, progress);
+      if (s.record) {
+        copy_storage(s, zip, buffer, progress);
+      } else {  // assembled in a buffer of its own size: the one tensor-sized allocation
+        std::vector<uint8_t> whole(s.nbytes());
+        s.assemble(whole.data());
+        zip.write_data(whole.data(), whole.size());
+        if (progress) progress->add(whole.size());
+      }
       zip.end_record();
     }
     zip.write_record("version", "3\n", 2);

@@ -106,6 +106,11 @@ void convertZipFile(const std::string& source, const std::string& target, bool a
   convert_outline(source, target, allow_unsafe_globals);
 }
 
+void convertShardedDirectory(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals) {
+  convert_sharded_outline(dir, target, archive_name, allow_unsafe_globals);
+}
+
 std::string removeStaleTemporaries(const std::string& target) {
   std::string out;
   for (const std::string& path : remove_stale_temporaries(target)) out += (out.empty() ? "" : "\n") + path;

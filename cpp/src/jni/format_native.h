@@ -72,6 +72,9 @@ std::string unsafeGlobalsOfZipFile(const std::string& path);
 double maxAbsDifference(const OutlineNode& a, const OutlineNode& b);
 // convert_outline.
 void convertZipFile(const std::string& source, const std::string& target, bool allow_unsafe_globals);
+// convert_sharded_outline: a sharded directory consolidated, tensor by tensor.
+void convertShardedDirectory(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals);
 // remove_stale_temporaries (files.h): the paths removed or restored, one a line.
 std::string removeStaleTemporaries(const std::string& target);
 

@@ -2,6 +2,7 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -27,11 +28,15 @@ final class ConvertCli implements Callable<Integer> {
     @Override
     public Integer call() {
         Paths.readable(source);
-        if (Checkpoints.needsLibrary(source)) { // a sharded directory (consolidated) or a legacy file
+        // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time;
+        // a legacy file through the library.
+        if (Files.isDirectory(source)) {
+            Outlines.convertSharded(source, target, allowUnsafeGlobals);
+        } else if (Checkpoints.needsLibrary(source)) {
             ProgressBar bar = new ProgressBar("convert");
             TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
             bar.finish();
-        } else { // storage by storage, without libtorch
+        } else {
             Outlines.convert(source, target, allowUnsafeGlobals);
         }
         System.out.println("wrote " + target);

@@ -28,6 +28,8 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code unsafe-globals SRC}: prints the globals torch's weights_only load refuses, one per line</li>
  *   <li>{@code read-weights-only SRC}: reads as torch.load(weights_only=True) would, prints ok</li>
  *   <li>{@code write-sample DST}: writes the state python-compat-tests/test_java_writes.py expects</li>
+ *   <li>{@code convert SRC DST}: the library's {@link TorchFiles#convert} (the reference the CLI's
+ *       torch-free convert must match byte for byte)</li>
  * </ul>
  */
 public final class CompatTool {
@@ -46,6 +48,7 @@ public final class CompatTool {
                 TorchFiles.write(Path.of(rest.get(1)), value, TorchFiles.WriteOptions.DEFAULT.withArchiveName(archive)
                         .withUnsafeGlobalsAllowed(allowUnsafe));
             }
+            case "convert" -> TorchFiles.convert(Path.of(args[1]), Path.of(args[2]));
             case "unsafe-globals" -> TorchFiles.unsafeGlobals(Path.of(args[1])).forEach(System.out::println);
             case "read-weights-only" -> {
                 TorchFiles.read(Path.of(args[1]), TorchFiles.ReadOptions.DEFAULT.withWeightsOnly(true));

@@ -39,5 +39,8 @@ public final class FormatNative {
     public static native void convertZipFile(@StdString BytePointer source, @StdString BytePointer target,
             @Cast("bool") boolean allowUnsafeGlobals);
 
+    public static native void convertShardedDirectory(@StdString BytePointer dir, @StdString BytePointer target,
+            @StdString BytePointer archiveName, @Cast("bool") boolean allowUnsafeGlobals);
+
     public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);
 }

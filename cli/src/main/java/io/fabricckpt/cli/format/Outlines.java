@@ -70,6 +70,22 @@ public final class Outlines {
         });
     }
 
+    /**
+     * A sharded directory consolidated into one torch.save file as the library's convert writes it
+     * (archive folder: the target's name without its extension, as torch.save names it), one tensor in
+     * memory at a time.
+     */
+    public static void convertSharded(Path dir, Path target, boolean allowUnsafeGlobals) {
+        String name = target.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        String archive = dot > 0 ? name.substring(0, dot) : name;
+        call(() -> {
+            FormatNative.convertShardedDirectory(path(dir), path(target),
+                    new BytePointer(archive.getBytes(StandardCharsets.UTF_8)), allowUnsafeGlobals);
+            return null;
+        });
+    }
+
     /** The paths removed or restored beside {@code target} (what saves killed midway left). */
     public static List<Path> clean(Path target) {
         String removed = call(() -> string(FormatNative.removeStaleTemporaries(path(target))));

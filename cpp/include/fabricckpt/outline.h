@@ -92,12 +92,13 @@ std::string verify_outline(const std::string& path);
 
 // The globals of the file's data.pkl outside torch's weights_only allowlist (unsafe_globals_in_file).
 std::vector<std::string> unsafe_globals_of_zip_file(const std::string& path);
+// What verify appends about such globals ("" when none).
+std::string unsafe_globals_warning(const std::vector<std::string>& names);
 
 // The largest |a - b| over the elements of two tensors of one dtype and shape (NaN if any
 // difference is NaN), read piece by piece from their files; 0 when their bytes are equal.
 // Error for dtypes it cannot decode (float8 variants other than e4m3fn/e5m2, float4, bits).
-double max_abs_difference(const OutlineFile& file_a, const TensorOutline& a, const OutlineFile& file_b,
-                          const TensorOutline& b);
+double max_abs_difference(const TensorOutline& a, const TensorOutline& b);
 
 // The file written again as one torch.save file (what the libtorch convert writes for it: same archive
 // folder, storages renumbered in order of appearance), storage by storage straight from the source with
@@ -117,5 +118,19 @@ void write_outline_tree(const ValuePtr& root, const std::string& target, const s
 // a buffer of its own size (a tensor held by one chunk is streamed as it is), every CRC-32 checked.
 void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
                              bool allow_unsafe_globals);
+
+// The consolidated tree convert_sharded_outline writes (tensors assembled from several chunks have
+// storages without a record); `owner` keeps alive what its nodes point into.
+struct ShardedOutline {
+  ValuePtr root;
+  std::shared_ptr<const void> owner;
+};
+ShardedOutline read_sharded_outline(const std::string& dir);
+
+// verify of a sharded directory without libtorch: every item's records' CRC-32s (in pieces), every chunk
+// a tensor of its shape, every tensor covered; the summary sharded::verify gives.
+std::string verify_sharded_outline(const std::string& dir);
+// sharded::unsafe_globals without libtorch: those of meta.pt and of the value items' pickles.
+std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir);
 
 }  // namespace fabricckpt

@@ -307,15 +307,16 @@ std::string verify_outline(const std::string& path) {
   const std::string checked = zip.crc_less()
                                   ? concat(zip.records().size(), " records, the file carries no CRC-32s (saved with compute_crc32=False)")
                                   : concat(zip.records().size(), " records, CRC-32 verified");
-  std::string note;
-  if (auto unsafe = unsafe_globals_of_zip_file(path); !unsafe.empty()) {
-    std::string list;
-    for (const auto& n : unsafe) list += (list.empty() ? "" : ", ") + n;
-    note = concat("; WARNING: ", unsafe.size(), " global", unsafe.size() == 1 ? "" : "s",
-                  " that torch.load(weights_only=True) refuses (torch.load(weights_only=False) would call them): ", list);
-  }
   return concat(path, ": OK (", checked, ", ", tensors, " tensors over ", storages.size(), " storages of ",
-                storage_bytes, " bytes)", note);
+                storage_bytes, " bytes)", unsafe_globals_warning(unsafe_globals_of_zip_file(path)));
+}
+
+std::string unsafe_globals_warning(const std::vector<std::string>& names) {
+  if (names.empty()) return "";
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  return concat("; WARNING: ", names.size(), " global", names.size() == 1 ? "" : "s",
+                " that torch.load(weights_only=True) refuses (torch.load(weights_only=False) would call them): ", list);
 }
 
 }  // namespace fabricckpt

@@ -131,8 +131,7 @@ class Strided {
 
 }  // namespace
 
-double max_abs_difference(const OutlineFile& file_a, const TensorOutline& a, const OutlineFile& file_b,
-                          const TensorOutline& b) {
+double max_abs_difference(const TensorOutline& a, const TensorOutline& b) {
   if (a.dtype.name != b.dtype.name || a.sizes != b.sizes) {
     throw Error("max_abs_difference: the tensors differ in dtype or shape");
   }

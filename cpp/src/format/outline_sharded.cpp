@@ -4,7 +4,9 @@
 // storage of its own that is assembled only when the writer reaches it: one tensor in memory at a time.
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <memory>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/outline.h"
+#include "fabricckpt/safety.h"
 
 namespace fabricckpt {
 namespace {
@@ -165,8 +168,7 @@ void place_chunk(const uint8_t* chunk_data, const TensorOutline& chunk, const st
 
 }  // namespace
 
-void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
-                             bool allow_unsafe_globals) {
+ShardedOutline read_sharded_outline(const std::string& dir) {
   auto source = std::make_shared<ShardedSource>(dir);
   ValuePtr root = Value::plain_dict();
   for (const dcp::Entry& entry : source->metadata().entries) {
@@ -237,7 +239,86 @@ void convert_sharded_outline(const std::string& dir, const std::string& target, 
     }
     for (const auto& [key, value] : meta_file->root()->dict().items()) root->dict().set(key, value);
   }
-  write_outline_tree(root, target, archive_name, allow_unsafe_globals);
+  struct Owner {
+    std::shared_ptr<ShardedSource> source;
+    std::shared_ptr<const OutlineFile> meta;
+  };
+  return ShardedOutline{root, std::make_shared<Owner>(Owner{source, meta_file})};
+}
+
+void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals) {
+  const ShardedOutline outline = read_sharded_outline(dir);
+  write_outline_tree(outline.root, target, archive_name, allow_unsafe_globals);
+}
+
+std::string verify_sharded_outline(const std::string& dir) {
+  ShardedSource source(dir);
+  const dcp::Metadata& metadata = source.metadata();
+  size_t tensors = 0, chunks = 0;
+  auto verify_stream = [](const OutlineFile& stream) {
+    for (const auto& record : stream.zip().records()) stream.zip().verify(record);  // in pieces
+  };
+  for (const dcp::Entry& entry : metadata.entries) {
+    if (!entry.tensor) {
+      verify_stream(*source.item(entry.key, nullptr));
+      continue;
+    }
+    const dcp::TensorEntry& t = *entry.tensor;
+    auto dtype = dtype_of_torch_name(t.dtype);
+    if (!dtype) throw FormatError(concat(dir, ": '", entry.key, "' has the unknown dtype torch.", t.dtype));
+    ++tensors;
+    uint64_t covered = 0;
+    for (const auto& chunk : t.chunks) {
+      ++chunks;
+      auto stream = source.item(entry.key, &chunk.offsets);
+      auto part = tensor_of(*stream->root());
+      if (!part || part->sizes != chunk.sizes) {
+        throw FormatError(concat(dir, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets),
+                                 " is not a tensor of shape ", dims_text(chunk.sizes)));
+      }
+      verify_stream(*stream);
+      covered += static_cast<uint64_t>(dcp::checked_volume(chunk.sizes, entry.key));
+    }
+    const auto elements = static_cast<uint64_t>(dcp::checked_volume(t.size, entry.key));
+    if (covered < elements) {
+      throw FormatError(concat(dir, ": the chunks of '", entry.key, "' cover ", covered, " of the ", elements,
+                               " elements of ", dims_text(t.size), ": a gap no chunk holds"));
+    }
+  }
+  std::set<std::string> files;
+  uint64_t bytes = 0;
+  for (const auto& [key, info] : metadata.storage) {
+    files.insert(info.relative_path);
+    bytes += info.length;
+  }
+  return concat("OK: sharded checkpoint, ", metadata.entries.size(), " keys (", tensors, " tensors in ", chunks, " chunks, ",
+                metadata.entries.size() - tensors, " values), ", files.size(), " shard files, ", bytes,
+                " bytes, every CRC-32 checked and every tensor covered");
+}
+
+std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir) {
+  ShardedSource source(dir);
+  std::vector<std::string> found;
+  auto add = [&](const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
+    }
+  };
+  const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
+  std::error_code ec;
+  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_of_zip_file(meta));
+  for (const dcp::Entry& entry : source.metadata().entries) {
+    if (entry.tensor) continue;
+    auto stream = source.item(entry.key, nullptr);
+    const ZipRecord* record = stream->zip().find("data.pkl");
+    try {
+      add(unsafe_globals_in_pickle(stream->zip().data(*record, /*verify_crc=*/true)));
+    } catch (const FormatError& e) {
+      throw FormatError(concat(stream->path(), ": data.pkl: ", e.what()));
+    }
+  }
+  return found;
 }
 
 }  // namespace fabricckpt

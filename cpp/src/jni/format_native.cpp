@@ -25,7 +25,7 @@ TensorOutline require_tensor(const Value& v) {
 }  // namespace
 
 OutlineNode::OutlineNode() : value_(Value::none()) {}
-OutlineNode::OutlineNode(std::shared_ptr<const OutlineFile> file, std::shared_ptr<Value> value)
+OutlineNode::OutlineNode(std::shared_ptr<const void> file, std::shared_ptr<Value> value)
     : file_(std::move(file)), value_(value ? std::move(value) : Value::none()) {}
 
 int OutlineNode::kind() const { return tensor_of(*value_) ? static_cast<int>(Kind::Tensor) : static_cast<int>(value_->kind); }
@@ -89,7 +89,22 @@ OutlineNode readOutline(const std::string& path) {
   return OutlineNode(file, file->root());
 }
 
+OutlineNode readShardedOutline(const std::string& dir) {
+  ShardedOutline outline = read_sharded_outline(dir);
+  return OutlineNode(outline.owner, outline.root);
+}
+
 std::string verifyZipFile(const std::string& path) { return verify_outline(path); }
+
+std::string verifyShardedDirectory(const std::string& dir) {
+  return verify_sharded_outline(dir) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
+}
+
+std::string unsafeGlobalsOfShardedDirectory(const std::string& dir) {
+  std::string out;
+  for (const auto& name : unsafe_globals_of_sharded(dir)) out += (out.empty() ? "" : "\n") + name;
+  return out;
+}
 
 std::string unsafeGlobalsOfZipFile(const std::string& path) {
   std::string out;
@@ -98,8 +113,9 @@ std::string unsafeGlobalsOfZipFile(const std::string& path) {
 }
 
 double maxAbsDifference(const OutlineNode& a, const OutlineNode& b) {
-  if (!a.file() || !b.file()) throw Error("maxAbsDifference: a node without its file");
-  return max_abs_difference(*a.file(), require_tensor(*a.get()), *b.file(), require_tensor(*b.get()));
+  const TensorOutline x = require_tensor(*a.get()), y = require_tensor(*b.get());
+  if (!x.storage->record || !y.storage->record) throw Error("maxAbsDifference: a tensor assembled from chunks");
+  return max_abs_difference(x, y);
 }
 
 void convertZipFile(const std::string& source, const std::string& target, bool allow_unsafe_globals) {

@@ -9,12 +9,11 @@
 
 namespace fabricckpt {
 struct Value;
-class OutlineFile;
 }  // namespace fabricckpt
 
 namespace fabricckpt::formatjni {
 
-// A handle on one node of an outline tree; it keeps its file open (diff reads tensors through it).
+// A handle on one node of an outline tree; it keeps its files open (diff reads tensors through them).
 class OutlineNode {
  public:
   OutlineNode();  // None
@@ -53,22 +52,26 @@ class OutlineNode {
   bool isParameter() const;
   bool requiresGrad() const;
 
-  OutlineNode(std::shared_ptr<const OutlineFile> file, std::shared_ptr<Value> value);
-  const std::shared_ptr<const OutlineFile>& file() const { return file_; }
+  OutlineNode(std::shared_ptr<const void> owner, std::shared_ptr<Value> value);
   const std::shared_ptr<Value>& get() const { return value_; }
 
  private:
-  std::shared_ptr<const OutlineFile> file_;
+  std::shared_ptr<const void> file_;  // what the tree's storages point into
   std::shared_ptr<Value> value_;
 };
 
 // The outline of a torch.save zip file; FormatError naming the file and what is wrong.
 OutlineNode readOutline(const std::string& path);
+// The consolidated outline of a sharded directory (read_sharded_outline).
+OutlineNode readShardedOutline(const std::string& dir);
+// verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.
+std::string verifyShardedDirectory(const std::string& dir);
+std::string unsafeGlobalsOfShardedDirectory(const std::string& dir);
 // verify_outline: the one-line summary; throws naming the file, record or offset.
 std::string verifyZipFile(const std::string& path);
 // The globals outside torch's weights_only allowlist, one "module.name" per line ("" when none).
 std::string unsafeGlobalsOfZipFile(const std::string& path);
-// max_abs_difference of two tensor nodes (of outlines of one dtype and shape).
+// max_abs_difference of two tensor nodes of file outlines (not assembled ones), of one dtype and shape.
 double maxAbsDifference(const OutlineNode& a, const OutlineNode& b);
 // convert_outline.
 void convertZipFile(const std::string& source, const std::string& target, bool allow_unsafe_globals);

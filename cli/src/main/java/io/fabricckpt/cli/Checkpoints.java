@@ -24,21 +24,22 @@ import org.bytedeco.pytorch.global.torch;
 
 /**
  * How the commands read checkpoints. A torch.save file of the zip format (what torch >= 1.6 and
- * Lightning write) goes through the torch-free format library ({@link Outlines}): libtorch is never
- * loaded and no tensor data is read until a command asks for it. A sharded directory or a legacy
- * (pre-1.6) file goes through the library ({@link TorchFiles}), which loads libtorch.
+ * Lightning write) and a sharded directory go through the torch-free format library
+ * ({@link Outlines}): libtorch is never loaded and no tensor data is read until a command asks for
+ * it. A legacy (pre-1.6) file goes through the library ({@link TorchFiles}), which loads libtorch, and
+ * so does diff of a sharded directory (its tensors are assembled from chunks to be compared).
  */
 final class Checkpoints {
     private Checkpoints() {}
 
     /**
-     * Whether {@code path} needs the library (and libtorch): a sharded directory, or a legacy file (a
-     * pickle stream: its first byte is pickle's PROTO opcode). Anything else is read as a zip file,
-     * which fails with a clear message when it is not one.
+     * Whether {@code path} is a legacy file (a pickle stream: its first byte is pickle's PROTO opcode),
+     * which needs the library. A directory is a sharded checkpoint; anything else is read as a zip
+     * file, which fails with a clear message when it is not one.
      */
-    static boolean needsLibrary(Path path) {
+    static boolean isLegacyFile(Path path) {
         if (Files.isDirectory(path)) {
-            return true;
+            return false;
         }
         try (InputStream in = Files.newInputStream(path)) {
             return in.read() == PICKLE_PROTO;
@@ -49,9 +50,12 @@ final class Checkpoints {
 
     private static final int PICKLE_PROTO = 0x80;
 
-    /** The tree, tensors as {@link TensorInfo}s: mapped by the library when it needs it, else an outline. */
+    /** The tree, tensors as {@link TensorInfo}s: an outline, or mapped by the library for a legacy file. */
     static Object read(Path path) {
-        if (needsLibrary(path)) {
+        if (Files.isDirectory(path)) {
+            return Outlines.readSharded(path);
+        }
+        if (isLegacyFile(path)) {
             return describeTensors(TorchFiles.read(path, TorchFiles.ReadOptions.mapped()));
         }
         return Outlines.read(path);
@@ -62,7 +66,7 @@ final class Checkpoints {
      * compared piece by piece from the files), else both by the library into owned memory.
      */
     static Object[] readForComparison(Path a, Path b) {
-        if (needsLibrary(a) || needsLibrary(b)) {
+        if (Files.isDirectory(a) || Files.isDirectory(b) || isLegacyFile(a) || isLegacyFile(b)) {
             return new Object[] {describeTensors(TorchFiles.read(a)), describeTensors(TorchFiles.read(b))};
         }
         return new Object[] {Outlines.read(a), Outlines.read(b)};
@@ -77,7 +81,7 @@ final class Checkpoints {
     }
 
     static List<String> unsafeGlobals(Path path) {
-        return needsLibrary(path) ? TorchFiles.unsafeGlobals(path) : Outlines.unsafeGlobals(path);
+        return isLegacyFile(path) ? TorchFiles.unsafeGlobals(path) : Outlines.unsafeGlobals(path);
     }
 
     /** The library's tree with each tensor (and parameter) replaced by its {@link TensorInfo}. */

@@ -32,7 +32,7 @@ final class ConvertCli implements Callable<Integer> {
         // a legacy file through the library.
         if (Files.isDirectory(source)) {
             Outlines.convertSharded(source, target, allowUnsafeGlobals);
-        } else if (Checkpoints.needsLibrary(source)) {
+        } else if (Checkpoints.isLegacyFile(source)) {
             ProgressBar bar = new ProgressBar("convert");
             TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
             bar.finish();

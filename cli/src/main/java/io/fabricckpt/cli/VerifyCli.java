@@ -21,8 +21,9 @@ final class VerifyCli implements Callable<Integer> {
     public Integer call() {
         Paths.readable(path);
         try {
-            // A zip file record by record without libtorch (bounded memory); the rest by the library.
-            System.out.println(Checkpoints.needsLibrary(path) ? TorchFiles.verify(path) : Outlines.verify(path));
+            // A zip file or a sharded directory record by record without libtorch (bounded memory); a
+            // legacy file by the library.
+            System.out.println(Checkpoints.isLegacyFile(path) ? TorchFiles.verify(path) : Outlines.verify(path));
         } catch (CheckpointException | Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }

@@ -32,6 +32,12 @@ public final class FormatNative {
 
     public static native @StdString BytePointer verifyZipFile(@StdString BytePointer path);
 
+    public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
+
+    public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir);
+
+    public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);
+
     public static native @StdString BytePointer unsafeGlobalsOfZipFile(@StdString BytePointer path);
 
     public static native double maxAbsDifference(@Const @ByRef OutlineNode a, @Const @ByRef OutlineNode b);

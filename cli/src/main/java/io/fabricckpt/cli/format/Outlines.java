@@ -46,12 +46,31 @@ public final class Outlines {
         }
     }
 
+    /**
+     * A sharded directory consolidated (every tensor whole, then meta.pt's entries), tensors as
+     * {@link TensorInfo}s; no tensor data is read.
+     */
+    public static Object readSharded(Path dir) {
+        OutlineNode root = call(() -> FormatNative.readShardedOutline(path(dir)));
+        try {
+            return new ToJava().convert(root);
+        } finally {
+            root.close();
+        }
+    }
+
+    /** verify of a torch.save zip file or (a directory) a sharded checkpoint, item by item. */
     public static String verify(Path path) {
+        if (java.nio.file.Files.isDirectory(path)) {
+            return call(() -> string(FormatNative.verifyShardedDirectory(path(path))));
+        }
         return call(() -> string(FormatNative.verifyZipFile(path(path))));
     }
 
+    /** The globals outside torch's weights_only allowlist of a zip file or a sharded directory. */
     public static List<String> unsafeGlobals(Path path) {
-        String lines = call(() -> string(FormatNative.unsafeGlobalsOfZipFile(path(path))));
+        String lines = call(() -> string(java.nio.file.Files.isDirectory(path)
+                ? FormatNative.unsafeGlobalsOfShardedDirectory(path(path)) : FormatNative.unsafeGlobalsOfZipFile(path(path))));
         return lines.isEmpty() ? List.of() : List.of(lines.split("\n"));
     }
 

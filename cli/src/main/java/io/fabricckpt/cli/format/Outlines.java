@@ -7,6 +7,7 @@ import io.fabricckpt.PyOrderedDict;
 import io.fabricckpt.PyTuple;
 import java.math.BigInteger;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.AbstractMap;
 import java.util.ArrayList;
@@ -61,7 +62,7 @@ public final class Outlines {
 
     /** verify of a torch.save zip file or (a directory) a sharded checkpoint, item by item. */
     public static String verify(Path path) {
-        if (java.nio.file.Files.isDirectory(path)) {
+        if (Files.isDirectory(path)) {
             return call(() -> string(FormatNative.verifyShardedDirectory(path(path))));
         }
         return call(() -> string(FormatNative.verifyZipFile(path(path))));
@@ -69,7 +70,7 @@ public final class Outlines {
 
     /** The globals outside torch's weights_only allowlist of a zip file or a sharded directory. */
     public static List<String> unsafeGlobals(Path path) {
-        String lines = call(() -> string(java.nio.file.Files.isDirectory(path)
+        String lines = call(() -> string(Files.isDirectory(path)
                 ? FormatNative.unsafeGlobalsOfShardedDirectory(path(path)) : FormatNative.unsafeGlobalsOfZipFile(path(path))));
         return lines.isEmpty() ? List.of() : List.of(lines.split("\n"));
     }

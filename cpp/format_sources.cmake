@@ -1,4 +1,5 @@
-# The torch-free core (value model, pickle, zip, CRC-32, DCP metadata, file I/O), relative to cpp/:
+# The torch-free core (value model, pickle, zip, CRC-32, DCP metadata, torch.save outlines, file I/O),
+# relative to cpp/:
 # one list for the library (cpp/CMakeLists.txt) and its instrumented fuzzing build (cpp/fuzz).
 set(FABRICCKPT_FORMAT_SOURCES
   src/format/value.cpp
@@ -11,6 +12,10 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/dcp_flatten.cpp
   src/format/safe_globals.cpp
   src/io/read_source.cpp
+  src/format/outline.cpp
+  src/format/outline_compare.cpp
+  src/format/outline_convert.cpp
+  src/format/outline_sharded.cpp
   src/io/files.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.

@@ -18,11 +18,17 @@ def _classpath():
     return f"{BUILD / 'java' / 'test-classes'}:{BUILD / 'java' / 'classes'}:{deps}"
 
 
+def _cli_classpath():
+    """The command line (module cli) as bin/fabric-ckpt runs it."""
+    deps = (BUILD / "cli" / "classpath.txt").read_text().strip()
+    return f"{BUILD / 'cli' / 'classes'}:{deps}"
+
+
 class Java:
     """Runs the Java side of the tests (io.fabricckpt.compat.CompatTool) and the CLI."""
 
-    def run(self, main, *args, check=True):
-        cmd = ["java", "-cp", _classpath(), main, *map(str, args)]
+    def run(self, main, *args, check=True, classpath=None):
+        cmd = ["java", "-cp", classpath or _classpath(), main, *map(str, args)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -32,7 +38,7 @@ class Java:
         return self.run("io.fabricckpt.compat.CompatTool", *args).stdout
 
     def cli(self, *args, check=True):
-        return self.run("io.fabricckpt.cli.Main", *args, check=check)
+        return self.run("io.fabricckpt.cli.Main", *args, check=check, classpath=_cli_classpath())
 
     def describe(self, path):
         return normalise(json.loads(self.tool("describe", path)))

@@ -163,6 +163,11 @@ def java_converted(java, java_sharded, tmp_path_factory):
     """The Java-written directory consolidated by Java (fabric-ckpt convert) into one torch.save file."""
     path = tmp_path_factory.mktemp("java-converted") / "java.pt"
     java.cli("convert", java_sharded, path)
+    # the CLI consolidates without libtorch, tensor by tensor: the bytes of the library's convert
+    reference = path.parent / "reference" / "java.pt"
+    reference.parent.mkdir()
+    java.tool("convert", java_sharded, reference)
+    assert path.read_bytes() == reference.read_bytes()
     return torch.load(path, weights_only=True)
 
 
@@ -181,6 +186,9 @@ def test_lightning_sharded_checkpoint_loads_in_java(java, lightning_sharded, tmp
 
     # fabric-ckpt convert consolidates it as Lightning's consolidate_checkpoint does: dcp_to_torch_save + meta.pt
     java.cli("convert", path, tmp_path / "converted.pt")
+    (tmp_path / "reference").mkdir()
+    java.tool("convert", path, tmp_path / "reference" / "converted.pt")
+    assert (tmp_path / "converted.pt").read_bytes() == (tmp_path / "reference" / "converted.pt").read_bytes()
     converted = torch.load(tmp_path / "converted.pt", weights_only=True)
     assert list(converted) == ["model", "optimizer", "step", "hparams"]
     assert_equal_trees(reference, {k: converted[k] for k in reference})

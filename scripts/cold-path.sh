@@ -96,5 +96,14 @@ cli="$repo/fabric-ckpt-cli/$version/fabric-ckpt-cli-$version.jar"
 java -jar "$cli" --version | grep -q "fabric-ckpt $version" || fail "java -jar fabric-ckpt-cli.jar --version"
 ckpt=$(ls "$work"/demo/step-*.ckpt | tail -1)
 java -jar "$cli" verify "$ckpt" >/dev/null || fail "java -jar fabric-ckpt-cli.jar verify $ckpt"
-say "runnable CLI jar ($(du -m "$cli" | cut -f1) MB): --version, verify OK"
+# The CLI's torch-free JNI library (inspect, verify, diff, convert, clean): RUNPATH $ORIGIN, no libtorch.
+mkdir "$work/cli-natives" && (cd "$work/cli-natives" && unzip -q "$cli" 'io/fabricckpt/cli/format/*')
+format_libs=$(find "$work/cli-natives" -name '*.so' -type f)
+[ "$(echo "$format_libs" | grep -c .)" -ge 2 ] || fail "the CLI jar lacks the format JNI library: $format_libs"
+for lib in $format_libs; do
+  runpath=$(readelf -d "$lib" | sed -n 's/.*(\(RUNPATH\|RPATH\)).*\[\(.*\)\]/\2/p')
+  [ "$runpath" = '$ORIGIN' ] || [ "$runpath" = '$ORIGIN/' ] || fail "$(basename "$lib") has RUNPATH [$runpath], not \$ORIGIN only"
+  readelf -d "$lib" | grep NEEDED | grep -E -q 'torch|c10' && fail "$(basename "$lib") needs libtorch: $(readelf -d "$lib" | grep NEEDED)"
+done
+say "runnable CLI jar ($(du -m "$cli" | cut -f1) MB): --version, verify OK; its format JNI library needs no libtorch"
 say "passed"

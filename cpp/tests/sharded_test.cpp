@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "fabricckpt/error.h"
+#include "fabricckpt/outline.h"
 #include "fabricckpt/torch_save.h"
 
 namespace fabricckpt::sharded {
@@ -162,6 +163,41 @@ TEST(ShardedSave, OneProcessRoundTrip) {
   expect_same(*back->dict().get("names"), *state->dict().get("names"), "names");
   expect_same(*load_torch_file((dir / "meta.pt").string()).root, *meta, "meta.pt");
   EXPECT_EQ(load_torch_file((dir / "meta.pt").string()).archive_name, "meta");
+  fs::remove_all(dir);
+}
+
+// The CLI's torch-free convert of a directory (outline.h) writes what the libtorch consolidation
+// (read_all, then meta.pt's entries, saved) writes, byte for byte.
+TEST(ShardedOutline, ConvertEqualsTheLibtorchConsolidation) {
+  fs::path dir = temp_dir("outline");
+  ValuePtr state = Value::plain_dict();
+  ValuePtr model = Value::ordered_dict();
+  model->dict().set(Value::string("w"), tensor(at::randn({5, 3})));
+  model->dict().set(Value::string("b"), tensor(at::arange(5, at::kLong)));
+  model->dict().set(Value::string("h"), tensor(at::randn({4}).to(at::kHalf)));
+  state->dict().set(Value::string("model"), model);
+  state->dict().set(Value::string("names"), Value::list({Value::string("x")}));
+  ValuePtr meta = Value::plain_dict();
+  meta->dict().set(Value::string("step"), Value::integer(9));
+  save((dir / "ckpt").string(), state, meta, ShardPlan{}, nullptr, SaveOptions{false, {}});
+  for (const std::string source : {(dir / "ckpt").string(), kData + "single"}) {
+    ValuePtr all = Reader(source).read_all();
+    if (fs::exists(fs::path(source) / "meta.pt")) {
+      const ValuePtr meta_root = load_torch_file((fs::path(source) / "meta.pt").string()).root;
+      for (const auto& [key, value] : meta_root->dict().items()) {
+        all->dict().set(key, value);
+      }
+    }
+    TorchSaveOptions options;
+    options.archive_name = "consolidated";
+    options.fsync = false;
+    save_torch_file((dir / "reference.pt").string(), all, options);
+    convert_sharded_outline(source, (dir / "converted.pt").string(), "consolidated", false);
+    std::ifstream a(dir / "reference.pt", std::ios::binary), b(dir / "converted.pt", std::ios::binary);
+    const std::string ref((std::istreambuf_iterator<char>(a)), {}), out((std::istreambuf_iterator<char>(b)), {});
+    EXPECT_FALSE(ref.empty());
+    EXPECT_TRUE(ref == out) << source << ": " << ref.size() << " vs " << out.size() << " bytes";
+  }
   fs::remove_all(dir);
 }
 

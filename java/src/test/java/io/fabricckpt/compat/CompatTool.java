@@ -32,6 +32,8 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code write-sample DST}: writes the state python-compat-tests/test_java_writes.py expects</li>
  *   <li>{@code schedule SRC STEPS SAVED NEXT OUT}, {@code plateau SRC METRICS OUT}: SGD + StepLR and SGD +
  *       ReduceLROnPlateau runs for test_schedulers.py ({@link ScheduleTool})</li>
+ *   <li>{@code convert SRC DST}: the library's {@link TorchFiles#convert} (the reference the CLI's
+ *       torch-free convert must match byte for byte)</li>
  * </ul>
  */
 public final class CompatTool {
@@ -50,6 +52,7 @@ public final class CompatTool {
                 TorchFiles.write(Path.of(rest.get(1)), value, WriteOptions.DEFAULT.withArchiveName(archive)
                         .withUnsafeGlobalsAllowed(allowUnsafe));
             }
+            case "convert" -> TorchFiles.convert(Path.of(args[1]), Path.of(args[2]));
             case "unsafe-globals" -> TorchFiles.unsafeGlobals(Path.of(args[1])).forEach(System.out::println);
             case "read-weights-only" -> {
                 TorchFiles.read(Path.of(args[1]), ReadOptions.DEFAULT.withWeightsOnly(true));

@@ -15,7 +15,6 @@ import io.fabricckpt.core.Parameter;
 import io.fabricckpt.core.ReadOptions;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
-import java.lang.reflect.Method;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -239,7 +238,7 @@ class FsdpTest {
                 byPosition(plain.get("optimizer")));
     }
 
-    /** FULL: rank 0 writes one file, equal to the sharded directory consolidated by {@code fabric-ckpt convert}. */
+    /** FULL: rank 0 writes one file, equal to the sharded directory consolidated by {@link TorchFiles#convert} ({@code fabric-ckpt convert}). */
     @Test
     void fullSaveEqualsTheConvertedShardedDirectory() throws Exception {
         Path dir = shardedDir();
@@ -251,9 +250,7 @@ class FsdpTest {
         assertEquals(List.of("full.ckpt"), list(fullDir), "one file, no temporary files");
 
         Path converted = shared.resolve("converted.ckpt");
-        Method run = Class.forName("io.fabricckpt.cli.Main").getDeclaredMethod("run", String[].class);
-        run.setAccessible(true);
-        assertEquals(0, run.invoke(null, (Object) new String[] {"convert", dir.toString(), converted.toString()}));
+        TorchFiles.convert(dir, converted); // what `fabric-ckpt convert DIR FILE` runs
 
         Map<Object, Object> file = read(full);
         Map<Object, Object> consolidated = read(converted);

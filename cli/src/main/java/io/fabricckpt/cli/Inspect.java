@@ -1,6 +1,6 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.core.Parameter;
+import io.fabricckpt.cli.format.TensorInfo;
 import io.fabricckpt.core.PyFrozenSet;
 import io.fabricckpt.core.PyGlobal;
 import io.fabricckpt.core.PyObject;
@@ -11,9 +11,11 @@ import java.math.BigInteger;
 import java.util.Collection;
 import java.util.Map;
 import java.util.Set;
-import org.bytedeco.pytorch.Tensor;
 
-/** {@code inspect}: the tree of a checkpoint with dtypes, shapes and sizes, as text or JSON. */
+/**
+ * {@code inspect}: the tree of a checkpoint with dtypes, shapes and sizes, as text or JSON. Tensors are
+ * {@link TensorInfo}s ({@link Checkpoints#read}): nothing here needs libtorch.
+ */
 final class Inspect {
     private Inspect() {}
 
@@ -52,7 +54,7 @@ final class Inspect {
 
     private static boolean isContainer(Object v) {
         return v instanceof Map<?, ?> m && !m.isEmpty() || v instanceof Collection<?> c && !c.isEmpty()
-                && c.stream().anyMatch(x -> x instanceof Map<?, ?> || x instanceof Collection<?> || x instanceof Tensor);
+                && c.stream().anyMatch(x -> x instanceof Map<?, ?> || x instanceof Collection<?> || x instanceof TensorInfo);
     }
 
     private static String typeName(Object v) {
@@ -71,33 +73,18 @@ final class Inspect {
         return "list";
     }
 
-    static long[] shape(Tensor t) {
-        long[] shape = new long[(int) t.dim()];
-        for (int i = 0; i < shape.length; i++) {
-            shape[i] = t.size(i);
-        }
-        return shape;
-    }
-
-    static String dtype(Tensor t) {
-        return t.scalar_type().intern().name();
-    }
-
     private static String describe(Object v, long[] totals) {
-        if (v instanceof Tensor t) {
+        if (v instanceof TensorInfo t) {
             totals[0]++;
             totals[1] += t.nbytes();
-            return "tensor " + dtype(t) + " " + java.util.Arrays.toString(shape(t)) + " (" + t.nbytes() + " bytes)";
-        }
-        if (v instanceof Parameter p) {
-            return "parameter " + describe(p.data(), totals);
+            return (t.parameter() ? "parameter " : "") + tensorText(t) + " (" + t.nbytes() + " bytes)";
         }
         return describe(v);
     }
 
     static String describe(Object v) {
-        if (v instanceof Tensor t) {
-            return "tensor " + dtype(t) + " " + java.util.Arrays.toString(shape(t));
+        if (v instanceof TensorInfo t) {
+            return (t.parameter() ? "parameter " : "") + tensorText(t);
         }
         if (v instanceof String s) {
             return "'" + s + "'";
@@ -106,6 +93,10 @@ final class Inspect {
             return "bytes[" + b.length + "]";
         }
         return String.valueOf(v);
+    }
+
+    private static String tensorText(TensorInfo t) {
+        return "tensor " + t.dtype() + " " + java.util.Arrays.toString(t.shape());
     }
 
     // ------------------------------------------------------------------------------------ JSON
@@ -129,14 +120,16 @@ final class Inspect {
             string(s, out);
         } else if (v instanceof byte[] b) {
             out.append("{\"type\":\"bytes\",\"length\":").append(b.length).append('}');
-        } else if (v instanceof Tensor t) {
-            out.append("{\"type\":\"tensor\",\"dtype\":\"").append(dtype(t)).append("\",\"shape\":")
-                    .append(java.util.Arrays.toString(shape(t)).replace(" ", "")).append(",\"bytes\":")
+        } else if (v instanceof TensorInfo t) {
+            if (t.parameter()) {
+                out.append("{\"type\":\"parameter\",\"data\":");
+            }
+            out.append("{\"type\":\"tensor\",\"dtype\":\"").append(t.dtype()).append("\",\"shape\":")
+                    .append(java.util.Arrays.toString(t.shape()).replace(" ", "")).append(",\"bytes\":")
                     .append(t.nbytes()).append('}');
-        } else if (v instanceof Parameter p) {
-            out.append("{\"type\":\"parameter\",\"data\":");
-            json(p.data(), out);
-            out.append('}');
+            if (t.parameter()) {
+                out.append('}');
+            }
         } else if (v instanceof PyGlobal g) {
             out.append("{\"type\":\"global\",\"name\":");
             string(g.toString(), out);

@@ -1,6 +1,8 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.cli.format.Outlines;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -26,9 +28,17 @@ final class ConvertCli implements Callable<Integer> {
     @Override
     public Integer call() {
         Paths.readable(source);
-        ProgressBar bar = new ProgressBar("convert");
-        TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
-        bar.finish();
+        // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time;
+        // a legacy file through the library.
+        if (Files.isDirectory(source)) {
+            Outlines.convertSharded(source, target, allowUnsafeGlobals);
+        } else if (Checkpoints.isLegacyFile(source)) {
+            ProgressBar bar = new ProgressBar("convert");
+            TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
+            bar.finish();
+        } else {
+            Outlines.convert(source, target, allowUnsafeGlobals);
+        }
         System.out.println("wrote " + target);
         return ExitCodes.OK;
     }

@@ -1,6 +1,5 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.TorchFiles;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -19,8 +18,7 @@ final class DiffCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        Object left = TorchFiles.read(Paths.readable(a));
-        Object right = TorchFiles.read(Paths.readable(b));
-        return Diff.run(left, right, System.out) ? ExitCodes.OK : ExitCodes.CHECK_FAILED;
+        Object[] both = Checkpoints.readForComparison(Paths.readable(a), Paths.readable(b));
+        return Diff.run(both[0], both[1], System.out) ? ExitCodes.OK : ExitCodes.CHECK_FAILED;
     }
 }

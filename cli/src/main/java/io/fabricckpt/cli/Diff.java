@@ -1,16 +1,16 @@
 package io.fabricckpt.cli;
 
+import io.fabricckpt.cli.format.TensorInfo;
 import java.io.PrintStream;
 import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Objects;
-import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch;
 
 /**
  * {@code diff A B}: compares two checkpoints key by key: keys only in one of them, tensors whose
  * dtype or shape differ, the largest absolute difference of each tensor, and other values that differ.
+ * Tensors are {@link TensorInfo}s, compared by {@link Checkpoints#maxAbsDifference} one at a time.
  */
 final class Diff {
     private Diff() {}
@@ -48,7 +48,7 @@ final class Diff {
     private static void flatten(String prefix, Object v, Map<String, Object> out) {
         if (v instanceof Map<?, ?> map && !map.isEmpty()) {
             map.forEach((k, x) -> flatten(prefix.isEmpty() ? String.valueOf(k) : prefix + "." + k, x, out));
-        } else if (v instanceof Collection<?> items && items.stream().anyMatch(x -> x instanceof Tensor || x instanceof Map<?, ?>)) {
+        } else if (v instanceof Collection<?> items && items.stream().anyMatch(x -> x instanceof TensorInfo || x instanceof Map<?, ?>)) {
             int i = 0;
             for (Object item : items) {
                 flatten(prefix + "[" + i++ + "]", item, out);
@@ -59,16 +59,16 @@ final class Diff {
     }
 
     private static String compare(Object a, Object b) {
-        if (a instanceof Tensor x && b instanceof Tensor y) {
-            String dx = Inspect.dtype(x), dy = Inspect.dtype(y);
-            String sx = java.util.Arrays.toString(Inspect.shape(x)), sy = java.util.Arrays.toString(Inspect.shape(y));
+        if (a instanceof TensorInfo x && b instanceof TensorInfo y) {
+            String dx = x.dtype(), dy = y.dtype();
+            String sx = java.util.Arrays.toString(x.shape()), sy = java.util.Arrays.toString(y.shape());
             if (!dx.equals(dy) || !sx.equals(sy)) {
                 return "tensor " + dx + " " + sx + " vs " + dy + " " + sy;
             }
-            if (x.numel() == 0) {
+            if (java.util.Arrays.stream(x.shape()).anyMatch(d -> d == 0)) {
                 return null;
             }
-            double max = x.to(torch.ScalarType.Double).sub(y.to(torch.ScalarType.Double)).abs().max().item_double();
+            double max = Checkpoints.maxAbsDifference(x, y);
             return max == 0.0 ? null : "max abs difference " + max;
         }
         if (a instanceof byte[] x && b instanceof byte[] y) {

@@ -1,7 +1,5 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.TorchFiles;
-import io.fabricckpt.core.ReadOptions;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -24,11 +22,10 @@ final class InspectCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        // Mapped: inspect reads only the structure, dtypes and shapes, never a tensor's bytes, so no
-        // page of tensor data is touched (nothing to fault on if the file changes) and a 10 GB file
-        // inspects as fast as a small one. The zip directory and data.pkl are read with pread.
-        Object checkpoint = TorchFiles.read(Paths.readable(path), ReadOptions.mapped());
-        List<String> unsafe = TorchFiles.unsafeGlobals(path);
+        // Only the structure, dtypes and shapes, never a tensor's bytes: the zip directory and data.pkl
+        // are read with pread (a 10 GB file inspects as fast as a small one), without libtorch.
+        Object checkpoint = Checkpoints.read(Paths.readable(path));
+        List<String> unsafe = Checkpoints.unsafeGlobals(path);
         if (json) {
             String globals = unsafe.stream().map(g -> "\"" + g.replace("\\", "\\\\").replace("\"", "\\\"") + "\"")
                     .collect(Collectors.joining(","));

@@ -1,6 +1,6 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.TorchFiles;
+import io.fabricckpt.cli.format.Outlines;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -18,7 +18,7 @@ final class CleanCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        List<Path> cleaned = TorchFiles.clean(path);
+        List<Path> cleaned = Outlines.clean(path);
         if (cleaned.isEmpty()) {
             System.out.println("nothing to clean beside " + path);
         }

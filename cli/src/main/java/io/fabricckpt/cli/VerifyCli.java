@@ -1,6 +1,7 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointException;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
@@ -20,8 +21,10 @@ final class VerifyCli implements Callable<Integer> {
     public Integer call() {
         Paths.readable(path);
         try {
-            System.out.println(TorchFiles.verify(path));
-        } catch (CheckpointException e) {
+            // A zip file or a sharded directory record by record without libtorch (bounded memory); a
+            // legacy file by the library.
+            System.out.println(Checkpoints.isLegacyFile(path) ? TorchFiles.verify(path) : Outlines.verify(path));
+        } catch (CheckpointException | Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }
         return ExitCodes.OK;

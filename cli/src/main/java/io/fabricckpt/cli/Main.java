@@ -1,5 +1,6 @@
 package io.fabricckpt.cli;
 
+import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointException;
 import java.io.IOException;
 import java.io.PrintWriter;
@@ -55,7 +56,8 @@ public final class Main implements Runnable {
             if (e instanceof CliException c) {
                 code = c.exitCode();
                 message = c.getMessage();
-            } else if (e instanceof CheckpointException || e instanceof IOException || e instanceof UncheckedIOException) {
+            } else if (e instanceof CheckpointException || e instanceof Outlines.FormatException || e instanceof IOException
+                    || e instanceof UncheckedIOException) {
                 code = ExitCodes.IO;
                 message = e.getMessage();
             } else if (e instanceof IllegalArgumentException) {

@@ -1,0 +1,52 @@
+package io.fabricckpt.cli.format;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.annotation.ByRef;
+import org.bytedeco.javacpp.annotation.ByVal;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
+import org.bytedeco.javacpp.annotation.Namespace;
+import org.bytedeco.javacpp.annotation.Platform;
+import org.bytedeco.javacpp.annotation.StdString;
+
+/**
+ * The torch-free native entry points of the command line (cpp/src/jni/format_native.h). A
+ * {@code @Platform} of its own, so JavaCPP builds a JNI library of its own
+ * ({@value #LIBRARY}) linked against libfabricckptformat.so only: loading it never loads libtorch,
+ * so inspect, verify, diff, convert and clean start at once. Paths cross as UTF-8 bytes.
+ */
+@Platform(include = "format_native.h", link = "fabricckptformat", compiler = "cpp17", library = FormatNative.LIBRARY)
+@Namespace("fabricckpt::formatjni")
+public final class FormatNative {
+    /** The JNI library JavaCPP builds from this class and {@link OutlineNode}. */
+    static final String LIBRARY = "jnifabricckptformat";
+
+    static {
+        Loader.load();
+    }
+
+    private FormatNative() {}
+
+    public static native @ByVal OutlineNode readOutline(@StdString BytePointer path);
+
+    public static native @StdString BytePointer verifyZipFile(@StdString BytePointer path);
+
+    public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
+
+    public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir);
+
+    public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);
+
+    public static native @StdString BytePointer unsafeGlobalsOfZipFile(@StdString BytePointer path);
+
+    public static native double maxAbsDifference(@Const @ByRef OutlineNode a, @Const @ByRef OutlineNode b);
+
+    public static native void convertZipFile(@StdString BytePointer source, @StdString BytePointer target,
+            @Cast("bool") boolean allowUnsafeGlobals);
+
+    public static native void convertShardedDirectory(@StdString BytePointer dir, @StdString BytePointer target,
+            @StdString BytePointer archiveName, @Cast("bool") boolean allowUnsafeGlobals);
+
+    public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);
+}

@@ -1,0 +1,271 @@
+package io.fabricckpt.cli.format;
+
+import io.fabricckpt.core.PyFrozenSet;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.PyObject;
+import io.fabricckpt.core.PyOrderedDict;
+import io.fabricckpt.core.PyTuple;
+import java.math.BigInteger;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.AbstractMap;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.bytedeco.javacpp.BytePointer;
+
+/**
+ * torch.save zip files through the torch-free native library ({@link FormatNative}): the tree as the
+ * library's value types with {@link TensorInfo} for tensors, verify, compare, convert, clean. Native
+ * failures come back as {@link FormatException} carrying the native message (file, record, offset).
+ */
+public final class Outlines {
+    private Outlines() {}
+
+    /** A failure of the format library, its message naming the file and what is wrong. */
+    public static final class FormatException extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        FormatException(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
+    /** The tree of a torch.save zip file; tensors are {@link TensorInfo}s whose source is their node. */
+    public static Object read(Path path) {
+        OutlineNode root = call(() -> FormatNative.readOutline(path(path)));
+        try {
+            return new ToJava().convert(root);
+        } finally {
+            root.close();
+        }
+    }
+
+    /**
+     * A sharded directory consolidated (every tensor whole, then meta.pt's entries), tensors as
+     * {@link TensorInfo}s; no tensor data is read.
+     */
+    public static Object readSharded(Path dir) {
+        OutlineNode root = call(() -> FormatNative.readShardedOutline(path(dir)));
+        try {
+            return new ToJava().convert(root);
+        } finally {
+            root.close();
+        }
+    }
+
+    /** verify of a torch.save zip file or (a directory) a sharded checkpoint, item by item. */
+    public static String verify(Path path) {
+        if (Files.isDirectory(path)) {
+            return call(() -> string(FormatNative.verifyShardedDirectory(path(path))));
+        }
+        return call(() -> string(FormatNative.verifyZipFile(path(path))));
+    }
+
+    /** The globals outside torch's weights_only allowlist of a zip file or a sharded directory. */
+    public static List<String> unsafeGlobals(Path path) {
+        String lines = call(() -> string(Files.isDirectory(path)
+                ? FormatNative.unsafeGlobalsOfShardedDirectory(path(path)) : FormatNative.unsafeGlobalsOfZipFile(path(path))));
+        return lines.isEmpty() ? List.of() : List.of(lines.split("\n"));
+    }
+
+    /** The largest absolute difference of two tensors read by {@link #read} (same dtype and shape). */
+    public static double maxAbsDifference(TensorInfo a, TensorInfo b) {
+        if (!(a.source() instanceof OutlineNode x) || !(b.source() instanceof OutlineNode y)) {
+            throw new IllegalArgumentException("not tensors of outlines");
+        }
+        return call(() -> FormatNative.maxAbsDifference(x, y));
+    }
+
+    public static void convert(Path source, Path target, boolean allowUnsafeGlobals) {
+        call(() -> {
+            FormatNative.convertZipFile(path(source), path(target), allowUnsafeGlobals);
+            return null;
+        });
+    }
+
+    /**
+     * A sharded directory consolidated into one torch.save file as the library's convert writes it
+     * (archive folder: the target's name without its extension, as torch.save names it), one tensor in
+     * memory at a time.
+     */
+    public static void convertSharded(Path dir, Path target, boolean allowUnsafeGlobals) {
+        String name = target.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        String archive = dot > 0 ? name.substring(0, dot) : name;
+        call(() -> {
+            FormatNative.convertShardedDirectory(path(dir), path(target),
+                    new BytePointer(archive.getBytes(StandardCharsets.UTF_8)), allowUnsafeGlobals);
+            return null;
+        });
+    }
+
+    /** The paths removed or restored beside {@code target} (what saves killed midway left). */
+    public static List<Path> clean(Path target) {
+        String removed = call(() -> string(FormatNative.removeStaleTemporaries(path(target))));
+        return removed.isEmpty() ? List.of() : Arrays.stream(removed.split("\n")).map(Path::of).toList();
+    }
+
+    private interface NativeCall<T> {
+        T run();
+    }
+
+    /** JavaCPP rethrows C++ exceptions as RuntimeException carrying what(). */
+    private static <T> T call(NativeCall<T> call) {
+        try {
+            return call.run();
+        } catch (RuntimeException e) {
+            throw new FormatException(e.getMessage(), e);
+        }
+    }
+
+    private static BytePointer path(Path path) {
+        return new BytePointer(path.toAbsolutePath().toString().getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static byte[] bytes(BytePointer p) {
+        if (p == null) { // JavaCPP maps an empty std::string to null
+            return new byte[0];
+        }
+        try (p) {
+            byte[] out = new byte[Math.toIntExact(p.limit())];
+            p.get(out);
+            return out;
+        }
+    }
+
+    private static String string(BytePointer p) {
+        return new String(bytes(p), StandardCharsets.UTF_8);
+    }
+
+    /** Nodes to Java values as the library's ValueConverter maps them; shared nodes become one object. */
+    private static final class ToJava {
+        private final Map<Long, Object> seen = new HashMap<>();
+
+        /** Converts a child; tensors keep their handle (diff reads through it), the rest are freed at once. */
+        private Object child(OutlineNode c) {
+            Object out = convert(c);
+            if (!(out instanceof TensorInfo t && t.source() == c)) {
+                c.close();
+            }
+            return out;
+        }
+
+        Object convert(OutlineNode v) {
+            int kind = v.kind();
+            switch (kind) {
+                case OutlineNode.NONE:
+                    return null;
+                case OutlineNode.BOOL:
+                    return v.boolValue();
+                case OutlineNode.INT:
+                    return v.longValue();
+                case OutlineNode.FLOAT:
+                    return v.doubleValue();
+                default:
+                    break;
+            }
+            long id = v.identity();
+            Object known = seen.get(id);
+            if (known != null) {
+                return known;
+            }
+            Object out = switch (kind) {
+                case OutlineNode.BIG_INT -> bigInteger(bytes(v.bytesValue()));
+                case OutlineNode.STRING -> string(v.bytesValue());
+                case OutlineNode.BYTES -> bytes(v.bytesValue());
+                case OutlineNode.TUPLE -> {
+                    Object[] items = new Object[v.size()];
+                    for (int i = 0; i < items.length; i++) {
+                        items[i] = child(v.item(i));
+                    }
+                    yield PyTuple.of(items);
+                }
+                case OutlineNode.LIST -> {
+                    List<Object> list = new ArrayList<>(v.size());
+                    seen.put(id, list);
+                    for (int i = 0, n = v.size(); i < n; i++) {
+                        list.add(child(v.item(i)));
+                    }
+                    yield list;
+                }
+                case OutlineNode.SET, OutlineNode.FROZEN_SET -> {
+                    Set<Object> set = new LinkedHashSet<>();
+                    for (int i = 0, n = v.size(); i < n; i++) {
+                        set.add(child(v.item(i)));
+                    }
+                    yield kind == OutlineNode.SET ? set : new PyFrozenSet(set);
+                }
+                case OutlineNode.DICT -> dict(v, id);
+                case OutlineNode.GLOBAL -> new PyGlobal(string(v.globalModule()), string(v.globalName()));
+                case OutlineNode.OBJECT -> object(v);
+                case OutlineNode.TENSOR -> tensor(v);
+                default -> throw new FormatException("unexpected node kind " + kind + " in checkpoint tree", null);
+            };
+            seen.put(id, out);
+            return out;
+        }
+
+        private Map<Object, Object> dict(OutlineNode v, long id) {
+            Map<Object, Object> map;
+            if (v.ordered()) {
+                PyOrderedDict od = new PyOrderedDict();
+                map = od;
+                seen.put(id, map);
+                if (child(v.dictState()) instanceof Map<?, ?> attributes) {
+                    @SuppressWarnings("unchecked")
+                    Map<Object, Object> typed = (Map<Object, Object>) attributes;
+                    od.setAttributes(typed);
+                }
+            } else {
+                map = new LinkedHashMap<>();
+                seen.put(id, map);
+            }
+            for (int i = 0, n = v.size(); i < n; i++) {
+                map.put(child(v.key(i)), child(v.value(i)));
+            }
+            return map;
+        }
+
+        private PyObject object(OutlineNode v) {
+            PyObject.Construction construction = PyObject.Construction.values()[v.construct()];
+            Object callable = child(v.callable());
+            Object args = child(v.args());
+            @SuppressWarnings("unchecked")
+            Map<Object, Object> kwargs = (Map<Object, Object>) child(v.kwargs()); // None -> null
+            Object state = v.hasObjectState() ? child(v.objectState()) : null;
+            List<Object> listItems = new ArrayList<>();
+            for (int i = 0, n = v.listItemCount(); i < n; i++) {
+                listItems.add(child(v.listItem(i)));
+            }
+            List<Map.Entry<Object, Object>> dictItems = new ArrayList<>();
+            for (int i = 0, n = v.dictItemCount(); i < n; i++) {
+                dictItems.add(new AbstractMap.SimpleImmutableEntry<>(child(v.dictItemKey(i)), child(v.dictItemValue(i))));
+            }
+            PyTuple argTuple = args instanceof PyTuple t ? t : PyTuple.of(args);
+            return new PyObject(construction, callable, argTuple, kwargs, state, listItems, dictItems);
+        }
+
+        private TensorInfo tensor(OutlineNode v) {
+            long[] shape = new long[v.dim()];
+            for (int d = 0; d < shape.length; d++) {
+                shape[d] = v.sizeAt(d);
+            }
+            return new TensorInfo(string(v.dtype()), shape, v.nbytes(), v.isParameter(), v);
+        }
+    }
+
+    private static BigInteger bigInteger(byte[] littleEndian) {
+        byte[] bigEndian = new byte[littleEndian.length];
+        for (int i = 0; i < littleEndian.length; i++) {
+            bigEndian[i] = littleEndian[littleEndian.length - 1 - i];
+        }
+        return bigEndian.length == 0 ? BigInteger.ZERO : new BigInteger(bigEndian);
+    }
+}

@@ -1,0 +1,100 @@
+package io.fabricckpt.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.fabricckpt.TorchFiles;
+import java.io.IOException;
+import java.net.URISyntaxException;
+import java.net.URL;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The commands that need no tensor math never load libtorch: their JNI library links the format
+ * library alone, and a fresh JVM running each of them never maps libtorch_cpu.so.
+ */
+class TorchFreeCommandsTest {
+    private static final String NATIVES = "io/fabricckpt/cli/format/linux-x86_64/";
+
+    @TempDir
+    Path dir;
+
+    private static List<String> needed(Path library) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder("readelf", "-d", library.toString()).redirectErrorStream(true).start();
+        String text = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertEquals(0, p.waitFor(), text);
+        List<String> out = new ArrayList<>();
+        for (String line : text.split("\n")) {
+            if (line.contains("(NEEDED)")) {
+                out.add(line.substring(line.indexOf('[') + 1, line.indexOf(']')));
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void theFormatJniLibrariesNeedNoLibtorch() throws Exception {
+        for (String name : List.of("libjnifabricckptformat.so", "libfabricckptformat.so")) {
+            URL url = getClass().getClassLoader().getResource(NATIVES + name);
+            assertNotNull(url, NATIVES + name + " is not on the class path");
+            List<String> needed = needed(toPath(url));
+            assertFalse(needed.isEmpty(), name + ": no NEEDED entries read");
+            for (String lib : needed) {
+                assertFalse(lib.contains("torch") || lib.contains("c10") || lib.contains("fabricckpt.so")
+                        && !lib.equals("libfabricckptformat.so"), name + " needs " + lib + ": " + needed);
+            }
+        }
+    }
+
+    private static Path toPath(URL url) throws URISyntaxException {
+        return Path.of(url.toURI());
+    }
+
+    private Path checkpoint(String name, double scale) {
+        Map<String, Object> model = new LinkedHashMap<>();
+        model.put("w", torch.arange(new Scalar(6.0)).reshape(2, 3).mul(new Scalar(scale)));
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("step", 3L);
+        Path path = dir.resolve(name);
+        TorchFiles.write(path, state);
+        return path;
+    }
+
+    @Test
+    void inspectVerifyDiffConvertCleanAndVersionNeverLoadLibtorch() throws Exception {
+        Path a = checkpoint("a.ckpt", 1), b = checkpoint("b.ckpt", 2);
+        Path converted = dir.resolve("c.ckpt");
+        Object[][] cases = {
+            {0, new String[] {"inspect", a.toString()}, "w: tensor Float [2, 3] (24 bytes)"},
+            {0, new String[] {"inspect", a.toString(), "--json"}, "\"shape\":[2,3]"},
+            {0, new String[] {"verify", a.toString()}, ": OK (7 records, CRC-32 verified, 1 tensors over 1 storages of 24 bytes)"},
+            {0, new String[] {"diff", a.toString(), a.toString()}, "checkpoints are equal (2 entries)"},
+            {1, new String[] {"diff", a.toString(), b.toString()}, "~ model.w: max abs difference 5.0"},
+            {0, new String[] {"convert", a.toString(), converted.toString()}, "wrote " + converted},
+            {0, new String[] {"clean", a.toString()}, "nothing to clean beside " + a},
+            {0, new String[] {"--version"}, "fabric-ckpt "},
+        };
+        for (Object[] c : cases) {
+            String[] args = (String[]) c[1];
+            ChildCli.Result r = ChildCli.run(dir, args);
+            String what = String.join(" ", args) + " (" + r.millis() + " ms):\n" + r.out() + r.err();
+            assertEquals(c[0], r.code(), what);
+            assertTrue(r.out().contains((String) c[2]), what);
+            assertFalse(r.loadedTorch(), "libtorch was loaded by " + what);
+        }
+        assertEquals(-1, Files.mismatch(a, converted), "convert of a file this library wrote gives its bytes back");
+    }
+}

@@ -1,0 +1,136 @@
+// A torch.save zip file read without libtorch: its tree with every tensor kept as the pickle's own
+// recipe (torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)), every storage as a
+// reference to its record in the file. Nothing of a tensor's data is read until asked for, so the
+// command-line tools (inspect, verify, diff, convert) work in bounded memory and never load libtorch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fabricckpt/files.h"
+#include "fabricckpt/value.h"
+#include "fabricckpt/zip.h"
+
+namespace fabricckpt {
+
+// A dtype as the file names it, without c10: the name c10::ScalarType prints ("Float") and its size.
+struct DtypeInfo {
+  std::string name;
+  size_t element_size;
+};
+// torch.FloatStorage -> Float; nullopt for classes torch.save does not write (UntypedStorage: Byte).
+std::optional<DtypeInfo> dtype_of_storage_class_name(const std::string& class_name);
+// torch.float32 (a _rebuild_tensor_v3 dtype global) -> Float.
+std::optional<DtypeInfo> dtype_of_torch_name(const std::string& name);
+// And back: Float -> "FloatStorage" (nullopt: torch writes such tensors with an UntypedStorage),
+// Float -> "float32" (the first name torch gives the dtype).
+std::optional<std::string> storage_class_of_dtype(const std::string& dtype_name);
+std::string torch_name_of_dtype(const std::string& dtype_name);
+
+// The payload of a Storage node of an outline: where its bytes are.
+struct StorageOutline {
+  const ZipRecord* record = nullptr;  // "data/<key>" of the file (owned by the OutlineFile's reader)
+  const ZipReader* zip = nullptr;     // that reader (its file, its CRC-32s)
+  std::string key;
+  std::string location;  // "cpu", "cuda:0", ...
+  DtypeInfo dtype;       // of the storage class
+  uint64_t numel = 0;    // elements the pickle says it holds (numel * element_size <= record size)
+  // No record: a storage made when writing (a tensor assembled from chunks), whose bytes this fills.
+  std::function<void(uint8_t* out)> assemble;
+  uint64_t nbytes() const { return numel * dtype.element_size; }
+};
+
+// A tensor of an outline: the view its rebuild call describes, bounds checked against its storage.
+struct TensorOutline {
+  const StorageOutline* storage = nullptr;
+  DtypeInfo dtype;
+  int64_t offset = 0;  // in elements
+  std::vector<int64_t> sizes, strides;
+  bool requires_grad = false;
+  bool is_parameter = false;
+  uint64_t numel() const;
+  uint64_t nbytes() const { return numel() * dtype.element_size; }
+  // Row-major with no gaps: its bytes are one range of the storage.
+  bool contiguous() const;
+};
+
+// One opened file and its outline tree; the tree's Storage nodes point into it.
+class OutlineFile {
+ public:
+  // FormatError naming the file for anything that is not a well-formed torch.save zip file (a
+  // legacy file included: see is_zip), IoError when it cannot be read. The pickle's CRC-32 is checked.
+  static std::shared_ptr<const OutlineFile> open(const std::string& path);
+  // The same over an opened file or a slice of one (a torch.save stream inside a .distcp file).
+  static std::shared_ptr<const OutlineFile> open(std::shared_ptr<const MappedFile> file);
+
+  const ValuePtr& root() const { return root_; }
+  const ZipReader& zip() const { return *zip_; }
+  const MappedFile& file() const { return *file_; }
+  const std::string& path() const { return file_->path(); }
+  const std::string& archive_name() const { return zip_->archive_name(); }
+  // Storages in order of first appearance in the pickle.
+  const std::vector<std::shared_ptr<StorageOutline>>& storages() const { return storages_; }
+
+ private:
+  std::shared_ptr<const MappedFile> file_;
+  std::unique_ptr<ZipReader> zip_;
+  ValuePtr root_;
+  std::vector<std::shared_ptr<StorageOutline>> storages_;
+};
+
+// The tensor a node of an outline stands for (a tensor or parameter rebuild), else nullopt.
+// FormatError when it is a rebuild call whose arguments are malformed.
+std::optional<TensorOutline> tensor_of(const Value& node);
+
+// verify without libtorch: every record's CRC-32 (read in pieces), the pickle, every storage and
+// tensor view. The same one-line summary as the libtorch verify of a zip file.
+std::string verify_outline(const std::string& path);
+
+// The globals of the file's data.pkl outside torch's weights_only allowlist (unsafe_globals_in_file).
+std::vector<std::string> unsafe_globals_of_zip_file(const std::string& path);
+// What verify appends about such globals ("" when none).
+std::string unsafe_globals_warning(const std::vector<std::string>& names);
+
+// The largest |a - b| over the elements of two tensors of one dtype and shape (NaN if any
+// difference is NaN), read piece by piece from their files; 0 when their bytes are equal.
+// Error for dtypes it cannot decode (float8 variants other than e4m3fn/e5m2, float4, bits).
+double max_abs_difference(const TensorOutline& a, const TensorOutline& b);
+
+// The file written again as one torch.save file (what the libtorch convert writes for it: same archive
+// folder, storages renumbered in order of appearance), storage by storage straight from the source with
+// each record's CRC-32 checked on the way; atomic. Globals outside torch's weights_only allowlist are
+// refused unless allowed. `progress` (may be null) counts storage bytes copied.
+void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
+                     IoProgress* progress = nullptr);
+
+// Writes an outline tree (storages with a record or an assemble function) as torch.save does,
+// storages renumbered in order of first appearance, atomically (convert_outline's writer).
+void write_outline_tree(const ValuePtr& root, const std::string& target, const std::string& archive_name,
+                        bool allow_unsafe_globals, IoProgress* progress = nullptr);
+
+// A sharded torch.distributed.checkpoint directory consolidated into one torch.save file with the
+// archive folder `archive_name`, as the libtorch convert writes it (Lightning's consolidation: every
+// tensor whole, then meta.pt's entries), tensor by tensor: each tensor assembled from its chunks in
+// a buffer of its own size (a tensor held by one chunk is streamed as it is), every CRC-32 checked.
+void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals);
+
+// The consolidated tree convert_sharded_outline writes (tensors assembled from several chunks have
+// storages without a record); `owner` keeps alive what its nodes point into.
+struct ShardedOutline {
+  ValuePtr root;
+  std::shared_ptr<const void> owner;
+};
+ShardedOutline read_sharded_outline(const std::string& dir);
+
+// verify of a sharded directory without libtorch: every item's records' CRC-32s (in pieces), every chunk
+// a tensor of its shape, every tensor covered; the summary sharded::verify gives.
+std::string verify_sharded_outline(const std::string& dir);
+// sharded::unsafe_globals without libtorch: those of meta.pt and of the value items' pickles.
+std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir);
+
+}  // namespace fabricckpt

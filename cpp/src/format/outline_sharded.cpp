@@ -1,0 +1,324 @@
+// convert of a sharded torch.distributed.checkpoint directory without libtorch: the consolidated
+// tree built as the libtorch reader builds it (sharded_checkpoint.cpp's Reader::read_all, then
+// meta.pt's entries, as Fabric.consolidate), with each tensor that several chunks hold made a
+// storage of its own that is assembled only when the writer reaches it: one tensor in memory at a time.
+#include <cstring>
+#include <filesystem>
+#include <algorithm>
+#include <map>
+#include <set>
+#include <memory>
+#include <vector>
+
+#include "fabricckpt/crc32.h"
+#include "fabricckpt/dcp.h"
+#include "fabricckpt/error.h"
+#include "fabricckpt/outline.h"
+#include "fabricckpt/safety.h"
+
+namespace fabricckpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string dims_text(const std::vector<int64_t>& dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "]";
+}
+
+bool is_floating(const std::string& dtype) {
+  return dtype == "Half" || dtype == "BFloat16" || dtype == "Float" || dtype == "Double" ||
+         dtype.rfind("Float8", 0) == 0 || dtype.rfind("Complex", 0) == 0;
+}
+
+// The directory's metadata, its data files and the torch.save streams opened from them.
+class ShardedSource {
+ public:
+  explicit ShardedSource(std::string dir) : dir_(std::move(dir)) {
+    const std::string file = (fs::path(dir_) / dcp::kMetadataFile).string();
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) {
+      throw FormatError(concat(dir_, ": not a sharded checkpoint (no ", dcp::kMetadataFile,
+                               "; the save did not finish, or this is not a torch.distributed.checkpoint directory)"));
+    }
+    auto opened = MappedFile::open(file);
+    metadata_ = dcp::read_metadata(opened->read_string(0, opened->size()), file);
+  }
+
+  const dcp::Metadata& metadata() const { return metadata_; }
+  const std::string& dir() const { return dir_; }
+
+  std::vector<dcp::PathItem> path_of(const std::string& flat_key) const {
+    if (const auto* path = metadata_.path_of(flat_key)) return *path;
+    size_t dot = flat_key.find('.');
+    if (dot == std::string::npos) return {flat_key};
+    return {flat_key.substr(0, dot), flat_key.substr(dot + 1)};
+  }
+
+  // The item's torch.save stream as an outline (kept open as long as this source).
+  std::shared_ptr<const OutlineFile> item(const std::string& fqn, const std::vector<int64_t>* offsets) {
+    const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
+    const dcp::StorageInfo* info = metadata_.storage_of(fqn, offsets);
+    if (!info) {
+      throw FormatError(concat(metadata_file, ": no storage recorded for '", fqn, "'",
+                               offsets ? " chunk at " + dims_text(*offsets) : std::string()));
+    }
+    if (!info->transforms.empty()) {
+      throw FormatError(concat(metadata_file, ": '", fqn, "' is stored through transforms (", info->transforms[0],
+                               "), which are not supported"));
+    }
+    const std::string path = (fs::path(dir_) / info->relative_path).string();
+    auto& file = files_[info->relative_path];
+    if (!file) file = MappedFile::open(path);
+    if (info->offset > file->size() || info->length > file->size() - info->offset) {
+      throw FormatError(concat(file->path(), ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
+                               " but the file has ", file->size(), " bytes (truncated?)"));
+    }
+    auto stream = OutlineFile::open(MappedFile::slice(file, info->offset, info->length,
+                                                      concat(path, " ('", fqn, "' at byte ", info->offset, ")")));
+    streams_.push_back(stream);
+    return stream;
+  }
+
+ private:
+  std::string dir_;
+  dcp::Metadata metadata_;
+  std::map<std::string, std::shared_ptr<const MappedFile>> files_;
+  std::vector<std::shared_ptr<const OutlineFile>> streams_;
+};
+
+ValuePtr int_tuple(const std::vector<int64_t>& values) {
+  Value::Items items;
+  for (int64_t v : values) items.push_back(Value::integer(v));
+  return Value::tuple(std::move(items));
+}
+
+// The recipe the libtorch writer emits for a tensor (torch_save.cpp's StorageCollector::tensor_args).
+ValuePtr rebuild(const ValuePtr& storage, const std::string& dtype, int64_t offset, const std::vector<int64_t>& sizes,
+                 const std::vector<int64_t>& strides, bool requires_grad, bool typed) {
+  Value::Items args{storage, Value::integer(offset), int_tuple(sizes), int_tuple(strides), Value::boolean(requires_grad),
+                    Value::ordered_dict()};
+  if (!typed) args.push_back(Value::global("torch", torch_name_of_dtype(dtype)));
+  Object o;
+  o.callable = Value::global("torch._utils", typed ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
+  o.args = Value::tuple(std::move(args));
+  return Value::object(std::move(o));
+}
+
+// A chunk held whole by one stream, written again as the libtorch reader and writer pass it on:
+// its own view of its own storage, requires_grad as its at::Tensor had it.
+ValuePtr chunk_as_is(const Value& node, const TensorOutline& t) {
+  const Value::Items& args = node.object_ref().args->items();
+  bool grad = t.requires_grad;
+  ValuePtr storage_node = args[0];
+  if (t.is_parameter) {
+    const Value& inner = *args[0];
+    storage_node = inner.object_ref().args->items()[0];
+    grad = grad || tensor_of(inner)->requires_grad;
+  } else {
+    storage_node = args[0];
+  }
+  grad = grad && is_floating(t.dtype.name);
+  const bool typed = storage_class_of_dtype(t.dtype.name).has_value();
+  if (!t.is_parameter) return rebuild(storage_node, t.dtype.name, t.offset, t.sizes, t.strides, grad, typed);
+  Object param;
+  param.callable = Value::global("torch._utils", "_rebuild_parameter");
+  param.args = Value::tuple({rebuild(storage_node, t.dtype.name, t.offset, t.sizes, t.strides, false, typed),
+                             Value::boolean(grad), Value::ordered_dict()});
+  return Value::object(std::move(param));
+}
+
+// Copies a chunk's elements to its place in a contiguous tensor of `size` (row by row when the
+// chunk's rows are contiguous).
+void place_chunk(const uint8_t* chunk_data, const TensorOutline& chunk, const std::vector<int64_t>& at,
+                 const std::vector<int64_t>& size, size_t es, uint8_t* out) {
+  const size_t dims = size.size();
+  if (chunk.numel() == 0) return;
+  std::vector<int64_t> out_strides(dims, 1);
+  for (size_t d = dims; d-- > 1;) out_strides[d - 1] = out_strides[d] * size[d];
+  if (dims == 0) {
+    std::memcpy(out, chunk_data + chunk.offset * es, es);
+    return;
+  }
+  const size_t last = dims - 1;
+  const bool rows = chunk.strides[last] == 1 || chunk.sizes[last] == 1;
+  std::vector<int64_t> index(dims, 0);
+  while (true) {
+    int64_t src = chunk.offset, dst = 0;
+    for (size_t d = 0; d < dims; ++d) {
+      src += index[d] * chunk.strides[d];
+      dst += (at[d] + index[d]) * out_strides[d];
+    }
+    if (rows) {
+      std::memcpy(out + dst * es, chunk_data + src * es, static_cast<size_t>(chunk.sizes[last]) * es);
+    } else {
+      for (int64_t i = 0; i < chunk.sizes[last]; ++i) {
+        std::memcpy(out + (dst + i) * es, chunk_data + (src + i * chunk.strides[last]) * es, es);
+      }
+    }
+    size_t d = last;  // next row: the last dimension is done whole
+    while (d-- > 0) {
+      if (++index[d] < chunk.sizes[d]) break;
+      index[d] = 0;
+    }
+    if (d == static_cast<size_t>(-1)) return;
+  }
+}
+
+}  // namespace
+
+ShardedOutline read_sharded_outline(const std::string& dir) {
+  auto source = std::make_shared<ShardedSource>(dir);
+  ValuePtr root = Value::plain_dict();
+  for (const dcp::Entry& entry : source->metadata().entries) {
+    ValuePtr value;
+    if (!entry.tensor) {
+      value = source->item(entry.key, nullptr)->root();
+    } else {
+      const dcp::TensorEntry& t = *entry.tensor;
+      auto dtype = dtype_of_torch_name(t.dtype);
+      if (!dtype) throw FormatError(concat(dir, ": '", entry.key, "' has the unknown dtype torch.", t.dtype));
+      const std::vector<int64_t> origin(t.size.size(), 0);
+      for (const auto& chunk : t.chunks) {  // one chunk that is the whole tensor: passed on as it is
+        if (chunk.offsets != origin || chunk.sizes != t.size) continue;
+        auto stream = source->item(entry.key, &chunk.offsets);
+        auto loaded = tensor_of(*stream->root());
+        if (loaded && loaded->sizes == t.size && loaded->dtype.name == dtype->name) value = chunk_as_is(*stream->root(), *loaded);
+      }
+      if (!value) {
+        const auto elements = static_cast<uint64_t>(dcp::checked_volume(t.size, concat(dir, ": '", entry.key, "'")));
+        if (elements > (uint64_t{1} << 62) / dtype->element_size) {
+          throw FormatError(concat(dir, ": '", entry.key, "' of size ", dims_text(t.size), " is too large"));
+        }
+        uint64_t covered = 0;  // the metadata's chunks never overlap: a gap shows in their volumes
+        for (const auto& chunk : t.chunks) covered += static_cast<uint64_t>(dcp::checked_volume(chunk.sizes, entry.key));
+        if (covered < elements) {
+          throw FormatError(concat(dir, ": the chunks of '", entry.key, "' cover ", covered, " of the ", elements,
+                                   " elements of ", dims_text(t.size), ": a gap no chunk holds"));
+        }
+        auto storage = std::make_shared<StorageOutline>();
+        storage->key = entry.key;
+        storage->location = "cpu";
+        storage->dtype = *dtype;
+        storage->numel = elements;
+        const std::string key = entry.key;
+        const dcp::TensorEntry tensor = t;
+        storage->assemble = [source, key, tensor, dtype = *dtype](uint8_t* out) {
+          for (const auto& chunk : tensor.chunks) {
+            auto stream = source->item(key, &chunk.offsets);
+            auto part = tensor_of(*stream->root());
+            if (!part || part->sizes != chunk.sizes || part->dtype.name != dtype.name) {
+              throw FormatError(concat(source->dir(), ": the chunk of '", key, "' at ", dims_text(chunk.offsets),
+                                       " is not a ", dtype.name, " tensor of shape ", dims_text(chunk.sizes)));
+            }
+            const ZipRecord& record = *part->storage->record;
+            std::vector<uint8_t> bytes(record.size);  // the chunk's record, CRC-checked whole
+            part->storage->zip->source().read_at(record.data_offset, bytes.data(), bytes.size());
+            if (!part->storage->zip->crc_less()) part->storage->zip->check_crc(record, crc32_update(0, bytes.data(), bytes.size()));
+            place_chunk(bytes.data(), *part, chunk.offsets, tensor.size, dtype.element_size, out);
+          }
+        };
+        std::vector<int64_t> strides(t.size.size(), 1);
+        for (size_t d = t.size.size(); d-- > 1;) strides[d - 1] = strides[d] * t.size[d];
+        const auto storage_class = storage_class_of_dtype(dtype->name);
+        if (!storage_class) storage->dtype = DtypeInfo{"Byte", 1}, storage->numel = elements * dtype->element_size;
+        auto node = Value::storage(StorageRef{storage, storage_class.value_or("UntypedStorage")});
+        value = rebuild(node, dtype->name, 0, t.size, strides, false, storage_class.has_value());
+      }
+    }
+    dcp::set_element(root, source->path_of(entry.key), value);
+  }
+  const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
+  std::error_code ec;
+  std::shared_ptr<const OutlineFile> meta_file;
+  if (fs::is_regular_file(meta, ec)) {
+    meta_file = OutlineFile::open(meta);
+    if (!meta_file->root()->is(Kind::Dict)) {
+      throw FormatError(concat(meta, ": holds a ", kind_name(meta_file->root()->kind), ", not a dictionary"));
+    }
+    for (const auto& [key, value] : meta_file->root()->dict().items()) root->dict().set(key, value);
+  }
+  struct Owner {
+    std::shared_ptr<ShardedSource> source;
+    std::shared_ptr<const OutlineFile> meta;
+  };
+  return ShardedOutline{root, std::make_shared<Owner>(Owner{source, meta_file})};
+}
+
+void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals) {
+  const ShardedOutline outline = read_sharded_outline(dir);
+  write_outline_tree(outline.root, target, archive_name, allow_unsafe_globals);
+}
+
+std::string verify_sharded_outline(const std::string& dir) {
+  ShardedSource source(dir);
+  const dcp::Metadata& metadata = source.metadata();
+  size_t tensors = 0, chunks = 0;
+  auto verify_stream = [](const OutlineFile& stream) {
+    for (const auto& record : stream.zip().records()) stream.zip().verify(record);  // in pieces
+  };
+  for (const dcp::Entry& entry : metadata.entries) {
+    if (!entry.tensor) {
+      verify_stream(*source.item(entry.key, nullptr));
+      continue;
+    }
+    const dcp::TensorEntry& t = *entry.tensor;
+    auto dtype = dtype_of_torch_name(t.dtype);
+    if (!dtype) throw FormatError(concat(dir, ": '", entry.key, "' has the unknown dtype torch.", t.dtype));
+    ++tensors;
+    uint64_t covered = 0;
+    for (const auto& chunk : t.chunks) {
+      ++chunks;
+      auto stream = source.item(entry.key, &chunk.offsets);
+      auto part = tensor_of(*stream->root());
+      if (!part || part->sizes != chunk.sizes) {
+        throw FormatError(concat(dir, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets),
+                                 " is not a tensor of shape ", dims_text(chunk.sizes)));
+      }
+      verify_stream(*stream);
+      covered += static_cast<uint64_t>(dcp::checked_volume(chunk.sizes, entry.key));
+    }
+    const auto elements = static_cast<uint64_t>(dcp::checked_volume(t.size, entry.key));
+    if (covered < elements) {
+      throw FormatError(concat(dir, ": the chunks of '", entry.key, "' cover ", covered, " of the ", elements,
+                               " elements of ", dims_text(t.size), ": a gap no chunk holds"));
+    }
+  }
+  std::set<std::string> files;
+  uint64_t bytes = 0;
+  for (const auto& [key, info] : metadata.storage) {
+    files.insert(info.relative_path);
+    bytes += info.length;
+  }
+  return concat("OK: sharded checkpoint, ", metadata.entries.size(), " keys (", tensors, " tensors in ", chunks, " chunks, ",
+                metadata.entries.size() - tensors, " values), ", files.size(), " shard files, ", bytes,
+                " bytes, every CRC-32 checked and every tensor covered");
+}
+
+std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir) {
+  ShardedSource source(dir);
+  std::vector<std::string> found;
+  auto add = [&](const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
+    }
+  };
+  const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
+  std::error_code ec;
+  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_of_zip_file(meta));
+  for (const dcp::Entry& entry : source.metadata().entries) {
+    if (entry.tensor) continue;
+    auto stream = source.item(entry.key, nullptr);
+    const ZipRecord* record = stream->zip().find("data.pkl");
+    try {
+      add(unsafe_globals_in_pickle(stream->zip().data(*record, /*verify_crc=*/true)));
+    } catch (const FormatError& e) {
+      throw FormatError(concat(stream->path(), ": data.pkl: ", e.what()));
+    }
+  }
+  return found;
+}
+
+}  // namespace fabricckpt

@@ -1,0 +1,136 @@
+#include "format_native.h"
+
+#include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/outline.h"
+#include "fabricckpt/value.h"
+#include "fabricckpt/zip.h"
+
+namespace fabricckpt::formatjni {
+namespace {
+
+size_t checked_index(int index, size_t size, const char* what) {
+  if (index < 0 || static_cast<size_t>(index) >= size) {
+    throw Error(concat(what, " index ", index, " out of range (size ", size, ")"));
+  }
+  return static_cast<size_t>(index);
+}
+
+TensorOutline require_tensor(const Value& v) {
+  auto t = tensor_of(v);
+  if (!t) throw Error(concat("not a tensor: ", kind_name(v.kind)));
+  return *t;
+}
+
+}  // namespace
+
+OutlineNode::OutlineNode() : value_(Value::none()) {}
+OutlineNode::OutlineNode(std::shared_ptr<const void> file, std::shared_ptr<Value> value)
+    : file_(std::move(file)), value_(value ? std::move(value) : Value::none()) {}
+
+int OutlineNode::kind() const { return tensor_of(*value_) ? static_cast<int>(Kind::Tensor) : static_cast<int>(value_->kind); }
+long long OutlineNode::identity() const { return static_cast<long long>(reinterpret_cast<intptr_t>(value_.get())); }
+bool OutlineNode::boolValue() const { return value_->as_bool(); }
+long long OutlineNode::longValue() const { return value_->as_int(); }
+double OutlineNode::doubleValue() const { return value_->as_float(); }
+std::string OutlineNode::bytesValue() const { return value_->as_string(); }
+int OutlineNode::size() const {
+  if (value_->is(Kind::Dict)) return static_cast<int>(value_->dict().size());
+  return static_cast<int>(value_->items().size());
+}
+OutlineNode OutlineNode::item(int index) const {
+  const auto& items = value_->items();
+  return OutlineNode(file_, items[checked_index(index, items.size(), "item")]);
+}
+OutlineNode OutlineNode::key(int index) const {
+  const auto& items = value_->dict().items();
+  return OutlineNode(file_, items[checked_index(index, items.size(), "dict")].first);
+}
+OutlineNode OutlineNode::value(int index) const {
+  const auto& items = value_->dict().items();
+  return OutlineNode(file_, items[checked_index(index, items.size(), "dict")].second);
+}
+bool OutlineNode::ordered() const { return value_->dict().ordered; }
+OutlineNode OutlineNode::dictState() const { return OutlineNode(file_, value_->dict().state); }
+std::string OutlineNode::globalModule() const { return value_->global_ref().module; }
+std::string OutlineNode::globalName() const { return value_->global_ref().name; }
+int OutlineNode::construct() const { return static_cast<int>(value_->object_ref().construct); }
+OutlineNode OutlineNode::callable() const { return OutlineNode(file_, value_->object_ref().callable); }
+OutlineNode OutlineNode::args() const { return OutlineNode(file_, value_->object_ref().args); }
+OutlineNode OutlineNode::kwargs() const { return OutlineNode(file_, value_->object_ref().kwargs); }
+OutlineNode OutlineNode::objectState() const { return OutlineNode(file_, value_->object_ref().state); }
+bool OutlineNode::hasObjectState() const { return value_->object_ref().state != nullptr; }
+int OutlineNode::listItemCount() const { return static_cast<int>(value_->object_ref().list_items.size()); }
+OutlineNode OutlineNode::listItem(int index) const {
+  const auto& items = value_->object_ref().list_items;
+  return OutlineNode(file_, items[checked_index(index, items.size(), "list item")]);
+}
+int OutlineNode::dictItemCount() const { return static_cast<int>(value_->object_ref().dict_items.size()); }
+OutlineNode OutlineNode::dictItemKey(int index) const {
+  const auto& items = value_->object_ref().dict_items;
+  return OutlineNode(file_, items[checked_index(index, items.size(), "dict item")].first);
+}
+OutlineNode OutlineNode::dictItemValue(int index) const {
+  const auto& items = value_->object_ref().dict_items;
+  return OutlineNode(file_, items[checked_index(index, items.size(), "dict item")].second);
+}
+std::string OutlineNode::dtype() const { return require_tensor(*value_).dtype.name; }
+int OutlineNode::dim() const { return static_cast<int>(require_tensor(*value_).sizes.size()); }
+long long OutlineNode::sizeAt(int d) const {
+  const TensorOutline t = require_tensor(*value_);
+  return t.sizes[checked_index(d, t.sizes.size(), "dimension")];
+}
+long long OutlineNode::nbytes() const { return static_cast<long long>(require_tensor(*value_).nbytes()); }
+bool OutlineNode::isParameter() const { return require_tensor(*value_).is_parameter; }
+bool OutlineNode::requiresGrad() const { return require_tensor(*value_).requires_grad; }
+
+OutlineNode readOutline(const std::string& path) {
+  auto file = OutlineFile::open(path);
+  return OutlineNode(file, file->root());
+}
+
+OutlineNode readShardedOutline(const std::string& dir) {
+  ShardedOutline outline = read_sharded_outline(dir);
+  return OutlineNode(outline.owner, outline.root);
+}
+
+std::string verifyZipFile(const std::string& path) { return verify_outline(path); }
+
+std::string verifyShardedDirectory(const std::string& dir) {
+  return verify_sharded_outline(dir) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
+}
+
+std::string unsafeGlobalsOfShardedDirectory(const std::string& dir) {
+  std::string out;
+  for (const auto& name : unsafe_globals_of_sharded(dir)) out += (out.empty() ? "" : "\n") + name;
+  return out;
+}
+
+std::string unsafeGlobalsOfZipFile(const std::string& path) {
+  std::string out;
+  for (const auto& name : unsafe_globals_of_zip_file(path)) out += (out.empty() ? "" : "\n") + name;
+  return out;
+}
+
+double maxAbsDifference(const OutlineNode& a, const OutlineNode& b) {
+  const TensorOutline x = require_tensor(*a.get()), y = require_tensor(*b.get());
+  if (!x.storage->record || !y.storage->record) throw Error("maxAbsDifference: a tensor assembled from chunks");
+  return max_abs_difference(x, y);
+}
+
+void convertZipFile(const std::string& source, const std::string& target, bool allow_unsafe_globals) {
+  convert_outline(source, target, allow_unsafe_globals);
+}
+
+void convertShardedDirectory(const std::string& dir, const std::string& target, const std::string& archive_name,
+                             bool allow_unsafe_globals) {
+  convert_sharded_outline(dir, target, archive_name, allow_unsafe_globals);
+}
+
+std::string removeStaleTemporaries(const std::string& target) {
+  std::string out;
+  for (const std::string& path : remove_stale_temporaries(target)) out += (out.empty() ? "" : "\n") + path;
+  return out;
+}
+
+}  // namespace fabricckpt::formatjni

@@ -1,0 +1,126 @@
+// The torch-free reading of torch.save files (outline.h) on files torch itself wrote.
+#include "fabricckpt/outline.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "fabricckpt/error.h"
+
+namespace fabricckpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string data(const std::string& relative) { return std::string(FABRICCKPT_TEST_DATA) + "/" + relative; }
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("outline_test_" + std::to_string(::getpid()))) {
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// The first tensor found in a depth-first walk of the tree.
+std::optional<TensorOutline> first_tensor(const ValuePtr& v) {
+  if (auto t = tensor_of(*v)) return t;
+  if (v->is(Kind::Dict)) {
+    for (const auto& [key, value] : v->dict().items()) {
+      if (auto t = first_tensor(value)) return t;
+    }
+  }
+  return std::nullopt;
+}
+
+TEST(Outline, DescribesTensorsWithoutReadingThem) {
+  auto file = OutlineFile::open(data("zip/multi_tensor.pt"));
+  ASSERT_FALSE(file->storages().empty());
+  auto t = first_tensor(file->root());
+  ASSERT_TRUE(t.has_value());
+  EXPECT_FALSE(t->dtype.name.empty());
+  EXPECT_EQ(t->nbytes(), t->numel() * t->dtype.element_size);
+}
+
+TEST(Outline, RefusesLegacyAndBrokenFiles) {
+  EXPECT_THROW(OutlineFile::open(data("torch/legacy.pt")), FormatError);
+  TempDir dir;
+  const std::string empty = dir.file("empty.pt");
+  std::ofstream(empty).close();
+  EXPECT_THROW(OutlineFile::open(empty), FormatError);
+}
+
+TEST(Outline, VerifySummarisesRecordsTensorsAndStorages) {
+  const std::string summary = verify_outline(data("zip/multi_tensor.pt"));
+  EXPECT_NE(summary.find(": OK ("), std::string::npos) << summary;
+  EXPECT_NE(summary.find("CRC-32 verified"), std::string::npos) << summary;
+  EXPECT_NE(verify_outline(data("zip/no_crc.pt")).find("carries no CRC-32s"), std::string::npos);
+}
+
+TEST(Outline, VerifyFindsACorruptStorage) {
+  TempDir dir;
+  std::string bytes = slurp(data("zip/single_tensor.pt"));
+  auto file = OutlineFile::open(data("zip/single_tensor.pt"));
+  const ZipRecord* record = file->storages().front()->record;
+  bytes[record->data_offset] ^= 0x5a;
+  const std::string corrupt = dir.file("corrupt.pt");
+  std::ofstream(corrupt, std::ios::binary) << bytes;
+  try {
+    verify_outline(corrupt);
+    FAIL() << "a flipped storage byte passed verify";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("CRC-32 mismatch"), std::string::npos) << e.what();
+  }
+  // convert checks every CRC on the way and leaves no target behind
+  EXPECT_THROW(convert_outline(corrupt, dir.file("out.pt"), false), FormatError);
+  EXPECT_FALSE(fs::exists(dir.file("out.pt")));
+}
+
+// torch 2.10 wrote these: converting them gives their bytes back (what the libtorch writer gives).
+TEST(Outline, ConvertOfATorchFileIsByteIdentical) {
+  TempDir dir;
+  for (const char* name : {"zip/single_tensor.pt", "zip/multi_tensor.pt", "torch/state.pt"}) {
+    const std::string out = dir.file("converted.pt");
+    convert_outline(data(name), out, /*allow_unsafe_globals=*/false);
+    EXPECT_EQ(slurp(out), slurp(data(name))) << name;
+  }
+}
+
+TEST(Outline, MaxAbsDifferenceComparesPieceByPiece) {
+  TempDir dir;
+  std::string bytes = slurp(data("zip/single_tensor.pt"));
+  auto original = OutlineFile::open(data("zip/single_tensor.pt"));
+  auto t = first_tensor(original->root());
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(max_abs_difference(*t, *t), 0.0);
+  if (t->dtype.name != "Float" || t->numel() == 0) GTEST_SKIP() << "the sample is not a float tensor";
+  const uint64_t at = t->storage->record->data_offset + static_cast<uint64_t>(t->offset) * 4;
+  float value;
+  std::memcpy(&value, bytes.data() + at, 4);
+  const float changed = value + 2.5f;
+  std::memcpy(bytes.data() + at, &changed, 4);
+  const std::string other = dir.file("other.pt");
+  std::ofstream(other, std::ios::binary) << bytes;
+  auto modified = OutlineFile::open(other);
+  auto u = first_tensor(modified->root());
+  EXPECT_DOUBLE_EQ(max_abs_difference(*t, *u), static_cast<double>(changed) - value);
+}
+
+}  // namespace
+}  // namespace fabricckpt

@@ -1,0 +1,77 @@
+"""The CLI converts a sharded directory that two torch.distributed.checkpoint ranks wrote (every tensor in
+two chunks) tensor by tensor: its peak RSS stays below its own baseline + 64 MiB + the largest tensor
+while the directory is larger than that bound, and the file is the library's convert byte for byte."""
+import os
+import re
+import socket
+import subprocess
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.multiprocessing as mp
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+
+from conftest import _cli_classpath
+
+TENSORS, ROWS, COLUMNS = 24, 4096, 1024  # float32: 16 MiB a tensor, 384 MiB in all
+TENSOR_BYTES = ROWS * COLUMNS * 4
+
+
+def _tensor(i):
+    return torch.arange(ROWS * COLUMNS, dtype=torch.float32).reshape(ROWS, COLUMNS) + i
+
+
+def _save_rank(rank, out, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    mesh = init_device_mesh("cpu", (2,))
+    state = {"model": {f"t{i}": distribute_tensor(_tensor(i), mesh, [Shard(0)]) for i in range(TENSORS)}}
+    dcp.save(state, checkpoint_id=out)
+    if rank == 0:
+        torch.save({"step": 3}, os.path.join(out, "meta.pt"))
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss(*args):
+    """Runs the CLI under /usr/bin/time; returns (its result, its peak RSS in bytes)."""
+    cmd = ["/usr/bin/time", "-f", "peak_kb=%M", "java", "-cp", _cli_classpath(), "io.fabricckpt.cli.Main", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    peak = re.search(r"peak_kb=(\d+)", proc.stderr)
+    assert peak, proc.stderr
+    return proc, int(peak.group(1)) * 1024
+
+
+def test_convert_of_a_sharded_directory_is_bounded_by_its_largest_tensor(java, tmp_path):
+    directory = tmp_path / "sharded"
+    mp.spawn(_save_rank, args=(str(directory), _free_port()), nprocs=2)
+    size = sum(f.stat().st_size for f in directory.iterdir())
+
+    small = tmp_path / "small.pt"
+    torch.save({"w": torch.ones(4)}, small)
+    proc, baseline = _peak_rss("verify", small)
+    assert proc.returncode == 0, proc.stderr
+    bound = baseline + (64 << 20) + TENSOR_BYTES
+    assert size > bound, f"the directory ({size} bytes) must be larger than the bound ({bound})"
+
+    out = tmp_path / "consolidated.pt"
+    proc, peak = _peak_rss("convert", directory, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"convert of a {size >> 20} MiB 2-rank directory: peak RSS {peak >> 20} MiB "
+          f"(bound {bound >> 20} MiB, baseline {baseline >> 20} MiB)")
+    assert peak < bound, f"convert peaked at {peak} bytes, above {bound}"
+
+    (tmp_path / "reference").mkdir()
+    java.tool("convert", directory, tmp_path / "reference" / "consolidated.pt")
+    assert out.read_bytes() == (tmp_path / "reference" / "consolidated.pt").read_bytes()
+    loaded = torch.load(out, weights_only=True)
+    assert loaded["step"] == 3
+    for i in (0, TENSORS - 1):
+        assert torch.equal(loaded["model"][f"t{i}"], _tensor(i))

@@ -38,8 +38,12 @@ class ArchitectureTest {
     void packagesFormNoCycle() throws Exception {
         ToolProvider jdeps = ToolProvider.findFirst("jdeps").orElseThrow();
         StringWriter out = new StringWriter();
+        // the module's dependencies, where the class loader found them
+        String modulePath = Stream.of(org.bytedeco.javacpp.Pointer.class, org.bytedeco.pytorch.Tensor.class,
+                org.bytedeco.openblas.global.openblas.class, org.slf4j.LoggerFactory.class)
+                .map(ArchitectureTest::jarOf).distinct().collect(java.util.stream.Collectors.joining(":"));
         int rc = jdeps.run(new PrintWriter(out), new PrintWriter(out), "-verbose:package", "-filter:none",
-                "--ignore-missing-deps", classes().toString());
+                "--ignore-missing-deps", "--multi-release", "17", "--module-path", modulePath, classes().toString());
         assertEquals(0, rc, out.toString());
         Map<String, Set<String>> edges = new HashMap<>();
         String from = null;
@@ -57,6 +61,14 @@ class ArchitectureTest {
         for (String start : edges.keySet()) {
             List<String> cycle = cycleFrom(start, start, edges, new HashSet<>(), new ArrayList<>(List.of(start)));
             assertTrue(cycle == null, "package cycle: " + cycle + "\n" + edges);
+        }
+    }
+
+    private static String jarOf(Class<?> type) {
+        try {
+            return Path.of(type.getProtectionDomain().getCodeSource().getLocation().toURI()).toString();
+        } catch (URISyntaxException e) {
+            throw new IllegalStateException(e);
         }
     }
 
@@ -80,13 +92,29 @@ class ArchitectureTest {
         return null;
     }
 
+    /** module-info exports exactly the API packages. */
+    @Test
+    void theModuleExportsOnlyTheApi() throws Exception {
+        Path info = classes().resolve("module-info.class");
+        assertTrue(Files.exists(info), "no module-info.class in " + classes());
+        java.lang.module.ModuleDescriptor module;
+        try (var in = Files.newInputStream(info)) {
+            module = java.lang.module.ModuleDescriptor.read(in);
+        }
+        assertEquals("io.fabricckpt", module.name());
+        assertEquals(API, new java.util.TreeSet<>(module.exports().stream()
+                .map(java.lang.module.ModuleDescriptor.Exports::source).toList()).stream()
+                .collect(java.util.stream.Collectors.toSet()));
+    }
+
     /** No public or protected member of an API class takes, returns or exposes an internal type. */
     @Test
     void noInternalTypeInAPublicSignature() throws Exception {
         Path root = classes();
         List<String> leaks = new ArrayList<>();
         try (Stream<Path> files = Files.walk(root)) {
-            for (Path file : files.filter(f -> f.toString().endsWith(".class")).toList()) {
+            for (Path file : files.filter(f -> f.toString().endsWith(".class")
+                    && !f.getFileName().toString().equals("module-info.class")).toList()) {
                 String name = root.relativize(file).toString().replace('/', '.').replaceAll("\\.class$", "");
                 Class<?> type = Class.forName(name, false, getClass().getClassLoader());
                 if (!API.contains(type.getPackageName()) || !isVisible(type)) {

@@ -183,6 +183,10 @@ struct Value {
 bool keys_equal(const Value& a, const Value& b);
 size_t key_hash(const Value& v);
 
+// Appends the nodes `v` refers to (container items, dict keys and values and the dict's state, an
+// object's callable, args, kwargs, state and items) to `out`: for walks over a tree.
+void push_children(const Value& v, std::vector<const Value*>& out);
+
 // A short human-readable rendering for error messages and the CLI (not a repr round trip).
 std::string describe(const Value& v, size_t max_length = 80);
 

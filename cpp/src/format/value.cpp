@@ -566,6 +566,35 @@ class Describer {
 
 }  // namespace
 
+void push_children(const Value& v, std::vector<const Value*>& out) {
+  switch (v.kind) {
+    case Kind::Tuple: case Kind::List: case Kind::Set: case Kind::FrozenSet:
+      for (const auto& item : v.items()) out.push_back(item.get());
+      break;
+    case Kind::Dict:
+      for (const auto& [key, value] : v.dict().items()) {
+        out.push_back(key.get());
+        out.push_back(value.get());
+      }
+      if (v.dict().state) out.push_back(v.dict().state.get());
+      break;
+    case Kind::Object: {
+      const Object& o = v.object_ref();
+      for (const ValuePtr& part : {o.callable, o.args, o.kwargs, o.state}) {
+        if (part) out.push_back(part.get());
+      }
+      for (const auto& item : o.list_items) out.push_back(item.get());
+      for (const auto& [key, value] : o.dict_items) {
+        out.push_back(key.get());
+        out.push_back(value.get());
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
 std::string describe(const Value& v, size_t max_length) {
   if (max_length < 4) max_length = 4;
   Describer d(max_length);

@@ -279,29 +279,8 @@ std::string verifyTorchFile(const std::string& path) {
           storage_bytes += storage.nbytes();
         }
         break;
-      case Kind::Tuple: case Kind::List: case Kind::Set: case Kind::FrozenSet:
-        for (const auto& item : v->items()) stack.push_back(item.get());
-        break;
-      case Kind::Dict:
-        for (const auto& [key, value] : v->dict().items()) {
-          stack.push_back(key.get());
-          stack.push_back(value.get());
-        }
-        if (v->dict().state) stack.push_back(v->dict().state.get());
-        break;
-      case Kind::Object: {
-        const Object& o = v->object_ref();
-        for (const ValuePtr& part : {o.callable, o.args, o.kwargs, o.state}) {
-          if (part) stack.push_back(part.get());
-        }
-        for (const auto& item : o.list_items) stack.push_back(item.get());
-        for (const auto& [key, value] : o.dict_items) {
-          stack.push_back(key.get());
-          stack.push_back(value.get());
-        }
-        break;
-      }
       default:
+        push_children(*v, stack);
         break;
     }
   }

@@ -16,7 +16,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.concurrent.CompletableFuture;
 import java.util.function.BiPredicate;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
@@ -295,16 +294,22 @@ public final class Fabric implements AutoCloseable {
     }
 
     /**
-     * {@link #save} in the background: the state is converted and its tensors copied before this
-     * returns, so training can go on at once; the file is written by a background thread with
-     * bounded memory (at most one more checkpoint staged while one is written). Saves of one path
-     * land in the order they were made; a failure completes the future exceptionally and leaves the
-     * previous file in place.
+     * {@link #save} in the background. The state is converted here (models and optimizers become
+     * state dicts sharing the caller's tensors; no tensor bytes are copied) and this returns at once:
+     * a background thread copies the tensors ({@link AsyncSave#staged()}), another writes the copy
+     * ({@link AsyncSave#written()}). The caller's next forward and backward pass overlap the copy; it
+     * must not change the saved tensors before {@code staged()}: call {@link #step(Optimizer)} (or
+     * {@link #awaitStaged()} before any other in-place change, such as a forward pass in training
+     * mode that updates BatchNorm running statistics).
+     *
+     * <p>Memory: at most two copies of a state, the one being written and one staged; a further save
+     * waits while one is not staged yet (back-pressure). Saves of one path land in the order they were
+     * made; a failure completes {@code written()} exceptionally and leaves the previous file in place.
      *
      * @param listener told the bytes written, from the background thread; may be null
      * @throws UnsupportedOperationException under a multi-process strategy (not supported yet)
      */
-    public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state,
+    public AsyncSave saveAsync(Path path, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
         Objects.requireNonNull(state, "state");
         Objects.requireNonNull(filter, "filter");
@@ -312,11 +317,35 @@ public final class Fabric implements AutoCloseable {
             throw new UnsupportedOperationException("saveAsync under a multi-process strategy is not supported yet");
         }
         validateFilter(state, filter);
-        return asyncSaver().save(path, buildCheckpoint(state, filter), writeOptions(), listener);
+        return asyncSaver().saveTree(path, buildCheckpoint(state, filter), writeOptions(), listener);
     }
 
-    public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state) {
+    public AsyncSave saveAsync(Path path, Map<String, ?> state) {
         return saveAsync(path, state, Map.of(), null);
+    }
+
+    /**
+     * Blocks until every {@link #saveAsync} made so far is staged, so the saved tensors may change:
+     * call it before changing them in place (e.g. before {@code optimizer.step()}).
+     */
+    public void awaitStaged() {
+        AsyncSaver saver;
+        synchronized (this) {
+            saver = asyncSaver;
+        }
+        if (saver != null) {
+            saver.awaitStaged();
+        }
+    }
+
+    /**
+     * {@code optimizer.step()} once every {@link #saveAsync} made so far is staged: the one call a
+     * training loop needs so that a step never reaches a checkpoint requested before it.
+     */
+    public void step(Optimizer optimizer) {
+        Objects.requireNonNull(optimizer, "optimizer");
+        awaitStaged();
+        optimizer.step();
     }
 
     private static void validateFilter(Map<String, ?> state, Map<String, ?> filter) {

@@ -88,14 +88,20 @@ TEST(BackgroundGroup, CollectivesBesideTheMainGroupNeverInterleave) {
         background_error = std::current_exception();
       }
     });
-    for (int i = 0; i < kRounds; ++i) {
-      const int root = i % 2;
-      // Rank 1 lags a little, so the two ranks' threads interleave differently.
-      if (rank == 1 && i % 7 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));
-      EXPECT_EQ(main.broadcast(concat("main ", i, " from ", root), root), concat("main ", i, " from ", root));
-      EXPECT_EQ(main.all_reduce_sum(rank + i), 1 + 2 * i);
+    std::exception_ptr main_error;
+    try {
+      for (int i = 0; i < kRounds; ++i) {
+        const int root = i % 2;
+        // Rank 1 lags a little, so the two ranks' threads interleave differently.
+        if (rank == 1 && i % 7 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+        EXPECT_EQ(main.broadcast(concat("main ", i, " from ", root), root), concat("main ", i, " from ", root));
+        EXPECT_EQ(main.all_reduce_sum(rank + i), 1 + 2 * i);
+      }
+    } catch (...) {
+      main_error = std::current_exception();
     }
     saver.join();
+    if (main_error) std::rethrow_exception(main_error);
     if (background_error) std::rethrow_exception(background_error);
     background->barrier();
     main.barrier();

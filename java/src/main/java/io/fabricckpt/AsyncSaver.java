@@ -165,7 +165,9 @@ public final class AsyncSaver implements AutoCloseable {
         try {
             root = ValueConverter.toNative(value);
         } catch (RuntimeException e) {
-            CheckpointException failure = NativeCalls.translate(e);
+            CheckpointException failure = new CheckpointException("cannot save " + path + ": "
+                    + NativeCalls.translate(e).getMessage(), e);
+            LOG.log(System.Logger.Level.WARNING, "async checkpoint save failed: " + failure.getMessage());
             return new AsyncSave(CompletableFuture.completedFuture(null), CompletableFuture.failedFuture(failure));
         }
         return saveTree(path, root, options, listener);

@@ -176,7 +176,14 @@ class AsyncSaverTest {
             assertInstanceOf(CheckpointException.class, e.getCause());
             assertTrue(e.getCause().getMessage().contains("newline"), e.getCause().getMessage());
 
-            // Fails while taking the snapshot: a tensor with no data.
+            // Fails while staging, in the background: a sparse tensor cannot be copied.
+            AsyncSave sparseSave = saver.save(file, Map.of("t", torch.eye(3).to_sparse()), NO_SYNC, null);
+            sparseSave.staged().join();
+            e = assertThrows(CompletionException.class, () -> sparseSave.written().join());
+            assertInstanceOf(CheckpointException.class, e.getCause());
+            assertTrue(e.getCause().getMessage().contains("only dense strided tensors"), e.getCause().getMessage());
+
+            // Fails while converting, on the caller's thread: a tensor with no data.
             AsyncSave undefinedSave = saver.save(file, Map.of("t", new Tensor()), NO_SYNC, null);
             undefinedSave.staged().join(); // never exceptional: the failure is written()'s
             CompletableFuture<Void> undefined = undefinedSave.written();

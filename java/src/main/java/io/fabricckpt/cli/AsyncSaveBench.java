@@ -24,7 +24,7 @@ import org.bytedeco.pytorch.global.torch;
  * per step, with a real step around it. The state is a preset model (an MLP of 1024 x 1024 linear
  * layers) and its Adam optimizer, sized so that model and optimizer state together are the bench
  * size. Each run is one training iteration in Lightning's order: save, forward and backward of a
- * batch of 32, then the optimizer step, which must wait for the save's staging.
+ * batch of 8, then the optimizer step, which must wait for the save's staging.
  *
  * <ul>
  *   <li>sync: {@code fabric.save} (durable: fsync) at the start of the iteration, all of it blocking;
@@ -37,7 +37,7 @@ import org.bytedeco.pytorch.global.torch;
  */
 final class AsyncSaveBench {
     private static final int WIDTH = 1024;
-    private static final int BATCH = 32;
+    private static final int BATCH = 8;
 
     /** One measured quantity, a figure per run. */
     record Result(String op, double[] seconds, long extraRss) {}

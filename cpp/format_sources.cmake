@@ -9,10 +9,18 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/zip_writer.cpp
   src/format/dcp_metadata.cpp
   src/format/safe_globals.cpp
+  src/io/read_source.cpp
   src/io/files.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.
 set(FABRICCKPT_TORCHSAVE_SOURCES
   src/torchsave/dtypes.cpp
-  src/torchsave/torch_save.cpp
+  src/torchsave/parallel.cpp
+  src/torchsave/storage_memory.cpp
+  src/torchsave/eager_reader.cpp
+  src/torchsave/storage_source.cpp
+  src/torchsave/torch_rebuild.cpp
+  src/torchsave/torch_load.cpp
+  src/torchsave/torch_write.cpp
+  src/torchsave/snapshot.cpp
 )

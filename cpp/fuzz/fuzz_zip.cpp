@@ -2,16 +2,17 @@
 // directory, local headers, every record's CRC). Seeds: cpp/tests/data/zip and torch (real torch files).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "fabricckpt/error.h"
-#include "fabricckpt/files.h"
+#include "fabricckpt/read_source.h"
 #include "fabricckpt/zip.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace fabricckpt;
   try {
-    auto file = MappedFile::from_bytes(std::string(reinterpret_cast<const char*>(data), size), "fuzz.pt");
+    auto file = std::make_shared<MemorySource>(std::string(reinterpret_cast<const char*>(data), size), "fuzz.pt");
     if (!is_zip(*file)) return 0;
     ZipReader zip(file);
     for (const auto& record : zip.records()) {

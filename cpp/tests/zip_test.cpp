@@ -201,7 +201,67 @@ TEST(ZipReader, SingleTensorContent) {
   EXPECT_EQ(std::memcmp(floats.data(), expected, sizeof expected), 0);
   EXPECT_EQ(reader.find("data/1"), nullptr);
   EXPECT_EQ(reader.find("single_tensor/version"), nullptr);
-  EXPECT_EQ(&reader.file(), file.get());
+  EXPECT_EQ(&reader.source(), file.get());
+}
+
+// A source that is neither a file nor MemorySource: what a new storage backend would be. It can
+// be cut short after the directory was read, as a file truncated under the reader is.
+class ShrinkingSource final : public ReadSource {
+ public:
+  explicit ShrinkingSource(std::string bytes) : bytes_(std::move(bytes)), available_(bytes_.size()) {}
+  uint64_t size() const override { return bytes_.size(); }
+  void read_at(uint64_t offset, void* dest, size_t size) const override {
+    check_read_range(name_, bytes_.size(), offset, size);
+    if (offset + size > available_) throw IoError(concat("cannot read ", name_, ": it got shorter while it was read"));
+    ++reads;
+    if (size > 0) std::memcpy(dest, bytes_.data() + offset, size);
+  }
+  const std::string& name() const override { return name_; }
+  void cut_to(uint64_t bytes) { available_ = bytes; }
+  mutable int reads = 0;
+
+ private:
+  std::string bytes_;
+  std::string name_ = "remote://bucket/single_tensor.pt";
+  uint64_t available_;
+};
+
+TEST(ZipReader, ReadsThroughAnyReadSource) {
+  const std::string bytes = read_file(fixture_path("single_tensor.pt"));
+  ZipReader from_file(MappedFile::open(fixture_path("single_tensor.pt")));
+  ZipReader from_memory(std::make_shared<MemorySource>(bytes, "memory.pt"));
+  auto remote = std::make_shared<ShrinkingSource>(bytes);
+  ZipReader from_remote(remote);
+  EXPECT_TRUE(is_zip(*remote));
+  EXPECT_GT(remote->reads, 0);
+  for (const ZipReader* reader : {&from_memory, &from_remote}) {
+    ASSERT_EQ(reader->records().size(), from_file.records().size());
+    for (size_t i = 0; i < from_file.records().size(); ++i) {
+      const ZipRecord& expected = from_file.records()[i];
+      const ZipRecord& got = reader->records()[i];
+      EXPECT_EQ(got.name, expected.name);
+      EXPECT_EQ(got.data_offset, expected.data_offset);
+      EXPECT_EQ(reader->data(got), from_file.data(expected)) << got.name;
+    }
+  }
+  // Errors name the source, whatever it is.
+  expect_format_error([&] { ZipReader(std::make_shared<MemorySource>(bytes.substr(0, 100), "memory.pt")); },
+                      "memory.pt: ");
+  // Cut short after the directory was read: the read fails with an error, nothing faults.
+  remote->cut_to(from_remote.find("data/0")->data_offset + 4);
+  EXPECT_THROW(from_remote.data(*from_remote.find("data/0")), IoError);
+  EXPECT_THROW(from_remote.verify(*from_remote.find("data/0")), IoError);
+  EXPECT_EQ(from_remote.data(*from_remote.find("data.pkl")), from_file.data(*from_file.find("data.pkl")));
+}
+
+TEST(MemorySource, ReadsAreBoundsChecked) {
+  MemorySource source("abcdef", "six.bin");
+  EXPECT_EQ(source.size(), 6u);
+  EXPECT_EQ(source.read_string(2, 3), "cde");
+  EXPECT_EQ(source.read_string(6, 0), "");
+  expect_format_error([&] { source.read_string(4, 3); }, "six.bin: cannot read 3 bytes at offset 4: beyond its 6 bytes");
+  expect_format_error([&] { source.read_string(UINT64_MAX, 1); }, "six.bin: cannot read 1 bytes");
+  EXPECT_FALSE(is_zip(source));
 }
 
 TEST(ZipReader, FixtureCoversEmptyAndDescriptorLookalikeRecords) {

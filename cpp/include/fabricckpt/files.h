@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "fabricckpt/read_source.h"
+
 namespace fabricckpt {
 
 // How far a long save or load is: bytes done of bytes total. Written by the
@@ -29,8 +31,9 @@ struct IoProgress {
 // truncates or rewrites the file meanwhile can only make it fail (IoError) or give
 // bytes whose CRC-32 does not match; the process never faults. data() is the file
 // mapped into memory: only for open_private() (torch.load(mmap=True)), whose
-// tensors view the mapping, and for in-memory content. Parsers read with read_at().
-class MappedFile {
+// tensors view the mapping, and for in-memory content. Parsers read with read_at(), as a
+// ReadSource.
+class MappedFile final : public ReadSource {
  public:
   // Read with read_at() only: the mapping it also holds is never dereferenced (it serves
   // resident_bytes() and advise()). IoError naming the path and the system's reason.
@@ -51,7 +54,7 @@ class MappedFile {
   static std::shared_ptr<const MappedFile> slice(std::shared_ptr<const MappedFile> parent, uint64_t offset,
                                                  uint64_t size, std::string name);
 
-  ~MappedFile();
+  ~MappedFile() override;
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
@@ -59,8 +62,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   // Whether data() may be read: a private mapping, in-memory content, or a slice of either.
   bool mapped() const { return readable_mapping_; }
-  size_t size() const { return size_; }
+  uint64_t size() const override { return size_; }
   const std::string& path() const { return path_; }
+  const std::string& name() const override { return path_; }
   // Tells the kernel how the mapping will be read (madvise). Parsing touches a few
   // scattered pages (the directory, each record's local header); with the default
   // read-around every such touch can read megabytes, so loads parse under Random
@@ -77,12 +81,10 @@ class MappedFile {
   // the descriptor opened first (so the same file even if the path was replaced
   // since), or from memory for in-memory content. IoError on failure or a file
   // that got shorter; FormatError naming the file when the range lies past its end.
-  void read_at(uint64_t offset, void* dest, size_t size) const;
-  // The same into a new string.
-  std::string read_string(uint64_t offset, size_t size) const;
+  void read_at(uint64_t offset, void* dest, size_t size) const override;
   // Asks the kernel to start reading [offset, offset + size) into the page cache
   // now (POSIX_FADV_WILLNEED), so that a read_at() of it later finds it there.
-  void prefetch(uint64_t offset, uint64_t size) const;
+  void prefetch(uint64_t offset, uint64_t size) const override;
   // How many bytes of [offset, offset + size) are in the page cache (mincore), by whole pages.
   uint64_t resident_bytes(uint64_t offset, uint64_t size) const;
 

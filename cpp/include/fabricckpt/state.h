@@ -49,15 +49,16 @@ int64_t python_module_version(const torch::nn::Module& module);
 // keep their device as location tag ("cuda:0").
 ValuePtr module_state_dict(const torch::nn::Module& module);
 
-// What a non-strict load could not match, in Python's order.
+// What a non-strict load could not match, in Python's order; shape mismatches
+// as "key: checkpoint [2, 3], model [3, 3]" (always an error, as in Python).
 struct LoadReport {
-  std::vector<std::string> missing_keys, unexpected_keys;
+  std::vector<std::string> missing_keys, unexpected_keys, shape_mismatches;
 };
 
 // Python's module.load_state_dict(state_dict, strict). Values are copied into
 // the parameters and buffers in place (Tensor::copy_ under NoGradGuard, which
 // converts the dtype as Python does). Everything that matches is loaded; then
-// StateError("Error(s) in loading state_dict for <Class>:\n\t...") is thrown
+// StateMismatchError("Error(s) in loading state_dict for <Class>:\n\t...") is thrown
 // when there are error messages (size mismatches, non-tensor values) or, with
 // `strict`, missing or unexpected keys, in Python's wording and order.
 // `state_dict` is a dict or OrderedDict with string keys. Its `_metadata` is

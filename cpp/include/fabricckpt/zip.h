@@ -1,5 +1,5 @@
-// The zip container of torch.save files: a validating reader over a file read
-// with positional reads (stored records only, zip64 aware) and a writer that produces the same
+// The zip container of torch.save files: a validating reader over any read source
+// (positional reads; stored records only, zip64 aware) and a writer that produces the same
 // bytes as libtorch's PyTorchStreamWriter (miniz 3.0.2 with zip64 enabled).
 #pragma once
 
@@ -15,6 +15,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/read_source.h"
 
 namespace fabricckpt {
 
@@ -28,8 +29,8 @@ struct ZipRecord {
 
 class ZipReader {
  public:
-  // Parses and validates the whole directory; FormatError "<path>: <what>".
-  explicit ZipReader(std::shared_ptr<const MappedFile> file);
+  // Parses and validates the whole directory; FormatError "<source name>: <what>".
+  explicit ZipReader(std::shared_ptr<const ReadSource> source);
 
   const std::vector<ZipRecord>& records() const { return records_; }  // central-directory order
   // The folder of the first entry (text before its first '/'); FormatError if it has none.
@@ -46,18 +47,18 @@ class ZipReader {
   // with torch.utils.serialization.config.save.compute_crc32 = False. Its records are read
   // unchecked, as torch reads them.
   bool crc_less() const { return crc_less_; }
-  const MappedFile& file() const { return *file_; }
+  const ReadSource& source() const { return *source_; }
 
  private:
-  std::shared_ptr<const MappedFile> file_;
+  std::shared_ptr<const ReadSource> source_;
   std::vector<ZipRecord> records_;
   std::unordered_map<std::string_view, size_t> index_;  // views into records_[i].name
   std::string archive_name_;                            // empty when the first entry has no '/'
   bool crc_less_ = false;
 };
 
-// Whether the file starts with a zip local file header.
-bool is_zip(const MappedFile& file);
+// Whether the source starts with a zip local file header.
+bool is_zip(const ReadSource& source);
 
 // Writes records as torch.save does. Each record's data starts at a multiple of
 // `alignment`; zip64 fields appear exactly where miniz puts them. The caller

@@ -119,8 +119,9 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
     impl_->store = c10::make_intrusive<c10d::TCPStore>(options.host, store_options);
     impl_->device = make_device(options.host);
   } catch (const std::exception& e) {
-    throw Error(concat(where, "TCPStore rendezvous at ", master, " failed (timeout ", seconds(timeout_),
-                       " s): ", cause_of(e)));
+    throw DistributedError(concat(where, "TCPStore rendezvous at ", master, " failed (timeout ", seconds(timeout_),
+                                  " s): ", cause_of(e)),
+                           rank_, "TCPStore rendezvous");
   }
   try {
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
@@ -129,8 +130,9 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
                                                               gloo_options);
   } catch (const std::exception& e) {
     impl_->store.reset();
-    throw Error(concat(where, "Gloo process group over ", master, " failed (timeout ", seconds(timeout_),
-                       " s): ", cause_of(e)));
+    throw DistributedError(concat(where, "Gloo process group over ", master, " failed (timeout ", seconds(timeout_),
+                                  " s): ", cause_of(e)),
+                           rank_, "Gloo rendezvous");
   }
 }
 
@@ -178,7 +180,9 @@ namespace {
 template <typename Start>
 void run_collective(ProcessGroup::Impl& impl, int rank, int world, std::chrono::milliseconds timeout,
                     const std::string& what, Start&& start) {
-  if (!impl.gloo) throw Error(concat("rank ", rank, " of ", world, ": ", what, " on a closed process group"));
+  if (!impl.gloo) {
+    throw DistributedError(concat("rank ", rank, " of ", world, ": ", what, " on a closed process group"), rank, what);
+  }
   try {
     auto work = start(*impl.gloo);
     work->wait();
@@ -186,11 +190,13 @@ void run_collective(ProcessGroup::Impl& impl, int rank, int world, std::chrono::
     std::string cause = cause_of(e);
     std::string l = lower(cause);
     if (l.find("timed out") != std::string::npos || l.find("timeout") != std::string::npos) {
-      throw Error(concat("rank ", rank, " of ", world, ": ", what, " timed out after ", seconds(timeout),
-                         " s waiting for the other ranks (one stalled or died): ", cause));
+      throw DistributedError(concat("rank ", rank, " of ", world, ": ", what, " timed out after ", seconds(timeout),
+                                    " s waiting for the other ranks (one stalled or died): ", cause),
+                             rank, what);
     }
-    throw Error(concat("rank ", rank, " of ", world, ": ", what,
-                       " failed, another rank is gone (its connection closed): ", cause));
+    throw DistributedError(concat("rank ", rank, " of ", world, ": ", what,
+                                  " failed, another rank is gone (its connection closed): ", cause),
+                           rank, what);
   }
 }
 

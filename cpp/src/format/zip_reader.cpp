@@ -1,37 +1,22 @@
-// Zip reading for torch.save files. Every offset and length comes from the
-// file, so each is checked against the file's size before use: a hostile or
-// truncated file gives a FormatError, never an out-of-bounds read. The bytes are
-// read with MappedFile::read_at (pread), never through a mapping, so a file that
-// another program truncates meanwhile gives an error, not a fault.
+// Zip reading for torch.save files, the one place that knows the zip layout. Every offset and
+// length comes from the file, so each is checked against the source's size before use: a hostile
+// or truncated file gives a FormatError, never an out-of-bounds read. The bytes are read with
+// ReadSource::read_at (pread for files), never through a mapping, so a file that another program
+// truncates meanwhile gives an error, not a fault.
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 
 #include "fabricckpt/crc32.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/zip.h"
+#include "zip_layout.h"
 
 namespace fabricckpt {
 
 namespace {
 
-constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
-constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
-constexpr uint32_t kEndSignature = 0x06054b50;
-constexpr uint32_t kEnd64Signature = 0x06064b50;
-constexpr uint32_t kEnd64LocatorSignature = 0x07064b50;
-constexpr uint64_t kLocalHeaderSize = 30;
-constexpr uint64_t kCentralHeaderSize = 46;
-constexpr uint64_t kEndSize = 22;
-constexpr uint64_t kEnd64Size = 56;
-constexpr uint64_t kEnd64LocatorSize = 20;
-constexpr uint64_t kMaxCommentSize = 0xFFFF;
-constexpr uint16_t kZip64ExtraId = 0x0001;
-
-uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t le32(const uint8_t* p) { return le16(p) | (static_cast<uint32_t>(le16(p + 2)) << 16); }
-uint64_t le64(const uint8_t* p) { return le32(p) | (static_cast<uint64_t>(le32(p + 4)) << 32); }
+using namespace zip_layout;
 
 std::string hex32(uint32_t value) {
   char text[16];
@@ -49,11 +34,11 @@ struct Directory {
 
 class Parser {
  public:
-  explicit Parser(const MappedFile& file) : file_(file), size_(file.size()) {}
+  explicit Parser(const ReadSource& source) : source_(source), size_(source.size()) {}
 
   template <typename... Parts>
   [[noreturn]] void fail(Parts&&... parts) const {
-    throw FormatError(concat(file_.path(), ": ", std::forward<Parts>(parts)...));
+    throw FormatError(concat(source_.name(), ": ", std::forward<Parts>(parts)...));
   }
 
   Directory find_directory() const {
@@ -61,20 +46,21 @@ class Parser {
     // The end record sits before a comment of at most 64 KiB; the last
     // signature whose comment fits the file is the one.
     const uint64_t lowest = size_ - kEndSize > kMaxCommentSize ? size_ - kEndSize - kMaxCommentSize : 0;
-    const std::string tail = file_.read_string(lowest, static_cast<size_t>(size_ - lowest));
+    const std::string tail = source_.read_string(lowest, static_cast<size_t>(size_ - lowest));
     const uint8_t* base = reinterpret_cast<const uint8_t*>(tail.data());
     uint64_t end = size_ - kEndSize;
-    while (le32(base + (end - lowest)) != kEndSignature || end + kEndSize + le16(base + (end - lowest) + 20) > size_) {
+    while (le32(base + (end - lowest)) != kEndSignature || end + kEndSize + le16(base + (end - lowest) + kEndCommentLength) > size_) {
       if (end == lowest) fail("not a zip archive (no end of central directory record)");
       --end;
     }
 
     const uint8_t* e = base + (end - lowest);
-    Directory dir{le16(e + 10), le32(e + 12), le32(e + 16), end};
-    bool single_disk = le16(e + 4) == 0 && le16(e + 6) == 0 && le16(e + 8) == le16(e + 10);
+    Directory dir{le16(e + kEndRecords), le32(e + kEndDirectorySize), le32(e + kEndDirectoryOffset), end};
+    bool single_disk = le16(e + kEndDisk) == 0 && le16(e + kEndDirectoryDisk) == 0 &&
+                       le16(e + kEndDiskRecords) == le16(e + kEndRecords);
     if (end >= kEnd64LocatorSize) {
       uint8_t locator[kEnd64LocatorSize];
-      file_.read_at(end - kEnd64LocatorSize, locator, sizeof locator);
+      source_.read_at(end - kEnd64LocatorSize, locator, sizeof locator);
       if (le32(locator) == kEnd64LocatorSignature) dir = read_zip64_end(locator, end - kEnd64LocatorSize, single_disk);
     }
     if (!single_disk) fail("multi-disk zip archives are not supported");
@@ -90,7 +76,7 @@ class Parser {
 
   // The central directory's entries; local headers are checked afterwards (read_local_headers).
   std::vector<ZipRecord> read_entries(const Directory& dir) const {
-    const std::string bytes = file_.read_string(dir.offset, static_cast<size_t>(dir.size));
+    const std::string bytes = source_.read_string(dir.offset, static_cast<size_t>(dir.size));
     std::vector<ZipRecord> records;
     records.reserve(static_cast<size_t>(dir.count));  // bounded by the directory's size
     uint64_t position = 0;
@@ -102,24 +88,24 @@ class Parser {
       if (le32(h) != kCentralHeaderSignature) {
         fail("central directory entry ", index, " at offset ", offset, " has a bad signature");
       }
-      const uint16_t flags = le16(h + 8);
-      const uint16_t method = le16(h + 10);
-      const uint16_t name_size = le16(h + 28);
-      const uint16_t extra_size = le16(h + 30);
-      const uint16_t comment_size = le16(h + 32);
+      const uint16_t flags = le16(h + kCentralFlags);
+      const uint16_t method = le16(h + kCentralMethod);
+      const uint16_t name_size = le16(h + kCentralNameLength);
+      const uint16_t extra_size = le16(h + kCentralExtraLength);
+      const uint16_t comment_size = le16(h + kCentralCommentLength);
       const uint64_t entry_size = kCentralHeaderSize + name_size + extra_size + comment_size;
       if (entry_size > room) fail("central directory entry ", index, " runs past the directory");
 
       ZipRecord r;
       r.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_size);
       if (r.name.empty()) fail("central directory entry ", index, " has an empty name");
-      r.crc32 = le32(h + 16);
-      uint64_t compressed = le32(h + 20);
-      r.size = le32(h + 24);
-      r.header_offset = le32(h + 42);
+      r.crc32 = le32(h + kCentralCrc32);
+      uint64_t compressed = le32(h + kCentralCompressedSize);
+      r.size = le32(h + kCentralSize);
+      r.header_offset = le32(h + kCentralLocalHeaderOffset);
       read_zip64_extra(r, compressed, h + kCentralHeaderSize + name_size, extra_size);
 
-      if (flags & 1) fail("record ", r.name, ": encrypted records are not supported");
+      if (flags & kFlagEncrypted) fail("record ", r.name, ": encrypted records are not supported");
       if (method != 0) {
         fail("record ", r.name, ": compression method ", method, " is not supported (only stored records)");
       }
@@ -140,16 +126,16 @@ class Parser {
   // of them first, so the reads wait for the disk once, not once per record.
   void read_local_headers(std::vector<ZipRecord>& records) const {
     constexpr uint64_t kTypicalExtra = 128;  // zip64 and torch's alignment padding
-    for (const auto& r : records) file_.prefetch(r.header_offset, kLocalHeaderSize + r.name.size() + kTypicalExtra);
+    for (const auto& r : records) source_.prefetch(r.header_offset, kLocalHeaderSize + r.name.size() + kTypicalExtra);
     std::string header;
     for (auto& r : records) {
       const uint64_t offset = r.header_offset;
       header.resize(kLocalHeaderSize + r.name.size());
-      file_.read_at(offset, header.data(), header.size());
+      source_.read_at(offset, header.data(), header.size());
       const uint8_t* h = reinterpret_cast<const uint8_t*>(header.data());
       if (le32(h) != kLocalHeaderSignature) fail("record ", r.name, ": no local header at offset ", offset);
-      const uint16_t name_size = le16(h + 26);
-      const uint64_t data_offset = offset + kLocalHeaderSize + name_size + le16(h + 28);
+      const uint16_t name_size = le16(h + kLocalNameLength);
+      const uint64_t data_offset = offset + kLocalHeaderSize + name_size + le16(h + kLocalExtraLength);
       if (data_offset > size_) fail("record ", r.name, ": local header runs past end of file");
       std::string_view local_name(header.data() + kLocalHeaderSize, std::min<size_t>(name_size, r.name.size()));
       if (name_size != r.name.size() || local_name != r.name) {
@@ -163,48 +149,49 @@ class Parser {
 
  private:
   Directory read_zip64_end(const uint8_t* l, uint64_t locator, bool& single_disk) const {
-    const uint64_t end64 = le64(l + 8);
-    single_disk = le32(l + 4) == 0 && le32(l + 16) <= 1;
+    const uint64_t end64 = le64(l + kLocatorEnd64Offset);
+    single_disk = le32(l + kLocatorDisk) == 0 && le32(l + kLocatorDisks) <= 1;
     if (end64 > locator || locator - end64 < kEnd64Size) {
       fail("zip64 end of central directory record (offset ", end64, ") lies outside the file");
     }
     uint8_t e[kEnd64Size];
-    file_.read_at(end64, e, sizeof e);
+    source_.read_at(end64, e, sizeof e);
     if (le32(e) != kEnd64Signature) fail("no zip64 end of central directory record at offset ", end64);
-    single_disk = single_disk && le32(e + 16) == 0 && le32(e + 20) == 0 && le64(e + 24) == le64(e + 32);
-    return Directory{le64(e + 32), le64(e + 40), le64(e + 48), end64};
+    single_disk = single_disk && le32(e + kEnd64Disk) == 0 && le32(e + kEnd64DirectoryDisk) == 0 &&
+                  le64(e + kEnd64DiskRecords) == le64(e + kEnd64Records);
+    return Directory{le64(e + kEnd64Records), le64(e + kEnd64DirectorySize), le64(e + kEnd64DirectoryOffset), end64};
   }
 
   // Zip64 values replace exactly the 32-bit fields that hold 0xFFFFFFFF, in this order.
   void read_zip64_extra(ZipRecord& r, uint64_t& compressed, const uint8_t* extra, uint16_t size) const {
-    while (size >= 4) {
+    while (size >= kExtraHeaderSize) {
       const uint16_t id = le16(extra);
       const uint16_t length = le16(extra + 2);
-      if (length > size - 4) fail("record ", r.name, ": extra field runs past its entry");
+      if (length > size - kExtraHeaderSize) fail("record ", r.name, ": extra field runs past its entry");
       if (id == kZip64ExtraId) {
-        const uint8_t* p = extra + 4;
+        const uint8_t* p = extra + kExtraHeaderSize;
         uint16_t left = length;
         for (uint64_t* field : {&r.size, &compressed, &r.header_offset}) {
-          if (*field != 0xFFFFFFFF) continue;
+          if (*field != kMax32) continue;
           if (left < 8) fail("record ", r.name, ": zip64 extra field is too short");
           *field = le64(p);
           p += 8;
           left -= 8;
         }
       }
-      extra += 4 + length;
-      size -= 4 + length;
+      extra += kExtraHeaderSize + length;
+      size -= kExtraHeaderSize + length;
     }
   }
 
-  const MappedFile& file_;
+  const ReadSource& source_;
   uint64_t size_;
 };
 
 }  // namespace
 
-ZipReader::ZipReader(std::shared_ptr<const MappedFile> file) : file_(std::move(file)) {
-  Parser parser(*file_);
+ZipReader::ZipReader(std::shared_ptr<const ReadSource> source) : source_(std::move(source)) {
+  Parser parser(*source_);
   records_ = parser.read_entries(parser.find_directory());
   parser.read_local_headers(records_);
   // torch.save with compute_crc32 = False stores 0 for every record; a file where only some
@@ -230,8 +217,8 @@ ZipReader::ZipReader(std::shared_ptr<const MappedFile> file) : file_(std::move(f
 
 const std::string& ZipReader::archive_name() const {
   if (archive_name_.empty()) {
-    if (records_.empty()) throw FormatError(concat(file_->path(), ": zip archive holds no records"));
-    throw FormatError(concat(file_->path(), ": first record ", records_[0].name, " is not inside a folder"));
+    if (records_.empty()) throw FormatError(concat(source_->name(), ": zip archive holds no records"));
+    throw FormatError(concat(source_->name(), ": first record ", records_[0].name, " is not inside a folder"));
   }
   return archive_name_;
 }
@@ -246,12 +233,12 @@ const ZipRecord* ZipReader::find(std::string_view name_in_archive) const {
 
 void ZipReader::check_crc(const ZipRecord& record, uint32_t computed) const {
   if (crc_less_ || computed == record.crc32) return;
-  throw FormatError(concat(file_->path(), ": record ", record.name, ": CRC-32 mismatch (stored ",
+  throw FormatError(concat(source_->name(), ": record ", record.name, ": CRC-32 mismatch (stored ",
                            hex32(record.crc32), ", computed ", hex32(computed), ")"));
 }
 
 std::string ZipReader::data(const ZipRecord& record, bool verify_crc) const {
-  std::string bytes = file_->read_string(record.data_offset, static_cast<size_t>(record.size));
+  std::string bytes = source_->read_string(record.data_offset, static_cast<size_t>(record.size));
   if (verify_crc) check_crc(record, crc32_update(0, bytes.data(), bytes.size()));
   return bytes;
 }
@@ -262,19 +249,18 @@ void ZipReader::verify(const ZipRecord& record) const {
   uint32_t crc = 0;
   for (uint64_t done = 0; done < record.size;) {
     const size_t n = static_cast<size_t>(std::min(kPiece, record.size - done));
-    file_->read_at(record.data_offset + done, buffer.data(), n);
+    source_->read_at(record.data_offset + done, buffer.data(), n);
     crc = crc32_update(crc, buffer.data(), n);
     done += n;
   }
   check_crc(record, crc);
 }
 
-bool is_zip(const MappedFile& file) {
-  static constexpr uint8_t kSignature[4] = {'P', 'K', 3, 4};
+bool is_zip(const ReadSource& source) {
   uint8_t head[4];
-  if (file.size() < 4) return false;
-  file.read_at(0, head, 4);
-  return std::memcmp(head, kSignature, 4) == 0;
+  if (source.size() < sizeof head) return false;
+  source.read_at(0, head, sizeof head);
+  return le32(head) == kLocalHeaderSignature;
 }
 
 }  // namespace fabricckpt

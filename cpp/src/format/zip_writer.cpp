@@ -10,16 +10,17 @@
 #include "fabricckpt/crc32.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/zip.h"
+#include "zip_layout.h"
 
 namespace fabricckpt {
 
 namespace {
 
-constexpr uint64_t kMax32 = 0xFFFFFFFF;
-constexpr uint32_t kDescriptorSignature = 0x08074b50;
+using namespace zip_layout;
+
 constexpr uint16_t kFlagDescriptor = 0x0008;  // sizes and CRC follow the data
 constexpr uint16_t kFlagUtf8 = 0x0800;
-constexpr uint64_t kLocalHeaderSize = 30;
+constexpr uint64_t kMaxZip64Extra = kExtraHeaderSize + 24;  // both sizes and the header offset
 constexpr uint64_t kMaxAlignment = 32768;  // keeps the padding within the 16-bit extra length
 constexpr std::string_view kSerializationIdName = ".data/serialization_id";
 
@@ -35,9 +36,6 @@ void put64(std::string& out, uint64_t v) {
   put32(out, v);
   put32(out, v >> 32);
 }
-uint32_t le32(const uint8_t* p) {
-  return p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24);
-}
 uint64_t clamp32(uint64_t v) { return v < kMax32 ? v : kMax32; }
 
 // c10::hash_combine.
@@ -50,7 +48,7 @@ uint64_t hash_combine(uint64_t seed, uint64_t value) {
 std::string zip64_extra(bool with_sizes, uint64_t size, uint64_t compressed, bool with_offset,
                         uint64_t offset) {
   std::string extra;
-  put16(extra, 0x0001);
+  put16(extra, kZip64ExtraId);
   put16(extra, (with_sizes ? 16 : 0) + (with_offset ? 8 : 0));
   if (with_sizes) {
     put64(extra, size);
@@ -97,7 +95,7 @@ void TorchZipWriter::begin_record(std::string_view name, uint64_t size) {
   const bool discard = name == kSerializationIdName && serialization_id_.empty();
   const std::string full_name = archive_prefix_ + std::string(name);
   if (full_name.size() > 0xFFFF) fail("record ", name, ": name longer than 65535 bytes");
-  if (central_directory_.size() + 46 + full_name.size() + 28 >= kMax32) {
+  if (central_directory_.size() + kCentralHeaderSize + full_name.size() + kMaxZip64Extra >= kMax32) {
     fail("record ", name, ": central directory would exceed 4 GiB");
   }
 
@@ -122,7 +120,7 @@ void TorchZipWriter::begin_record(std::string_view name, uint64_t size) {
   // In the local header miniz writes the size but a compressed size of 0 (not known yet).
   const std::string extra64 = open_.zip64 ? zip64_extra(zip64_size, size, 0, zip64_offset, offset_) : "";
   std::string header;
-  put32(header, 0x04034b50);
+  put32(header, kLocalHeaderSignature);
   put16(header, 0);  // version needed: 0 for stored
   put16(header, kFlagUtf8 | (size != 0 ? kFlagDescriptor : 0));
   put16(header, 0);  // method: stored
@@ -206,7 +204,7 @@ void TorchZipWriter::end_record() {
   const std::string extra64 =
       open_.zip64 ? zip64_extra(zip64_size, size, size, zip64_offset, open_.header_offset) : "";
   std::string& cd = central_directory_;
-  put32(cd, 0x02014b50);
+  put32(cd, kCentralHeaderSignature);
   put16(cd, 0);  // version made by
   put16(cd, 0);  // version needed
   put16(cd, kFlagUtf8 | (size != 0 ? kFlagDescriptor : 0));
@@ -251,8 +249,8 @@ std::string TorchZipWriter::finish() {
   // miniz in zip64 mode always ends with a zip64 end record and its locator.
   const uint64_t end64_offset = offset_;
   std::string end;
-  put32(end, 0x06064b50);
-  put64(end, 44);      // size of the rest of this record
+  put32(end, kEnd64Signature);
+  put64(end, kEnd64Size - 12);  // size of the rest of this record
   put16(end, 0x031E);  // version made by: Unix, 3.0
   put16(end, 0x002D);  // version needed: 4.5 (zip64)
   put32(end, 0);       // this disk
@@ -264,14 +262,14 @@ std::string TorchZipWriter::finish() {
   emit(end.data(), end.size());
 
   std::string locator;
-  put32(locator, 0x07064b50);
+  put32(locator, kEnd64LocatorSignature);
   put32(locator, 0);  // disk of the zip64 end record
   put64(locator, end64_offset);
   put32(locator, 1);  // total disks
   emit(locator.data(), locator.size());
 
   std::string end32;
-  put32(end32, 0x06054b50);
+  put32(end32, kEndSignature);
   put16(end32, 0);  // this disk
   put16(end32, 0);  // disk of the central directory
   put16(end32, std::min<uint64_t>(record_count_, 0xFFFF));

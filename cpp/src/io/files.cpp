@@ -63,12 +63,6 @@ std::shared_ptr<const MappedFile> MappedFile::open_private(const std::string& pa
   return open_mode(path, true);
 }
 
-std::string MappedFile::read_string(uint64_t offset, size_t size) const {
-  std::string out(size, '\0');
-  read_at(offset, out.data(), size);
-  return out;
-}
-
 uint8_t* MappedFile::mutable_data() const {
   if (!writable_) throw Error(concat(path_, " is mapped read-only"));
   return const_cast<uint8_t*>(data_);
@@ -117,10 +111,7 @@ uint64_t MappedFile::resident_bytes(uint64_t offset, uint64_t size) const {
 }
 
 void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
-  if (offset > size_ || size > size_ - offset) {
-    throw FormatError(concat(path_, ": cannot read ", size, " bytes at offset ", offset, ": beyond its ",
-                             size_, " bytes"));
-  }
+  check_read_range(path_, size_, offset, size);
   if (parent_) {
     parent_->read_at(parent_offset_ + offset, dest, size);
     return;
@@ -135,7 +126,7 @@ void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
     if (n < 0) {
       if (errno == EINTR) continue;
       int error = errno;
-      throw IoError(concat("cannot read ", path_, ": ", reason(error)));
+      throw IoError(concat("cannot read ", path_, ": ", reason(error)), error);
     }
     if (n == 0) throw IoError(concat("cannot read ", path_, ": the file got shorter while it was read"));
     p += n;
@@ -148,14 +139,16 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
   FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
     int error = errno;
-    throw IoError(concat("cannot open ", path, ": ", reason(error)));
+    throw IoError(concat("cannot open ", path, ": ", reason(error)), error, path);
   }
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
     int error = errno;
-    throw IoError(concat("cannot stat ", path, ": ", reason(error)));
+    throw IoError(concat("cannot stat ", path, ": ", reason(error)), error, path);
   }
-  if (!S_ISREG(st.st_mode)) throw IoError(concat("cannot read ", path, ": not a regular file"));
+  if (!S_ISREG(st.st_mode)) {
+    throw IoError(concat("cannot read ", path, ": not a regular file"), S_ISDIR(st.st_mode) ? EISDIR : EINVAL, path);
+  }
   size_t size = static_cast<size_t>(st.st_size);
   if (size == 0) {
     return std::shared_ptr<const MappedFile>(new MappedFile(path, nullptr, 0, false, {}));
@@ -164,7 +157,7 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
   void* data = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (data == MAP_FAILED) {
     int error = errno;
-    throw IoError(concat("cannot map ", path, ": ", reason(error)));
+    throw IoError(concat("cannot map ", path, ": ", reason(error)), error);
   }
   auto file = std::shared_ptr<MappedFile>(new MappedFile(path, static_cast<const uint8_t*>(data), size, true, {}));
   file->writable_ = writable;
@@ -173,7 +166,7 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
   int kept = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
   if (kept < 0) {
     int error = errno;
-    throw IoError(concat("cannot keep ", path, " open: ", reason(error)));
+    throw IoError(concat("cannot keep ", path, " open: ", reason(error)), error);
   }
   file->fd_ = kept;
   return file;
@@ -223,7 +216,7 @@ int64_t DirectFile::read(uint64_t offset, void* dest, size_t size) const {
       if (errno == EINTR) continue;
       if (errno == EINVAL) return -1;
       int error = errno;
-      throw IoError(concat("cannot read ", path_, ": ", reason(error)));
+      throw IoError(concat("cannot read ", path_, ": ", reason(error)), error);
     }
     if (n == 0) break;  // end of file
     p += n;
@@ -281,7 +274,7 @@ void sync_directory(const std::string& directory, const std::string& what) {
   FdGuard dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0 || ::fsync(dir.get()) != 0) {
     int error = errno;
-    throw IoError(concat("cannot sync directory ", directory, " of ", what, ": ", reason(error)));
+    throw IoError(concat("cannot sync directory ", directory, " of ", what, ": ", reason(error)), error);
   }
 }
 
@@ -382,7 +375,7 @@ AtomicFileSink::AtomicFileSink(std::string target_path, bool fsync)
     if (fd_ < 0 && (errno != EEXIST || attempt == 100)) {
       int error = errno;
       throw IoError(concat("cannot create temporary file ", temp_path_, " for ", target_path_, ": ",
-                           reason(error)));
+                           reason(error)), error);
     }
   }
   // Held until the file is renamed or removed: a live writer's file is never cleaned away.
@@ -403,7 +396,7 @@ AtomicFileSink::~AtomicFileSink() {
 
 void AtomicFileSink::fail(const char* what, int error) const {
   throw IoError(concat(what, " ", target_path_, " (temporary file ",
-                       temp_path_.empty() ? std::string("without a name yet") : temp_path_, "): ", reason(error)));
+                       temp_path_.empty() ? std::string("without a name yet") : temp_path_, "): ", reason(error)), error);
 }
 
 // Links the unnamed file into the directory as `.NAME.tmp-<random>`, ready for the rename.
@@ -494,7 +487,7 @@ void AtomicFileSink::commit() {
   fd_ = -1;
   if (::close(fd) != 0) {
     int error = errno;
-    throw IoError(concat("cannot close ", target_path_, ": ", reason(error)));
+    throw IoError(concat("cannot close ", target_path_, ": ", reason(error)), error);
   }
   // The rename is durable once the directory entry is.
   if (fsync_) sync_directory(parent_of(target_path_), target_path_);
@@ -516,14 +509,14 @@ AtomicDirectory::AtomicDirectory(std::string target_path, bool fsync)
     const int error = errno;
     if (error != EEXIST || attempt == 100) {
       throw IoError(concat("cannot create the temporary directory ", temp_path_, " for ", target_path_, ": ",
-                           reason(error)));
+                           reason(error)), error);
     }
   }
   fd_ = ::open(temp_path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ < 0) {
     const int error = errno;
     ::rmdir(temp_path_.c_str());
-    throw IoError(concat("cannot open the temporary directory ", temp_path_, ": ", reason(error)));
+    throw IoError(concat("cannot open the temporary directory ", temp_path_, ": ", reason(error)), error);
   }
   ::flock(fd_, LOCK_EX | LOCK_NB);
 }
@@ -538,7 +531,7 @@ void AtomicDirectory::commit() {
   if (committed_) throw Error(concat("commit of ", target_path_, " called twice"));
   if (fsync_ && ::fsync(fd_) != 0) {
     const int error = errno;
-    throw IoError(concat("cannot sync ", temp_path_, " (the new ", target_path_, "): ", reason(error)));
+    throw IoError(concat("cannot sync ", temp_path_, " (the new ", target_path_, "): ", reason(error)), error);
   }
   const std::string parent = parent_of(target_path_);
   std::error_code status;
@@ -546,7 +539,7 @@ void AtomicDirectory::commit() {
   if (!fs::exists(fs::symlink_status(target_path_, status))) {
     if (::rename(temp_path_.c_str(), target_path_.c_str()) != 0) {
       const int error = errno;
-      throw IoError(concat("cannot move ", temp_path_, " to ", target_path_, ": ", reason(error)));
+      throw IoError(concat("cannot move ", temp_path_, " to ", target_path_, ": ", reason(error)), error);
     }
   } else if (::renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD, target_path_.c_str(), RENAME_EXCHANGE) == 0) {
     old_content = temp_path_;
@@ -556,16 +549,16 @@ void AtomicDirectory::commit() {
     old_content = (fs::path(parent) / (old_prefix(fs::path(target_path_)) + random_suffix())).string();
     if (::rename(target_path_.c_str(), old_content.c_str()) != 0) {
       const int error = errno;
-      throw IoError(concat("cannot set ", target_path_, " aside: ", reason(error)));
+      throw IoError(concat("cannot set ", target_path_, " aside: ", reason(error)), error);
     }
     if (::rename(temp_path_.c_str(), target_path_.c_str()) != 0) {
       const int error = errno;
       ::rename(old_content.c_str(), target_path_.c_str());
-      throw IoError(concat("cannot move ", temp_path_, " to ", target_path_, ": ", reason(error)));
+      throw IoError(concat("cannot move ", temp_path_, " to ", target_path_, ": ", reason(error)), error);
     }
   } else {
     const int error = errno;
-    throw IoError(concat("cannot swap ", temp_path_, " with ", target_path_, ": ", reason(error)));
+    throw IoError(concat("cannot swap ", temp_path_, " with ", target_path_, ": ", reason(error)), error);
   }
   committed_ = true;
   if (fsync_) sync_directory(parent, target_path_);

@@ -171,15 +171,11 @@ NativeValue moduleStateDict(void* module) {
 std::string loadModuleStateDict(void* module, const NativeValue& state_dict, bool strict) {
   if (module == nullptr) throw Error("null module");
   auto report = state::load_module_state_dict(*static_cast<torch::nn::Module*>(module), *state_dict.get(), strict);
-  std::string out;
-  auto list = [&](const char* what, const std::vector<std::string>& keys) {
-    if (keys.empty()) return;
-    out += out.empty() ? "" : "; ";
-    out += what;
-    for (size_t i = 0; i < keys.size(); ++i) out += (i ? ", " : " ") + keys[i];
-  };
-  list("missing keys:", report.missing_keys);
-  list("unexpected keys:", report.unexpected_keys);
+  // "missing\tk1\tk2\nunexpected\tk3": parameter names never hold tabs or newlines.
+  std::string out = "missing";
+  for (const auto& key : report.missing_keys) out += "\t" + key;
+  out += "\nunexpected";
+  for (const auto& key : report.unexpected_keys) out += "\t" + key;
   return out;
 }
 

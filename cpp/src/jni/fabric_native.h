@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,15 @@ struct Value;
 }
 
 namespace fabricckpt::jni {
+
+// What JavaCPP puts in the RuntimeException it throws for a C++ exception
+// (FabricNative's GENERIC_EXCEPTION_TOSTRING): the message, preceded for the
+// library's own errors by their kind and details, so that Java can throw a
+// typed exception (io.fabricckpt.internal.NativeErrors reads it):
+//   "\x1e" kind ("format", "io", "state", "mismatch", "distributed", "unsafe")
+//   {"\x1f" field} "\x1e" message        (lists inside a field joined by "\x1d")
+// Other exceptions (c10::Error, std::bad_alloc) give their what() alone.
+const char* describe_error(const std::exception& e) noexcept;
 
 // A handle on one node of a checkpoint tree; copies share the node.
 class NativeValue {
@@ -101,7 +111,7 @@ std::string torchFileArchiveName(const std::string& path);
 // --- the state layer: modules and optimizers <-> Python-shaped state dicts -----------------
 // `module` is a torch::nn::Module*, `optimizer` a torch::optim::Optimizer* (the preset objects' addresses).
 NativeValue moduleStateDict(void* module);
-// Returns "" or, when not strict, a description of what did not match.
+// Returns what a non-strict load left out: "missing\t<key>...\nunexpected\t<key>...".
 std::string loadModuleStateDict(void* module, const NativeValue& state_dict, bool strict);
 NativeValue optimizerStateDict(void* optimizer);
 void loadOptimizerStateDict(void* optimizer, const NativeValue& state_dict);

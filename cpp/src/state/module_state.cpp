@@ -351,6 +351,7 @@ class StateDictLoader {
     // Backward compatibility: a 1-element 1-dim tensor loads into a 0-dim one.
     if (param.dim() == 0 && input.dim() == 1 && input.size(0) == 1) input = input.select(0, 0);
     if (input.sizes() != param.sizes()) {
+      report_.shape_mismatches.push_back(concat(key, ": checkpoint ", input.sizes(), ", model ", param.sizes()));
       errors_.push_back(concat("size mismatch for ", key, ": copying a param with shape ",
                                detail::torch_size_repr(input.sizes()),
                                " from checkpoint, the shape in current model is ",
@@ -401,7 +402,8 @@ LoadReport load_module_state_dict(torch::nn::Module& module, const Value& state_
   if (!errors.empty()) {
     std::string message = concat("Error(s) in loading state_dict for ", python_class_name(module), ":");
     for (const auto& e : errors) message += "\n\t" + e;
-    throw StateError(message);
+    throw StateMismatchError(message, strict ? report.missing_keys : std::vector<std::string>{},
+                             strict ? report.unexpected_keys : std::vector<std::string>{}, report.shape_mismatches);
   }
   return report;
 }

@@ -1,4 +1,4 @@
-#include "dtypes.h"
+#include "fabricckpt/dtypes.h"
 
 #include <array>
 #include <utility>

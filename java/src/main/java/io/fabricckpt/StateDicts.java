@@ -1,10 +1,14 @@
 package io.fabricckpt;
 
+import io.fabricckpt.core.IncompatibleKeys;
+import io.fabricckpt.core.PyOrderedDict;
 import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.ModuleStates;
+import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
 import java.util.Map;
-import org.bytedeco.javacpp.BytePointer;
+import java.util.function.Supplier;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
 
@@ -16,6 +20,7 @@ import org.bytedeco.pytorch.Optimizer;
  * StateDicts.load(model, (Map<?, ?>) checkpoint.get("model"), true);
  * StateDicts.load(optimizer, (Map<?, ?>) checkpoint.get("optimizer"));
  * }</pre>
+ * Thread-safe as far as the module or optimizer is: do not change one from two threads at once.
  */
 public final class StateDicts {
     private StateDicts() {}
@@ -33,32 +38,32 @@ public final class StateDicts {
 
     /**
      * {@code model.load_state_dict(stateDict, strict)}: copies the tensors into the parameters and
-     * buffers. Strict: every key must match both ways; sizes must always match.
+     * buffers. Sizes must always match.
+     *
+     * @return what did not match (Python's {@code _IncompatibleKeys}): empty when strict
+     * @throws io.fabricckpt.core.StateMismatchException strict and keys do not match both ways, or a
+     *     size differs; its lists name them
      */
-    public static void load(Module model, Map<?, ?> stateDict, boolean strict) {
-        NativeValue tree = ValueConverter.toNative(stateDict);
-        try (BytePointer ignored = FabricNative.loadModuleStateDict(model, tree, strict)) {
-            // not strict: what did not match is ignored, as in Python
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+    public static IncompatibleKeys load(Module model, Map<?, ?> stateDict, boolean strict) {
+        try (NativeValue tree = ValueConverter.toNative(stateDict)) {
+            return ModuleStates.load(model, tree, strict, "");
         }
     }
 
     /** {@code optimizer.load_state_dict(stateDict)}: restores per-parameter state and hyper-parameters. */
     public static void load(Optimizer optimizer, Map<?, ?> stateDict) {
-        NativeValue tree = ValueConverter.toNative(stateDict);
-        try {
+        try (NativeValue tree = ValueConverter.toNative(stateDict)) {
             FabricNative.loadOptimizerStateDict(optimizer, tree);
         } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+            throw NativeErrors.translate(e);
         }
     }
 
-    private static Object toJava(java.util.function.Supplier<NativeValue> call) {
-        try {
-            return ValueConverter.toJava(call.get());
+    private static Object toJava(Supplier<NativeValue> call) {
+        try (NativeValue tree = call.get()) {
+            return ValueConverter.toJava(tree);
         } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+            throw NativeErrors.translate(e);
         }
     }
 }

@@ -1,154 +1,62 @@
 package io.fabricckpt;
 
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.ProgressListener;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeCalls;
+import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeValue;
-import io.fabricckpt.internal.ProgressPoller;
 import io.fabricckpt.internal.ValueConverter;
-import java.nio.charset.StandardCharsets;
+import io.fabricckpt.internal.io.CheckpointIOs;
+import io.fabricckpt.internal.io.CheckpointReader;
+import io.fabricckpt.internal.io.TorchSaveFileIO;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.List;
-import org.bytedeco.javacpp.BytePointer;
 
 /**
  * {@code torch.save} files as Java values: what {@code torch.load} and {@code torch.save} do in
- * Python, for any object tree (see {@link ValueConverter} for the type mapping).
+ * Python, for any object tree. Types: None=null, bool=Boolean, int=Long (BigInteger beyond 64 bits),
+ * float=Double, str=String, bytes=byte[], tuple={@link io.fabricckpt.core.PyTuple}, list=List,
+ * dict=LinkedHashMap, OrderedDict={@link io.fabricckpt.core.PyOrderedDict}, set=Set,
+ * frozenset={@link io.fabricckpt.core.PyFrozenSet}, tensors=the preset's {@code Tensor}, parameters=
+ * {@link io.fabricckpt.core.Parameter}, other objects={@link io.fabricckpt.core.PyObject} /
+ * {@link io.fabricckpt.core.PyGlobal}. Shared references survive a round trip (one Java object per
+ * pickled object), so files re-save byte for byte.
+ *
+ * <p>Thread-safe: every method may be called from any number of threads.
  */
 public final class TorchFiles {
     private TorchFiles() {}
 
-    /**
-     * Options of {@link #write}. A tree holding globals that {@code torch.load(weights_only=True)}
-     * refuses (any class or function outside torch 2.10's allowlist, e.g. an {@code argparse.Namespace}
-     * of hparams, or an {@code os.system} call read from a hostile file) is refused with a
-     * {@link CheckpointException} naming each global and where it sits, before anything is written:
-     * writing it would hand Python's {@code torch.load(weights_only=False)} a call to make. Opt in
-     * with {@link #allowUnsafeGlobals()} only for data you trust.
-     */
-    public record WriteOptions(String archiveName, boolean fsync, boolean unsafeGlobalsAllowed) {
-        /** What Lightning writes: archive folder {@code archive}, durable before it replaces the target. */
-        public static final WriteOptions DEFAULT = new WriteOptions("archive", true, false);
-
-        public WriteOptions {
-            if (archiveName == null || archiveName.isEmpty() || archiveName.contains("/")) {
-                throw new IllegalArgumentException("archive name must be a non-empty folder name");
-            }
-        }
-
-        /** Unsafe globals refused (the default). */
-        public WriteOptions(String archiveName, boolean fsync) {
-            this(archiveName, fsync, false);
-        }
-
-        public WriteOptions withFsync(boolean fsync) {
-            return new WriteOptions(archiveName, fsync, unsafeGlobalsAllowed);
-        }
-
-        public WriteOptions withArchiveName(String archiveName) {
-            return new WriteOptions(archiveName, fsync, unsafeGlobalsAllowed);
-        }
-
-        /** Writes globals outside torch's weights_only allowlist too (trusted data only). */
-        public WriteOptions allowUnsafeGlobals() {
-            return withUnsafeGlobalsAllowed(true);
-        }
-
-        public WriteOptions withUnsafeGlobalsAllowed(boolean allowed) {
-            return new WriteOptions(archiveName, fsync, allowed);
-        }
-    }
-
-    /** Options of {@link #read(Path, ReadOptions)}. */
-    public record ReadOptions(boolean mmap, boolean verifyCrc, int threads, boolean weightsOnly) {
-        /**
-         * Owned memory, as {@code torch.load}: every storage is read (in parallel, one thread per core)
-         * and its CRC-32 checked before the call returns. Nothing is mapped, so another program
-         * truncating or rewriting the file meanwhile can only make the read fail with a
-         * {@link CheckpointException} (a short file, a CRC-32 mismatch); it never crashes the JVM,
-         * and tensors once loaded never change.
-         */
-        public static final ReadOptions DEFAULT = new ReadOptions(false, true, 0, false);
-
-        public ReadOptions {
-            if (threads < 0) {
-                throw new IllegalArgumentException("threads must be 0 (one per core) or more");
-            }
-        }
-
-        /** Not weights_only: globals outside torch's allowlist are read inertly ({@link PyObject}, {@link PyGlobal}). */
-        public ReadOptions(boolean mmap, boolean verifyCrc, int threads) {
-            this(mmap, verifyCrc, threads, false);
-        }
-
-        /**
-         * As {@code torch.load(weights_only=True)}: a file naming any global outside torch 2.10's
-         * allowlist is refused with a {@link CheckpointException} listing them (see
-         * {@link TorchFiles#unsafeGlobals}). Off (the default), such globals are read inertly.
-         * Applies to torch.save files (zip and legacy).
-         */
-        public ReadOptions withWeightsOnly(boolean weightsOnly) {
-            return new ReadOptions(mmap, verifyCrc, threads, weightsOnly);
-        }
-
-
-        /**
-         * Memory-mapped, as {@code torch.load(mmap=True)}: tensors view a private copy-on-write
-         * mapping of the file, so loading takes next to no time and memory, pages are read when
-         * first touched, and writing to a tensor changes only this process's copy, never the file.
-         * Storage CRCs are not checked (that would read every byte; {@link TorchFiles#verify} does);
-         * the other records' are. The mapping lives as long as any tensor viewing it.
-         *
-         * <p><b>Hazard</b>, as with any mapping (and as in Python): a file replaced by rename
-         * meanwhile (as every save here and Lightning's do) is safe, but one that another program
-         * truncates in place makes the first touch of a lost page kill the JVM (SIGBUS), and one
-         * rewritten in place changes tensors not yet touched. Map only files nobody rewrites.
-         */
-        public static ReadOptions mapped() {
-            return new ReadOptions(true, true, 0);
-        }
-
-        /** {@link #DEFAULT}: owned memory, CRC-checked. */
-        public static ReadOptions eager() {
-            return DEFAULT;
-        }
-
-        public ReadOptions withVerifyCrc(boolean verifyCrc) {
-            return new ReadOptions(mmap, verifyCrc, threads, weightsOnly);
-        }
-
-        /** Reader threads of an eager read (0: one per core). */
-        public ReadOptions withThreads(int threads) {
-            return new ReadOptions(mmap, verifyCrc, threads, weightsOnly);
-        }
-    }
-
-    /**
-     * Reads a torch.save file (zip or legacy format) into owned memory ({@link ReadOptions#DEFAULT});
-     * tensors are CPU tensors.
-     */
+    /** Reads a checkpoint into owned memory ({@link ReadOptions#DEFAULT}); tensors are CPU tensors. */
     public static Object read(Path path) {
         return read(path, ReadOptions.DEFAULT);
     }
 
-    /** Reads a torch.save file mapped or eagerly (see {@link ReadOptions}). */
+    /** Reads a checkpoint mapped or eagerly (see {@link ReadOptions}). */
     public static Object read(Path path, ReadOptions options) {
         return read(path, options, null);
     }
 
     /**
-     * Reads a torch.save file, reporting the bytes read to {@code listener} (may be null). A sharded
-     * {@code torch.distributed.checkpoint} directory is read consolidated (every tensor whole, then
-     * Lightning's {@code meta.pt} entries).
+     * Reads a torch.save file (zip or legacy), reporting the bytes read to {@code listener} (may be null).
+     * A sharded {@code torch.distributed.checkpoint} directory is read consolidated (every tensor whole,
+     * then Lightning's {@code meta.pt} entries).
      */
     public static Object read(Path path, ReadOptions options, ProgressListener listener) {
-        if (Fabric.isShardedCheckpoint(path)) {
-            return ValueConverter.toJava(Fabric.consolidate(path));
+        CheckpointLocation location = CheckpointLocation.of(path);
+        try (CheckpointReader reader = CheckpointIOs.forReading(location).open(location, options, listener);
+                NativeValue root = reader.readAll()) {
+            return ValueConverter.toJava(root);
         }
-        return ValueConverter.toJava(readNative(path, options, listener));
     }
 
     /** Writes {@code value} as torch.save does, atomically: a failure leaves any existing file intact. */
     public static void write(Path path, Object value, WriteOptions options) {
-        writeNative(path, ValueConverter.toNative(value), options);
+        write(path, value, options, null);
     }
 
     public static void write(Path path, Object value) {
@@ -157,7 +65,9 @@ public final class TorchFiles {
 
     /** {@link #write(Path, Object, WriteOptions)}, reporting the bytes written to {@code listener} (may be null). */
     public static void write(Path path, Object value, WriteOptions options, ProgressListener listener) {
-        writeNative(path, ValueConverter.toNative(value), options, listener);
+        try (NativeValue root = ValueConverter.toNative(value)) {
+            CheckpointIOs.TORCH_SAVE_FILE.write(CheckpointLocation.of(path), root, options, listener);
+        }
     }
 
     /**
@@ -165,14 +75,11 @@ public final class TorchFiles {
      * and returns a one-line summary. For a sharded directory: its metadata, every chunk and value
      * (each a torch.save stream, checked the same way) and that the chunks cover every tensor.
      *
-     * @throws CheckpointException naming the file and what is wrong
+     * @throws io.fabricckpt.core.CheckpointException naming the file and what is wrong
      */
     public static String verify(Path path) {
-        try {
-            return NativeCalls.string(FabricNative.verifyTorchFile(NativeCalls.path(path)));
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
+        CheckpointLocation location = CheckpointLocation.of(path);
+        return CheckpointIOs.forReading(location).verify(location);
     }
 
     /**
@@ -182,16 +89,10 @@ public final class TorchFiles {
      * none. A torch.save file: its pickle (legacy files too, which torch's function refuses); a sharded
      * directory: its {@code meta.pt} and value items. Nothing is executed and no tensor data read.
      *
-     * @throws CheckpointException naming the file and what is wrong
+     * @throws io.fabricckpt.core.CheckpointException naming the file and what is wrong
      */
     public static List<String> unsafeGlobals(Path path) {
-        String lines;
-        try {
-            lines = NativeCalls.string(FabricNative.unsafeGlobals(NativeCalls.path(path)));
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
-        return lines.isEmpty() ? List.of() : List.of(lines.split("\n"));
+        return lines(() -> FabricNative.unsafeGlobals(NativeCalls.path(path)));
     }
 
     /**
@@ -213,47 +114,21 @@ public final class TorchFiles {
 
     /** {@link #convert(Path, Path)}; {@code allowUnsafeGlobals} writes globals outside the allowlist too. */
     public static void convert(Path source, Path target, boolean allowUnsafeGlobals, ProgressListener listener) {
-        if (Fabric.isShardedCheckpoint(source)) {
-            writeNative(target, Fabric.consolidate(source), WriteOptions.DEFAULT.withArchiveName(archiveNameFor(target))
-                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
-            return;
-        }
-        NativeValue root = readNative(source, ReadOptions.eager(), null); // CRCs checked before rewriting
+        CheckpointLocation from = CheckpointLocation.of(source);
+        CheckpointLocation to = CheckpointLocation.of(target);
         String archive;
-        try {
-            archive = NativeCalls.string(FabricNative.torchFileArchiveName(NativeCalls.path(source)));
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+        if (CheckpointIOs.isShardedDirectory(from)) {
+            archive = TorchSaveFileIO.archiveNameFor(to);
+        } else {
+            String saved = CheckpointIOs.TORCH_SAVE_FILE.archiveName(from);
+            archive = saved.isEmpty() ? "archive" : saved; // legacy files are written in the current format
         }
-        writeNative(target, root, WriteOptions.DEFAULT.withArchiveName(archive.isEmpty() ? "archive" : archive)
-                .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
-    }
-
-    /**
-     * Throws the {@link CheckpointException} a write of {@code root} to {@code target} would throw for
-     * globals outside torch's weights_only allowlist (each with where it sits), if it holds any.
-     */
-    static void requireWeightsOnlySafe(Path target, NativeValue root) {
-        String lines;
-        try {
-            lines = NativeCalls.string(FabricNative.unsafeGlobalsOfTree(root));
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+        // Read eagerly: CRCs are checked before anything is rewritten.
+        try (CheckpointReader reader = CheckpointIOs.forReading(from).open(from, ReadOptions.DEFAULT, null);
+                NativeValue root = reader.readAll()) {
+            CheckpointIOs.TORCH_SAVE_FILE.write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
+                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
         }
-        if (lines.isEmpty()) {
-            return;
-        }
-        StringBuilder message = new StringBuilder(target.toString()).append(": refusing to write globals that"
-                + " torch.load(weights_only=True) refuses (Python's torch.load(weights_only=False) of the file would"
-                + " call them):");
-        for (String line : lines.split("\n")) {
-            String[] parts = line.split("\t", 2);
-            message.append(' ').append(parts[0]).append(" at ")
-                    .append(parts.length < 2 || parts[1].isEmpty() ? "the root" : parts[1]).append(';');
-        }
-        message.setLength(message.length() - 1);
-        message.append(". Allow them explicitly (WriteOptions.allowUnsafeGlobals()) only for trusted data.");
-        throw new CheckpointException(message.toString());
     }
 
     /**
@@ -264,62 +139,19 @@ public final class TorchFiles {
      *
      * @return the paths removed or restored
      */
-    public static java.util.List<Path> clean(Path target) {
-        try {
-            String removed = NativeCalls.string(FabricNative.removeStaleTemporaries(NativeCalls.path(target)));
-            return removed.isEmpty() ? java.util.List.of()
-                    : java.util.Arrays.stream(removed.split("\n")).map(Path::of).toList();
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
+    public static List<Path> clean(Path target) {
+        return lines(() -> FabricNative.removeStaleTemporaries(NativeCalls.path(target))).stream().map(Path::of)
+                .toList();
     }
 
-    /** The archive folder torch.save writes into a file it is given by path: the name without its extension. */
-    static String archiveNameFor(Path target) {
-        String name = target.getFileName().toString();
-        int dot = name.lastIndexOf('.');
-        return dot > 0 ? name.substring(0, dot) : name;
-    }
-
-    static NativeValue readNative(Path path, ReadOptions options, ProgressListener listener) {
-        BytePointer nativePath = NativeCalls.path(path);
+    /** A native call's newline-separated answer. */
+    private static List<String> lines(java.util.function.Supplier<org.bytedeco.javacpp.BytePointer> call) {
+        String text;
         try {
-            return ProgressPoller.run(listener, progress -> FabricNative.loadTorchFileOptions(nativePath,
-                    options.verifyCrc(), options.mmap(), options.threads(), options.weightsOnly(), progress));
+            text = NativeCalls.string(call.get());
         } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+            throw NativeErrors.translate(e);
         }
-    }
-
-    static void writeNative(Path path, NativeValue root, WriteOptions options, ProgressListener listener) {
-        BytePointer nativePath = NativeCalls.path(path);
-        BytePointer archive = new BytePointer(options.archiveName().getBytes(StandardCharsets.UTF_8));
-        try {
-            ProgressPoller.run(listener, progress -> {
-                FabricNative.saveTorchFileOptions(nativePath, root, archive, options.fsync(), 0,
-                        options.unsafeGlobalsAllowed(), progress);
-                return null;
-            });
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
-    }
-
-    static NativeValue readNative(Path path) {
-        try {
-            return FabricNative.loadTorchFile(NativeCalls.path(path), true);
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
-    }
-
-    static void writeNative(Path path, NativeValue root, WriteOptions options) {
-        try {
-            FabricNative.saveTorchFileOptions(NativeCalls.path(path), root,
-                    new BytePointer(options.archiveName().getBytes(StandardCharsets.UTF_8)), options.fsync(), 0,
-                    options.unsafeGlobalsAllowed(), null);
-        } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
-        }
+        return text.isEmpty() ? List.of() : Arrays.asList(text.split("\n"));
     }
 }

@@ -7,6 +7,10 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.AsyncSave;
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.WriteOptions;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -27,7 +31,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /** Background saves: snapshots, ordering per path, failures, back-pressure, progress. */
 class AsyncSaverTest {
-    private static final TorchFiles.WriteOptions NO_SYNC = TorchFiles.WriteOptions.DEFAULT.withFsync(false);
+    private static final WriteOptions NO_SYNC = WriteOptions.DEFAULT.withFsync(false);
 
     @TempDir
     Path dir;
@@ -116,7 +120,7 @@ class AsyncSaverTest {
 
         Path file = dir.resolve("async.ckpt");
         try (AsyncSaver saver = new AsyncSaver()) {
-            AsyncSave save = saver.save(file, state, TorchFiles.WriteOptions.DEFAULT, null);
+            AsyncSave save = saver.save(file, state, WriteOptions.DEFAULT, null);
             save.staged().join();
             weights.fill_(new Scalar(-1.0)); // training goes on while the file is written
             save.written().join();

@@ -8,6 +8,10 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.AsyncSave;
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.PyOrderedDict;
+import io.fabricckpt.core.Stateful;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.LinkedHashMap;

@@ -6,6 +6,10 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.Parameter;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -20,7 +24,7 @@ import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** Memory-mapped and eager (parallel) loads through {@link TorchFiles#read(Path, TorchFiles.ReadOptions)}. */
+/** Memory-mapped and eager (parallel) loads through {@link TorchFiles#read(Path, ReadOptions)}. */
 class MmapLoadTest {
     @TempDir
     Path dir;
@@ -54,11 +58,11 @@ class MmapLoadTest {
     void mappedLoadEqualsEagerLoadAndTheDefaultIsEager() {
         Path file = dir.resolve("m.ckpt");
         TorchFiles.write(file, state());
-        Object mapped = TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
-        Object eager = TorchFiles.read(file, TorchFiles.ReadOptions.eager());
+        Object mapped = TorchFiles.read(file, ReadOptions.mapped());
+        Object eager = TorchFiles.read(file, ReadOptions.eager());
         Object byDefault = TorchFiles.read(file);
-        assertEquals(TorchFiles.ReadOptions.DEFAULT, TorchFiles.ReadOptions.eager());
-        assertTrue(!TorchFiles.ReadOptions.DEFAULT.mmap() && TorchFiles.ReadOptions.mapped().mmap());
+        assertEquals(ReadOptions.DEFAULT, ReadOptions.eager());
+        assertTrue(!ReadOptions.DEFAULT.mmap() && ReadOptions.mapped().mmap());
         for (String key : List.of("big", "column", "half", "long", "param")) {
             Tensor m = tensor(mapped, key);
             Tensor e = tensor(eager, key);
@@ -78,19 +82,19 @@ class MmapLoadTest {
         Path file = dir.resolve("cow.ckpt");
         TorchFiles.write(file, state());
         byte[] before = Files.readAllBytes(file);
-        Object mapped = TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
+        Object mapped = TorchFiles.read(file, ReadOptions.mapped());
         Tensor big = tensor(mapped, "big");
         big.fill_(new Scalar(7.0));
         tensor(mapped, "long").add_(new Scalar(1));
         assertEquals(7.0, big.get(2).get(100).item_double());
         assertArrayEquals(before, Files.readAllBytes(file));
         // A second mapping of the same file sees the file, not the first one's private changes.
-        assertEquals(100.0, tensor(TorchFiles.read(file, TorchFiles.ReadOptions.mapped()), "big").get(0).get(100)
+        assertEquals(100.0, tensor(TorchFiles.read(file, ReadOptions.mapped()), "big").get(0).get(100)
                 .item_double());
         // Writing the changed tree elsewhere saves the changed values.
         Path copy = dir.resolve("copy.ckpt");
         TorchFiles.write(copy, mapped);
-        assertEquals(7.0, tensor(TorchFiles.read(copy, TorchFiles.ReadOptions.eager()), "big").get(0).get(0)
+        assertEquals(7.0, tensor(TorchFiles.read(copy, ReadOptions.eager()), "big").get(0).get(0)
                 .item_double());
     }
 
@@ -98,7 +102,7 @@ class MmapLoadTest {
     void mappedTensorsSurviveTheFileBeingReplaced() {
         Path file = dir.resolve("replaced.ckpt");
         TorchFiles.write(file, state());
-        Tensor big = tensor(TorchFiles.read(file, TorchFiles.ReadOptions.mapped()), "big");
+        Tensor big = tensor(TorchFiles.read(file, ReadOptions.mapped()), "big");
         TorchFiles.write(file, Map.of("other", 1L)); // atomic: a new file is renamed over the old one
         assertEquals(12345.0, big.view(-1).get(12345).item_double());
         assertEquals(Map.of("other", 1L), TorchFiles.read(file));
@@ -112,10 +116,10 @@ class MmapLoadTest {
         bytes[bytes.length / 2] ^= 0x20; // inside the 40 MiB storage
         Files.write(file, bytes);
         CheckpointException e = assertThrows(CheckpointException.class,
-                () -> TorchFiles.read(file, TorchFiles.ReadOptions.eager()));
+                () -> TorchFiles.read(file, ReadOptions.eager()));
         assertTrue(e.getMessage().contains("flipped.ckpt") && e.getMessage().contains("CRC"), e.getMessage());
-        TorchFiles.read(file, TorchFiles.ReadOptions.eager().withVerifyCrc(false));
-        TorchFiles.read(file, TorchFiles.ReadOptions.mapped());
+        TorchFiles.read(file, ReadOptions.eager().withVerifyCrc(false));
+        TorchFiles.read(file, ReadOptions.mapped());
         assertThrows(CheckpointException.class, () -> TorchFiles.verify(file));
     }
 
@@ -182,20 +186,20 @@ class MmapLoadTest {
         Path file = dir.resolve("p.ckpt");
         Map<String, Object> state = state();
         List<long[]> writes = new ArrayList<>();
-        TorchFiles.write(file, state, TorchFiles.WriteOptions.DEFAULT,
+        TorchFiles.write(file, state, WriteOptions.DEFAULT,
                 (done, total) -> writes.add(new long[] {done, total}));
         long[] last = writes.get(writes.size() - 1);
         assertEquals(last[0], last[1]);
         assertEquals(file.toFile().length(), last[1]);
         for (int threads : new int[] {1, 2, 3}) {
             List<long[]> reads = new ArrayList<>();
-            Object loaded = TorchFiles.read(file, TorchFiles.ReadOptions.eager().withThreads(threads),
+            Object loaded = TorchFiles.read(file, ReadOptions.eager().withThreads(threads),
                     (done, total) -> reads.add(new long[] {done, total}));
             assertTrue(tensor(loaded, "long").equal(arange(5 << 20, torch.ScalarType.Long)));
             long[] end = reads.get(reads.size() - 1);
             assertEquals(end[0], end[1]);
             assertTrue(end[1] >= 52L << 20, Long.toString(end[1]));
         }
-        assertThrows(IllegalArgumentException.class, () -> TorchFiles.ReadOptions.eager().withThreads(-1));
+        assertThrows(IllegalArgumentException.class, () -> ReadOptions.eager().withThreads(-1));
     }
 }

@@ -9,6 +9,13 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.PyFrozenSet;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.PyObject;
+import io.fabricckpt.core.PyTuple;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
 import java.io.IOException;
 import java.math.BigInteger;
 import java.nio.file.Files;
@@ -208,7 +215,7 @@ class TorchFilesTest {
     @Test
     void fsyncCanBeSkipped() {
         Path file = dir.resolve("fast.pt");
-        TorchFiles.write(file, Map.of("x", 2L), TorchFiles.WriteOptions.DEFAULT.withFsync(false));
+        TorchFiles.write(file, Map.of("x", 2L), WriteOptions.DEFAULT.withFsync(false));
         assertEquals(Map.of("x", 2L), TorchFiles.read(file));
         assertFalse(Files.exists(dir.resolve("fast.pt.tmp")));
     }
@@ -252,14 +259,14 @@ class TorchFilesTest {
         assertTrue(async.getMessage().contains("argparse.Namespace at ['hparams']"), async.getMessage());
         assertFalse(Files.exists(file));
 
-        TorchFiles.write(file, state, TorchFiles.WriteOptions.DEFAULT.allowUnsafeGlobals());
+        TorchFiles.write(file, state, WriteOptions.DEFAULT.allowUnsafeGlobals());
         assertEquals(List.of("argparse.Namespace", "posix.system"), TorchFiles.unsafeGlobals(file));
         assertTrue(TorchFiles.verify(file).contains("WARNING: 2 globals"), TorchFiles.verify(file));
         // Read inertly by default, refused as torch.load(weights_only=True) refuses it on request.
         Map<?, ?> loaded = (Map<?, ?>) TorchFiles.read(file);
         assertInstanceOf(PyObject.class, loaded.get("hparams"));
         CheckpointException weightsOnly = assertThrows(CheckpointException.class,
-                () -> TorchFiles.read(file, TorchFiles.ReadOptions.DEFAULT.withWeightsOnly(true)));
+                () -> TorchFiles.read(file, ReadOptions.DEFAULT.withWeightsOnly(true)));
         assertTrue(weightsOnly.getMessage().contains("argparse.Namespace, posix.system"), weightsOnly.getMessage());
         // Load-then-save does not launder them either.
         Path copy = dir.resolve("copy.ckpt");
@@ -272,6 +279,6 @@ class TorchFilesTest {
         Path safe = dir.resolve("safe.ckpt");
         TorchFiles.write(safe, Map.of("w", arange(2, torch.ScalarType.Float), "dtype", new PyGlobal("torch", "float16")));
         assertEquals(List.of(), TorchFiles.unsafeGlobals(safe));
-        assertInstanceOf(Map.class, TorchFiles.read(safe, TorchFiles.ReadOptions.eager().withWeightsOnly(true)));
+        assertInstanceOf(Map.class, TorchFiles.read(safe, ReadOptions.eager().withWeightsOnly(true)));
     }
 }

@@ -1,6 +1,6 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.AsyncSave;
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.Fabric;
 import java.io.IOException;
 import java.nio.file.Files;

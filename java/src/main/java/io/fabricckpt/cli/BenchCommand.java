@@ -1,8 +1,10 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.Parameter;
-import io.fabricckpt.PyOrderedDict;
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.Parameter;
+import io.fabricckpt.core.PyOrderedDict;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -207,8 +209,8 @@ public final class BenchCommand {
         System.err.printf(Locale.ROOT, "[%s] Java: building the state%n", human(size));
         Map<String, Object> state = buildState(size);
         Path file = dir.resolve("java.ckpt");
-        TorchFiles.WriteOptions noSync = TorchFiles.WriteOptions.DEFAULT.withFsync(false);
-        TorchFiles.WriteOptions sync = TorchFiles.WriteOptions.DEFAULT;
+        WriteOptions noSync = WriteOptions.DEFAULT.withFsync(false);
+        WriteOptions sync = WriteOptions.DEFAULT;
         List<Row> rows = new ArrayList<>();
         Runnable fresh = () -> fresh(file);
         measure(() -> {
@@ -234,16 +236,16 @@ public final class BenchCommand {
 
         System.err.printf(Locale.ROOT, "[%s] Java: loads%n", human(size));
         TorchFiles.write(file, state, sync);
-        release(TorchFiles.read(file, TorchFiles.ReadOptions.eager())); // into the page cache
+        release(TorchFiles.read(file, ReadOptions.eager())); // into the page cache
         rows.add(repeat(size, "Java mmap load", "cached", reps, null,
-                () -> TorchFiles.read(file, TorchFiles.ReadOptions.mapped())));
+                () -> TorchFiles.read(file, ReadOptions.mapped())));
         rows.add(repeat(size, "Java eager load", "cached", reps, null,
-                () -> TorchFiles.read(file, TorchFiles.ReadOptions.eager())));
+                () -> TorchFiles.read(file, ReadOptions.eager())));
         if (cold) {
             rows.add(repeat(size, "Java mmap load", "cold", reps, BenchCommand::dropCaches,
-                    () -> TorchFiles.read(file, TorchFiles.ReadOptions.mapped())));
+                    () -> TorchFiles.read(file, ReadOptions.mapped())));
             rows.add(repeat(size, "Java eager load", "cold", reps, BenchCommand::dropCaches,
-                    () -> TorchFiles.read(file, TorchFiles.ReadOptions.eager())));
+                    () -> TorchFiles.read(file, ReadOptions.eager())));
         }
         release(state);
         delete(file);

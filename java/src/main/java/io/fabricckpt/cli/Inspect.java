@@ -1,11 +1,11 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.Parameter;
-import io.fabricckpt.PyFrozenSet;
-import io.fabricckpt.PyGlobal;
-import io.fabricckpt.PyObject;
-import io.fabricckpt.PyOrderedDict;
-import io.fabricckpt.PyTuple;
+import io.fabricckpt.core.Parameter;
+import io.fabricckpt.core.PyFrozenSet;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.PyObject;
+import io.fabricckpt.core.PyOrderedDict;
+import io.fabricckpt.core.PyTuple;
 import java.io.PrintStream;
 import java.math.BigInteger;
 import java.util.Collection;

@@ -1,10 +1,11 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.ReadOptions;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.stream.Collectors;
 import java.util.concurrent.Callable;
+import java.util.stream.Collectors;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -26,7 +27,7 @@ final class InspectCli implements Callable<Integer> {
         // Mapped: inspect reads only the structure, dtypes and shapes, never a tensor's bytes, so no
         // page of tensor data is touched (nothing to fault on if the file changes) and a 10 GB file
         // inspects as fast as a small one. The zip directory and data.pkl are read with pread.
-        Object checkpoint = TorchFiles.read(Paths.readable(path), TorchFiles.ReadOptions.mapped());
+        Object checkpoint = TorchFiles.read(Paths.readable(path), ReadOptions.mapped());
         List<String> unsafe = TorchFiles.unsafeGlobals(path);
         if (json) {
             String globals = unsafe.stream().map(g -> "\"" + g.replace("\\", "\\\\").replace("\"", "\\\"") + "\"")

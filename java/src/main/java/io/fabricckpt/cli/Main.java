@@ -1,11 +1,11 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.CheckpointException;
+import io.fabricckpt.core.CheckpointException;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.io.UncheckedIOException;
-import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine;
 
 /**
  * {@code fabric-ckpt} ({@code bin/fabric-ckpt}, {@code java -jar fabric-ckpt-cli.jar}): command-line

@@ -1,6 +1,6 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.ProgressListener;
+import io.fabricckpt.core.ProgressListener;
 import java.io.PrintStream;
 import java.util.Locale;
 

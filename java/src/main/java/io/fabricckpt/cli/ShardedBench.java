@@ -1,10 +1,10 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.Fabric;
-import io.fabricckpt.ShardedModule;
 import io.fabricckpt.dist.Fsdp;
 import io.fabricckpt.dist.LocalLauncher;
 import io.fabricckpt.dist.ProcessGroup;
+import io.fabricckpt.dist.ShardedModule;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;

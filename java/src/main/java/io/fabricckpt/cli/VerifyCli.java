@@ -1,7 +1,7 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.CheckpointException;
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.CheckpointException;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;

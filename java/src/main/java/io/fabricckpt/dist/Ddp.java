@@ -2,8 +2,8 @@ package io.fabricckpt.dist;
 
 /**
  * Lightning's DDP strategy for checkpoints: every rank holds the same (replicated) state; global
- * rank 0 writes the single {@code torch.save} file and every rank waits for it; every rank reads it.
- * The process group stays the caller's to close.
+ * rank 0 writes the single {@code torch.save} file and every rank waits for it; every rank reads it
+ * (the defaults of {@link Strategy}). The process group stays the caller's to close.
  */
 public final class Ddp extends GroupStrategy {
     public Ddp(ProcessGroup group) {

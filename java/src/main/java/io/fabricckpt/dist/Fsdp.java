@@ -1,11 +1,25 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.core.AsyncSave;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.ProgressListener;
+import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeShardPlan;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.ValueConverter;
+import io.fabricckpt.internal.io.CheckpointIOs;
+import io.fabricckpt.internal.io.TorchSaveFileIO;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
 import java.util.Objects;
+import java.util.function.BiPredicate;
 
 /**
  * Lightning's FSDP strategy for checkpoints (its {@code FSDPStrategy} / {@code ModelParallelStrategy}):
- * models hold sharded parameters ({@link io.fabricckpt.ShardedModule}) and every rank saves and
- * loads together.
+ * models hold sharded parameters ({@link ShardedModule}) and every rank saves and loads together.
  * <ul>
  *   <li>{@link StateDictType#SHARDED} (Lightning's default): the checkpoint is a
  *       {@code torch.distributed.checkpoint} directory: every rank writes its shards to
@@ -14,8 +28,9 @@ import java.util.Objects;
  *   <li>{@link StateDictType#FULL}: the shards are gathered over c10d to rank 0, which writes one
  *       {@code torch.save} file with whole tensors.
  * </ul>
- * Loading takes either kind on any number of ranks: each rank reads the parts of the saved chunks
- * that overlap its shards. The process group stays the caller's to close.
+ * Loading takes either kind on any number of ranks (the default {@link Strategy#load}): each rank
+ * reads the parts of the saved chunks that overlap its shards. The process group stays the caller's
+ * to close.
  */
 public final class Fsdp extends GroupStrategy {
     /** How models and optimizers are saved: Lightning's {@code state_dict_type}. */
@@ -40,6 +55,86 @@ public final class Fsdp extends GroupStrategy {
 
     public StateDictType stateDictType() {
         return stateDictType;
+    }
+
+    @Override
+    public void save(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
+        StateConversion.validateFilter(state, filter);
+        // The native trees are released as soon as the save is done (a full state is a whole copy of
+        // the model on rank 0), not whenever the garbage collector gets to their handles.
+        List<NativeValue> handles = new ArrayList<>();
+        try {
+            NativeShardPlan plan = StateConversion.shardPlan(state);
+            if (stateDictType == StateDictType.SHARDED) {
+                saveSharded(location, state, filter, plan, options, handles);
+            } else {
+                saveGathered(location, state, filter, plan, options, handles);
+            }
+        } finally {
+            handles.forEach(NativeValue::close);
+        }
+    }
+
+    /** @throws UnsupportedOperationException always: background sharded saves are not supported yet */
+    @Override
+    public AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
+            ProgressListener listener) {
+        throw new UnsupportedOperationException("saveAsync under the Fsdp strategy is not supported yet");
+    }
+
+    /** Models and optimizers go into the shard files; everything else into meta.pt (as Lightning). */
+    private void saveSharded(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, NativeShardPlan plan, WriteOptions options,
+            List<NativeValue> handles) {
+        if (!filter.isEmpty()) {
+            throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
+                    + " so saving them is disabled.");
+        }
+        ValueConverter.ToNative toNative = new ValueConverter.ToNative();
+        NativeValue tensors = keep(handles, NativeValue.newDict(false));
+        NativeValue meta = keep(handles, NativeValue.newDict(false));
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            Object value = entry.getValue();
+            boolean sharded = StateConversion.isTensorState(value);
+            NativeValue converted = keep(handles, sharded ? StateConversion.shardedStateDict(location, value, state)
+                    : StateConversion.convert(value, null, toNative));
+            (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
+        }
+        CheckpointIOs.DCP_DIRECTORY.writeSharded(location, tensors, meta, plan, processGroup().nativeGroup(), options);
+    }
+
+    /** FULL: whole tensors gathered to rank 0, which writes one torch.save file named after the path. */
+    private void saveGathered(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, NativeShardPlan plan, WriteOptions options,
+            List<NativeValue> handles) {
+        ValueConverter.ToNative toNative = new ValueConverter.ToNative();
+        NativeValue checkpoint = keep(handles, NativeValue.newDict(false));
+        for (Map.Entry<String, ?> entry : state.entrySet()) {
+            Object value = entry.getValue();
+            BiPredicate<Object, Object> keep = filter.get(entry.getKey());
+            NativeValue converted = StateConversion.isTensorState(value)
+                    ? StateConversion.filter(keep(handles, StateConversion.shardedStateDict(location, value, state)), keep)
+                    : StateConversion.convert(value, keep, toNative);
+            if (converted != null) {
+                checkpoint.put(NativeValue.newKey(entry.getKey()), keep(handles, converted));
+            }
+        }
+        try {
+            FabricNative.gatherFull(checkpoint, plan, processGroup().nativeGroup());
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e, location + ": gathering the full state failed");
+        }
+        RankProtocol.onGlobalZero(this, location, () -> CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint,
+                options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)), null));
+    }
+
+    private static NativeValue keep(List<NativeValue> handles, NativeValue value) {
+        if (value != null) {
+            handles.add(value);
+        }
+        return value;
     }
 
     @Override

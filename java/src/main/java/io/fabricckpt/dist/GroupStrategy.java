@@ -3,7 +3,7 @@ package io.fabricckpt.dist;
 import java.util.Objects;
 
 /** What the multi-process strategies share: every collective goes through one c10d process group. */
-abstract class GroupStrategy implements Strategy {
+abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
     private final ProcessGroup group;
 
     GroupStrategy(ProcessGroup group) {

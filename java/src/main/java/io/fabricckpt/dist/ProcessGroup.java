@@ -1,5 +1,8 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.DistributedException;
+import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeProcessGroup;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -106,8 +109,15 @@ public final class ProcessGroup implements AutoCloseable {
                     timeout.toMillis());
             return new ProcessGroup(handle, host + ":" + port, timeout);
         } catch (RuntimeException e) {
-            throw new DistributedException(e.getMessage(), e);
+            throw distributed(e, rank, "rendezvous at " + host + ":" + port);
         }
+    }
+
+    /** A native failure as a DistributedException (the C++ side names the rank and operation when it can). */
+    private static DistributedException distributed(RuntimeException e, int rank, String operation) {
+        CheckpointException translated = NativeErrors.translate(e);
+        return translated instanceof DistributedException d ? d
+                : new DistributedException(translated.getMessage(), rank, operation, e);
     }
 
     public int rank() {
@@ -167,10 +177,9 @@ public final class ProcessGroup implements AutoCloseable {
     }
 
     /**
-     * The native group, for the library's own collective operations (sharded saves and gathers).
-     * Internal: not part of the API.
+     * The native group, for the strategies' own collective operations (sharded saves and gathers).
      */
-    public NativeProcessGroup nativeGroup() {
+    NativeProcessGroup nativeGroup() {
         if (closed) {
             throw new IllegalStateException("rank " + rank + ": the process group is closed");
         }
@@ -206,7 +215,7 @@ public final class ProcessGroup implements AutoCloseable {
         try {
             return op.run();
         } catch (RuntimeException e) {
-            throw new DistributedException(e.getMessage(), e);
+            throw distributed(e, rank, "collective operation");
         }
     }
 }

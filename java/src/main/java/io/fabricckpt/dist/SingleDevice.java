@@ -1,6 +1,9 @@
 package io.fabricckpt.dist;
 
-/** One process: it writes and reads its checkpoints alone; collectives are trivial. */
+/**
+ * One process: it writes and reads its checkpoints alone (Lightning's {@code SingleDeviceStrategy});
+ * collectives are trivial. Thread-safe (stateless).
+ */
 public final class SingleDevice implements Strategy {
     public static final SingleDevice INSTANCE = new SingleDevice();
 

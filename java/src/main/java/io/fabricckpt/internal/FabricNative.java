@@ -3,10 +3,10 @@ package io.fabricckpt.internal;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.annotation.ByRef;
 import org.bytedeco.javacpp.annotation.ByVal;
 import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.Const;
-import org.bytedeco.javacpp.annotation.ByRef;
 import org.bytedeco.javacpp.annotation.Namespace;
 import org.bytedeco.javacpp.annotation.Platform;
 import org.bytedeco.javacpp.annotation.StdString;
@@ -15,11 +15,19 @@ import org.bytedeco.javacpp.annotation.StdString;
  * The native entry points of libfabricckpt (cpp/src/jni/fabric_native.h). JavaCPP generates the JNI
  * glue from these declarations. Paths cross as UTF-8 bytes.
  */
-@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
 @Namespace("fabricckpt::jni")
 public final class FabricNative {
     /** The JNI library JavaCPP builds from this class and {@link NativeValue}. */
     static final String LIBRARY = "jnifabricckpt";
+
+    /**
+     * The text of the RuntimeException JavaCPP throws for a C++ exception: fabricckpt::jni::describe_error
+     * (the library's errors carry their kind and details ahead of the message; {@link NativeErrors} reads them).
+     */
+    static final String TYPED_ERRORS =
+            "GENERIC_EXCEPTION_TOSTRING what() ? fabricckpt::jni::describe_error(e) : \"\"";
 
     private static volatile boolean loaded;
 
@@ -50,7 +58,7 @@ public final class FabricNative {
     /** {@code module} is a torch::nn::Module (any preset module object). */
     public static native @ByVal NativeValue moduleStateDict(Pointer module);
 
-    /** Returns "" or, when not strict, what did not match. */
+    /** Returns what a non-strict load left out: "missing\t<key>...\nunexpected\t<key>..." ({@link ModuleStates}). */
     public static native @StdString BytePointer loadModuleStateDict(Pointer module, @Const @ByRef NativeValue stateDict,
             @Cast("bool") boolean strict);
 

@@ -15,7 +15,8 @@ import org.bytedeco.javacpp.annotation.StdString;
  * TCPStore rendezvous served by rank 0 and a Gloo group over it. Internal: see
  * {@code io.fabricckpt.dist.ProcessGroup}. Strings cross as UTF-8 bytes.
  */
-@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
 @Namespace("fabricckpt::jni")
 @Name("NativeProcessGroup")
 public final class NativeProcessGroup extends Pointer {

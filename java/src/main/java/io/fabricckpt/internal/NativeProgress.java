@@ -9,7 +9,8 @@ import org.bytedeco.javacpp.annotation.Platform;
  * Progress of one long native load, save or snapshot ({@code fabricckpt::jni::NativeProgress}): the
  * call runs on one thread while another polls {@link #bytesDone()} of {@link #bytesTotal()}.
  */
-@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
 @Namespace("fabricckpt::jni")
 @Name("NativeProgress")
 public final class NativeProgress extends Pointer {

@@ -10,7 +10,8 @@ import org.bytedeco.javacpp.annotation.Platform;
  * Which parameters of a state's models are this rank's shards ({@code fabricckpt::jni::NativeShardPlan}).
  * Internal: built by {@code io.fabricckpt.Fabric} from {@code ShardedModule}s. Strings cross as UTF-8.
  */
-@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
 @Namespace("fabricckpt::jni")
 @Name("NativeShardPlan")
 public final class NativeShardPlan extends Pointer {

@@ -16,7 +16,8 @@ import org.bytedeco.javacpp.annotation.StdString;
  * its {@code .metadata} is parsed and checked on construction; values are read on demand, each
  * sharded tensor cut to this rank's region. Internal.
  */
-@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
 @Namespace("fabricckpt::jni")
 @Name("NativeShardedReader")
 public final class NativeShardedReader extends Pointer {

@@ -16,7 +16,8 @@ import org.bytedeco.javacpp.annotation.StdString;
  * Each instance owns a reference to the node; JavaCPP frees it when the instance is deallocated.
  * Internal: {@link ValueConverter} turns these into plain Java values and back.
  */
-@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY)
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
 @Namespace("fabricckpt::jni")
 @Name("NativeValue")
 public final class NativeValue extends Pointer {

@@ -1,6 +1,6 @@
 package io.fabricckpt.internal;
 
-import io.fabricckpt.ProgressListener;
+import io.fabricckpt.core.ProgressListener;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;

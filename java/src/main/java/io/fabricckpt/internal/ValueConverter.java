@@ -1,12 +1,12 @@
 package io.fabricckpt.internal;
 
-import io.fabricckpt.CheckpointException;
-import io.fabricckpt.Parameter;
-import io.fabricckpt.PyFrozenSet;
-import io.fabricckpt.PyGlobal;
-import io.fabricckpt.PyObject;
-import io.fabricckpt.PyOrderedDict;
-import io.fabricckpt.PyTuple;
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.Parameter;
+import io.fabricckpt.core.PyFrozenSet;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.PyObject;
+import io.fabricckpt.core.PyOrderedDict;
+import io.fabricckpt.core.PyTuple;
 import java.math.BigInteger;
 import java.nio.charset.StandardCharsets;
 import java.util.AbstractMap;

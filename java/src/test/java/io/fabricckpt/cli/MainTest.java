@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.fabricckpt.Fabric;
-import io.fabricckpt.PyTuple;
+import io.fabricckpt.core.PyTuple;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -66,8 +66,8 @@ class MainTest {
     void inspectListsUnsafeGlobalsAndConvertRefusesThemUnlessAllowed() throws Exception {
         Path unsafe = dir.resolve("unsafe.ckpt");
         Map<String, Object> state = new LinkedHashMap<>();
-        state.put("hook", new io.fabricckpt.PyGlobal("os", "system"));
-        io.fabricckpt.TorchFiles.write(unsafe, state, io.fabricckpt.TorchFiles.WriteOptions.DEFAULT.allowUnsafeGlobals());
+        state.put("hook", new io.fabricckpt.core.PyGlobal("os", "system"));
+        io.fabricckpt.TorchFiles.write(unsafe, state, io.fabricckpt.core.WriteOptions.DEFAULT.allowUnsafeGlobals());
         Result r = run("inspect", unsafe.toString());
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("unsafe globals") && r.out().contains("os.system"), r.out());

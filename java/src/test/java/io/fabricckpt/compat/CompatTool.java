@@ -1,13 +1,15 @@
 package io.fabricckpt.compat;
 
 import io.fabricckpt.Fabric;
-import io.fabricckpt.Parameter;
-import io.fabricckpt.PyFrozenSet;
-import io.fabricckpt.PyGlobal;
-import io.fabricckpt.PyObject;
-import io.fabricckpt.PyOrderedDict;
-import io.fabricckpt.PyTuple;
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.Parameter;
+import io.fabricckpt.core.PyFrozenSet;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.PyObject;
+import io.fabricckpt.core.PyOrderedDict;
+import io.fabricckpt.core.PyTuple;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
 import java.math.BigInteger;
 import java.nio.file.Path;
 import java.util.Collection;
@@ -43,12 +45,12 @@ public final class CompatTool {
                 boolean allowUnsafe = rest.remove("--allow-unsafe-globals");
                 Object value = TorchFiles.read(Path.of(rest.get(0)));
                 String archive = rest.size() > 2 ? rest.get(2) : "archive";
-                TorchFiles.write(Path.of(rest.get(1)), value, TorchFiles.WriteOptions.DEFAULT.withArchiveName(archive)
+                TorchFiles.write(Path.of(rest.get(1)), value, WriteOptions.DEFAULT.withArchiveName(archive)
                         .withUnsafeGlobalsAllowed(allowUnsafe));
             }
             case "unsafe-globals" -> TorchFiles.unsafeGlobals(Path.of(args[1])).forEach(System.out::println);
             case "read-weights-only" -> {
-                TorchFiles.read(Path.of(args[1]), TorchFiles.ReadOptions.DEFAULT.withWeightsOnly(true));
+                TorchFiles.read(Path.of(args[1]), ReadOptions.DEFAULT.withWeightsOnly(true));
                 System.out.println("ok");
             }
             case "write-sample" -> new Fabric().save(Path.of(args[1]), sample());

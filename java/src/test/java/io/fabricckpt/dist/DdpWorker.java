@@ -2,8 +2,8 @@ package io.fabricckpt.dist;
 
 import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
-import io.fabricckpt.Parameter;
 import io.fabricckpt.StateDicts;
+import io.fabricckpt.core.Parameter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;

@@ -6,12 +6,13 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.fabricckpt.CheckpointException;
 import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
-import io.fabricckpt.Parameter;
 import io.fabricckpt.StateDicts;
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.Parameter;
+import io.fabricckpt.core.ReadOptions;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.lang.reflect.Method;
@@ -103,7 +104,7 @@ class FsdpTest {
 
     @SuppressWarnings("unchecked")
     private static Map<Object, Object> read(Path path) {
-        return (Map<Object, Object>) TorchFiles.read(path, TorchFiles.ReadOptions.eager());
+        return (Map<Object, Object>) TorchFiles.read(path, ReadOptions.eager());
     }
 
     @SuppressWarnings("unchecked")
@@ -318,6 +319,8 @@ class FsdpTest {
         String error = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
         assertTrue(error.contains("rank 0 of 2"), error);
         assertTrue(error.contains("timed out after 10 s") || error.contains("another rank is gone"), error);
+        String type = line(r, 0, "error-type: ").orElseThrow(() -> new AssertionError(r.output(0)));
+        assertTrue(type.startsWith("DistributedException rank=0 operation="), type); // a rank that died, typed
         long elapsed = Long.parseLong(line(r, 0, "elapsed-ms=").orElseThrow());
         assertTrue(elapsed < 10_000 + 20_000, "failed after " + elapsed + " ms");
         assertPreviousCheckpointKept(dir, verified);

@@ -2,7 +2,6 @@ package io.fabricckpt.dist;
 
 import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
-import io.fabricckpt.ShardedModule;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;

@@ -1,5 +1,6 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.core.DistributedException;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
@@ -12,8 +13,8 @@ final class Workers {
     }
 
     /**
-     * Runs a worker: prints {@code done} when it succeeds; a failure prints {@code error: <message>} and
-     * {@code elapsed-ms=} (how long until it failed) and exits 1, which the tests read back.
+     * Runs a worker: prints {@code done} when it succeeds; a failure prints {@code error: <message>},
+     * {@code error-type: <class> [rank= operation=]} and {@code elapsed-ms=} (how long until it failed) and exits 1, which the tests read back.
      */
     static void run(Body body) throws Exception {
         long start = System.nanoTime();
@@ -21,6 +22,8 @@ final class Workers {
             body.run();
         } catch (RuntimeException e) {
             System.out.println("error: " + e.getMessage());
+            System.out.println("error-type: " + e.getClass().getSimpleName()
+                    + (e instanceof DistributedException d ? " rank=" + d.rank() + " operation=" + d.operation() : ""));
             System.out.println("elapsed-ms=" + (System.nanoTime() - start) / 1_000_000);
             System.out.flush();
             System.exit(1);

@@ -1,4 +1,4 @@
-package io.fabricckpt;
+package io.fabricckpt.core;
 
 import java.util.AbstractList;
 import java.util.Arrays;

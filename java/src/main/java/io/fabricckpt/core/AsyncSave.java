@@ -1,4 +1,4 @@
-package io.fabricckpt;
+package io.fabricckpt.core;
 
 import java.util.concurrent.CompletableFuture;
 
@@ -10,7 +10,7 @@ import java.util.concurrent.CompletableFuture;
  *   <li>{@link #staged()}: the checkpoint no longer depends on the caller's tensors (they are copied,
  *       or the save failed or was replaced by a newer one of the same path). Until then the caller may
  *       read its tensors (forward, backward) but must not change them (optimizer step, in-place
- *       updates, load): {@link #awaitStaged()} or {@link Fabric#step} make that one wait. It never
+ *       updates, load): {@link #awaitStaged()} or {@code Fabric.step} make that one wait. It never
  *       completes exceptionally.
  *   <li>{@link #written()}: the file is in place (or a newer save of the same path replaced this one
  *       before it started, with that save's outcome); exceptionally with a {@link CheckpointException}
@@ -23,7 +23,8 @@ public final class AsyncSave {
     private final CompletableFuture<Void> staged;
     private final CompletableFuture<Void> written;
 
-    AsyncSave(CompletableFuture<Void> staged, CompletableFuture<Void> written) {
+    /** The handle of a save whose steps complete these futures (kept private: callers get views). */
+    public AsyncSave(CompletableFuture<Void> staged, CompletableFuture<Void> written) {
         this.staged = staged;
         this.written = written;
     }

@@ -1,4 +1,4 @@
-package io.fabricckpt;
+package io.fabricckpt.core;
 
 import java.util.Collections;
 import java.util.LinkedHashSet;

@@ -1,4 +1,4 @@
-package io.fabricckpt;
+package io.fabricckpt.core;
 
 /**
  * Told how far a long save or load is. Called from a background thread a few times a second while

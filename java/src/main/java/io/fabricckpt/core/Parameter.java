@@ -1,4 +1,4 @@
-package io.fabricckpt;
+package io.fabricckpt.core;
 
 import org.bytedeco.pytorch.Tensor;
 

@@ -1,6 +1,8 @@
-package io.fabricckpt;
+package io.fabricckpt.dist;
 
 import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeCalls;
+import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import java.nio.charset.StandardCharsets;
@@ -118,7 +120,7 @@ public final class ShardedModule {
                 FabricNative.loadOptimizerStateDict(optimizers[i], states[i]);
             }
         } catch (RuntimeException e) {
-            throw NativeCalls.translate(e);
+            throw NativeErrors.translate(e);
         }
         return sharded;
     }

@@ -1,4 +1,4 @@
-package io.fabricckpt;
+package io.fabricckpt.core;
 
 /**
  * A module-level Python name stored by reference, such as {@code torch.float32} or a class.

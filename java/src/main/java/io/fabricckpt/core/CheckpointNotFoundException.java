@@ -1,0 +1,10 @@
+package io.fabricckpt.core;
+
+/** Nothing is at the checkpoint's location. The cause is a {@link java.nio.file.NoSuchFileException}. */
+public class CheckpointNotFoundException extends CheckpointStorageException {
+    private static final long serialVersionUID = 1L;
+
+    public CheckpointNotFoundException(String message, Throwable cause) {
+        super(message, cause);
+    }
+}

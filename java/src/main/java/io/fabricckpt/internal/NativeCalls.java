@@ -1,0 +1,36 @@
+package io.fabricckpt.internal;
+
+import io.fabricckpt.core.CheckpointLocation;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import org.bytedeco.javacpp.BytePointer;
+
+/** Strings across the JNI boundary: paths and texts as the UTF-8 std::strings the native side expects. */
+public final class NativeCalls {
+    private NativeCalls() {}
+
+    /** A path as the UTF-8 std::string the native side expects. */
+    public static BytePointer path(Path path) {
+        return utf8(path.toAbsolutePath().toString());
+    }
+
+    public static BytePointer path(CheckpointLocation location) {
+        return path(location.path());
+    }
+
+    public static BytePointer utf8(String text) {
+        return new BytePointer(text.getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** A returned std::string as Java text, releasing its native copy. */
+    public static String string(BytePointer p) {
+        if (p == null) { // JavaCPP maps an empty std::string to null
+            return "";
+        }
+        try (p) {
+            byte[] out = new byte[Math.toIntExact(p.limit())];
+            p.get(out);
+            return new String(out, StandardCharsets.UTF_8);
+        }
+    }
+}

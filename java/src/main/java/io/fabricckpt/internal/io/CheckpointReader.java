@@ -1,0 +1,31 @@
+package io.fabricckpt.internal.io;
+
+import io.fabricckpt.internal.NativeShardPlan;
+import io.fabricckpt.internal.NativeValue;
+import java.util.Collection;
+
+/**
+ * An opened checkpoint: its top-level entries, each read on demand and cut to a rank's shards.
+ * Closing releases what it holds (mapped files, the parsed metadata).
+ */
+public interface CheckpointReader extends AutoCloseable {
+    /**
+     * The whole checkpoint as one tree (a sharded one consolidated: every tensor whole), for the
+     * caller to close; call it at most once.
+     */
+    NativeValue readAll();
+
+    /** Whether the checkpoint is a dictionary with string keys at the top (what Fabric saves). */
+    boolean isStateDictionary();
+
+    boolean has(String key);
+
+    /** The value saved under {@code key}, sharded tensors cut to {@code plan}'s regions. */
+    NativeValue read(String key, NativeShardPlan plan);
+
+    /** The top-level entries other than {@code restored}: what a load returns as the remainder (the reader's to close). */
+    NativeValue remainder(Collection<String> restored);
+
+    @Override
+    void close();
+}

@@ -84,7 +84,8 @@ MessageReader::MessageReader(std::string_view bytes, MessageKind kind, int peer,
 }
 
 void MessageReader::fail_text(const std::string& why) const {
-  throw Error(concat("rank ", peer_, " sent a malformed ", what_, ": ", why));
+  throw DistributedError(concat("rank ", peer_, " sent a malformed ", what_, ": ", why), -1,
+                         concat("message from rank ", peer_));
 }
 
 void MessageReader::expect_tag(uint8_t tag, const char* field) {

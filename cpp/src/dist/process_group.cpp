@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
+#include <iostream>
 #include <mutex>
 #include <sstream>
 #include <vector>
@@ -92,6 +93,18 @@ std::shared_ptr<::gloo::transport::Device> make_device(const std::string& host) 
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// Sends what is printed on std::cout to std::cerr while it lives.
+class StdoutToStderr {
+ public:
+  StdoutToStderr() : saved_(std::cout.rdbuf(std::cerr.rdbuf())) {}
+  ~StdoutToStderr() { std::cout.rdbuf(saved_); }
+  StdoutToStderr(const StdoutToStderr&) = delete;
+  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+ private:
+  std::streambuf* saved_;
+};
+
 }  // namespace
 
 ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
@@ -126,6 +139,9 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
   try {
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
     gloo_options->devices.push_back(impl_->device);
+    // Gloo prints "[Gloo] Rank R is connected to N peer ranks..." on std::cout while it connects; a
+    // library must not write to an application's stdout (it corrupts e.g. surefire's channel).
+    StdoutToStderr quiet;
     impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, options.rank, options.world_size,
                                                               gloo_options);
   } catch (const std::exception& e) {
@@ -145,7 +161,10 @@ std::unique_ptr<ProcessGroup> ProcessGroup::background_group(const std::string& 
   auto impl = std::make_unique<Impl>();
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    if (!impl_->gloo) throw Error(concat(where, "background group '", prefix, "' of a closed process group"));
+    if (!impl_->gloo) {
+      throw DistributedError(concat(where, "background group '", prefix, "' of a closed process group"), rank_,
+                             "background group");
+    }
     // Under a prefix of ours: the parent's Gloo group keeps its keys at the store's root.
     impl->store = c10::make_intrusive<c10d::PrefixStore>(concat("fabricckpt/background/", prefix), impl_->store);
     impl->device = impl_->device;
@@ -153,10 +172,12 @@ std::unique_ptr<ProcessGroup> ProcessGroup::background_group(const std::string& 
   try {
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout_);
     gloo_options->devices.push_back(impl->device);
+    StdoutToStderr quiet;  // as the parent's: Gloo's connect line is not the application's output
     impl->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, rank_, world_size_, gloo_options);
   } catch (const std::exception& e) {
-    throw Error(concat(where, "background Gloo group '", prefix, "' failed (timeout ", seconds(timeout_),
-                       " s): ", cause_of(e)));
+    throw DistributedError(concat(where, "background Gloo group '", prefix, "' failed (timeout ", seconds(timeout_),
+                                  " s): ", cause_of(e)),
+                           rank_, "background Gloo rendezvous");
   }
   return std::unique_ptr<ProcessGroup>(new ProcessGroup(std::move(impl), rank_, world_size_, timeout_));
 }

@@ -16,12 +16,14 @@ template <typename Step>
 void on_rank_zero(ProcessGroup* group, const std::string& what, Step&& step) {
   const int rank = group ? group->rank() : 0;
   std::string failure;
+  std::exception_ptr own_failure;  // rank 0 rethrows its own error with its type once all know
   if (rank == 0) {
     try {
       step();
     } catch (const std::exception& e) {
       if (!group || group->world_size() == 1) throw;
       failure = e.what();
+      own_failure = std::current_exception();
     }
   }
   if (!group || group->world_size() == 1) return;
@@ -29,8 +31,9 @@ void on_rank_zero(ProcessGroup* group, const std::string& what, Step&& step) {
   group->barrier();
   const dist::Outcome outcome = dist::decode_outcome(sent, 0, concat("outcome of ", what));
   if (!outcome.ok) {
-    throw Error(rank == 0 ? outcome.detail
-                          : concat(what, ": global rank 0 failed (on rank ", rank, "): ", outcome.detail));
+    if (own_failure) std::rethrow_exception(own_failure);
+    throw DistributedError(concat(what, ": global rank 0 failed (on rank ", rank, "): ", outcome.detail), rank,
+                           "outcome from rank 0");
   }
 }
 

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -255,6 +256,7 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   //    loadable checkpoint until the new one is complete) and tells every rank where it is.
   std::unique_ptr<AtomicDirectory> staging;
   std::string prepared;  // an outcome: the new directory, or why there is none
+  std::exception_ptr own_failure;  // rank 0 rethrows its own error with its type
   if (rank == 0) {
     try {
       if (!options.allow_unsafe_globals) {
@@ -266,58 +268,70 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
       prepared = encode_success(staging->path());
     } catch (const std::exception& e) {
       if (world == 1) throw;
+      own_failure = std::current_exception();
       prepared = encode_failure(e.what());
     }
   }
   if (group && world > 1) prepared = group->broadcast(prepared, 0);
   const dist::Outcome preparation = decode_outcome(prepared, 0, concat("preparation of ", dir));
   if (!preparation.ok) {
-    throw Error(rank == 0 ? preparation.detail
-                          : concat(dir, ": global rank 0 could not prepare the checkpoint (on rank ", rank,
-                                   "): ", preparation.detail));
+    if (own_failure) std::rethrow_exception(own_failure);
+    throw DistributedError(concat(dir, ": global rank 0 could not prepare the checkpoint (on rank ", rank, "): ",
+                                  preparation.detail),
+                           rank, "sharded save: preparation on rank 0");
   }
   const std::string& staging_dir = preparation.detail;
 
   // 2. Every rank writes its file and reports to rank 0 (a failure is reported, not thrown, so that
   //    every rank still takes part in the gather).
   std::string report;
-  std::string failure;
+  std::exception_ptr failure;  // this rank's own write error, rethrown with its type once all know
   try {
     report = encode_success(encode_report(write_rank_file(staging_dir, rank, flat, plan, options.fsync)));
   } catch (const std::exception& e) {
-    failure = e.what();
-    report = encode_failure(failure);
+    failure = std::current_exception();
+    report = encode_failure(e.what());
   }
   std::vector<std::string> reports = group && world > 1 ? group->gather(report, 0) : std::vector<std::string>{report};
 
   // 3. Rank 0 writes meta.pt and .metadata, then swaps the complete directory in; then everyone
   //    learns the outcome. A failure anywhere removes the new directory and leaves the old one.
-  on_rank_zero(group, dir, [&] {
-    std::vector<std::vector<Written>> written;
-    for (int r = 0; r < world; ++r) {
-      const dist::Outcome outcome = decode_outcome(reports[static_cast<size_t>(r)], r, "shard report");
-      if (!outcome.ok) throw Error(concat(dir, ": rank ", r, " could not write its shard file: ", outcome.detail));
-      written.push_back(decode_report(outcome.detail, r));
-    }
-    dcp::Metadata metadata = build_metadata(written, options);
-    try {
-      if (meta) {
-        TorchSaveOptions meta_options;
-        meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
-        meta_options.fsync = options.fsync;
-        meta_options.allow_unsafe_globals = true;  // checked by save() before anything was written
-        save_torch_file((fs::path(staging_dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
+  try {
+    on_rank_zero(group, dir, [&] {
+      std::vector<std::vector<Written>> written;
+      for (int r = 0; r < world; ++r) {
+        const dist::Outcome outcome = decode_outcome(reports[static_cast<size_t>(r)], r, "shard report");
+        if (!outcome.ok) {
+          if (r == rank && failure) std::rethrow_exception(failure);
+          throw DistributedError(concat(dir, ": rank ", r, " could not write its shard file: ", outcome.detail), rank,
+                                 concat("sharded save: shard write on rank ", r));
+        }
+        written.push_back(decode_report(outcome.detail, r));
       }
-      std::string bytes = dcp::write_metadata(metadata);
-      AtomicFileSink sink((fs::path(staging_dir) / dcp::kMetadataFile).string(), options.fsync);
-      sink.write(bytes.data(), bytes.size());
-      sink.commit();
-      staging->commit();
-    } catch (const IoError& e) {
-      throw IoError(concat(dir, ": ", e.what()));  // the staging directory's name alone would puzzle
-    }
-  });
-  if (!failure.empty()) throw Error(failure);
+      dcp::Metadata metadata = build_metadata(written, options);
+      try {
+        if (meta) {
+          TorchSaveOptions meta_options;
+          meta_options.archive_name = "meta";  // torch.save given the path meta.pt, as Lightning calls it
+          meta_options.fsync = options.fsync;
+          meta_options.allow_unsafe_globals = true;  // checked by save() before anything was written
+          save_torch_file((fs::path(staging_dir) / dcp::kLightningMetaFile).string(), meta, meta_options);
+        }
+        std::string bytes = dcp::write_metadata(metadata);
+        AtomicFileSink sink((fs::path(staging_dir) / dcp::kMetadataFile).string(), options.fsync);
+        sink.write(bytes.data(), bytes.size());
+        sink.commit();
+        staging->commit();
+      } catch (const IoError& e) {
+        // the staging directory's name alone would puzzle
+        throw IoError(concat(dir, ": ", e.what()), e.error_number(), e.path());
+      }
+    });
+  } catch (const DistributedError&) {
+    if (failure) std::rethrow_exception(failure);  // this rank's own error tells more than rank 0's report of it
+    throw;
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace fabricckpt::sharded

@@ -12,6 +12,7 @@ package io.fabricckpt.core;
  * </ul>
  * Anything else (e.g. a state holding globals that {@code torch.load(weights_only=True)} refuses) is
  * a plain {@code CheckpointException}. Unchecked, as I/O errors of Java's own stream-free APIs are.
+ * <p>Thread-safety: Immutable, as exceptions are; safe to pass between threads.
  */
 public class CheckpointException extends RuntimeException {
     private static final long serialVersionUID = 1L;

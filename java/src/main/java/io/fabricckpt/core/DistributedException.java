@@ -4,6 +4,7 @@ package io.fabricckpt.core;
  * A collective operation failed: the rendezvous did not complete, or another rank died, stalled past
  * the process group's timeout or reported an error. The message names this rank, the operation and
  * the timeout; {@link #rank()} and {@link #operation()} give them to code.
+ * <p>Thread-safety: Immutable; safe to pass between threads.
  */
 public class DistributedException extends CheckpointException {
     private static final long serialVersionUID = 1L;

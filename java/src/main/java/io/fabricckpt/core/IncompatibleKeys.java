@@ -5,6 +5,7 @@ import java.util.List;
 /**
  * What a non-strict model load could not match, as Python's {@code _IncompatibleKeys}: keys of the
  * model missing from the state dict, and keys of the state dict the model does not have.
+ * <p>Thread-safety: Immutable and thread-safe.
  */
 public record IncompatibleKeys(List<String> missingKeys, List<String> unexpectedKeys) {
     public IncompatibleKeys {

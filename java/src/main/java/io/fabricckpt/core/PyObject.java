@@ -15,6 +15,7 @@ import java.util.Map;
  * @param state        the state passed to {@code __setstate__} / {@code __dict__.update}, or null
  * @param listItems    items appended after construction
  * @param dictItems    items set after construction, in order
+ * <p>Thread-safety: Immutable as a record (its parts are as safe as they are).
  */
 public record PyObject(Construction construction, Object callable, PyTuple args, Map<Object, Object> kwargs,
         Object state, List<Object> listItems, List<Map.Entry<Object, Object>> dictItems) {

@@ -7,6 +7,8 @@ import java.util.Map;
  * A {@code collections.OrderedDict}, the type of every {@code state_dict()}. Besides its entries it
  * may carry instance attributes (Python pickles them as the object's state): a state dict keeps its
  * per-module versions in {@code _metadata}.
+ * <p>Thread-safety: Not thread-safe: like the LinkedHashMap it extends, confine it to one thread or
+ * publish it safely.
  */
 public final class PyOrderedDict extends LinkedHashMap<Object, Object> {
     private static final long serialVersionUID = 1L;

@@ -5,7 +5,10 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.RandomAccess;
 
-/** A Python tuple: an immutable list, kept distinct from {@link List} values (Python lists). */
+/**
+ * A Python tuple: an immutable list, kept distinct from {@link List} values (Python lists).
+ * <p>Thread-safety: Immutable and thread-safe (its items are as safe as they are).
+ */
 public final class PyTuple extends AbstractList<Object> implements RandomAccess {
     private final Object[] items;
 

@@ -6,6 +6,7 @@ import java.util.List;
  * The checkpoint does not fit the state it is loaded into: requested keys it lacks, and for a model
  * (Python's {@code load_state_dict} errors) missing and unexpected parameter keys and tensors whose
  * shape differs. The lists are empty where they do not apply; the message is Python's wording.
+ * <p>Thread-safety: Immutable (the lists are copies); safe to pass between threads.
  */
 public class StateMismatchException extends CheckpointException {
     private static final long serialVersionUID = 1L;

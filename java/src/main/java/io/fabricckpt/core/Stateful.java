@@ -9,6 +9,8 @@ import java.util.Map;
  *
  * <p>The dictionary may hold the values a checkpoint holds (numbers, strings, tensors, lists, maps,
  * {@link PyTuple}...). {@link #loadStateDict} receives what {@link #stateDict} returned, read back.
+ * <p>Thread-safety: Called from the thread that saves or loads; implementations need no locking of their
+ * own unless they are shared.
  */
 public interface Stateful {
     Map<String, Object> stateDict();

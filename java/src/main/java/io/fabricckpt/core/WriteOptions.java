@@ -7,6 +7,7 @@ package io.fabricckpt.core;
  * {@link CheckpointException} naming each global and where it sits, before anything is written:
  * writing it would hand Python's {@code torch.load(weights_only=False)} a call to make. Opt in
  * with {@link #allowUnsafeGlobals()} only for data you trust.
+ * <p>Thread-safety: Immutable and thread-safe.
  */
 public record WriteOptions(String archiveName, boolean fsync, boolean unsafeGlobalsAllowed) {
     /** What Lightning writes: archive folder {@code archive}, durable before it replaces the target. */

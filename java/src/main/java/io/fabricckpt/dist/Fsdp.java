@@ -31,6 +31,8 @@ import java.util.function.BiPredicate;
  * Loading takes either kind on any number of ranks (the default {@link Strategy#load}): each rank
  * reads the parts of the saved chunks that overlap its shards. The process group stays the caller's
  * to close.
+ * <p>Thread-safety: as its process group: collectives from several threads must still come in the same
+ * order on every rank; use one thread per Fabric under Fsdp.
  */
 public final class Fsdp extends GroupStrategy {
     /** How models and optimizers are saved: Lightning's {@code state_dict_type}. */

@@ -27,6 +27,7 @@ import org.bytedeco.pytorch.Optimizer;
  * }</pre>
  *
  * <p>Parameters not declared are whole and the same on every rank.
+ * <p>Thread-safety: Not thread-safe: build it once, then use it from the thread that saves and loads.
  */
 public final class ShardedModule {
     /** One parameter's place: the global shape, this shard's offsets in it, and this shard's shape. */

@@ -362,6 +362,10 @@ class FsdpTest {
         String error0 = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
         assertTrue(error0.contains("rank 1 could not write its shard file") && error0.contains("Input/output error"),
                 error0);
+        // typed: the failing rank sees the disk, the others a rank that failed
+        assertEquals("CheckpointStorageException", line(r, 1, "error-type: ").orElseThrow());
+        assertEquals("DistributedException rank=0 operation=sharded save: shard write on rank 1",
+                line(r, 0, "error-type: ").orElseThrow());
         assertPreviousCheckpointKept(dir, verified);
     }
 

@@ -53,12 +53,21 @@ class ProcessGroup {
   void send(const void* data, size_t size, int dst, int tag);
   void recv(void* data, size_t size, int src, int tag);
 
+  // A second group of the same ranks over the same TCPStore, its keys under `prefix` (as DCP's
+  // async_save makes a Gloo group of its own): its collectives run on their own connections and lock,
+  // so a background thread may use it while the caller uses this group, and the two never interleave.
+  // Collective: every rank calls it with the same prefix, one prefix per group. It outlives this group
+  // (it holds the store too); a collective of one whose peers are gone fails as this group's do.
+  std::unique_ptr<ProcessGroup> background_group(const std::string& prefix);
+
   // Releases the Gloo group and the store; later calls throw. Idempotent.
   void close();
 
  struct Impl;  // opaque: libtorch's TCPStore and ProcessGroupGloo
 
  private:
+  ProcessGroup(std::unique_ptr<Impl> impl, int rank, int world_size, std::chrono::milliseconds timeout);
+
   std::unique_ptr<Impl> impl_;
   int rank_;
   int world_size_;

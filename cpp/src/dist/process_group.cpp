@@ -26,6 +26,7 @@
 #endif
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
@@ -71,7 +72,8 @@ std::string cause_of(const std::exception& e) {
 #ifdef FABRICCKPT_HAVE_GLOO
 
 struct ProcessGroup::Impl {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;  // the TCPStore, or a PrefixStore over it (background groups)
+  std::shared_ptr<::gloo::transport::Device> device;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
   std::mutex mutex;  // collectives run one at a time, in call order
 };
@@ -128,6 +130,7 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
   store_options.useLibUV = false;  // the classic backend is in every libtorch build
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(options.host, store_options);
+    impl_->device = make_device(options.host);
   } catch (const std::exception& e) {
     throw DistributedError(concat(where, "TCPStore rendezvous at ", master, " failed (timeout ", seconds(timeout_),
                                   " s): ", cause_of(e)),
@@ -135,19 +138,48 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
   }
   try {
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
-    gloo_options->devices.push_back(make_device(options.host));
+    gloo_options->devices.push_back(impl_->device);
     // Gloo prints "[Gloo] Rank R is connected to N peer ranks..." on std::cout while it connects; a
     // library must not write to an application's stdout (it corrupts e.g. surefire's channel).
     StdoutToStderr quiet;
-    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
-        c10::static_intrusive_pointer_cast<c10d::Store>(impl_->store), options.rank, options.world_size,
-        gloo_options);
+    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, options.rank, options.world_size,
+                                                              gloo_options);
   } catch (const std::exception& e) {
     impl_->store.reset();
     throw DistributedError(concat(where, "Gloo process group over ", master, " failed (timeout ", seconds(timeout_),
                                   " s): ", cause_of(e)),
                            rank_, "Gloo rendezvous");
   }
+}
+
+ProcessGroup::ProcessGroup(std::unique_ptr<Impl> impl, int rank, int world_size, std::chrono::milliseconds timeout)
+    : impl_(std::move(impl)), rank_(rank), world_size_(world_size), timeout_(timeout) {}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::background_group(const std::string& prefix) {
+  if (prefix.empty()) throw Error("process group: a background group needs a non-empty prefix");
+  const std::string where = concat("rank ", rank_, " of ", world_size_, ": ");
+  auto impl = std::make_unique<Impl>();
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (!impl_->gloo) {
+      throw DistributedError(concat(where, "background group '", prefix, "' of a closed process group"), rank_,
+                             "background group");
+    }
+    // Under a prefix of ours: the parent's Gloo group keeps its keys at the store's root.
+    impl->store = c10::make_intrusive<c10d::PrefixStore>(concat("fabricckpt/background/", prefix), impl_->store);
+    impl->device = impl_->device;
+  }
+  try {
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout_);
+    gloo_options->devices.push_back(impl->device);
+    StdoutToStderr quiet;  // as the parent's: Gloo's connect line is not the application's output
+    impl->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, rank_, world_size_, gloo_options);
+  } catch (const std::exception& e) {
+    throw DistributedError(concat(where, "background Gloo group '", prefix, "' failed (timeout ", seconds(timeout_),
+                                  " s): ", cause_of(e)),
+                           rank_, "background Gloo rendezvous");
+  }
+  return std::unique_ptr<ProcessGroup>(new ProcessGroup(std::move(impl), rank_, world_size_, timeout_));
 }
 
 ProcessGroup::~ProcessGroup() {
@@ -323,7 +355,12 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options)
   throw Error("process groups are unavailable: libfabricckpt was built without the gloo headers "
               "(install libgloo-dev and rebuild)");
 }
+ProcessGroup::ProcessGroup(std::unique_ptr<Impl> impl, int rank, int world_size, std::chrono::milliseconds timeout)
+    : impl_(std::move(impl)), rank_(rank), world_size_(world_size), timeout_(timeout) {}
 ProcessGroup::~ProcessGroup() = default;
+std::unique_ptr<ProcessGroup> ProcessGroup::background_group(const std::string&) {
+  throw Error("process groups are unavailable");
+}
 void ProcessGroup::close() {}
 void ProcessGroup::barrier() { throw Error("process groups are unavailable"); }
 std::string ProcessGroup::broadcast(const std::string&, int) { throw Error("process groups are unavailable"); }

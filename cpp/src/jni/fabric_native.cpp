@@ -396,6 +396,13 @@ NativeProcessGroup::NativeProcessGroup(const signed char* host, long long host_l
   group_ = std::make_shared<ProcessGroup>(options);
 }
 
+NativeProcessGroup::NativeProcessGroup(const NativeProcessGroup& parent, const signed char* prefix,
+                                       long long prefix_length) {
+  if (prefix_length < 0 || (prefix_length > 0 && prefix == nullptr)) throw Error("invalid prefix from the JVM");
+  group_ = parent.group_->background_group(
+      std::string(reinterpret_cast<const char*>(prefix), static_cast<size_t>(prefix_length)));
+}
+
 int NativeProcessGroup::rank() const { return group_->rank(); }
 int NativeProcessGroup::worldSize() const { return group_->world_size(); }
 long long NativeProcessGroup::timeoutMillis() const { return static_cast<long long>(group_->timeout().count()); }

@@ -205,6 +205,9 @@ class NativeProcessGroup {
  public:
   NativeProcessGroup(const signed char* host, long long host_length, int port, int rank, int world_size,
                      long long timeout_millis);
+  // A background group of `parent`'s ranks over its store, keys under `prefix`: collective, see
+  // ProcessGroup::background_group.
+  NativeProcessGroup(const NativeProcessGroup& parent, const signed char* prefix, long long prefix_length);
   int rank() const;
   int worldSize() const;
   long long timeoutMillis() const;

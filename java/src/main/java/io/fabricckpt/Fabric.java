@@ -9,8 +9,8 @@ import io.fabricckpt.dist.Strategy;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.Objects;
+import io.fabricckpt.core.AsyncSave;
 import java.util.Set;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.BiPredicate;
 import org.bytedeco.pytorch.Module;
@@ -42,7 +42,7 @@ import org.bytedeco.pytorch.Optimizer;
 public final class Fabric implements AutoCloseable {
     private final Strategy strategy;
     private volatile boolean unsafeGlobalsAllowed;
-    private final Set<CompletableFuture<Void>> pendingSaves = ConcurrentHashMap.newKeySet();
+    private final Set<AsyncSave> pendingSaves = ConcurrentHashMap.newKeySet();
 
     /** A single-device Fabric: this process writes and reads its checkpoints alone. */
     public Fabric() {
@@ -107,34 +107,60 @@ public final class Fabric implements AutoCloseable {
     }
 
     /**
-     * {@link #save} in the background: the state is converted and its tensors copied before this
-     * returns, so training can go on at once; the file is written by a background thread with
-     * bounded memory (at most one more checkpoint staged while one is written). Saves of one path
-     * land in the order they were made; a failure completes the future exceptionally and leaves the
-     * previous file in place.
+     * {@link #save} in the background. The state is converted here (models and optimizers become
+     * state dicts sharing the caller's tensors; no tensor bytes are copied) and this returns at once:
+     * a background thread copies the tensors ({@link AsyncSave#staged()}), another writes the copy
+     * ({@link AsyncSave#written()}). The caller's next forward and backward pass overlap the copy; it
+     * must not change the saved tensors before {@code staged()}: call {@link #step(Optimizer)} (or
+     * {@link #awaitStaged()} before any other in-place change, such as a forward pass in training
+     * mode that updates BatchNorm running statistics).
+     *
+     * <p>Memory: at most two copies of a state, the one being written and one staged; a further save
+     * waits while one is not staged yet (back-pressure). Saves of one path land in the order they were
+     * made; a failure completes {@code written()} exceptionally and leaves the previous file in place.
      *
      * @param listener told the bytes written, from the background thread; may be null
      * @throws UnsupportedOperationException under a multi-process strategy (not supported yet)
      */
-    public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state,
+    public AsyncSave saveAsync(Path path, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
-        CompletableFuture<Void> written = strategy.saveAsync(CheckpointLocation.of(path),
+        AsyncSave save = strategy.saveAsync(CheckpointLocation.of(path),
                 Objects.requireNonNull(state, "state"), Objects.requireNonNull(filter, "filter"), writeOptions(),
                 listener);
-        pendingSaves.add(written);
-        written.whenComplete((ok, error) -> pendingSaves.remove(written));
-        return written;
+        pendingSaves.add(save);
+        save.written().whenComplete((ok, error) -> pendingSaves.remove(save));
+        return save;
     }
 
-    public CompletableFuture<Void> saveAsync(Path path, Map<String, ?> state) {
+    public AsyncSave saveAsync(Path path, Map<String, ?> state) {
         return saveAsync(path, state, Map.of(), null);
+    }
+
+    /**
+     * Blocks until every {@link #saveAsync} of this Fabric made so far is staged, so the saved tensors
+     * may change: call it before changing them in place (e.g. before {@code optimizer.step()}).
+     */
+    public void awaitStaged() {
+        for (AsyncSave save : Set.copyOf(pendingSaves)) {
+            save.awaitStaged();
+        }
+    }
+
+    /**
+     * {@code optimizer.step()} once every {@link #saveAsync} of this Fabric made so far is staged: the
+     * one call a training loop needs so that a step never reaches a checkpoint requested before it.
+     */
+    public void step(Optimizer optimizer) {
+        Objects.requireNonNull(optimizer, "optimizer");
+        awaitStaged();
+        optimizer.step();
     }
 
     /** Waits for this Fabric's background saves to land (their failures complete their futures). */
     @Override
     public void close() {
-        for (CompletableFuture<Void> save : Set.copyOf(pendingSaves)) {
-            save.exceptionally(error -> null).join();
+        for (AsyncSave save : Set.copyOf(pendingSaves)) {
+            save.written().exceptionally(error -> null).join();
         }
     }
 

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.PyGlobal;
 import io.fabricckpt.core.WriteOptions;
@@ -62,6 +63,8 @@ class AsyncSaverTest {
                 .redirectErrorStream(true).start();
         String output = new String(jvm.getInputStream().readAllBytes());
         assertEquals(0, jvm.waitFor(), output);
+        // The hook says what it waits for (the last save was requested a moment before the exit).
+        assertTrue(output.contains("the JVM is exiting: finishing the checkpoint saves of"), output);
         for (long i = 0; i < 6; i++) {
             Path file = dir.resolve("ckpt-" + i + ".ckpt");
             assertTrue(Files.exists(file), "save " + i + " vanished; output: " + output);
@@ -109,7 +112,7 @@ class AsyncSaverTest {
     }
 
     @Test
-    void theCallerMayChangeItsTensorsOnceSaveReturns() throws IOException {
+    void theCallerMayChangeItsTensorsOnceStaged() throws IOException {
         Tensor weights = arange(16 << 20, torch.ScalarType.Float); // 64 MiB: still being written below
         Map<String, Object> state = state(1, weights);
         Path expected = dir.resolve("expected.ckpt");
@@ -117,9 +120,10 @@ class AsyncSaverTest {
 
         Path file = dir.resolve("async.ckpt");
         try (AsyncSaver saver = new AsyncSaver()) {
-            CompletableFuture<Void> done = saver.save(file, state, WriteOptions.DEFAULT, null);
-            weights.fill_(new Scalar(-1.0)); // training goes on
-            done.join();
+            AsyncSave save = saver.save(file, state, WriteOptions.DEFAULT, null);
+            save.staged().join();
+            weights.fill_(new Scalar(-1.0)); // training goes on while the file is written
+            save.written().join();
         }
         assertArrayEquals(Files.readAllBytes(expected), Files.readAllBytes(file)); // byte-identical to a sync save
         Tensor saved = (Tensor) ((Map<?, ?>) TorchFiles.read(file)).get("weights");
@@ -136,7 +140,7 @@ class AsyncSaverTest {
         try (AsyncSaver saver = new AsyncSaver()) {
             List<CompletableFuture<Void>> futures = new ArrayList<>();
             for (long step = 1; step <= 6; step++) {
-                futures.add(saver.save(file, state(step, weights), NO_SYNC, null));
+                futures.add(saver.save(file, state(step, weights), NO_SYNC, null).written());
             }
             CompletableFuture.allOf(futures.toArray(new CompletableFuture[0])).join();
             assertTrue(futures.stream().allMatch(f -> f.isDone() && !f.isCompletedExceptionally()));
@@ -151,8 +155,8 @@ class AsyncSaverTest {
         Tensor small = arange(10, torch.ScalarType.Float);
         for (int round = 0; round < 3; round++) {
             try (AsyncSaver a = new AsyncSaver(); AsyncSaver b = new AsyncSaver()) {
-                CompletableFuture<Void> older = a.save(file, state(2 * round + 1, big), NO_SYNC, null);
-                CompletableFuture<Void> newer = b.save(file, state(2 * round + 2, small), NO_SYNC, null);
+                CompletableFuture<Void> older = a.save(file, state(2 * round + 1, big), NO_SYNC, null).written();
+                CompletableFuture<Void> newer = b.save(file, state(2 * round + 2, small), NO_SYNC, null).written();
                 CompletableFuture.allOf(older, newer).join();
             }
             assertEquals(2 * round + 2, step(file));
@@ -169,13 +173,24 @@ class AsyncSaverTest {
             // outside torch's weights_only allowlist too, refused at once unless allowed: allowed here).
             Map<String, Object> bad = new LinkedHashMap<>(state(2, arange(1000, torch.ScalarType.Float)));
             bad.put("global", new PyGlobal("torch", "bad\nname"));
-            CompletableFuture<Void> failed = saver.save(file, bad, NO_SYNC.allowUnsafeGlobals(), null);
+            AsyncSave failedSave = saver.save(file, bad, NO_SYNC.allowUnsafeGlobals(), null);
+            failedSave.staged().join(); // staging succeeded: the failure comes from the writer
+            CompletableFuture<Void> failed = failedSave.written();
             CompletionException e = assertThrows(CompletionException.class, failed::join);
             assertInstanceOf(CheckpointException.class, e.getCause());
             assertTrue(e.getCause().getMessage().contains("newline"), e.getCause().getMessage());
 
-            // Fails while taking the snapshot: a tensor with no data.
-            CompletableFuture<Void> undefined = saver.save(file, Map.of("t", new Tensor()), NO_SYNC, null);
+            // Fails while staging, in the background: a sparse tensor cannot be copied.
+            AsyncSave sparseSave = saver.save(file, Map.of("t", torch.eye(3).to_sparse()), NO_SYNC, null);
+            sparseSave.staged().join();
+            e = assertThrows(CompletionException.class, () -> sparseSave.written().join());
+            assertInstanceOf(CheckpointException.class, e.getCause());
+            assertTrue(e.getCause().getMessage().contains("only dense strided tensors"), e.getCause().getMessage());
+
+            // Fails while converting, on the caller's thread: a tensor with no data.
+            AsyncSave undefinedSave = saver.save(file, Map.of("t", new Tensor()), NO_SYNC, null);
+            undefinedSave.staged().join(); // never exceptional: the failure is written()'s
+            CompletableFuture<Void> undefined = undefinedSave.written();
             e = assertThrows(CompletionException.class, undefined::join);
             assertInstanceOf(CheckpointException.class, e.getCause());
 
@@ -183,9 +198,12 @@ class AsyncSaverTest {
             try (Stream<Path> files = Files.list(dir)) {
                 assertEquals(1, files.count()); // and no temporary file is left
             }
+            // awaitWritten throws the failure itself.
+            CheckpointException thrown = assertThrows(CheckpointException.class, undefinedSave::awaitWritten);
+            assertTrue(thrown.getMessage().contains(file.toString()), thrown.getMessage());
 
             // The saver keeps working after failures.
-            saver.save(file, state(3, arange(10, torch.ScalarType.Float)), NO_SYNC, null).join();
+            saver.save(file, state(3, arange(10, torch.ScalarType.Float)), NO_SYNC, null).awaitWritten();
             assertEquals(3L, step(file));
         }
     }
@@ -194,11 +212,12 @@ class AsyncSaverTest {
     void failedSaveLeavesThePreviousCheckpointInPlace() throws IOException {
         Path file = dir.resolve("previous.ckpt");
         try (AsyncSaver saver = new AsyncSaver()) {
-            saver.save(file, state(1, arange(100, torch.ScalarType.Float)), NO_SYNC, null).join();
+            saver.save(file, state(1, arange(100, torch.ScalarType.Float)), NO_SYNC, null).awaitWritten();
             byte[] before = Files.readAllBytes(file);
             Map<String, Object> bad = new LinkedHashMap<>(state(2, arange(100, torch.ScalarType.Float)));
             bad.put("global", new PyGlobal("torch", "bad\nname"));
-            assertThrows(CompletionException.class, () -> saver.save(file, bad, NO_SYNC.allowUnsafeGlobals(), null).join());
+            assertThrows(CompletionException.class,
+                    () -> saver.save(file, bad, NO_SYNC.allowUnsafeGlobals(), null).written().join());
             assertArrayEquals(before, Files.readAllBytes(file));
         }
     }
@@ -210,8 +229,11 @@ class AsyncSaverTest {
         AsyncSaver saver = new AsyncSaver(2);
         List<CompletableFuture<Void>> futures = new ArrayList<>();
         for (int i = 0; i < 5; i++) {
-            futures.add(saver.save(dir.resolve("p" + i + ".ckpt"), state(i, weights), NO_SYNC,
-                    (done, total) -> reports.add(new long[] {done, total})));
+            AsyncSave save = saver.save(dir.resolve("p" + i + ".ckpt"), state(i, weights), NO_SYNC,
+                    (done, total) -> reports.add(new long[] {done, total}));
+            futures.add(save.written());
+            saver.awaitStaged();
+            assertTrue(save.staged().isDone());
             weights.add_(new Scalar(1)); // each save has its own snapshot
         }
         saver.awaitIdle();

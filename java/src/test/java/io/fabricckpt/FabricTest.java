@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.PyOrderedDict;
 import io.fabricckpt.core.Stateful;
@@ -218,7 +219,7 @@ class FabricTest {
         assertNull(fabric.load(path).get("nothing"));
     }
 
-    /** saveAsync: training may go on at once; the file holds the state as it was when saveAsync returned. */
+    /** saveAsync: training goes on at once; the file holds the state as it was when saveAsync was called. */
     @Test
     void saveAsyncSnapshotsTheStateAndWritesInTheBackground() throws Exception {
         Net model = new Net(4, 8, 2);
@@ -226,10 +227,11 @@ class FabricTest {
         model.trainStep(optimizer);
         Tensor before = model.fc1.weight().clone();
         Path path = dir.resolve("async.ckpt");
-        java.util.concurrent.CompletableFuture<Void> done =
-                fabric.saveAsync(path, Map.of("model", model, "optimizer", optimizer));
-        model.trainStep(optimizer); // mutates the parameters in place while the file may still be written
-        done.get(60, java.util.concurrent.TimeUnit.SECONDS);
+        AsyncSave save = fabric.saveAsync(path, Map.of("model", model, "optimizer", optimizer));
+        model.forwardBackward(optimizer); // overlaps the staging: reads the parameters only
+        fabric.step(optimizer); // waits for the staging, then mutates the parameters in place
+        assertTrue(save.staged().isDone());
+        save.written().get(60, java.util.concurrent.TimeUnit.SECONDS);
 
         Net restored = new Net(4, 8, 2);
         fabric.load(path, new HashMap<>(Map.of("model", restored)), false);

@@ -23,9 +23,14 @@ public class Net extends Module {
 
     /** One optimizer step on a random batch of 8 (loss: mean of the squared outputs). */
     public void trainStep(Optimizer optimizer) {
-        optimizer.zero_grad();
-        Tensor loss = forward(torch.randn(8, 4)).pow(new Scalar(2)).mean();
-        loss.backward();
+        forwardBackward(optimizer);
         optimizer.step();
+    }
+
+    /** The gradients of a random batch of 8: reads the parameters, changes only their gradients. */
+    public void forwardBackward(Optimizer optimizer) {
+        optimizer.zero_grad();
+        Tensor loss = forward(torch.randn(8, fc1.weight().size(1))).pow(new Scalar(2)).mean();
+        loss.backward();
     }
 }

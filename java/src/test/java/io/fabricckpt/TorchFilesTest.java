@@ -255,7 +255,7 @@ class TorchFilesTest {
         assertFalse(Files.exists(file));
         assertThrows(CheckpointException.class, () -> new Fabric().save(file, state));
         CheckpointException async = assertThrows(CheckpointException.class,
-                () -> new Fabric().saveAsync(file, state, Map.of(), null).join());
+                () -> new Fabric().saveAsync(file, state, Map.of(), null).awaitWritten());
         assertTrue(async.getMessage().contains("argparse.Namespace at ['hparams']"), async.getMessage());
         assertFalse(Files.exists(file));
 

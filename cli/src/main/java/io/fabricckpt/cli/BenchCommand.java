@@ -1,6 +1,5 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.AsyncSaver;
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.core.Parameter;
 import io.fabricckpt.core.PyOrderedDict;
@@ -18,7 +17,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
 import java.util.function.Supplier;
 import java.util.stream.Stream;
 import org.bytedeco.pytorch.Tensor;
@@ -229,27 +227,11 @@ public final class BenchCommand {
             TorchFiles.write(file, state, sync);
             return null;
         }));
-        try (AsyncSaver saver = new AsyncSaver()) {
-            double[] blocked = new double[reps];
-            double[] total = new double[reps];
-            long extra = 0;
-            for (int r = 0; r < reps; r++) {
-                fresh(file);
-                prime(primeBytes);
-                long rss = status("VmRSS");
-                resetPeak();
-                long t0 = System.nanoTime();
-                CompletableFuture<Void> done = saver.save(file, state, noSync, null);
-                long t1 = System.nanoTime();
-                done.join();
-                long t2 = System.nanoTime();
-                blocked[r] = (t1 - t0) / 1e9;
-                total[r] = (t2 - t0) / 1e9;
-                extra = Math.max(extra, status("VmHWM") - rss);
-                collect();
-            }
-            rows.add(new Row(size, "Java async save: caller blocked", "-", blocked, extra));
-            rows.add(new Row(size, "Java async save: until written", "-", total, extra));
+        for (AsyncSaveBench.Result r : AsyncSaveBench.run(size, file, reps, () -> {
+            fresh(file);
+            prime(primeBytes);
+        })) {
+            rows.add(new Row(size, r.op(), "-", r.seconds(), r.extraRss()));
         }
 
         System.err.printf(Locale.ROOT, "[%s] Java: loads%n", human(size));
@@ -551,7 +533,7 @@ public final class BenchCommand {
 
     // ------------------------------------------------------------------------------ helpers
 
-    private static String human(long bytes) {
+    static String human(long bytes) {
         return bytes % (1024 * MIB) == 0 ? bytes / (1024 * MIB) + "G"
                 : bytes % MIB == 0 ? bytes / MIB + "M" : bytes + "B";
     }

@@ -1,5 +1,6 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.WriteOptions;
@@ -14,7 +15,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.concurrent.CompletableFuture;
 import java.util.function.BiPredicate;
 
 /**
@@ -80,7 +80,7 @@ public final class Fsdp extends GroupStrategy {
 
     /** @throws UnsupportedOperationException always: background sharded saves are not supported yet */
     @Override
-    public CompletableFuture<Void> saveAsync(CheckpointLocation location, Map<String, ?> state,
+    public AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
             ProgressListener listener) {
         throw new UnsupportedOperationException("saveAsync under the Fsdp strategy is not supported yet");

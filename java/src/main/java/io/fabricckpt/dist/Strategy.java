@@ -1,5 +1,6 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
@@ -9,7 +10,6 @@ import io.fabricckpt.internal.io.AsyncWriter;
 import io.fabricckpt.internal.io.CheckpointIOs;
 import io.fabricckpt.internal.io.CheckpointReader;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
 import java.util.function.BiPredicate;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Optimizer;
@@ -66,12 +66,13 @@ public sealed interface Strategy permits SingleDevice, GroupStrategy {
     }
 
     /**
-     * {@link #save} in the background: the state is converted and its tensors copied before this
-     * returns, then written by a background thread (see {@code Fabric.saveAsync}).
+     * {@link #save} in the background: the state is converted before this returns, its tensors are
+     * copied by a background thread ({@link AsyncSave#staged()}) and written by another
+     * ({@link AsyncSave#written()}); see {@code Fabric.saveAsync}.
      *
      * @throws UnsupportedOperationException under a multi-process strategy (not supported yet)
      */
-    default CompletableFuture<Void> saveAsync(CheckpointLocation location, Map<String, ?> state,
+    default AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
             ProgressListener listener) {
         if (worldSize() > 1) {

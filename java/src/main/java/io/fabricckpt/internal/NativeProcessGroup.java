@@ -2,7 +2,9 @@ package io.fabricckpt.internal;
 
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.annotation.ByRef;
 import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
 import org.bytedeco.javacpp.annotation.Name;
 import org.bytedeco.javacpp.annotation.Namespace;
 import org.bytedeco.javacpp.annotation.Platform;
@@ -29,6 +31,17 @@ public final class NativeProcessGroup extends Pointer {
 
     private native void allocate(@Cast("const signed char*") byte[] hostUtf8, long hostLength, int port, int rank,
             int worldSize, long timeoutMillis);
+
+    /**
+     * A background group of {@code parent}'s ranks over its store, keys under the prefix: its
+     * collectives never interleave with the parent's. Collective: every rank, same prefix.
+     */
+    public NativeProcessGroup(NativeProcessGroup parent, byte[] prefixUtf8, long prefixLength) {
+        allocate(parent, prefixUtf8, prefixLength);
+    }
+
+    private native void allocate(@Const @ByRef NativeProcessGroup parent, @Cast("const signed char*") byte[] prefixUtf8,
+            long prefixLength);
 
     public native int rank();
 

@@ -1,5 +1,6 @@
 package io.fabricckpt.internal.io;
 
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
@@ -22,31 +23,37 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Background checkpoint writing for training loops that cannot stall.
+ * Background checkpoint saving for training loops that cannot stall.
  *
- * <p>{@link #save} takes a snapshot of the state's tensors on the caller's thread (one copy of each
- * storage, made in parallel at memory speed), queues it and returns: from then on the caller may
- * change its tensors freely. One writer thread per saver writes the snapshots, in order, with the
- * same parallel, atomic writer as {@code TorchFiles.write} (temporary file, optional fsync, rename),
- * so a failed save leaves the previous file in place; failures complete the returned future
- * exceptionally with a {@link CheckpointException}.
+ * <p>{@link #save} converts the value on the caller's thread (no tensor bytes are copied), queues it
+ * and returns an {@link AsyncSave}. Two background threads per saver do the rest, in order: the
+ * stager copies the state's tensors (one copy of each storage, in parallel at memory speed) and then
+ * completes {@link AsyncSave#staged()}; the writer writes the copy with the same parallel, atomic
+ * writer as {@code TorchFiles.write} (temporary file, optional fsync, rename), so a failed save leaves
+ * the previous file in place, and completes {@link AsyncSave#written()}. Staging overlaps whatever the
+ * caller does next; the caller must not change the saved tensors before {@code staged()} (reading
+ * them, as a forward and backward pass do, is fine).
  *
  * <p>Memory and ordering:
  * <ul>
- *   <li>Back-pressure: besides the snapshot being written, at most one more is staged. A save while
- *       one is staged waits (before taking its snapshot) until the writer picks the staged one up, so
- *       at most two snapshots exist at once.
- *   <li>A newer save of the same path replaces a staged, not yet started older one (whose future then
- *       completes with the newer save's outcome): only the newest state is written.
+ *   <li>Memory bound: at most two copies of a state exist at once, the one being written and one
+ *       staged (or being staged). Staging waits until the writer has taken the previous staged copy,
+ *       so a state costs at most twice its size on top of the caller's tensors.
+ *   <li>Back-pressure: besides those, at most one save waits to be staged; a save while one waits
+ *       blocks until the stager picks it up.
+ *   <li>A newer save of the same path replaces an older one that is waiting to be staged or staged and
+ *       not yet started (whose {@code written()} then completes with the newer save's outcome): only
+ *       the newest state is written.
  *   <li>At most one save per target path is in flight, across all savers of the JVM, and an older
  *       checkpoint never replaces a newer one: saves of one path complete in the order they were
  *       requested, and an older save that finds a newer one already written is skipped.
  * </ul>
  *
- * <p>Saves never vanish: the writer thread exists only while there is work and is not a daemon, so
- * pending saves finish before a normal JVM exit; a JVM shutdown hook ({@code System.exit}, SIGTERM)
- * waits for them too, saying on stderr which saves it waits for. Every failed save is logged there at {@code WARNING}, whether or not anyone observes its
- * future. {@link #close()} waits for pending saves and refuses new ones.
+ * <p>Saves never vanish: the background threads exist only while there is work and are not daemons,
+ * so pending saves finish before a normal JVM exit; a JVM shutdown hook ({@code System.exit},
+ * SIGTERM) waits for them too, saying on stderr which saves it waits for. Every failed save is logged
+ * at {@code WARN} (SLF4J), whether or not anyone observes its future. {@link #close()} waits for pending
+ * saves and refuses new ones.
  *
  * <p>Thread-safe: any number of threads may call {@link #save} at once.
  */
@@ -86,19 +93,37 @@ public final class AsyncWriter implements AutoCloseable {
         long sequence; // set with the path's pending count, atomically
         final WriteOptions options;
         final ProgressListener listener;
-        final CompletableFuture<Void> future = new CompletableFuture<>();
+        final CompletableFuture<Void> staged = new CompletableFuture<>();
+        final CompletableFuture<Void> written = new CompletableFuture<>();
         final List<CompletableFuture<Void>> superseded = new ArrayList<>();
-        NativeValue snapshot;
+        NativeValue root;     // the caller's tree (tensors shared with the caller) until staged
+        NativeValue snapshot; // the staged copy
 
-        Job(Path target, WriteOptions options, ProgressListener listener) {
+        Job(Path target, NativeValue root, WriteOptions options, ProgressListener listener) {
             this.target = target;
+            this.root = root;
             this.options = options;
             this.listener = listener;
         }
 
+        /** A newer save of the same path takes over this one's outcome. */
+        void supersede(Job older) {
+            superseded.add(older.written);
+            superseded.addAll(older.superseded);
+        }
+
+        /** The caller's tensors are no longer needed (copied, failed or replaced). */
+        void releaseRoot() {
+            if (root != null) {
+                root.close();
+                root = null;
+            }
+            staged.complete(null);
+        }
+
         void complete(Throwable error) {
             List<CompletableFuture<Void>> all = new ArrayList<>(superseded);
-            all.add(future);
+            all.add(written);
             for (CompletableFuture<Void> f : all) {
                 if (error == null) {
                     f.complete(null);
@@ -112,10 +137,12 @@ public final class AsyncWriter implements AutoCloseable {
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition changed = lock.newCondition();
     private final int threads;
-    private Job staged;          // waiting for the writer
-    private boolean reserved;    // a caller is taking the snapshot that will be staged next
+    private Job waiting;         // requested, its tensors still the caller's
+    private Job staging;         // being copied
+    private Job staged;          // copied, waiting for the writer
     private Job writing;         // being written
-    private Thread writer;       // alive while there is work
+    private Thread stager;       // alive while there is staging work
+    private Thread writer;       // alive while there is writing work
     private boolean closed;
 
     private static AsyncWriter shared;
@@ -141,115 +168,99 @@ public final class AsyncWriter implements AutoCloseable {
         this.threads = threads;
     }
 
-    /** {@link #save(Path, NativeValue, WriteOptions, ProgressListener)} of a plain value tree. */
-    public CompletableFuture<Void> save(Path path, Object value, WriteOptions options,
-            ProgressListener listener) {
+    /**
+     * Saves a plain value tree (maps, lists, tensors, Python value types) to {@code path} in the
+     * background. Blocks only while an earlier save waits to be staged (back-pressure).
+     *
+     * @param listener told the bytes written, from a background thread; may be null
+     * @throws IllegalStateException after {@link #close()}
+     */
+    public AsyncSave save(Path path, Object value, WriteOptions options, ProgressListener listener) {
         NativeValue root;
         try {
             root = ValueConverter.toNative(value);
         } catch (RuntimeException e) {
-            return CompletableFuture.failedFuture(NativeErrors.translate(e));
+            CheckpointException failure = new CheckpointException("cannot save " + path + ": "
+                    + NativeErrors.translate(e).getMessage(), e);
+            LOG.warn("async checkpoint save failed: {}", failure.getMessage());
+            return new AsyncSave(CompletableFuture.completedFuture(null), CompletableFuture.failedFuture(failure));
         }
         return save(path, root, options, listener);
     }
 
     /**
-     * Saves {@code root} to {@code path} in the background.
-     *
-     * <p>Blocks only while an earlier save is staged (back-pressure) and while the snapshot is taken;
-     * once it returns, the tensors of {@code root} may change without affecting the file.
+     * Saves {@code root} to {@code path} in the background; takes {@code root} over (it is closed
+     * once staged).
      *
      * @param root the checkpoint tree, tensors still shared with the caller (e.g. what {@code Fabric}
      *     builds from a state: models' and optimizers' state dicts and plain values)
-     * @param listener told the bytes written, from a background thread; may be null
-     * @return completes when the file is in place (or a newer save of the same path replaced this one
-     *     before it started, with that save's outcome); exceptionally with a {@link CheckpointException}
      * @throws IllegalStateException after {@link #close()}
      */
-    public CompletableFuture<Void> save(Path path, NativeValue root, WriteOptions options,
-            ProgressListener listener) {
+    public AsyncSave save(Path path, NativeValue root, WriteOptions options, ProgressListener listener) {
         Objects.requireNonNull(root, "root");
         Objects.requireNonNull(options, "options");
         Path target = path.toAbsolutePath().normalize();
         if (!options.unsafeGlobalsAllowed()) {
             TorchSaveFileIO.requireWeightsOnlySafe(CheckpointLocation.of(target), root); // refused here, in the caller's thread
         }
-        Job job;
+        Job job = new Job(target, root, options, listener);
         Job replaced = null;
         lock.lock();
         try {
-            // Back-pressure: wait for the staging slot unless the staged save is for the same path.
-            while (!closed && (reserved || (staged != null && !staged.target.equals(target)))) {
+            // Back-pressure: wait for the waiting slot unless the waiting save is for the same path.
+            while (!closed && waiting != null && !waiting.target.equals(target)) {
                 changed.awaitUninterruptibly();
             }
             if (closed) {
                 throw new IllegalStateException("this AsyncWriter is closed");
             }
-            Job created = new Job(target, options, listener);
             // Numbered and counted in one step per path: a path is forgotten only when no save of it
             // is pending, so no older save can come after its record of the newest one is gone.
             PATHS.compute(target, (k, state) -> {
                 PathState s = state == null ? new PathState() : state;
                 s.pending++;
-                created.sequence = SEQUENCE.incrementAndGet();
+                job.sequence = SEQUENCE.incrementAndGet();
                 return s;
             });
-            job = created;
-            if (staged != null) { // same path, not started: the newer state replaces it
-                replaced = staged;
-                staged = null;
-                job.superseded.add(replaced.future);
-                job.superseded.addAll(replaced.superseded);
+            if (waiting != null) { // same path, not staged yet: the newer state replaces it
+                replaced = waiting;
+                job.supersede(replaced);
             }
-            reserved = true;
+            waiting = job;
             BUSY.add(this);
-        } finally {
-            lock.unlock();
-        }
-        if (replaced != null) {
-            replaced.snapshot.close(); // its memory goes before the new snapshot is taken
-            release(replaced.target);
-        }
-
-        try {
-            job.snapshot = FabricNative.snapshotTensors(root, threads, null);
-        } catch (RuntimeException e) {
-            lock.lock();
-            try {
-                reserved = false;
-                markIdleIfDone();
-                changed.signalAll();
-            } finally {
-                lock.unlock();
-            }
-            release(target);
-            CheckpointException failure = new CheckpointException("cannot save " + target + ": " + e.getMessage(), e);
-            LOG.warn("async checkpoint save failed: {}", failure.getMessage());
-            job.complete(failure);
-            return job.future;
-        }
-
-        lock.lock();
-        try {
-            reserved = false;
-            staged = job;
-            if (writer == null) {
-                writer = new Thread(this::writeLoop, "fabricckpt-async-save");
-                writer.setDaemon(false);
-                writer.start();
+            if (stager == null) {
+                stager = new Thread(this::stageLoop, "fabricckpt-async-stage");
+                stager.setDaemon(false);
+                stager.start();
             }
             changed.signalAll();
         } finally {
             lock.unlock();
         }
-        return job.future;
+        if (replaced != null) {
+            replaced.releaseRoot();
+            release(replaced.target);
+        }
+        return new AsyncSave(job.staged, job.written);
+    }
+
+    /** Waits until every save requested so far is staged: the caller may change its tensors again. */
+    public void awaitStaged() {
+        lock.lock();
+        try {
+            while (waiting != null || staging != null) {
+                changed.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** Waits until every save requested so far has finished (successfully or not). */
     public void awaitIdle() {
         lock.lock();
         try {
-            while (reserved || staged != null || writing != null) {
+            while (waiting != null || staging != null || staged != null || writing != null) {
                 changed.awaitUninterruptibly();
             }
         } finally {
@@ -270,6 +281,70 @@ public final class AsyncWriter implements AutoCloseable {
         awaitIdle();
     }
 
+    private void stageLoop() {
+        while (true) {
+            Job job;
+            Job dropped = null;
+            lock.lock();
+            try {
+                // Memory bound: copy only once the staged slot is free (or holds an older save of the
+                // same path, which the new copy replaces).
+                while (waiting != null && staged != null && !staged.target.equals(waiting.target)) {
+                    changed.awaitUninterruptibly();
+                }
+                if (waiting == null) {
+                    stager = null; // a later save starts a new thread
+                    markIdleIfDone();
+                    changed.signalAll();
+                    return;
+                }
+                job = waiting;
+                waiting = null;
+                if (staged != null) {
+                    dropped = staged;
+                    staged = null;
+                    job.supersede(dropped);
+                }
+                staging = job;
+                changed.signalAll(); // the waiting slot is free
+            } finally {
+                lock.unlock();
+            }
+            if (dropped != null) {
+                dropped.snapshot.close(); // its memory goes before the new copy is made
+                release(dropped.target);
+            }
+            Throwable error = null;
+            try {
+                job.snapshot = FabricNative.snapshotTensors(job.root, threads, null);
+            } catch (Throwable t) {
+                error = new CheckpointException("cannot save " + job.target + ": " + t.getMessage(), t);
+            } finally {
+                job.releaseRoot();
+            }
+            lock.lock();
+            try {
+                staging = null;
+                if (error == null) {
+                    staged = job;
+                    if (writer == null) {
+                        writer = new Thread(this::writeLoop, "fabricckpt-async-save");
+                        writer.setDaemon(false);
+                        writer.start();
+                    }
+                }
+                changed.signalAll();
+            } finally {
+                lock.unlock();
+            }
+            if (error != null) {
+                release(job.target);
+                LOG.warn("async checkpoint save failed: {}", error.getMessage());
+                job.complete(error);
+            }
+        }
+    }
+
     private void writeLoop() {
         while (true) {
             Job job;
@@ -284,7 +359,7 @@ public final class AsyncWriter implements AutoCloseable {
                 job = staged;
                 staged = null;
                 writing = job;
-                changed.signalAll(); // the staging slot is free
+                changed.signalAll(); // the staged slot is free
             } finally {
                 lock.unlock();
             }
@@ -305,6 +380,7 @@ public final class AsyncWriter implements AutoCloseable {
             lock.lock();
             try {
                 writing = null;
+                markIdleIfDone();
                 changed.signalAll();
             } finally {
                 lock.unlock();
@@ -314,7 +390,7 @@ public final class AsyncWriter implements AutoCloseable {
 
     /** Under the lock: no save of this saver is requested or running any more. */
     private void markIdleIfDone() {
-        if (!reserved && staged == null && writing == null) {
+        if (waiting == null && staging == null && staged == null && writing == null) {
             BUSY.remove(this);
         }
     }
@@ -326,11 +402,10 @@ public final class AsyncWriter implements AutoCloseable {
             if (writing != null) {
                 targets.add(writing.target.toString());
             }
-            if (staged != null) {
-                targets.add(staged.target.toString());
-            }
-            if (reserved) {
-                targets.add("(one being staged)");
+            for (Job job : new Job[] {staged, staging, waiting}) {
+                if (job != null) {
+                    targets.add(job.target.toString());
+                }
             }
             return String.join(", ", targets);
         } finally {

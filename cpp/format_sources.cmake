@@ -9,6 +9,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/zip_reader.cpp
   src/format/zip_writer.cpp
   src/format/dcp_metadata.cpp
+  src/format/dcp_metadata_write.cpp
   src/format/dcp_flatten.cpp
   src/format/safe_globals.cpp
   src/io/read_source.cpp

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fabricckpt/dcp.h"
+#include "fabricckpt/torch_save.h"
 #include "fabricckpt/value.h"
 
 namespace fabricckpt {
@@ -73,9 +74,13 @@ struct SaveOptions {
 void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, const ShardPlan& plan,
           ProcessGroup* group, const SaveOptions& options);
 
-// Collective: on rank 0 the nodes of sharded tensors in `state` are replaced by the whole tensors
-// assembled from every rank's shard (sent over c10d); other ranks only send theirs.
-void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group);
+// Collective: rank 0 writes `state` to `path` as one torch.save file (save_torch_file's bytes) with
+// every sharded tensor whole, assembled from every rank's shard (sent over c10d); other ranks only
+// send theirs. Streamed: rank 0 plans the file first and writes each whole tensor as its shards
+// arrive, holding at most one of them beyond its own shards. Atomic as save_torch_file; a failure
+// on any rank fails every rank (DistributedError on those that did not fail themselves).
+void save_full(const std::string& path, const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group,
+               const TorchSaveOptions& options);
 
 // The tensors of a checkpoint value cut to this rank's regions: a tensor at a sharded path whose
 // size is the global size becomes a copy of its region; everything else is left as it is.

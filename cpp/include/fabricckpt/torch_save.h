@@ -3,10 +3,15 @@
 // Tensors come out as CPU tensors whatever location tag the file carries.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "fabricckpt/value.h"
+
+namespace c10 {
+struct StorageImpl;
+}
 
 namespace fabricckpt {
 
@@ -62,6 +67,30 @@ struct TorchSaveOptions {
 // each computing the CRC-32 of the piece it writes; headers and descriptors follow.
 // No copy of the checkpoint is made: the memory used beyond the state is a few MiB.
 void save_torch_file(const std::string& path, const ValuePtr& root, const TorchSaveOptions& options = {});
+
+// save_torch_file in steps, for storages whose bytes arrive while the file is written (an FSDP
+// full save, where rank 0 receives each whole tensor from the shards of every rank). A storage
+// without memory (null data, nonzero size) in `root` is "deferred": the constructor plans the
+// whole layout (the bytes come out as save_torch_file's for the same data), write_storage writes
+// one deferred storage's bytes to their place, commit writes the tree's own storages and the rest
+// and replaces the target. Destroyed without commit, the target is left as it was.
+class TorchFileWriter {
+ public:
+  // Refuses unsafe globals as save_torch_file does; creates the temporary file.
+  TorchFileWriter(const std::string& path, const ValuePtr& root, const TorchSaveOptions& options);
+  ~TorchFileWriter();
+  TorchFileWriter(const TorchFileWriter&) = delete;
+  TorchFileWriter& operator=(const TorchFileWriter&) = delete;
+
+  // All `size` bytes of the deferred storage `storage`, once (StateError otherwise).
+  void write_storage(const c10::StorageImpl* storage, const void* data, uint64_t size);
+  // StateError if a deferred storage has not been written.
+  void commit();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // The same stream written to any sink; refuses unsafe globals as save_torch_file does unless
 // `allow_unsafe_globals` (`target` names the destination in the error).

@@ -1,11 +1,17 @@
-// Full state from a sharded one and back: gather_full assembles every sharded tensor on rank 0
-// (regions checked to tile it, data sent rank to rank), slice_to_plan cuts whole tensors to a plan.
+// Full state from a sharded one and back: save_full writes one torch.save file on rank 0 with every
+// sharded tensor whole (regions checked to tile it, data sent rank to rank as the file is written),
+// slice_to_plan cuts whole tensors to a plan.
 #include <ATen/ATen.h>
+
+#include <exception>
+#include <memory>
+#include <utility>
 
 #include "fabricckpt/dcp.h"
 #include "fabricckpt/dist.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/sharded.h"
+#include "fabricckpt/torch_save.h"
 #include "message_codec.h"
 #include "rank_zero.h"
 #include "shard_tensors.h"
@@ -55,18 +61,53 @@ void check_tiling(const std::string& key, const std::vector<int64_t>& global, co
 
 }  // namespace
 
-void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group) {
+namespace {
+
+// A CPU tensor of `sizes` whose storage has its size but no memory: it stands in the tree for a
+// whole tensor while the file's layout is planned (TorchFileWriter defers its bytes).
+at::Tensor unallocated(const std::vector<int64_t>& sizes, const at::Tensor& like) {
+  const size_t nbytes = static_cast<size_t>(volume(sizes)) * like.element_size();
+  c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, c10::DataPtr(nullptr, c10::Device(c10::kCPU)),
+                       /*allocator=*/nullptr, /*resizable=*/false);
+  at::Tensor t = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                          like.dtype());
+  t.unsafeGetTensorImpl()->set_sizes_contiguous(sizes);
+  return t;
+}
+
+// Puts the tree's own tensors back where placeholders stood, however the save ends.
+class RestoreTensors {
+ public:
+  void replace(Value& node, at::Tensor stand_in) {
+    auto& slot = node.tensor_ref().tensor;
+    saved_.emplace_back(&slot, slot);
+    slot = std::make_shared<at::Tensor>(std::move(stand_in));
+  }
+  ~RestoreTensors() {
+    for (auto& [slot, tensor] : saved_) *slot = std::move(tensor);
+  }
+
+ private:
+  std::vector<std::pair<std::shared_ptr<at::Tensor>*, std::shared_ptr<at::Tensor>>> saved_;
+};
+
+}  // namespace
+
+void save_full(const std::string& path, const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group,
+               const TorchSaveOptions& options) {
   const int rank = group ? group->rank() : 0;
   const int world = group ? group->world_size() : 1;
   struct Shard {
     const dcp::FlatItem* item;
     Placement placement;
+    at::Tensor local;
   };
   std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
   std::vector<Shard> shards;
   for (const auto& item : flat) {
     if (!item.value->is(Kind::Tensor)) continue;
-    if (auto p = plan.for_local(item.path, dims_of(tensor_of(*item.value)))) shards.push_back({&item, *p});
+    const at::Tensor& t = tensor_of(*item.value);
+    if (auto p = plan.for_local(item.path, dims_of(t))) shards.push_back({&item, *p, t.detach().contiguous()});
   }
   // Every rank must send the same tensors in the same order.
   if (group && world > 1) {
@@ -87,7 +128,7 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
   std::vector<std::string> headers = group && world > 1 ? group->gather(header.bytes(), 0)
                                                         : std::vector<std::string>{header.bytes()};
   std::vector<std::vector<Region>> regions(shards.size());  // [tensor][rank], rank 0 only
-  on_rank_zero(group, "gathering the full state", [&] {
+  on_rank_zero(group, concat(path, ": gathering the full state"), [&] {
     for (size_t r = 0; r < headers.size(); ++r) {
       MessageReader message(headers[r], MessageKind::ShardRegions, static_cast<int>(r), "shard description");
       const size_t count = message.count(/*min_item_bytes=*/18);
@@ -109,10 +150,34 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
     }
   });
 
-  // 2. The data: every other rank sends its shards to rank 0, which receives each straight into its
-  //    place in the whole tensor when that place is contiguous (dimension-0 shards are).
+  // 2. Rank 0 plans the file with memoryless whole tensors in the tree, so that it never holds more
+  //    than one whole tensor: each is assembled from the shards as they arrive, written to its place
+  //    and freed. A failure of rank 0's writing keeps it receiving (the senders would wait), then
+  //    every rank learns of it.
+  RestoreTensors restore;
+  std::unique_ptr<TorchFileWriter> file;
+  std::exception_ptr failure;
+  auto attempt = [&](auto&& step) {
+    try {
+      step();
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+      file.reset();  // removes the temporary file: the target stays as it was
+    }
+  };
+  std::vector<at::Tensor> stand_ins(shards.size());
+  if (rank == 0) {
+    for (size_t i = 0; i < shards.size(); ++i) {
+      stand_ins[i] = unallocated(shards[i].placement.global_size, shards[i].local);
+      restore.replace(*shards[i].item->value, stand_ins[i]);
+    }
+    attempt([&] { file = std::make_unique<TorchFileWriter>(path, state, options); });
+  }
+
+  // 3. The data, tensor by tensor: every other rank sends its shard to rank 0, which receives each
+  //    straight into its place in the whole tensor when that place is contiguous (dimension-0 shards are).
   for (size_t i = 0; i < shards.size(); ++i) {
-    const at::Tensor local = tensor_of(*shards[i].item->value).detach().contiguous();
+    const at::Tensor& local = shards[i].local;
     const int tag = static_cast<int>(i);
     if (rank != 0) {
       if (local.nbytes() > 0) group->send(local.data_ptr(), local.nbytes(), 0, tag);
@@ -134,8 +199,14 @@ void gather_full(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* gro
         place.copy_(piece);
       }
     }
-    shards[i].item->value->tensor_ref().tensor = std::make_shared<at::Tensor>(std::move(full));
+    if (file && full.nbytes() > 0) {
+      attempt([&] { file->write_storage(stand_ins[i].storage().unsafeGetStorageImpl(), full.data_ptr(), full.nbytes()); });
+    }
   }
+  if (file) attempt([&] { file->commit(); });
+  on_rank_zero(group, concat(path, ": writing the full state"), [&] {
+    if (failure) std::rethrow_exception(failure);
+  });
 }
 
 void slice_to_plan(const ValuePtr& state, const ShardPlan& plan) {

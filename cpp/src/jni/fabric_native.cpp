@@ -474,8 +474,13 @@ void saveShardedOptions(const std::string& dir, const NativeValue& state, const 
                 group ? group->get() : nullptr, options);
 }
 
-void gatherFull(const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group) {
-  sharded::gather_full(state.get(), plan.get(), group ? group->get() : nullptr);
+void saveFull(const std::string& path, const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group,
+              const std::string& archive_name, bool fsync, bool allow_unsafe_globals) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.fsync = fsync;
+  options.allow_unsafe_globals = allow_unsafe_globals;
+  sharded::save_full(path, state.get(), plan.get(), group ? group->get() : nullptr, options);
 }
 
 void sliceToPlan(const NativeValue& state, const NativeShardPlan& plan) { sharded::slice_to_plan(state.get(), plan.get()); }

@@ -264,8 +264,10 @@ void saveSharded(const std::string& dir, const NativeValue& state, const NativeV
 // before anything is written unless `allow_unsafe_globals`.
 void saveShardedOptions(const std::string& dir, const NativeValue& state, const NativeValue& meta,
                         const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals);
-// Collective: rank 0's sharded tensors in `state` become whole (gathered from every rank).
-void gatherFull(const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group);
+// Collective: rank 0 writes `state` to `path` as one torch.save file with the sharded tensors whole,
+// streamed from every rank's shards (sharded::save_full).
+void saveFull(const std::string& path, const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group,
+              const std::string& archive_name, bool fsync, bool allow_unsafe_globals);
 // Whole tensors at sharded places in `state` are cut to this rank's region (loading a full file).
 void sliceToPlan(const NativeValue& state, const NativeShardPlan& plan);
 bool isShardedCheckpoint(const std::string& path);

@@ -4,8 +4,6 @@ import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.WriteOptions;
-import io.fabricckpt.internal.FabricNative;
-import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
@@ -25,8 +23,8 @@ import java.util.function.BiPredicate;
  *       {@code torch.distributed.checkpoint} directory: every rank writes its shards to
  *       {@code __<rank>_0.distcp}, rank 0 writes {@code meta.pt} (the state that is not a model or
  *       optimizer) and, last, {@code .metadata}. Optimizer state is keyed by parameter name.
- *   <li>{@link StateDictType#FULL}: the shards are gathered over c10d to rank 0, which writes one
- *       {@code torch.save} file with whole tensors.
+ *   <li>{@link StateDictType#FULL}: rank 0 writes one {@code torch.save} file with whole tensors,
+ *       receiving the shards over c10d tensor by tensor as it writes (it never holds a whole copy).
  * </ul>
  * Loading takes either kind on any number of ranks (the default {@link Strategy#load}): each rank
  * reads the parts of the saved chunks that overlap its shards. The process group stays the caller's
@@ -63,8 +61,8 @@ public final class Fsdp extends GroupStrategy {
     public void save(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
         StateConversion.validateFilter(state, filter);
-        // The native trees are released as soon as the save is done (a full state is a whole copy of
-        // the model on rank 0), not whenever the garbage collector gets to their handles.
+        // The native trees are released as soon as the save is done, not whenever the garbage
+        // collector gets to their handles.
         List<NativeValue> handles = new ArrayList<>();
         try {
             NativeShardPlan plan = StateConversion.shardPlan(state);
@@ -107,7 +105,7 @@ public final class Fsdp extends GroupStrategy {
         CheckpointIOs.DCP_DIRECTORY.writeSharded(location, tensors, meta, plan, processGroup().nativeGroup(), options);
     }
 
-    /** FULL: whole tensors gathered to rank 0, which writes one torch.save file named after the path. */
+    /** FULL: rank 0 writes one torch.save file named after the path, whole tensors streamed from the shards. */
     private void saveGathered(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, NativeShardPlan plan, WriteOptions options,
             List<NativeValue> handles) {
@@ -123,13 +121,8 @@ public final class Fsdp extends GroupStrategy {
                 checkpoint.put(NativeValue.newKey(entry.getKey()), keep(handles, converted));
             }
         }
-        try {
-            FabricNative.gatherFull(checkpoint, plan, processGroup().nativeGroup());
-        } catch (RuntimeException e) {
-            throw NativeErrors.translate(e, location + ": gathering the full state failed");
-        }
-        RankProtocol.onGlobalZero(this, location, () -> CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint,
-                options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)), null));
+        CheckpointIOs.TORCH_SAVE_FILE.writeGathered(location, checkpoint, plan, processGroup().nativeGroup(),
+                options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)));
     }
 
     private static NativeValue keep(List<NativeValue> handles, NativeValue value) {

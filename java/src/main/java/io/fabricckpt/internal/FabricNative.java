@@ -150,9 +150,10 @@ public final class FabricNative {
             @Const @ByRef NativeValue meta, @Const @ByRef NativeShardPlan plan, NativeProcessGroup group,
             @Cast("bool") boolean fsync);
 
-    /** Collective: rank 0's sharded tensors in {@code state} become whole. */
-    public static native void gatherFull(@Const @ByRef NativeValue state, @Const @ByRef NativeShardPlan plan,
-            NativeProcessGroup group);
+    /** Collective: rank 0 writes {@code state} as one torch.save file, sharded tensors whole (streamed). */
+    public static native void saveFull(@StdString BytePointer path, @Const @ByRef NativeValue state,
+            @Const @ByRef NativeShardPlan plan, NativeProcessGroup group, @StdString BytePointer archiveName,
+            @Cast("bool") boolean fsync, @Cast("bool") boolean allowUnsafeGlobals);
 
     /** Whole tensors at sharded places of {@code state} are cut to this rank's regions. */
     public static native void sliceToPlan(@Const @ByRef NativeValue state, @Const @ByRef NativeShardPlan plan);

@@ -1,5 +1,6 @@
 package io.fabricckpt.dist;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
@@ -281,6 +282,55 @@ class FsdpTest {
         assertSameTree("model (full -> sharded -> full)", file.get("model"), again.get("model"));
         assertSameTree("optimizer (full -> sharded -> full)", byPosition(file.get("optimizer")),
                 byPosition(again.get("optimizer")));
+    }
+
+    /**
+     * FULL is streamed: rank 0 never holds a whole copy of the state. 16 layers of 16 MiB (256 MiB
+     * whole, 128 MiB per rank): rank 0's peak resident memory during the save stays within 64 MiB plus
+     * the largest tensor above what it held before (gathering it whole would add 256 MiB).
+     */
+    @Test
+    void aFullSaveHoldsOneWholeTensorAtATimeOnRankZero() throws Exception {
+        Path file = shared.resolve("memory").resolve("full.ckpt");
+        // A fixed mmap threshold: freed tensors go back to the system instead of staying resident in
+        // malloc's pool (glibc raises the threshold after the first large free), so RSS is live memory.
+        LocalLauncher.Result r = launch(launcher(2, "120").environment(Map.of("MALLOC_MMAP_THRESHOLD_", "1048576")),
+                "save-full-memory", file.toString(), "16");
+        assertTrue(r.succeeded(), r.describe());
+        long extraKib = Long.parseLong(line(r, 0, "extra-kib=").orElseThrow(() -> new AssertionError(r.output(0))));
+        System.out.println("rank 0 extra peak during the full save: " + extraKib / 1024 + " MiB ("
+                + line(r, 0, "rss-before-kib=").orElse("") + ")");
+        long largestKib = 16L << 10;
+        assertTrue(extraKib < (64L << 10) + largestKib, "rank 0's peak rose by " + extraKib + " KiB");
+        assertTrue(Files.size(file) > 256L << 20, "the file holds every whole tensor");
+        System.out.println(io.fabricckpt.TorchFiles.verify(file)); // throws unless every record's CRC-32 holds
+        Map<Object, Object> model = map(read(file).get("model"));
+        assertEquals(32, model.size(), "weights and biases of 16 layers: " + model.keySet());
+    }
+
+    /**
+     * A disk error on rank 0 while it writes the streamed full file (EIO on its pwrites) fails every
+     * rank, typed, and leaves the previous file as it was.
+     */
+    @Test
+    void aDiskErrorDuringAFullSaveFailsEveryRankAndKeepsThePreviousFile() throws Exception {
+        String shim = System.getenv("FABRICCKPT_IO_FAULT_SHIM");
+        assertTrue(shim != null && Files.exists(Path.of(shim)), "the fault library is missing: " + shim);
+        Path dir = Files.createDirectories(shared.resolve("full-fault"));
+        Path file = dir.resolve("full.ckpt");
+        assertTrue(launch(launcher(2, "60"), "save-full-memory", file.toString(), "1").succeeded());
+        byte[] previous = Files.readAllBytes(file);
+        LocalLauncher launcher = launcher(2, "30").environment(Map.of("FABRICCKPT_DIST_TIMEOUT", "30",
+                "LD_PRELOAD", shim, "FABRICCKPT_FAULT", "pwrite:EIO:0", "FABRICCKPT_FAULT_RANK", "0"));
+        LocalLauncher.Result r = launch(launcher, "save-full-memory", file.toString(), "2");
+        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
+        String error0 = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
+        assertTrue(error0.contains("Input/output error"), error0);
+        assertEquals("CheckpointStorageException", line(r, 0, "error-type: ").orElseThrow());
+        String type1 = line(r, 1, "error-type: ").orElseThrow(() -> new AssertionError(r.output(1)));
+        assertTrue(type1.startsWith("DistributedException rank=1"), type1);
+        assertEquals(List.of("full.ckpt"), list(dir), "no temporary file left");
+        assertArrayEquals(previous, Files.readAllBytes(file), "the previous file is unchanged");
     }
 
     /** A previous 2-JVM sharded checkpoint in {@code dir}, as the fault tests save over one. */

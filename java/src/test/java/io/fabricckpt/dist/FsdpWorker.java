@@ -10,6 +10,8 @@ import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.bytedeco.pytorch.Adam;
 import org.bytedeco.pytorch.AdamOptions;
+import org.bytedeco.pytorch.LinearImpl;
+import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.global.torch;
 
 /**
@@ -24,6 +26,10 @@ import org.bytedeco.pytorch.global.torch;
  *       {@code files=} (the sorted names in DIR, joined by ",").
  *   <li>{@code save-full FILE}: the same state, saved under {@code Fsdp(FULL)} as one torch.save file.
  *       Prints {@code saved}.
+ *   <li>{@code save-full-memory FILE LAYERS}: a Module of LAYERS Linear(2048, 2048) (16 MiB weights),
+ *       sharded by rows, saved under {@code Fsdp(FULL)}; prints {@code extra-kib=}: how far this
+ *       process's peak resident memory rose above its resident memory before the save (the peak is
+ *       reset first through /proc/self/clear_refs).
  *   <li>{@code load PATH OUT}: fresh sharded objects (seed 100 + rank, Adam(lr=0.5)) load PATH (a sharded
  *       directory or a full file) under {@code Fsdp(SHARDED)}; prints {@code step=} and
  *       {@code remainder=}, then saves the loaded "model", "optimizer" and "step" under
@@ -56,6 +62,7 @@ public final class FsdpWorker {
                 switch (mode) {
                     case "save-sharded" -> saveSharded(group, Path.of(args[1]));
                     case "save-full" -> saveFull(group, Path.of(args[1]));
+                    case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
                     case "exit-during-save", "stall-during-save" -> {
                         Workers.faultOnLastRank(group, mode.startsWith("stall"));
@@ -104,6 +111,37 @@ public final class FsdpWorker {
         Map<String, Object> state = trainedState(group);
         new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(file, state);
         System.out.println("saved");
+    }
+
+    private static void saveFullMemory(ProcessGroup group, Path file, int layers) throws Exception {
+        torch.manual_seed(11); // the same layers on every rank, and in every run
+        Module model = new Module();
+        for (int i = 0; i < layers; i++) {
+            model.register_module("l" + i, new LinearImpl(2048, 2048));
+        }
+        ShardedModule sharded = ShardedModule.shardRows(model, group.rank(), group.worldSize());
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", sharded);
+        state.put("step", 1L);
+        Fabric fabric = new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL));
+        System.gc();
+        group.barrier();
+        Files.writeString(Path.of("/proc/self/clear_refs"), "5"); // VmHWM := VmRSS
+        long before = statusKib("VmRSS");
+        fabric.save(file, state);
+        long peak = statusKib("VmHWM");
+        System.out.println("rss-before-kib=" + before + " hwm-after-kib=" + peak);
+        System.out.println("extra-kib=" + (peak - before));
+    }
+
+    /** A "Name:   123 kB" line of /proc/self/status, in KiB. */
+    private static long statusKib(String name) throws java.io.IOException {
+        for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+            if (line.startsWith(name + ":")) {
+                return Long.parseLong(line.substring(name.length() + 1).replace("kB", "").trim());
+            }
+        }
+        throw new IllegalStateException("no " + name + " in /proc/self/status");
     }
 
     private static void load(ProcessGroup group, Path path, Path out) {

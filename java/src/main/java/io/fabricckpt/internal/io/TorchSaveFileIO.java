@@ -8,6 +8,7 @@ import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeProcessGroup;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ProgressPoller;
@@ -41,6 +42,21 @@ public final class TorchSaveFileIO implements CheckpointIO {
             });
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e);
+        }
+    }
+
+    /**
+     * Collective: global rank 0 writes {@code checkpoint} as one file with its sharded tensors whole,
+     * each assembled from every rank's shards as the file is written (rank 0 holds one whole tensor at a
+     * time, not a copy of the state); every rank learns the outcome. Atomic as {@link #write}.
+     */
+    public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
+            NativeProcessGroup group, WriteOptions options) {
+        try {
+            FabricNative.saveFull(NativeCalls.path(location), checkpoint, plan, group,
+                    NativeCalls.utf8(options.archiveName()), options.fsync(), options.unsafeGlobalsAllowed());
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e, location + ": full save failed");
         }
     }
 

@@ -68,7 +68,7 @@ public final class BenchCommand {
             }
             boolean canDrop = o.cold && BenchSystem.dropCaches();
             System.err.printf(Locale.ROOT, "bench in %s (%s), %d runs each after a warm-up, page cache %s%n", dir,
-                    BenchSystem.fileSystem(dir), o.reps, canDrop ? "dropped for cold runs" : "not droppable: cached runs only");
+                    BenchSystem.fileSystem(dir), o.reps, canDrop ? "dropped for cold runs" : o.cold ? "not droppable: cached runs only" : "kept (--no-cold): cached runs only");
             List<BenchRow> rows = new ArrayList<>();
             List<BenchTarget> targets = new ArrayList<>();
             for (long size : o.sizes) {

@@ -17,7 +17,8 @@ final class BenchSystem {
 
     static String human(long bytes) {
         return bytes % (1024 * MIB) == 0 ? bytes / (1024 * MIB) + "G"
-                : bytes % MIB == 0 ? bytes / MIB + "M" : bytes + "B";
+                : bytes % MIB == 0 ? bytes / MIB + "M"
+                : bytes >= MIB ? String.format(java.util.Locale.ROOT, "%.1fM", bytes / (double) MIB) : bytes + "B";
     }
 
     /** A field of /proc/self/status in bytes (VmRSS, VmHWM), 0 where there is none. */

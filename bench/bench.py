@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Python side of `fabric-ckpt bench`: times Lightning's fabric.save/fabric.load and
-torch.save/torch.load (eager and mmap) on a state of mixed tensors, and prints one
+torch.save/torch.load (eager and mmap), saves also durable (os.fsync of the file and its
+folder, as the Java side's fsync), after a warm-up round, on a state of mixed tensors, and prints one
 tab-separated line per operation for the Java driver (cli/BenchCommand.java):
 
     op <TAB> cache <TAB> seconds,seconds,... <TAB> extra peak RSS in bytes (max over the runs)
@@ -87,6 +88,20 @@ def prime():
         del t
 
 
+def fsync_file(path):
+    """Makes a written file durable as the Java side's fsync does: the file, then its directory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def measure(fn, before=None):
     """(seconds, extra peak RSS bytes) of one call; `before` runs first, untimed."""
     if before:
@@ -132,9 +147,20 @@ def main():
         runs = [measure(fn, before) for _ in range(args.reps)]
         results.append((op, cache, [s for s, _ in runs], max(e for _, e in runs)))
 
-    measure(lambda: fabric.save(path, state), fresh)  # warm-up: imports, first-touch memory
+    def durable(save):
+        def call():
+            save()
+            fsync_file(path)
+        return call
+
+    # Warm-up round, untimed: imports, first-touch memory, each path once.
+    measure(lambda: fabric.save(path, state), fresh)
+    measure(lambda: fabric.load(path))
+    measure(lambda: torch.load(path, weights_only=True, mmap=True))
     run("fabric.save", "-", lambda: fabric.save(path, state), fresh)
+    run("fabric.save (fsync)", "-", durable(lambda: fabric.save(path, state)), fresh)
     run("torch.save", "-", lambda: torch.save(state, path), fresh)
+    run("torch.save (fsync)", "-", durable(lambda: torch.save(state, path)), fresh)
     torch.save(state, path)
     os.sync()
     torch.load(path, weights_only=True)  # cached from here on

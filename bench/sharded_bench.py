@@ -2,13 +2,16 @@
 """Python side of `fabric-ckpt bench-sharded`: Lightning's ModelParallelStrategy (FSDP2 fully_shard on CPU,
 gloo) with a stack of Linear(2048, 2048) layers, timing per repetition (after one warm-up) a sharded
 fabric.save, a fabric.load of it, and a full save (save_distributed_checkpoint=False). Each time runs from
-a barrier to a barrier, so it is the slowest rank's. Rank 0 prints for the Java driver (cli/ShardedBench.java):
+a barrier to a barrier, so it is the slowest rank's. Saves are made durable (os.fsync of what each rank
+wrote and its folder) inside the timing, as the Java ranks fsync by default. Rank 0 prints for the Java driver (cli/ShardedBench.java):
 
     time <op>=seconds,seconds,...
 
 Run on its own:  python bench/sharded_bench.py --layers 32 --reps 3 --ranks 2 --dir /tmp/x
 """
 import argparse
+import glob
+import os
 import time
 import warnings
 
@@ -32,6 +35,24 @@ def parallelize(model, mesh):
     return model
 
 
+def fsync_paths(paths):
+    """Durable as the Java side (which fsyncs by default): each file, then the folders holding them."""
+    folders = set()
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        folders.add(os.path.dirname(os.path.abspath(path)))
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def main(fabric, args):
     model = fabric.setup_module(Stack(args.layers))
     state = {"model": model, "step": 1}
@@ -45,12 +66,27 @@ def main(fabric, args):
         if rep > 0:
             timings[op].append(time.perf_counter() - t0)
 
-    for rep in range(args.reps + 1):
+    sharded, full = f"{args.dir}/sharded", f"{args.dir}/full.ckpt"
+    rank = fabric.global_rank
+
+    def sharded_save():
+        fabric.save(sharded, state)
+        mine = glob.glob(f"{sharded}/__{rank}_*.distcp")
+        if rank == 0:
+            mine += [p for p in (f"{sharded}/.metadata", f"{sharded}/meta.pt") if os.path.exists(p)]
+        fsync_paths(mine)
+
+    def full_save():
+        fabric.save(full, state)
+        if rank == 0:
+            fsync_paths([full])
+
+    for rep in range(args.reps + 1):  # rep 0 warms up
         fabric.strategy._save_distributed_checkpoint = True
-        timed("sharded save", rep, lambda: fabric.save(f"{args.dir}/sharded", state))
-        timed("sharded load", rep, lambda: fabric.load(f"{args.dir}/sharded", {"model": model}))
+        timed("sharded save", rep, sharded_save)
+        timed("sharded load", rep, lambda: fabric.load(sharded, {"model": model}))
         fabric.strategy._save_distributed_checkpoint = False
-        timed("full save", rep, lambda: fabric.save(f"{args.dir}/full.ckpt", state))
+        timed("full save", rep, full_save)
     if fabric.global_rank == 0:
         for op, t in timings.items():
             print(f"time {op}=" + ",".join(f"{x:.6f}" for x in t), flush=True)

@@ -288,6 +288,10 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   std::exception_ptr failure;  // this rank's own write error, rethrown with its type once all know
   try {
     report = encode_success(encode_report(write_rank_file(staging_dir, rank, flat, plan, options.fsync)));
+  } catch (const IoError& e) {
+    // named after the checkpoint: the staging directory's name alone would puzzle
+    failure = std::make_exception_ptr(IoError(concat(dir, ": ", e.what()), e.error_number(), e.path()));
+    report = encode_failure(e.what());
   } catch (const std::exception& e) {
     failure = std::current_exception();
     report = encode_failure(e.what());

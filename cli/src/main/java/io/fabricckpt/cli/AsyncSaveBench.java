@@ -82,7 +82,7 @@ final class AsyncSaveBench {
         long perLayer = 3L * 4 * ((long) WIDTH * WIDTH + WIDTH);
         int depth = (int) Math.max(1, Math.round((double) size / perLayer));
         System.err.printf(Locale.ROOT, "[%s] Java async: %d linear layers of %d with Adam, training steps%n",
-                BenchCommand.human(size), depth, WIDTH);
+                BenchSystem.human(size), depth, WIDTH);
         Mlp model = new Mlp(depth);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
         Map<String, Object> state = new LinkedHashMap<>();

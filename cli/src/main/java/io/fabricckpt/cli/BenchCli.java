@@ -33,6 +33,9 @@ final class BenchCli implements Callable<Integer> {
     @Option(names = "--no-prime", description = "do not prime memory before the runs")
     boolean noPrime;
 
+    @Option(names = "--json", description = "one JSON object (every row, reference, ratio and target) instead of the table")
+    boolean json;
+
     @Override
     public Integer call() {
         List<String> args = new ArrayList<>();
@@ -56,6 +59,9 @@ final class BenchCli implements Callable<Integer> {
         }
         if (noPrime) {
             args.add("--no-prime");
+        }
+        if (json) {
+            args.add("--json");
         }
         return BenchCommand.run(args.toArray(String[]::new));
     }

@@ -25,6 +25,9 @@ final class BenchShardedCli implements Callable<Integer> {
     @Option(names = "--no-python", description = "skip the Python rows")
     boolean noPython;
 
+    @Option(names = "--json", description = "one JSON object (every row, reference, ratio and target) instead of the table")
+    boolean json;
+
     @Override
     public Integer call() {
         List<String> args = new ArrayList<>();
@@ -42,6 +45,9 @@ final class BenchShardedCli implements Callable<Integer> {
         }
         if (noPython) {
             args.add("--no-python");
+        }
+        if (json) {
+            args.add("--json");
         }
         return ShardedBench.run(args.toArray(String[]::new));
     }

@@ -15,16 +15,21 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
+import java.util.function.Function;
+import java.util.stream.Stream;
 import org.bytedeco.pytorch.LinearImpl;
 import org.bytedeco.pytorch.Module;
 
 /**
- * {@code fabric-ckpt bench-sharded [--size 256M] [--ranks 2] [--reps 3] [--dir DIR] [--no-python]}:
+ * {@code fabric-ckpt bench-sharded [--size 256M] [--ranks 2] [--reps 3] [--dir DIR] [--no-python] [--json]}:
  * FSDP-style checkpoints across processes. N JVM ranks shard a stack of Linear(2048, 2048) layers of
  * the given total size (FSDP2's layout) and time, per repetition after one warm-up: a sharded save
  * (every rank writes its shard file, rank 0 the metadata), a load of it into the same shards, and a
  * FULL save (gathered to rank 0, one file). Python Lightning's ModelParallelStrategy (FSDP2 on CPU,
- * gloo) does the same with the same model in bench/sharded_bench.py. Medians of the slowest rank.
+ * gloo) does the same with the same model in bench/sharded_bench.py, durable as the Java side. Medians of
+ * the slowest rank, the issue's targets (sharded save and load >= 2x, full save >= 1.5x Lightning) as
+ * met/missed, as a table or (--json) one object in the form of {@code bench --json}.
  */
 final class ShardedBench {
     private static final long LAYER_BYTES = 2048L * 2048 * 4 + 2048 * 4;
@@ -49,6 +54,7 @@ final class ShardedBench {
         int reps = 3;
         Path dir = null;
         boolean python = true;
+        boolean json = false;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--size" -> size = BenchCommand.parseSize(args[++i]);
@@ -56,9 +62,10 @@ final class ShardedBench {
                 case "--reps" -> reps = Integer.parseInt(args[++i]);
                 case "--dir" -> dir = Path.of(args[++i]);
                 case "--no-python" -> python = false;
+                case "--json" -> json = true;
                 default -> {
                     System.err.println("usage: fabric-ckpt bench-sharded [--size 256M] [--ranks 2] [--reps 3] [--dir DIR]"
-                            + " [--no-python]");
+                            + " [--no-python] [--json]");
                     return 2;
                 }
             }
@@ -76,15 +83,42 @@ final class ShardedBench {
             deleteTree(work);
         }
         long bytes = layers * LAYER_BYTES;
-        System.out.printf(Locale.ROOT, "%-28s %10s %8s %10s %s%n", "operation (slowest rank)", "median ms", "GB/s",
-                "python ms", "java vs python");
+        List<BenchRow> rows = new ArrayList<>();
+        List<BenchTarget> targets = new ArrayList<>();
         for (String op : List.of("sharded save", "sharded load", "full save")) {
-            double j = median(java.get(op));
-            double p = py.containsKey(op) ? median(py.get(op)) : Double.NaN;
-            System.out.printf(Locale.ROOT, "%-28s %10.1f %8.2f %10s %s%n", op, j * 1e3, bytes / j / 1e9,
-                    Double.isNaN(p) ? "-" : String.format(Locale.ROOT, "%.1f", p * 1e3),
-                    Double.isNaN(p) ? "-" : String.format(Locale.ROOT, "%.2fx faster", p / j));
+            BenchRow j = java.containsKey(op) ? new BenchRow(bytes, "Java " + op, "-", java.get(op), -1) : null;
+            BenchRow p = py.containsKey(op) ? new BenchRow(bytes, "Lightning " + op, "-", py.get(op), -1) : null;
+            Stream.of(j, p).filter(Objects::nonNull).forEach(rows::add);
+            BenchTarget t = BenchTarget.ratio(op + (op.startsWith("full") ? " >= 1.5x" : " >= 2x")
+                    + " Lightning ModelParallel", j, p, op.startsWith("full") ? 1.5 : 2.0);
+            if (t != null) {
+                targets.add(t);
+            }
         }
+        Function<BenchRow, List<BenchRow>> reference = r -> !r.op().startsWith("Java ") ? List.of()
+                : rows.stream().filter(x -> x.op().equals("Lightning " + r.op().substring(5))).toList();
+        if (json) {
+            Map<String, Object> settings = new LinkedHashMap<>();
+            settings.put("sizes", List.of(bytes));
+            settings.put("ranks", ranks);
+            settings.put("reps", reps);
+            settings.put("layers", layers);
+            settings.put("python", python);
+            System.out.println(BenchReport.json("bench-sharded", settings, rows, targets, reference));
+            return 0;
+        }
+        System.out.printf(Locale.ROOT, "%-32s %10s %8s %8s  %s%n", "operation (slowest rank)", "median ms", "best ms",
+                "GB/s", "Java vs Lightning (same run)");
+        for (BenchRow r : rows) {
+            String vs = String.join(", ", reference.apply(r).stream().map(ref -> String.format(Locale.ROOT, "%.2fx",
+                    ref.median() / r.median())).toList());
+            System.out.printf(Locale.ROOT, "%-32s %10.1f %8.1f %8.2f  %s%n", r.op(), r.median() * 1e3, r.best() * 1e3,
+                    r.gbps(), vs);
+        }
+        System.out.println();
+        BenchReport.printTargets(targets, System.out);
+        System.out.println("Both sides: one warm-up repetition first; saves durable (Java fsyncs, Python os.fsync of"
+                + " what each rank wrote); each time from barrier to barrier (the slowest rank).");
         return 0;
     }
 
@@ -116,10 +150,7 @@ final class ShardedBench {
 
     private static Map<String, double[]> pythonTimes(int layers, int reps, int ranks, Path dir)
             throws IOException, InterruptedException {
-        String python = System.getenv("FABRICCKPT_PYTHON") != null ? System.getenv("FABRICCKPT_PYTHON")
-                : System.getenv("VENV") != null ? System.getenv("VENV") + "/bin/python" : "python3";
-        String root = System.getenv("ROOT") != null ? System.getenv("ROOT") : ".";
-        ProcessBuilder pb = new ProcessBuilder(python, Path.of(root, "bench", "sharded_bench.py").toString(),
+        ProcessBuilder pb = new ProcessBuilder(BenchSystem.python(), BenchSystem.benchScript("sharded_bench.py").toString(),
                 "--layers", Integer.toString(layers), "--reps", Integer.toString(reps), "--ranks",
                 Integer.toString(ranks), "--dir", dir.toString()).redirectErrorStream(true);
         pb.environment().keySet().removeAll(List.of("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"));
@@ -145,15 +176,6 @@ final class ShardedBench {
                 Files.deleteIfExists(p);
             }
         }
-    }
-
-    private static double median(double[] t) {
-        if (t == null || t.length == 0) {
-            return Double.NaN;
-        }
-        double[] s = t.clone();
-        Arrays.sort(s);
-        return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
     }
 
     /** One rank of the bench (started by the driver through LocalLauncher). */

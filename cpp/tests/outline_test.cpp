@@ -109,7 +109,9 @@ TEST(Outline, MaxAbsDifferenceComparesPieceByPiece) {
   auto t = first_tensor(original->root());
   ASSERT_TRUE(t.has_value());
   EXPECT_EQ(max_abs_difference(*t, *t), 0.0);
-  if (t->dtype.name != "Float" || t->numel() == 0) GTEST_SKIP() << "the sample is not a float tensor";
+  // The fixture is a float tensor; if it ever is not, this test must fail rather than pass unseen.
+  ASSERT_EQ(t->dtype.name, "Float");
+  ASSERT_GT(t->numel(), 0);
   const uint64_t at = t->storage->record->data_offset + static_cast<uint64_t>(t->offset) * 4;
   float value;
   std::memcpy(&value, bytes.data() + at, 4);

@@ -119,8 +119,13 @@ public final class Fabric implements AutoCloseable {
      * waits while one is not staged yet (back-pressure). Saves of one path land in the order they were
      * made; a failure completes {@code written()} exceptionally and leaves the previous file in place.
      *
+     * <p>Under {@code Ddp} and {@code Fsdp} (sharded or full) every rank calls it, in the same order as
+     * its other saves: each rank's part is copied in the background and the ranks write together over
+     * a background process group of their own, so the caller's collectives go on meanwhile; every
+     * rank's {@code written()} completes once the checkpoint is in place, or fails when any rank's part
+     * failed. Closing the process group waits for its background saves.
+     *
      * @param listener told the bytes written, from the background thread; may be null
-     * @throws UnsupportedOperationException under a multi-process strategy (not supported yet)
      */
     public AsyncSave saveAsync(Path path, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {

@@ -1,6 +1,5 @@
 package io.fabricckpt.dist;
 
-import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.WriteOptions;
@@ -9,8 +8,6 @@ import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
 import io.fabricckpt.internal.io.CheckpointIOs;
 import io.fabricckpt.internal.io.TorchSaveFileIO;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.function.BiPredicate;
@@ -26,7 +23,8 @@ import java.util.function.BiPredicate;
  *   <li>{@link StateDictType#FULL}: rank 0 writes one {@code torch.save} file with whole tensors,
  *       receiving the shards over c10d tensor by tensor as it writes (it never holds a whole copy).
  * </ul>
- * Loading takes either kind on any number of ranks (the default {@link Strategy#load}): each rank
+ * {@link #saveAsync} copies every rank's shards, then writes either kind in the background over the
+ * group's background group. Loading takes either kind on any number of ranks (the default {@link Strategy#load}): each rank
  * reads the parts of the saved chunks that overlap its shards. The process group stays the caller's
  * to close.
  * <p>Thread-safety: as its process group: collectives from several threads must still come in the same
@@ -35,6 +33,8 @@ import java.util.function.BiPredicate;
 public final class Fsdp extends GroupStrategy {
     /** How models and optimizers are saved: Lightning's {@code state_dict_type}. */
     public enum StateDictType { SHARDED, FULL }
+
+    private static final String TENSORS = "tensors", META = "meta", CHECKPOINT = "checkpoint";
 
     private final StateDictType stateDictType;
 
@@ -58,78 +58,67 @@ public final class Fsdp extends GroupStrategy {
     }
 
     @Override
-    public void save(CheckpointLocation location, Map<String, ?> state,
-            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
+    void checkSave(Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
         StateConversion.validateFilter(state, filter);
-        // The native trees are released as soon as the save is done, not whenever the garbage
-        // collector gets to their handles.
-        List<NativeValue> handles = new ArrayList<>();
-        try {
-            NativeShardPlan plan = StateConversion.shardPlan(state);
-            if (stateDictType == StateDictType.SHARDED) {
-                saveSharded(location, state, filter, plan, options, handles);
-            } else {
-                saveGathered(location, state, filter, plan, options, handles);
-            }
-        } finally {
-            handles.forEach(NativeValue::close);
-        }
-    }
-
-    /** @throws UnsupportedOperationException always: background sharded saves are not supported yet */
-    @Override
-    public AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
-            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
-            ProgressListener listener) {
-        throw new UnsupportedOperationException("saveAsync under the Fsdp strategy is not supported yet");
-    }
-
-    /** Models and optimizers go into the shard files; everything else into meta.pt (as Lightning). */
-    private void saveSharded(CheckpointLocation location, Map<String, ?> state,
-            Map<String, ? extends BiPredicate<Object, Object>> filter, NativeShardPlan plan, WriteOptions options,
-            List<NativeValue> handles) {
-        if (!filter.isEmpty()) {
+        if (stateDictType == StateDictType.SHARDED && !filter.isEmpty()) {
             throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
                     + " so saving them is disabled.");
         }
-        ValueConverter.ToNative toNative = new ValueConverter.ToNative();
-        NativeValue tensors = keep(handles, NativeValue.newDict(false));
-        NativeValue meta = keep(handles, NativeValue.newDict(false));
-        for (Map.Entry<String, ?> entry : state.entrySet()) {
-            Object value = entry.getValue();
-            boolean sharded = StateConversion.isTensorState(value);
-            NativeValue converted = keep(handles, sharded ? StateConversion.shardedStateDict(location, value, state)
-                    : StateConversion.convert(value, null, toNative, state.values()));
-            (sharded ? tensors : meta).put(NativeValue.newKey(entry.getKey()), converted);
-        }
-        CheckpointIOs.DCP_DIRECTORY.writeSharded(location, tensors, meta, plan, processGroup().nativeGroup(), options);
     }
 
-    /** FULL: rank 0 writes one torch.save file named after the path, whole tensors streamed from the shards. */
-    private void saveGathered(CheckpointLocation location, Map<String, ?> state,
-            Map<String, ? extends BiPredicate<Object, Object>> filter, NativeShardPlan plan, WriteOptions options,
-            List<NativeValue> handles) {
-        ValueConverter.ToNative toNative = new ValueConverter.ToNative();
-        NativeValue checkpoint = keep(handles, NativeValue.newDict(false));
-        for (Map.Entry<String, ?> entry : state.entrySet()) {
-            Object value = entry.getValue();
-            BiPredicate<Object, Object> keep = filter.get(entry.getKey());
-            NativeValue converted = StateConversion.isTensorState(value)
-                    ? StateConversion.filter(keep(handles, StateConversion.shardedStateDict(location, value, state)), keep)
-                    : StateConversion.convert(value, keep, toNative, state.values());
-            if (converted != null) {
-                checkpoint.put(NativeValue.newKey(entry.getKey()), keep(handles, converted));
+    /**
+     * SHARDED: models and optimizers (their shards) as "tensors", everything else as "meta" (meta.pt,
+     * as Lightning). FULL: one "checkpoint" tree, sharded state dicts filtered like the others.
+     */
+    @Override
+    PreparedSave prepare(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter) {
+        PreparedSave.Builder part = new PreparedSave.Builder();
+        try {
+            part.plan(StateConversion.shardPlan(state));
+            ValueConverter.ToNative toNative = new ValueConverter.ToNative();
+            boolean sharded = stateDictType == StateDictType.SHARDED;
+            NativeValue tensors = sharded ? part.keep(NativeValue.newDict(false)) : null;
+            NativeValue rest = part.keep(NativeValue.newDict(false));
+            for (Map.Entry<String, ?> entry : state.entrySet()) {
+                Object value = entry.getValue();
+                BiPredicate<Object, Object> keep = filter.get(entry.getKey());
+                boolean tensorState = StateConversion.isTensorState(value);
+                NativeValue converted = tensorState
+                        ? StateConversion.filter(part.keep(StateConversion.shardedStateDict(location, value, state)),
+                                keep)
+                        : StateConversion.convert(value, keep, toNative, state.values());
+                if (converted != null) {
+                    (sharded && tensorState ? tensors : rest).put(NativeValue.newKey(entry.getKey()),
+                            part.keep(converted));
+                }
             }
+            if (sharded) {
+                part.put(TENSORS, tensors).put(META, rest);
+            } else {
+                part.put(CHECKPOINT, rest);
+            }
+            return part.build();
+        } catch (RuntimeException e) {
+            return part.failed(e);
         }
-        CheckpointIOs.TORCH_SAVE_FILE.writeGathered(location, checkpoint, plan, processGroup().nativeGroup(),
-                options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)));
     }
 
-    private static NativeValue keep(List<NativeValue> handles, NativeValue value) {
-        if (value != null) {
-            handles.add(value);
+    /**
+     * SHARDED: every rank writes its shards, rank 0 meta.pt and {@code .metadata} last. FULL: rank 0
+     * writes one torch.save file named after the path, whole tensors streamed from the shards.
+     */
+    @Override
+    void write(CheckpointLocation location, PreparedSave prepared, ProcessGroup over, WriteOptions options,
+            ProgressListener listener) {
+        requireEveryPartReady(location, prepared, over);
+        if (stateDictType == StateDictType.SHARDED) {
+            CheckpointIOs.DCP_DIRECTORY.writeSharded(location, prepared.tree(TENSORS), prepared.tree(META),
+                    prepared.plan(), over.nativeGroup(), options);
+        } else {
+            CheckpointIOs.TORCH_SAVE_FILE.writeGathered(location, prepared.tree(CHECKPOINT), prepared.plan(),
+                    over.nativeGroup(), options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)));
         }
-        return value;
     }
 
     @Override

@@ -31,6 +31,7 @@ public final class ProcessGroup implements AutoCloseable {
     private final Duration timeout;
     private final String master;
     private volatile boolean closed;
+    private BackgroundSaves backgroundSaves; // created by the first background save, closed first
 
     private ProcessGroup(NativeProcessGroup handle, String master, Duration timeout) {
         this.handle = handle;
@@ -186,14 +187,37 @@ public final class ProcessGroup implements AutoCloseable {
         return handle;
     }
 
-    /** Leaves the group: releases the Gloo group and the store (rank 0 stops serving it). Idempotent. */
+    /**
+     * The background saves of this group ({@code saveAsync} under its strategies), over a background
+     * group of their own made on first use. Collective on first use: every rank's first background
+     * save comes at the same point of its sequence of collectives.
+     */
+    synchronized BackgroundSaves backgroundSaves() {
+        if (backgroundSaves == null) {
+            byte[] prefix = "async-save".getBytes(StandardCharsets.UTF_8);
+            NativeProcessGroup background = call(() -> new NativeProcessGroup(handle, prefix, prefix.length));
+            backgroundSaves = new BackgroundSaves(new ProcessGroup(background, master + " (background saves)",
+                    timeout));
+        }
+        return backgroundSaves;
+    }
+
+    /**
+     * Leaves the group: waits for its background saves first, then releases the Gloo group and the
+     * store (rank 0 stops serving it). Idempotent.
+     */
     @Override
     public void close() {
+        BackgroundSaves saves;
         synchronized (this) {
             if (closed) {
                 return;
             }
             closed = true;
+            saves = backgroundSaves;
+        }
+        if (saves != null) {
+            saves.close(); // its collectives need the others' background groups, and this one's store
         }
         handle.close();
         handle.deallocate();

@@ -12,29 +12,29 @@ final class RankProtocol {
      * Rank 0 runs {@code write}; every rank then learns how it went and waits on a barrier (as
      * Lightning's save ends with one). A failure on rank 0 is rethrown there and reported on the others.
      */
-    static void onGlobalZero(Strategy strategy, CheckpointLocation location, Runnable write) {
+    static void onGlobalZero(ProcessGroup group, CheckpointLocation location, Runnable write) {
         RuntimeException failure = null;
-        if (strategy.isGlobalZero()) {
+        if (group.rank() == 0) {
             try {
                 write.run();
             } catch (RuntimeException e) {
                 failure = e;
             }
         }
-        if (strategy.worldSize() == 1) {
+        if (group.worldSize() == 1) {
             if (failure != null) {
                 throw failure;
             }
             return;
         }
-        String outcome = strategy.broadcast(failure == null ? "" : "failed: " + failure, 0);
-        strategy.barrier(); // a broadcast's root may return before the others received it
+        String outcome = group.broadcast(failure == null ? "" : "failed: " + failure, 0);
+        group.barrier(); // a broadcast's root may return before the others received it
         if (failure != null) {
             throw failure;
         }
         if (!outcome.isEmpty()) {
             throw new DistributedException(location + ": global rank 0 " + outcome + " (on rank "
-                    + strategy.globalRank() + ")", strategy.globalRank(), "save on global rank 0", null);
+                    + group.rank() + ")", group.rank(), "save on global rank 0", null);
         }
     }
 

@@ -1,5 +1,15 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.core.AsyncSave;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.ProgressListener;
+import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.io.AsyncWriter;
+import io.fabricckpt.internal.io.CheckpointIOs;
+import java.util.Map;
+import java.util.function.BiPredicate;
+
 /**
  * One process: it writes and reads its checkpoints alone (Lightning's {@code SingleDeviceStrategy});
  * collectives are trivial. Thread-safe (stateless).
@@ -33,6 +43,26 @@ public final class SingleDevice implements Strategy {
             throw new IllegalArgumentException("source rank " + src + " is not in [0, 1)");
         }
         return text;
+    }
+
+    /** One torch.save file, written atomically by this process. */
+    @Override
+    public void save(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
+        StateConversion.validateFilter(state, filter);
+        try (NativeValue checkpoint = StateConversion.toCheckpoint(state, filter)) {
+            CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint, options, null);
+        }
+    }
+
+    /** {@link #save} through the JVM's background writer ({@code AsyncSaver}'s semantics). */
+    @Override
+    public AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
+            ProgressListener listener) {
+        StateConversion.validateFilter(state, filter);
+        return AsyncWriter.shared().save(location.path(), StateConversion.toCheckpoint(state, filter), options,
+                listener);
     }
 
     @Override

@@ -6,7 +6,6 @@ import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.NativeValue;
-import io.fabricckpt.internal.io.AsyncWriter;
 import io.fabricckpt.internal.io.CheckpointIOs;
 import io.fabricckpt.internal.io.CheckpointReader;
 import java.util.Map;
@@ -21,8 +20,8 @@ import org.bytedeco.pytorch.Optimizer;
  * {@link Ddp}: replicated state, global rank 0 writes the single file and every rank waits for it;
  * every rank reads it. {@link Fsdp}: sharded state, every rank writes its shards.
  *
- * <p>The defaults here are Lightning's base strategy: rank 0 writes one {@code torch.save} file;
- * every rank reads whatever the location holds (a file, or a sharded directory cut to its shards).
+ * <p>The default loads here are Lightning's base strategy: every rank reads whatever the location
+ * holds (a file, or a sharded directory cut to its shards).
  *
  * <p>Every method is collective under a multi-process strategy: every rank calls it, in the same
  * order. A strategy is not meant to be used from several threads at once.
@@ -50,38 +49,27 @@ public sealed interface Strategy permits SingleDevice, GroupStrategy {
 
     /**
      * Lightning's {@code strategy.save_checkpoint}: the state converted (models and optimizers to their
-     * state dicts, {@code filter} applied to the first level of each), written atomically by global rank
-     * 0 as one torch.save file; every rank returns once it is written, or throws if it was not.
+     * state dicts, {@code filter} applied to the first level of each) and written atomically, as the
+     * strategy writes (one torch.save file by global rank 0, or a sharded directory by every rank);
+     * every rank returns once it is written, or throws if it was not (on any rank).
      *
      * @throws IllegalArgumentException if a filter key is not a state key
      */
-    default void save(CheckpointLocation location, Map<String, ?> state,
-            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
-        StateConversion.validateFilter(state, filter);
-        RankProtocol.onGlobalZero(this, location, () -> {
-            try (NativeValue checkpoint = StateConversion.toCheckpoint(state, filter)) {
-                CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint, options, null);
-            }
-        });
-    }
+    void save(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options);
 
     /**
      * {@link #save} in the background: the state is converted before this returns, its tensors are
      * copied by a background thread ({@link AsyncSave#staged()}) and written by another
-     * ({@link AsyncSave#written()}); see {@code Fabric.saveAsync}.
+     * ({@link AsyncSave#written()}); under a multi-process strategy every rank calls it in the same
+     * order and every rank's {@code written()} fails when any rank's part failed. See
+     * {@code Fabric.saveAsync}.
      *
-     * @throws UnsupportedOperationException under a multi-process strategy (not supported yet)
+     * @throws IllegalArgumentException if a filter key is not a state key
      */
-    default AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
+    AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
-            ProgressListener listener) {
-        if (worldSize() > 1) {
-            throw new UnsupportedOperationException("saveAsync under a multi-process strategy is not supported yet");
-        }
-        StateConversion.validateFilter(state, filter);
-        return AsyncWriter.shared().save(location.path(), StateConversion.toCheckpoint(state, filter), options,
-                listener);
-    }
+            ProgressListener listener);
 
     /**
      * Lightning's {@code strategy.load_checkpoint}: restores in place what {@code state} names (every rank

@@ -101,6 +101,40 @@ class DdpTest {
         assertEquals(List.of("model", "optimizer", "step", "hparams"), List.copyOf(checkpoint.keySet()));
     }
 
+    /**
+     * saveAsync under DDP: rank 0 writes in the background while a foreground collective runs; the
+     * step made through fabric.step right after the call never reaches the file, which every rank
+     * loads back equal to the state before that step.
+     */
+    @Test
+    void ddpBackgroundSaveHoldsTheStateBeforeTheNextStep() throws Exception {
+        LocalLauncher.Result r = launcher(2, "60", new ArrayList<>()).launch(DdpWorker.class.getName(), "save-async",
+                dir.toString());
+        assertTrue(r.succeeded(), r.describe());
+        for (int rank = 0; rank < 2; rank++) {
+            assertEquals(Optional.of("3"), line(r, rank, "foreground-sum="), "rank " + rank);
+            assertEquals(Optional.of("true"), line(r, rank, "step-changed="), "rank " + rank + ": the test proves nothing");
+            assertTrue(r.output(rank).contains("written"), "rank " + rank);
+            assertEquals(Optional.of("true"), line(r, rank, "restored-equal="), "rank " + rank);
+        }
+        try (var files = Files.list(dir)) {
+            assertEquals(List.of(dir.resolve("ddp-async.ckpt")), files.toList(), "one file, no temporary files");
+        }
+    }
+
+    /** A background save that rank 0 cannot write fails written() on every rank: typed on rank 0, named on rank 1. */
+    @Test
+    void aFailedBackgroundWriteOnRankZeroFailsEveryRank() throws Exception {
+        Path notADirectory = Files.writeString(dir.resolve("plain-file"), "x");
+        LocalLauncher.Result r = launcher(2, "60", new ArrayList<>()).launch(DdpWorker.class.getName(), "save-async",
+                notADirectory.toString());
+        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
+        assertEquals(Optional.of("CheckpointStorageException"), line(r, 0, "error-type: "), r.describe());
+        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.output(1)));
+        assertTrue(error1.contains("global rank 0 failed") && error1.contains("ddp-async.ckpt"), error1);
+        assertTrue(line(r, 1, "error-type: ").orElseThrow().startsWith("DistributedException rank=1"), r.describe());
+    }
+
     /** A rank that leaves before the save makes rank 0 fail at once, naming itself; the launcher reports it. */
     @Test
     void aRankThatLeavesMakesTheOthersFail() throws Exception {

@@ -3,6 +3,7 @@ package io.fabricckpt.dist;
 import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
 import io.fabricckpt.StateDicts;
+import io.fabricckpt.core.AsyncSave;
 import io.fabricckpt.core.Parameter;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -26,6 +27,11 @@ import org.bytedeco.pytorch.global.torch;
  *       digest of what it loaded ({@code files=}, {@code digest=}, {@code restored-equal=}).
  *   <li>{@code load PATH}: every rank loads a checkpoint ("model": Net(4, 8, 2), "optimizer": Adam,
  *       "step") into fresh objects and prints the digest.
+ *   <li>{@code save-async DIR}: as {@code save}, but through {@code saveAsync} to DIR/ddp-async.ckpt,
+ *       with a foreground collective while it runs ({@code foreground-sum=}) and a training step
+ *       through {@code fabric.step} right after it; prints {@code written}, then as {@code save}
+ *       whether the file holds the state before that step ({@code restored-equal=}) and whether the
+ *       step changed the model ({@code step-changed=}).
  *   <li>{@code exit-before-save DIR}: the last rank leaves (exit 0) right after joining; the others save.
  *   <li>{@code stall-before-save DIR}: the last rank sleeps forever after joining; the others save.
  * </ul>
@@ -44,6 +50,7 @@ public final class DdpWorker {
                 switch (mode) {
                     case "save" -> save(fabric, target);
                     case "load" -> load(fabric, target);
+                    case "save-async" -> saveAsync(fabric, group, target);
                     case "exit-before-save", "stall-before-save" -> {
                         Workers.faultOnLastRank(group, mode.startsWith("stall"));
                         save(fabric, target);
@@ -76,6 +83,29 @@ public final class DdpWorker {
         String after = digest(restored, restoredOptimizer);
         System.out.println("digest=" + after + ";step=" + into.get("step"));
         System.out.println("restored-equal=" + before.equals(after));
+    }
+
+    private static void saveAsync(Fabric fabric, ProcessGroup group, Path dir) {
+        torch.manual_seed(7); // replicated state: the same on every rank
+        Net model = new Net(4, 8, 2);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
+        model.trainStep(optimizer);
+        Map<String, Object> state = Workers.state(model, optimizer, 5L);
+        String before = digest(model, optimizer);
+        Path path = dir.resolve("ddp-async.ckpt");
+        model.forwardBackward(optimizer); // gradients first: the step below changes every parameter
+        AsyncSave save = fabric.saveAsync(path, state);
+        System.out.println("foreground-sum=" + group.allReduceSum(group.rank() + 1)); // while the save runs
+        fabric.step(optimizer); // must wait for the staging: this step never reaches the file
+        System.out.println("step-changed=" + !before.equals(digest(model, optimizer)));
+        save.awaitWritten();
+        System.out.println("written");
+        torch.manual_seed(99);
+        Net restored = new Net(4, 8, 2);
+        Adam restoredOptimizer = new Adam(restored.parameters(), new AdamOptions(0.5));
+        Map<String, Object> into = Workers.state(restored, restoredOptimizer, 0L);
+        fabric.load(path, into);
+        System.out.println("restored-equal=" + before.equals(digest(restored, restoredOptimizer)));
     }
 
     private static void load(Fabric fabric, Path path) {

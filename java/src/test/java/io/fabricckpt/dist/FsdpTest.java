@@ -285,6 +285,65 @@ class FsdpTest {
     }
 
     /**
+     * saveAsync under Fsdp, sharded and full, with a foreground collective while they run: the directory
+     * holds the foreground save's bytes (its shard files and meta.pt identical, consolidated equal), the file holds the trained state, and the NaN written
+     * into every shard once both were staged reaches neither.
+     */
+    @Test
+    void backgroundSavesEqualForegroundOnesAndLaterChangesNeverReachThem() throws Exception {
+        Path dir = shardedDir();
+        Path asyncDir = shared.resolve("async-sharded");
+        Path asyncFileDir = Files.createDirectories(shared.resolve("async-full"));
+        Path asyncFile = asyncFileDir.resolve("full.ckpt");
+        LocalLauncher.Result r = launch(launcher(2, "60"), "save-async", asyncDir.toString(), asyncFile.toString());
+        assertTrue(r.succeeded(), r.describe());
+        for (int rank = 0; rank < 2; rank++) {
+            assertEquals(Optional.of("3"), line(r, rank, "foreground-sum="), "rank " + rank + ": " + r.output(rank));
+            assertTrue(r.output(rank).contains("written"), "rank " + rank + ": " + r.output(rank));
+        }
+        assertEquals(SHARDED_FILES, list(asyncDir), "no temporary files are left");
+        for (String name : SHARDED_FILES) { // .metadata names its directory (DCP's checkpoint_id): compared below
+            if (!name.equals(".metadata")) {
+                assertArrayEquals(Files.readAllBytes(dir.resolve(name)), Files.readAllBytes(asyncDir.resolve(name)), name);
+            }
+        }
+        Path foreground = shared.resolve("async-reference.ckpt");
+        Path background = shared.resolve("async-converted.ckpt");
+        TorchFiles.convert(dir, foreground);
+        TorchFiles.convert(asyncDir, background);
+        assertSameTree("background directory vs foreground directory", read(foreground), read(background));
+        assertEquals(List.of("full.ckpt"), list(asyncFileDir));
+        Map<Object, Object> file = read(asyncFile);
+        Map<String, Object> trained = reference();
+        assertSameTree("model (background full vs trained)", trained.get("model"), file.get("model"));
+        assertSameTree("optimizer (background full vs trained)", byPosition(trained.get("optimizer")),
+                byPosition(file.get("optimizer")));
+        assertEquals(5L, file.get("step"));
+    }
+
+    /**
+     * A disk error on one rank during a background sharded save fails written() on every rank, typed as
+     * the foreground save's failure, and the previous checkpoint stays whole.
+     */
+    @Test
+    void aDiskErrorOnOneRankFailsEveryRanksBackgroundSave() throws Exception {
+        String shim = System.getenv("FABRICCKPT_IO_FAULT_SHIM");
+        assertTrue(shim != null && Files.exists(Path.of(shim)), "the fault library is missing: " + shim);
+        Path dir = shared.resolve("async-disk-fault");
+        String verified = previousCheckpoint(dir);
+        LocalLauncher launcher = launcher(2, "30").environment(Map.of("FABRICCKPT_DIST_TIMEOUT", "30",
+                "LD_PRELOAD", shim, "FABRICCKPT_FAULT", "pwrite:EIO:0", "FABRICCKPT_FAULT_RANK", "1"));
+        LocalLauncher.Result r = launch(launcher, "save-async-sharded", dir.toString());
+        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
+        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.output(1)));
+        assertTrue(error1.contains("Input/output error"), error1);
+        assertEquals("CheckpointStorageException", line(r, 1, "error-type: ").orElseThrow());
+        String type0 = line(r, 0, "error-type: ").orElseThrow(() -> new AssertionError(r.output(0)));
+        assertTrue(type0.startsWith("DistributedException rank=0"), type0);
+        assertPreviousCheckpointKept(dir, verified);
+    }
+
+    /**
      * FULL is streamed: rank 0 never holds a whole copy of the state. 16 layers of 16 MiB (256 MiB
      * whole, 128 MiB per rank): rank 0's peak resident memory during the save stays within 64 MiB plus
      * the largest tensor above what it held before (gathering it whole would add 256 MiB).

@@ -2,6 +2,7 @@ package io.fabricckpt.dist;
 
 import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
+import io.fabricckpt.core.AsyncSave;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -12,6 +13,9 @@ import org.bytedeco.pytorch.Adam;
 import org.bytedeco.pytorch.AdamOptions;
 import org.bytedeco.pytorch.LinearImpl;
 import org.bytedeco.pytorch.Module;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 
 /**
@@ -30,6 +34,11 @@ import org.bytedeco.pytorch.global.torch;
  *       sharded by rows, saved under {@code Fsdp(FULL)}; prints {@code extra-kib=}: how far this
  *       process's peak resident memory rose above its resident memory before the save (the peak is
  *       reset first through /proc/self/clear_refs).
+ *   <li>{@code save-async DIR FILE}: the same state saved by {@code saveAsync} twice, sharded to DIR and
+ *       FULL to FILE, with a foreground collective meanwhile (prints {@code foreground-sum=}); once
+ *       both are staged every parameter is set to NaN; both are awaited, then
+ *       prints {@code written}.
+ *   <li>{@code save-async-sharded DIR}: only the sharded {@code saveAsync}, awaited; prints {@code written}.
  *   <li>{@code load PATH OUT}: fresh sharded objects (seed 100 + rank, Adam(lr=0.5)) load PATH (a sharded
  *       directory or a full file) under {@code Fsdp(SHARDED)}; prints {@code step=} and
  *       {@code remainder=}, then saves the loaded "model", "optimizer" and "step" under
@@ -64,6 +73,8 @@ public final class FsdpWorker {
                     case "save-full" -> saveFull(group, Path.of(args[1]));
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
+                    case "save-async" -> saveAsync(group, Path.of(args[1]), Path.of(args[2]));
+                    case "save-async-sharded" -> saveAsyncSharded(group, Path.of(args[1]));
                     case "exit-during-save", "stall-during-save" -> {
                         Workers.faultOnLastRank(group, mode.startsWith("stall"));
                         saveSharded(group, Path.of(args[1]));
@@ -104,6 +115,43 @@ public final class FsdpWorker {
         try (Stream<Path> files = Files.list(dir)) {
             System.out.println("files=" + files.map(p -> p.getFileName().toString()).sorted()
                     .collect(Collectors.joining(",")));
+        }
+    }
+
+    /**
+     * {@code save-async}: the trained state saved in the background twice, sharded to DIR and FULL to
+     * FILE; meanwhile a foreground collective; once both are staged every shard is overwritten with
+     * NaN (which must reach neither checkpoint); then both are awaited.
+     */
+    private static void saveAsync(ProcessGroup group, Path dir, Path file) {
+        Map<String, Object> state = trainedState(group);
+        try (Fabric sharded = new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED));
+                Fabric full = new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL))) {
+            AsyncSave inDirectory = sharded.saveAsync(dir, state);
+            AsyncSave inFile = full.saveAsync(file, state);
+            System.out.println("foreground-sum=" + group.allReduceSum(group.rank() + 1)); // while the saves run
+            sharded.awaitStaged();
+            full.awaitStaged();
+            overwriteWithNaN(((ShardedModule) state.get("model")).module());
+            inDirectory.awaitWritten();
+            inFile.awaitWritten();
+        }
+        System.out.println("written");
+    }
+
+    /** {@code save-async-sharded}: only the sharded background save of the trained state, awaited. */
+    private static void saveAsyncSharded(ProcessGroup group, Path dir) {
+        Map<String, Object> state = trainedState(group);
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).saveAsync(dir, state).awaitWritten();
+        System.out.println("written");
+    }
+
+    /** Every parameter (this rank's shards) set to NaN in place. */
+    private static void overwriteWithNaN(Module model) {
+        try (NoGradGuard noGrad = new NoGradGuard()) {
+            for (Tensor p : model.parameters().get()) {
+                p.fill_(new Scalar(Double.NaN));
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -11,13 +12,25 @@ namespace fabricckpt::torchsave {
 namespace {
 // Below this many bytes in all, one thread does the work (starting threads costs more).
 constexpr uint64_t kParallelThreshold = uint64_t{16} << 20;
+
+// The default: OMP_NUM_THREADS when set (as libtorch's intra-op pool reads it; launchers such as
+// torchrun, Lightning's and LocalLauncher set it per rank, so ranks sharing a host do not each take
+// every core), else one per core; at most 8 (more does not speed up memory-bound copies).
+unsigned default_threads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0) return static_cast<unsigned>(std::min<long>(n, 8));
+  }
+  const unsigned cores = std::thread::hardware_concurrency();
+  return std::clamp(cores == 0 ? 2u : cores, 1u, 8u);
+}
 }  // namespace
 
 int pick_threads(int requested, uint64_t bytes, size_t pieces) {
   if (requested <= 0) {
     if (bytes < kParallelThreshold) return 1;
-    const unsigned cores = std::thread::hardware_concurrency();
-    requested = static_cast<int>(std::clamp(cores == 0 ? 2u : cores, 1u, 8u));
+    requested = static_cast<int>(default_threads());
   }
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(requested), pieces)));
 }

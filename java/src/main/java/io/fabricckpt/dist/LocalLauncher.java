@@ -22,7 +22,8 @@ import java.util.function.Consumer;
  * Starts N local JVMs as the ranks of one process group, like {@code torchrun --nproc-per-node N}:
  * each runs {@code mainClass} with {@code RANK}, {@code LOCAL_RANK}, {@code WORLD_SIZE},
  * {@code LOCAL_WORLD_SIZE}, {@code MASTER_ADDR=127.0.0.1} and {@code MASTER_PORT} (a free port) set,
- * so {@link ProcessGroup#fromEnvironment()} joins them. Their output is streamed line by line with a
+ * so {@link ProcessGroup#fromEnvironment()} joins them, and {@code OMP_NUM_THREADS} (unless set) to
+ * the cores divided among the ranks, as Lightning's launchers do. Their output is streamed line by line with a
  * {@code [rank i]} prefix. When a rank fails (non-zero exit), the others get {@link #failureGrace}
  * to finish (default none: they are killed at once, as torchrun does); when {@link #timeout} passes,
  * every rank still running is killed.
@@ -50,6 +51,11 @@ public final class LocalLauncher {
             throw new IllegalArgumentException("at least one process, not " + processes);
         }
         this.processes = processes;
+    }
+
+    /** The cores of this host divided among {@code ranks} (at least one each), as Lightning suggests. */
+    static int threadsPerRank(int ranks) {
+        return Math.max(1, Runtime.getRuntime().availableProcessors() / ranks);
     }
 
     /** The longest the whole run may take; then every rank still running is killed. */
@@ -145,6 +151,9 @@ public final class LocalLauncher {
                 ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
                 Map<String, String> env = builder.environment();
                 env.putAll(environment);
+                // As Lightning's launchers (_suggested_max_num_threads) and torchrun: ranks sharing the
+                // host share its cores, instead of each rank's OpenMP and copy threads taking all of them.
+                env.putIfAbsent("OMP_NUM_THREADS", Integer.toString(threadsPerRank(processes)));
                 env.put("MASTER_ADDR", "127.0.0.1");
                 env.put("MASTER_PORT", Integer.toString(port));
                 env.put("RANK", Integer.toString(rank));

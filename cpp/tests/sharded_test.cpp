@@ -166,6 +166,51 @@ TEST(ShardedSave, OneProcessRoundTrip) {
   fs::remove_all(dir);
 }
 
+// Restoring a model: a chunk that is exactly a destination's region goes straight into it (the value
+// is the destination itself, its memory filled); a destination that cannot take it (another dtype, a
+// shard of another shape, not contiguous) is left alone and the value is new memory, as before.
+TEST(ShardedReader, ReadsChunksStraightIntoDestinations) {
+  fs::path dir = temp_dir("in-place");
+  at::Tensor w = at::randn({5, 3});
+  at::Tensor b = at::arange(5, at::kLong);
+  at::Tensor v = at::randn({4});
+  ValuePtr state = Value::plain_dict();
+  ValuePtr model = Value::ordered_dict();
+  model->dict().set(Value::string("w"), tensor(w));
+  model->dict().set(Value::string("b"), tensor(b));
+  model->dict().set(Value::string("v"), tensor(v));
+  state->dict().set(Value::string("model"), model);
+  save(dir.string(), state, Value::plain_dict(), ShardPlan{}, nullptr, SaveOptions{false, dir.string()});
+
+  Reader reader(dir.string());
+  std::unordered_map<std::string, at::Tensor> destinations{
+      {"w", at::zeros({5, 3})},                // takes the chunk
+      {"b", at::zeros({5}, at::kInt)},         // another dtype: left alone
+      {"v", at::zeros({8}).slice(0, 0, 8, 2)}, // not contiguous: left alone
+  };
+  ValuePtr back = reader.read("model", ShardPlan{}, destinations);
+  const at::Tensor& read_w = *back->dict().get("w")->tensor_ref().tensor;
+  EXPECT_TRUE(read_w.is_same(destinations.at("w"))) << "w was not read in place";
+  EXPECT_TRUE(destinations.at("w").equal(w));
+  const at::Tensor& read_b = *back->dict().get("b")->tensor_ref().tensor;
+  EXPECT_FALSE(read_b.is_same(destinations.at("b")));
+  EXPECT_TRUE(read_b.equal(b));
+  EXPECT_TRUE(destinations.at("b").equal(at::zeros({5}, at::kInt)));
+  const at::Tensor& read_v = *back->dict().get("v")->tensor_ref().tensor;
+  EXPECT_NE(read_v.data_ptr(), destinations.at("v").data_ptr());
+  EXPECT_TRUE(read_v.equal(v));
+  EXPECT_TRUE(destinations.at("v").equal(at::zeros({4})));
+
+  // A region that is not one chunk (a shard of a bigger tensor read from a whole chunk): new memory.
+  ShardPlan plan;
+  plan.add_parameter("model", "w", Placement{{5, 3}, {1, 0}, {2, 3}});
+  std::unordered_map<std::string, at::Tensor> shard{{"w", at::zeros({2, 3})}};
+  ValuePtr part = reader.read("model", plan, shard);
+  EXPECT_TRUE(part->dict().get("w")->tensor_ref().tensor->equal(w.narrow(0, 1, 2)));
+  EXPECT_TRUE(shard.at("w").equal(at::zeros({2, 3})));
+  fs::remove_all(dir);
+}
+
 // The CLI's torch-free convert of a directory (outline.h) writes what the libtorch consolidation
 // (read_all, then meta.pt's entries, saved) writes, byte for byte.
 TEST(ShardedOutline, ConvertEqualsTheLibtorchConsolidation) {

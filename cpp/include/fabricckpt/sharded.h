@@ -114,6 +114,13 @@ class Reader {
   // The nested value saved under top-level `key` (null when absent): tensors hold the region the
   // plan gives for them (whole when none), assembled from the overlapping chunks.
   ValuePtr read(const std::string& key, const ShardPlan& plan) const;
+  // The same, reading straight into `destinations` where it can (a module's parameters and buffers
+  // by state-dict name, e.g. "layer.weight" under key "model"): a chunk that is exactly the region
+  // of a contiguous destination of its dtype and shape is read into the destination's memory (no
+  // new memory, no copy; as DCP loads in place) and the destination itself is the value returned.
+  // A read that fails midway may leave a destination partly overwritten, as with DCP.
+  ValuePtr read(const std::string& key, const ShardPlan& plan,
+                const std::unordered_map<std::string, at::Tensor>& destinations) const;
   // Every key, whole tensors, unflattened: what dcp_to_torch_save would write.
   ValuePtr read_all() const;
   // The bytes of the torch.save stream of a value ("bytes") item, for scanning its pickle.
@@ -121,8 +128,10 @@ class Reader {
 
  private:
   std::vector<dcp::PathItem> path_of(const std::string& flat_key) const;
-  ValuePtr read_entry(const dcp::Entry& entry, const std::optional<Placement>& region) const;
-  ValuePtr load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const;
+  ValuePtr read_entry(const dcp::Entry& entry, const std::optional<Placement>& region,
+                      const at::Tensor* destination = nullptr) const;
+  ValuePtr load_item(const std::string& fqn, const std::vector<int64_t>* offsets,
+                     const at::Tensor* destination = nullptr) const;
   void check_in_file(const dcp::StorageInfo& info, const std::string& fqn, const MappedFile& file) const;
   void check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t>& offsets,
                         const std::vector<int64_t>& sizes, size_t element_size) const;

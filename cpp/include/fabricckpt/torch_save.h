@@ -9,6 +9,10 @@
 
 #include "fabricckpt/value.h"
 
+namespace at {
+class Tensor;
+}
+
 namespace c10 {
 struct StorageImpl;
 }
@@ -34,6 +38,10 @@ struct TorchLoadOptions {
   // (safety.h) is refused with an UnsafeGlobalsError listing them. Off: such globals are read
   // inertly, as Object/Global values (nothing is ever executed either way).
   bool weights_only = false;
+  // Without mmap: a contiguous tensor whose memory receives the storage of exactly its size instead
+  // of new memory (a sharded load reading a chunk straight into the shard it restores, as DCP loads
+  // in place); what is rebuilt over that storage shares the tensor's memory. Null: new memory.
+  const at::Tensor* destination = nullptr;
 };
 
 struct TorchCheckpoint {

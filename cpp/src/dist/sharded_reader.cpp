@@ -110,7 +110,8 @@ void Reader::check_chunks_fit(const dcp::Entry& entry, const std::vector<int64_t
   }
 }
 
-ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* offsets) const {
+ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* offsets,
+                           const at::Tensor* destination) const {
   const dcp::StorageInfo* info = metadata_.storage_of(fqn, offsets);
   const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
   if (!info) {
@@ -132,10 +133,12 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   TorchLoadOptions options;
   options.mmap = map_chunks_;
   options.threads = 1;
+  options.destination = map_chunks_ ? nullptr : destination;
   return load_torch_stream(stream, options).root;
 }
 
-ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placement>& placement) const {
+ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placement>& placement,
+                            const at::Tensor* destination) const {
   if (!entry.tensor) return load_item(entry.key, nullptr);
   const dcp::TensorEntry& t = *entry.tensor;
   auto dtype = torchsave::dtype_of_name(t.dtype);
@@ -145,12 +148,23 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
     offsets = placement->offsets;
     sizes = placement->sizes;
   }
+  // A destination of the region's dtype and shape, in one piece, can receive the chunk's bytes.
+  if (destination && !(destination->defined() && destination->is_contiguous() &&
+                       destination->scalar_type() == *dtype && dims_of(*destination) == sizes)) {
+    destination = nullptr;
+  }
   // The common case of a load on the world size of the save: one chunk is exactly the region.
   for (const auto& chunk : t.chunks) {
     if (chunk.offsets == offsets && chunk.sizes == sizes) {
-      ValuePtr loaded = load_item(entry.key, &chunk.offsets);
+      ValuePtr loaded = load_item(entry.key, &chunk.offsets, destination);
       if (loaded->is(Kind::Tensor) && dims_of(tensor_of(*loaded)) == sizes &&
           tensor_of(*loaded).scalar_type() == *dtype) {
+        const at::Tensor& got = tensor_of(*loaded);
+        // Read in place: the destination itself, so that restoring it copies nothing.
+        if (destination && destination->numel() > 0 && got.data_ptr() == destination->data_ptr() &&
+            got.strides() == destination->strides()) {
+          return tensor(*destination);
+        }
         loaded->tensor_ref().requires_grad = false;
         return loaded;
       }
@@ -196,7 +210,10 @@ ValuePtr Reader::read_entry(const dcp::Entry& entry, const std::optional<Placeme
   return tensor(std::move(out));
 }
 
-ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {
+ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const { return read(key, plan, {}); }
+
+ValuePtr Reader::read(const std::string& key, const ShardPlan& plan,
+                      const std::unordered_map<std::string, at::Tensor>& destinations) const {
   ValuePtr root = Value::plain_dict();
   auto found = by_top_key_.find(key);
   if (found == by_top_key_.end()) return nullptr;
@@ -205,7 +222,12 @@ ValuePtr Reader::read(const std::string& key, const ShardPlan& plan) const {
     const std::vector<PathItem>& path = paths_[i];
     std::optional<Placement> placement;
     if (entry.tensor) placement = plan.for_global(path, entry.tensor->size);
-    ValuePtr value = read_entry(entry, placement);
+    const at::Tensor* destination = nullptr;
+    if (entry.tensor && path.size() == 2 && std::holds_alternative<std::string>(path[1])) {
+      auto it = destinations.find(std::get<std::string>(path[1]));
+      if (it != destinations.end()) destination = &it->second;
+    }
+    ValuePtr value = read_entry(entry, placement, destination);
     if (path.size() == 1) return value;
     dcp::set_element(root, path, value);
   }

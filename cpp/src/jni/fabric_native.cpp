@@ -571,6 +571,16 @@ NativeValue NativeShardedReader::read(const signed char* key, long long key_leng
   return wrap_or_none(reader_->read(from_bytes(key, key_length), plan.get()));
 }
 
+NativeValue NativeShardedReader::readInto(const signed char* key, long long key_length, const NativeShardPlan& plan,
+                                          void* module) const {
+  if (module == nullptr) throw Error("null module");
+  auto& m = *static_cast<torch::nn::Module*>(module);
+  std::unordered_map<std::string, at::Tensor> destinations;
+  for (const auto& item : m.named_parameters(/*recurse=*/true)) destinations.emplace(item.key(), item.value());
+  for (const auto& item : m.named_buffers(/*recurse=*/true)) destinations.emplace(item.key(), item.value());
+  return wrap_or_none(reader_->read(from_bytes(key, key_length), plan.get(), destinations));
+}
+
 NativeValue NativeShardedReader::readAll() const { return NativeValue(reader_->read_all()); }
 
 }  // namespace fabricckpt::jni

@@ -295,6 +295,9 @@ class NativeShardedReader {
   std::string topLevelKey(int index) const;
   // The value saved under `key` with each sharded tensor cut to this rank's region; None if absent.
   NativeValue read(const signed char* key, long long key_length, const NativeShardPlan& plan) const;
+  // The same for restoring `module` (a torch::nn::Module*) from it: chunks that are exactly one of
+  // its parameters' or buffers' regions are read straight into them (sharded::Reader::read).
+  NativeValue readInto(const signed char* key, long long key_length, const NativeShardPlan& plan, void* module) const;
   // Everything, whole tensors, unflattened (what dcp_to_torch_save writes).
   NativeValue readAll() const;
 

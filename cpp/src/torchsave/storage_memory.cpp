@@ -1,5 +1,6 @@
 #include "storage_memory.h"
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
@@ -88,6 +89,17 @@ c10::Storage copied_storage(const void* data, size_t nbytes) {
   c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, c10::GetCPUAllocator(), /*resizable=*/false);
   if (nbytes > 0) std::memcpy(storage.mutable_data(), data, nbytes);
   return storage;
+}
+
+c10::Storage storage_viewing(const at::Tensor& tensor) {
+  // The DataPtr's context owns a reference to the tensor: its memory outlives every view of it.
+  auto owner = std::make_unique<at::Tensor>(tensor);
+  void* data = owner->data_ptr();
+  const size_t nbytes = owner->nbytes();
+  const c10::Device device = owner->device();
+  c10::DataPtr ptr(data, owner.release(), [](void* context) { delete static_cast<at::Tensor*>(context); }, device);
+  return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr), /*allocator=*/nullptr,
+                      /*resizable=*/false);
 }
 
 }  // namespace fabricckpt::torchsave

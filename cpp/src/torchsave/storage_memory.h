@@ -4,6 +4,7 @@
 // small ones from libtorch's CPU allocator.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Storage.h>
 
 #include <cstddef>
@@ -37,5 +38,9 @@ c10::Storage mapped_storage(const std::shared_ptr<const MappedFile>& file, uint6
 
 // A storage from libtorch's allocator holding a copy of `nbytes` bytes at `data`.
 c10::Storage copied_storage(const void* data, size_t nbytes);
+
+// A storage over the memory of `tensor` (contiguous), keeping it alive: a load that fills it writes
+// straight into the tensor.
+c10::Storage storage_viewing(const at::Tensor& tensor);
 
 }  // namespace fabricckpt::torchsave

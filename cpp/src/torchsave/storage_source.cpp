@@ -1,5 +1,7 @@
 #include "storage_source.h"
 
+#include <ATen/core/Tensor.h>
+
 #include <vector>
 
 #include "eager_reader.h"
@@ -16,6 +18,12 @@ class EagerSource : public StorageSource {
       : file_(file), zip_(zip), options_(options) {}
 
   c10::Storage storage_for(const ZipRecord& record, size_t nbytes, size_t) override {
+    if (options_.destination && !destination_taken_ && record.size == nbytes && nbytes > 0 &&
+        options_.destination->nbytes() == nbytes) {
+      destination_taken_ = true;  // the caller's memory, filled with the others
+      pending_.push_back(PendingRead{&record, static_cast<uint8_t*>(options_.destination->data_ptr()), nullptr});
+      return storage_viewing(*options_.destination);
+    }
     if (record.size != nbytes || nbytes == 0) {
       // A record longer than its storage (the CRC covers it all), or empty: read now, whole.
       const std::string bytes = zip_.data(record, options_.verify_crc);
@@ -42,6 +50,7 @@ class EagerSource : public StorageSource {
   const ZipReader& zip_;
   TorchLoadOptions options_;
   std::vector<PendingRead> pending_;
+  bool destination_taken_ = false;
 };
 
 // Views of a private copy-on-write mapping: the data is read when first touched. Records not

@@ -71,7 +71,10 @@ final class StateRestore {
             if (!reader.has(key)) {
                 continue;
             }
-            try (NativeValue saved = reader.read(key, plan)) { // released at once (mapped chunks, copies)
+            // Models are read straight into their tensors where the reader can (as DCP loads in place).
+            try (NativeValue saved = StateConversion.isModel(target)
+                    ? reader.readInto(key, plan, StateConversion.moduleOf(target))
+                    : reader.read(key, plan)) { // released at once (mapped chunks, copies)
                 if (StateConversion.isModel(target)) {
                     IncompatibleKeys ignored = module(location, key, StateConversion.moduleOf(target), saved, strict);
                     if (!ignored.isEmpty()) {

@@ -38,7 +38,21 @@ public final class NativeShardedReader extends Pointer {
     private native @ByVal NativeValue read(@Cast("const signed char*") byte[] key, long keyLength,
             @Const @ByRef NativeShardPlan plan);
 
+    private native @ByVal NativeValue readInto(@Cast("const signed char*") byte[] key, long keyLength,
+            @Const @ByRef NativeShardPlan plan, Pointer module);
+
     public native @ByVal NativeValue readAll();
+
+    /**
+     * {@link #read} for restoring {@code module}: chunks that are exactly the region of one of its
+     * parameters or buffers are read straight into it (that tensor is then the value), the rest as
+     * {@link #read}. A read that fails midway may leave the module partly overwritten (as DCP's
+     * in-place load).
+     */
+    public NativeValue readInto(String key, NativeShardPlan plan, Pointer module) {
+        byte[] k = NativeShardPlan.utf8(key);
+        return readInto(k, k.length, plan, module);
+    }
 
     /** The value saved under {@code key}, sharded tensors cut to {@code plan}'s regions; None if absent. */
     public NativeValue read(String key, NativeShardPlan plan) {

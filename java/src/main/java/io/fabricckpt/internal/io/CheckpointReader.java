@@ -3,6 +3,7 @@ package io.fabricckpt.internal.io;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import java.util.Collection;
+import org.bytedeco.pytorch.Module;
 
 /**
  * An opened checkpoint: its top-level entries, each read on demand and cut to a rank's shards.
@@ -22,6 +23,15 @@ public interface CheckpointReader extends AutoCloseable {
 
     /** The value saved under {@code key}, sharded tensors cut to {@code plan}'s regions. */
     NativeValue read(String key, NativeShardPlan plan);
+
+    /**
+     * {@link #read} for restoring {@code module} from it: a reader that can reads what it can
+     * straight into the module's tensors (which are then values of the tree), so that restoring them
+     * copies nothing; a failure midway may leave the module partly overwritten. By default, {@link #read}.
+     */
+    default NativeValue readInto(String key, NativeShardPlan plan, Module module) {
+        return read(key, plan);
+    }
 
     /** The top-level entries other than {@code restored}: what a load returns as the remainder (the reader's to close). */
     NativeValue remainder(Collection<String> restored);

@@ -17,6 +17,7 @@ import java.nio.file.Path;
 import java.util.Collection;
 import java.util.HashSet;
 import java.util.Set;
+import org.bytedeco.pytorch.Module;
 
 /**
  * A {@code torch.distributed.checkpoint} directory as Lightning's FSDP strategies write it: every rank's
@@ -125,6 +126,19 @@ public final class DcpDirectoryIO implements CheckpointIO {
             }
             try {
                 return shards.read(key, plan);
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e, location + " ['" + key + "']");
+            }
+        }
+
+        /** Chunks that are exactly a parameter's region go straight into it (DCP's in-place load). */
+        @Override
+        public NativeValue readInto(String key, NativeShardPlan plan, Module module) {
+            if (!shardedKeys.contains(key)) {
+                return meta.getKey(key);
+            }
+            try {
+                return shards.readInto(key, plan, module);
             } catch (RuntimeException e) {
                 throw NativeErrors.translate(e, location + " ['" + key + "']");
             }

@@ -1,5 +1,6 @@
 package io.fabricckpt.dist;
 
+import io.fabricckpt.internal.FabricNative;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -51,6 +52,20 @@ public final class LocalLauncher {
             throw new IllegalArgumentException("at least one process, not " + processes);
         }
         this.processes = processes;
+    }
+
+    /**
+     * JavaCPP extracts the native libraries into its cache on first use; ranks starting together on a
+     * machine whose cache is still empty would extract the same files at once, and one rank can map a
+     * library while another rewrites it (a SIGBUS, JavaCPP issue 608). Loading them here first, once,
+     * leaves the ranks only finding them. A failure here is left for the ranks to report.
+     */
+    private static void extractNativeLibraries() {
+        try {
+            FabricNative.load();
+        } catch (RuntimeException | LinkageError e) {
+            // the ranks load them again and say what is wrong
+        }
     }
 
     /** The cores of this host divided among {@code ranks} (at least one each), as Lightning suggests. */
@@ -132,6 +147,7 @@ public final class LocalLauncher {
     /** Runs {@code mainClass} in N JVMs and waits for them (at most {@link #timeout}). */
     public Result launch(String mainClass, List<String> args) throws IOException, InterruptedException {
         Objects.requireNonNull(mainClass, "mainClass");
+        extractNativeLibraries();
         int port = freePort();
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<Process> running = new ArrayList<>();

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.fabricckpt.Fabric;
+import io.fabricckpt.Net;
 import io.fabricckpt.core.CheckpointException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -17,6 +18,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -120,6 +123,25 @@ class DdpTest {
         try (var files = Files.list(dir)) {
             assertEquals(List.of(dir.resolve("ddp-async.ckpt")), files.toList(), "one file, no temporary files");
         }
+    }
+
+    /** System.exit right after saveAsync on every rank: the shutdown hooks finish the save, and say so. */
+    @Test
+    void exitingRightAfterABackgroundSaveFinishesItOnEveryRank() throws Exception {
+        List<String> sink = new ArrayList<>();
+        LocalLauncher.Result r = launcher(2, "60", sink).launch(DdpWorker.class.getName(), "save-async-exit",
+                dir.toString());
+        assertEquals(List.of(0, 0), r.exitCodes(), r.describe());
+        for (int rank = 0; rank < 2; rank++) {
+            assertTrue(r.output(rank).stream().anyMatch(l -> l.contains("finishing the background checkpoint saves of")),
+                    "rank " + rank + ": " + r.output(rank));
+        }
+        Map<String, Object> checkpoint = new Fabric().load(dir.resolve("ddp-exit.ckpt"));
+        assertEquals(List.of("model", "optimizer", "step"), List.copyOf(checkpoint.keySet()));
+        torch.manual_seed(7);
+        Net expected = new Net(256, 1024, 8);
+        Map<?, ?> model = (Map<?, ?>) checkpoint.get("model");
+        assertTrue(((Tensor) model.get("fc1.weight")).equal(expected.fc1.weight()), "the saved weights");
     }
 
     /** A background save that rank 0 cannot write fails written() on every rank: typed on rank 0, named on rank 1. */

@@ -32,6 +32,8 @@ import org.bytedeco.pytorch.global.torch;
  *       through {@code fabric.step} right after it; prints {@code written}, then as {@code save}
  *       whether the file holds the state before that step ({@code restored-equal=}) and whether the
  *       step changed the model ({@code step-changed=}).
+ *   <li>{@code save-async-exit DIR}: {@code saveAsync} of a Net(256, 1024, 8) (seed 7) to
+ *       DIR/ddp-exit.ckpt, then {@code System.exit(0)} at once on every rank.
  *   <li>{@code exit-before-save DIR}: the last rank leaves (exit 0) right after joining; the others save.
  *   <li>{@code stall-before-save DIR}: the last rank sleeps forever after joining; the others save.
  * </ul>
@@ -51,6 +53,16 @@ public final class DdpWorker {
                     case "save" -> save(fabric, target);
                     case "load" -> load(fabric, target);
                     case "save-async" -> saveAsync(fabric, group, target);
+                    case "save-async-exit" -> {
+                        torch.manual_seed(7);
+                        Net model = new Net(256, 1024, 8); // big enough that the save is still running
+                        Map<String, Object> state = Workers.state(model, new Adam(model.parameters(),
+                                new AdamOptions(1e-3)), 5L);
+                        fabric.saveAsync(target.resolve("ddp-exit.ckpt"), state);
+                        System.out.println("exiting");
+                        System.out.flush();
+                        System.exit(0); // the shutdown hook must finish the save on every rank
+                    }
                     case "exit-before-save", "stall-before-save" -> {
                         Workers.faultOnLastRank(group, mode.startsWith("stall"));
                         save(fabric, target);

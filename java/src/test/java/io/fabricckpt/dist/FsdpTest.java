@@ -327,20 +327,9 @@ class FsdpTest {
      */
     @Test
     void aDiskErrorOnOneRankFailsEveryRanksBackgroundSave() throws Exception {
-        String shim = System.getenv("FABRICCKPT_IO_FAULT_SHIM");
-        assertTrue(shim != null && Files.exists(Path.of(shim)), "the fault library is missing: " + shim);
-        Path dir = shared.resolve("async-disk-fault");
-        String verified = previousCheckpoint(dir);
-        LocalLauncher launcher = launcher(2, "30").environment(Map.of("FABRICCKPT_DIST_TIMEOUT", "30",
-                "LD_PRELOAD", shim, "FABRICCKPT_FAULT", "pwrite:EIO:0", "FABRICCKPT_FAULT_RANK", "1"));
-        LocalLauncher.Result r = launch(launcher, "save-async-sharded", dir.toString());
-        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
-        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.output(1)));
-        assertTrue(error1.contains("Input/output error"), error1);
-        assertEquals("CheckpointStorageException", line(r, 1, "error-type: ").orElseThrow());
+        LocalLauncher.Result r = saveWithDiskErrorOnRankOne("save-async-sharded", "async-disk-fault");
         String type0 = line(r, 0, "error-type: ").orElseThrow(() -> new AssertionError(r.output(0)));
         assertTrue(type0.startsWith("DistributedException rank=0"), type0);
-        assertPreviousCheckpointKept(dir, verified);
     }
 
     /**
@@ -455,24 +444,34 @@ class FsdpTest {
      */
     @Test
     void aDiskErrorOnOneRankFailsEveryRankAndKeepsThePreviousCheckpoint() throws Exception {
-        String shim = System.getenv("FABRICCKPT_IO_FAULT_SHIM");
-        assertTrue(shim != null && Files.exists(Path.of(shim)), "the fault library is missing: " + shim);
-        Path dir = shared.resolve("disk-fault");
-        String verified = previousCheckpoint(dir);
-        LocalLauncher launcher = launcher(2, "30").environment(Map.of("FABRICCKPT_DIST_TIMEOUT", "30",
-                "LD_PRELOAD", shim, "FABRICCKPT_FAULT", "pwrite:EIO:0", "FABRICCKPT_FAULT_RANK", "1"));
-        LocalLauncher.Result r = launch(launcher, "save-sharded", dir.toString());
-        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
-        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.output(1)));
-        assertTrue(error1.contains("Input/output error"), error1);
+        LocalLauncher.Result r = saveWithDiskErrorOnRankOne("save-sharded", "disk-fault");
         String error0 = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.output(0)));
         assertTrue(error0.contains("rank 1 could not write its shard file") && error0.contains("Input/output error"),
                 error0);
         // typed: the failing rank sees the disk, the others a rank that failed
-        assertEquals("CheckpointStorageException", line(r, 1, "error-type: ").orElseThrow());
         assertEquals("DistributedException rank=0 operation=sharded save: shard write on rank 1",
                 line(r, 0, "error-type: ").orElseThrow());
+    }
+
+    /**
+     * {@code mode}'s save over a previous checkpoint in {@code name} with EIO on every write of rank 1
+     * (the LD_PRELOAD library of cpp/tests/tools/io_fault_shim.cpp): both ranks fail, rank 1 typed as
+     * a storage error, and the previous checkpoint stays whole. Returns the launch for more checks.
+     */
+    private LocalLauncher.Result saveWithDiskErrorOnRankOne(String mode, String name) throws Exception {
+        String shim = System.getenv("FABRICCKPT_IO_FAULT_SHIM");
+        assertTrue(shim != null && Files.exists(Path.of(shim)), "the fault library is missing: " + shim);
+        Path dir = shared.resolve(name);
+        String verified = previousCheckpoint(dir);
+        LocalLauncher launcher = launcher(2, "30").environment(Map.of("FABRICCKPT_DIST_TIMEOUT", "30",
+                "LD_PRELOAD", shim, "FABRICCKPT_FAULT", "pwrite:EIO:0", "FABRICCKPT_FAULT_RANK", "1"));
+        LocalLauncher.Result r = launch(launcher, mode, dir.toString());
+        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
+        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.output(1)));
+        assertTrue(error1.contains("Input/output error"), error1);
+        assertEquals("CheckpointStorageException", line(r, 1, "error-type: ").orElseThrow());
         assertPreviousCheckpointKept(dir, verified);
+        return r;
     }
 
     /** A truncated .metadata is refused with an error that names it. */

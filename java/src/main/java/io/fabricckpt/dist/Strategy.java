@@ -60,7 +60,7 @@ public sealed interface Strategy permits SingleDevice, GroupStrategy {
         StateConversion.validateFilter(state, filter);
         RankProtocol.onGlobalZero(this, location, () -> {
             try (NativeValue checkpoint = StateConversion.toCheckpoint(state, filter)) {
-                CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint, options, null);
+                CheckpointIOs.fileWriter(location).write(location, checkpoint, options, 0, null);
             }
         });
     }
@@ -79,7 +79,7 @@ public sealed interface Strategy permits SingleDevice, GroupStrategy {
             throw new UnsupportedOperationException("saveAsync under a multi-process strategy is not supported yet");
         }
         StateConversion.validateFilter(state, filter);
-        return AsyncWriter.shared().save(location.path(), StateConversion.toCheckpoint(state, filter), options,
+        return AsyncWriter.shared().save(location, StateConversion.toCheckpoint(state, filter), options,
                 listener);
     }
 

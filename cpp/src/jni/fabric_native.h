@@ -334,6 +334,10 @@ class NativeObjectBytes {
   std::string bytes_;
 };
 
+// The byte ranges of a sharded directory's files that reading top-level `key` with `plan` reads
+// (`plan` null: reading everything; `key` ignored then), one "relative path\toffset\tlength" a line.
+std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan);
+
 // Parses the downloaded torch.save file named `name` (its URL); the tensors view `bytes`, which is emptied.
 NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bool verify_crc, int threads,
                            bool weights_only);

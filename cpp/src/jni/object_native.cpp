@@ -4,6 +4,7 @@
 
 #include "fabric_native.h"
 #include "fabricckpt/error.h"
+#include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/value.h"
 
@@ -36,6 +37,15 @@ void* NativeObjectBytes::data() { return bytes_.data(); }
 long long NativeObjectBytes::size() const { return static_cast<long long>(bytes_.size()); }
 
 std::string NativeObjectBytes::take() { return std::move(bytes_); }
+
+std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan) {
+  sharded::Reader reader(dir);
+  std::string out;
+  for (const auto& r : plan ? reader.ranges_for(&key, &plan->get()) : reader.ranges_for(nullptr, nullptr)) {
+    out += concat(r.relative_path, "\t", r.offset, "\t", r.length, "\n");
+  }
+  return out;
+}
 
 NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bool verify_crc, int threads,
                            bool weights_only) {

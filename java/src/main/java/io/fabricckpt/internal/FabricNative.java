@@ -184,4 +184,11 @@ public final class FabricNative {
      */
     public static native @ByVal NativeValue loadTorchBytes(@ByRef NativeObjectBytes bytes, @StdString BytePointer name,
             @Cast("bool") boolean verifyCrc, int threads, @Cast("bool") boolean weightsOnly);
+
+    /**
+     * The byte ranges of a sharded directory's files that reading top-level {@code key} with {@code plan}
+     * reads ({@code plan} null: reading everything), one "relative path\toffset\tlength" a line.
+     */
+    public static native @StdString BytePointer shardedRanges(@StdString BytePointer dir, @StdString BytePointer key,
+            @Const NativeShardPlan plan);
 }

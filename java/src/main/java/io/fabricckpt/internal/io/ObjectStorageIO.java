@@ -1,6 +1,5 @@
 package io.fabricckpt.internal.io;
 
-import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
@@ -86,14 +85,18 @@ public final class ObjectStorageIO implements CheckpointIO, FileWriterIO {
     @Override
     public CheckpointReader open(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
         if (isShardedDirectory(location)) {
-            throw new CheckpointException(location + ": sharded checkpoints in object storage are not supported yet"
-                    + " (torch.save files are)");
+            return ShardedObjectReader.open(objects(), location, options, listener);
         }
         return new TorchSaveFileIO.TreeReader(read(location, options, listener));
     }
 
     @Override
     public String verify(CheckpointLocation location) {
+        if (isShardedDirectory(location)) {
+            try (ShardedObjectReader reader = ShardedObjectReader.open(objects(), location, ReadOptions.DEFAULT, null)) {
+                return reader.verify();
+            }
+        }
         long size = objects().size(location);
         try (NativeValue root = read(location, ReadOptions.DEFAULT, null)) {
             return location + ": OK: " + size + " bytes, every record's CRC-32 checked, the pickle and every tensor read";

@@ -53,6 +53,10 @@ public final class TorchSaveFileIO implements CheckpointIO, FileWriterIO {
      */
     public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options) {
+        if (!location.isLocal()) {
+            throw new io.fabricckpt.core.CheckpointException(location + ": saves of sharded state to object storage"
+                    + " are not supported yet (save to a local or shared directory, or save from a single process)");
+        }
         try {
             FabricNative.saveFull(NativeCalls.path(location), checkpoint, plan, group,
                     NativeCalls.utf8(options.archiveName()), options.fsync(), options.unsafeGlobalsAllowed());

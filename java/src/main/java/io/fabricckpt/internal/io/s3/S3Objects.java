@@ -9,7 +9,9 @@ import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -61,6 +63,7 @@ public final class S3Objects implements AutoCloseable {
 
     private final S3Client client;
     private final S3Settings settings;
+    private final java.util.concurrent.atomic.AtomicLong downloaded = new java.util.concurrent.atomic.AtomicLong();
 
     /** A client with the SDK's default credential chain. */
     public S3Objects(S3Settings settings) {
@@ -99,6 +102,11 @@ public final class S3Objects implements AutoCloseable {
         return settings;
     }
 
+    /** Bytes of object data this client has fetched so far (what ranged reads saved shows here). */
+    public long bytesDownloaded() {
+        return downloaded.get();
+    }
+
     /** The object's size in bytes. */
     public long size(CheckpointLocation object) {
         try {
@@ -128,18 +136,18 @@ public final class S3Objects implements AutoCloseable {
         }
     }
 
-    /** The keys under {@code prefix} (a location's key followed by '/'), in lexicographic order. */
-    public List<String> list(CheckpointLocation directory) {
+    /** The objects under the directory's prefix (its key followed by '/'): key to size, in lexicographic order. */
+    public Map<String, Long> list(CheckpointLocation directory) {
         String prefix = directory.key() + "/";
-        List<String> keys = new ArrayList<>();
+        Map<String, Long> objects = new LinkedHashMap<>();
         try {
             for (S3Object o : client.listObjectsV2Paginator(b -> b.bucket(directory.bucket()).prefix(prefix)).contents()) {
-                keys.add(o.key());
+                objects.put(o.key(), o.size());
             }
         } catch (SdkException e) {
             throw translate(directory, "listing it", e);
         }
-        return keys;
+        return objects;
     }
 
     /** Deletes the object (nothing happens when it is missing). */
@@ -229,6 +237,11 @@ public final class S3Objects implements AutoCloseable {
      * {@link S3Settings#partSize} bytes, {@link S3Settings#concurrency} at once.
      */
     public void download(CheckpointLocation object, long size, RangeSink sink) {
+        download(object, 0, size, sink);
+    }
+
+    /** {@link #download(CheckpointLocation, long, RangeSink)} of {@code [start, start + size)} of the object. */
+    public void download(CheckpointLocation object, long start, long size, RangeSink sink) {
         long range = settings.partSize();
         int count = (int) ((size + range - 1) / range);
         AtomicInteger next = new AtomicInteger();
@@ -238,8 +251,8 @@ public final class S3Objects implements AutoCloseable {
                 byte[] chunk = new byte[1 << 16];
                 try {
                     for (int i; !failed.get() && (i = next.getAndIncrement()) < count; ) {
-                        long offset = i * range;
-                        int length = (int) Math.min(range, size - offset);
+                        long offset = start + i * range;
+                        int length = (int) Math.min(range, start + size - offset);
                         readRange(object, offset, sink.window(offset, length), chunk);
                     }
                 } catch (RuntimeException | Error e) {
@@ -278,6 +291,7 @@ public final class S3Objects implements AutoCloseable {
                             + " (changed while it was read?)", null);
                 }
                 dest.put(chunk, 0, n);
+                downloaded.addAndGet(n);
             }
         } catch (IOException e) {
             throw new CheckpointStorageException(object + ": reading bytes " + range.substring(6) + " failed: "

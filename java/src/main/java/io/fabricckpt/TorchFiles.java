@@ -132,6 +132,22 @@ public final class TorchFiles {
     }
 
     /**
+     * {@link #unsafeGlobals(Path)} of a local path or an {@code s3://} location. An object is read whole
+     * (its tree's globals are listed, read inertly: nothing is executed).
+     */
+    public static List<String> unsafeGlobals(String location) {
+        CheckpointLocation at = CheckpointLocation.parse(location);
+        if (at.isLocal()) {
+            return unsafeGlobals(at.path());
+        }
+        try (CheckpointReader reader = CheckpointIOs.forReading(at).open(at, ReadOptions.DEFAULT, null);
+                NativeValue root = reader.readAll()) {
+            return lines(() -> FabricNative.unsafeGlobalsOfTree(root)).stream().map(l -> l.split("\t", 2)[0])
+                    .distinct().toList();
+        }
+    }
+
+    /**
      * Reads a checkpoint and writes it as one torch.save file: a file is written back unchanged in the
      * current format (same archive folder); a sharded {@code torch.distributed.checkpoint} directory
      * is consolidated as Lightning does (every tensor whole, then the entries of its {@code meta.pt}),
@@ -150,20 +166,33 @@ public final class TorchFiles {
 
     /** {@link #convert(Path, Path)}; {@code allowUnsafeGlobals} writes globals outside the allowlist too. */
     public static void convert(Path source, Path target, boolean allowUnsafeGlobals, ProgressListener listener) {
-        CheckpointLocation from = CheckpointLocation.of(source);
-        CheckpointLocation to = CheckpointLocation.of(target);
+        convert(CheckpointLocation.of(source), CheckpointLocation.of(target), allowUnsafeGlobals, listener);
+    }
+
+    /**
+     * {@link #convert(Path, Path, boolean, ProgressListener)} between locations as users write them: local
+     * paths or {@code s3://} locations (a sharded directory {@code s3://bucket/prefix/} fetched chunk by
+     * chunk, the target uploaded as a multipart upload).
+     */
+    public static void convert(String source, String target, boolean allowUnsafeGlobals, ProgressListener listener) {
+        convert(CheckpointLocation.parse(source), CheckpointLocation.parse(target), allowUnsafeGlobals, listener);
+    }
+
+    private static void convert(CheckpointLocation from, CheckpointLocation to, boolean allowUnsafeGlobals,
+            ProgressListener listener) {
         String archive;
         if (CheckpointIOs.isShardedDirectory(from)) {
             archive = TorchSaveFileIO.archiveNameFor(to);
         } else {
-            String saved = CheckpointIOs.TORCH_SAVE_FILE.archiveName(from);
+            String saved = from.isLocal() ? CheckpointIOs.TORCH_SAVE_FILE.archiveName(from)
+                    : CheckpointIOs.OBJECT_STORAGE.archiveName(from);
             archive = saved.isEmpty() ? "archive" : saved; // legacy files are written in the current format
         }
         // Read eagerly: CRCs are checked before anything is rewritten.
         try (CheckpointReader reader = CheckpointIOs.forReading(from).open(from, ReadOptions.DEFAULT, null);
                 NativeValue root = reader.readAll()) {
-            CheckpointIOs.TORCH_SAVE_FILE.write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
-                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
+            CheckpointIOs.fileWriter(to).write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
+                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), 0, listener);
         }
     }
 

@@ -103,6 +103,33 @@ public final class ObjectStorageIO implements CheckpointIO, FileWriterIO {
         }
     }
 
+    /**
+     * The archive folder of the torch.save file in the object (the first record's folder, from its local
+     * header: the first bytes only), "" for a legacy (pickle-stream) file.
+     */
+    public String archiveName(CheckpointLocation location) {
+        long size = objects().size(location);
+        java.nio.ByteBuffer head = objects().read(location, 0, (int) Math.min(size, 30 + 0xffff))
+                .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        if (head.remaining() < 30 || head.getInt(0) != 0x04034b50) {
+            if (head.remaining() > 0 && (head.get(0) & 0xff) == 0x80) {
+                return ""; // pickle's PROTO opcode: a legacy file
+            }
+            throw new io.fabricckpt.core.CorruptCheckpointException(location + ": not a torch.save file (no zip local"
+                    + " header at its start)", null);
+        }
+        int nameLength = head.getShort(26) & 0xffff;
+        if (30 + nameLength > head.remaining()) {
+            throw new io.fabricckpt.core.CorruptCheckpointException(location + ": its first zip entry's name runs past"
+                    + " the object's end", null);
+        }
+        byte[] name = new byte[nameLength];
+        head.get(30, name);
+        String first = new String(name, java.nio.charset.StandardCharsets.UTF_8);
+        int slash = first.indexOf('/');
+        return slash < 0 ? "" : first.substring(0, slash);
+    }
+
     /** Whether {@code location} is a prefix holding a {@code .metadata} object (a sharded directory). */
     public boolean isShardedDirectory(CheckpointLocation location) {
         return objects().exists(location.resolve(DCP_METADATA));

@@ -113,7 +113,7 @@ final class S3Bench {
         System.out.println();
         BenchReport.printTargets(targets, System.out);
         System.out.println("Endpoint " + Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS") + "; part size and"
-                + " concurrency from FABRICCKPT_S3_PART_SIZE / FABRICCKPT_S3_CONCURRENCY (defaults 16M, 8). +peak MiB:"
+                + " concurrency from FABRICCKPT_S3_PART_SIZE / FABRICCKPT_S3_CONCURRENCY (defaults 16M, 4). +peak MiB:"
                 + " peak resident memory during the operation minus resident memory before it.");
         return 0;
     }

@@ -14,7 +14,7 @@ import java.util.regex.Pattern;
  *       endpoint's host is an IP address, which cannot carry a bucket name);
  *   <li>{@code FABRICCKPT_S3_PART_SIZE} (bytes, suffixes K/M/G; default 16M, at least 5M as S3 requires):
  *       the size of each multipart-upload part and of each ranged GET;
- *   <li>{@code FABRICCKPT_S3_CONCURRENCY} (default 8): parts uploaded or ranges fetched at once; a save
+ *   <li>{@code FABRICCKPT_S3_CONCURRENCY} (default 4): parts uploaded or ranges fetched at once; a save
  *       holds at most this many parts in memory.
  * </ul>
  * Java system properties override them as the SDK's do: {@code aws.region}, {@code aws.endpointUrl},
@@ -64,7 +64,7 @@ public record S3Settings(String region, URI endpoint, boolean pathStyle, long pa
                 || endpoint != null && endpoint.getHost() != null && IP_HOST.matcher(endpoint.getHost()).matches()
                 || endpoint != null && "localhost".equals(endpoint.getHost());
         long partSize = parseSize(first(env.get("FABRICCKPT_S3_PART_SIZE"), null, "16M"));
-        int concurrency = Integer.parseInt(first(env.get("FABRICCKPT_S3_CONCURRENCY"), null, "8").trim());
+        int concurrency = Integer.parseInt(first(env.get("FABRICCKPT_S3_CONCURRENCY"), null, "4").trim());
         return new S3Settings(region, endpoint, pathStyle, partSize, concurrency);
     }
 

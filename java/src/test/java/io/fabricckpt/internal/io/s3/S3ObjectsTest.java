@@ -132,6 +132,7 @@ class S3ObjectsTest {
         assertTrue(S3Settings.from(Map.of("AWS_ENDPOINT_URL", "https://s3.example.com", "AWS_S3_FORCE_PATH_STYLE",
                 "true")).pathStyle());
         assertEquals(16L << 20, S3Settings.from(Map.of()).partSize());
+        assertEquals(4, S3Settings.from(Map.of()).concurrency());
         assertEquals((1L << 40) / 10_000 + 1, S3Settings.from(Map.of()).partSizeFor(1L << 40));
         assertThrows(IllegalArgumentException.class, () -> S3Settings.from(Map.of("FABRICCKPT_S3_PART_SIZE", "1M")));
     }

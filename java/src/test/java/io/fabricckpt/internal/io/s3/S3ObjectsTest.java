@@ -61,6 +61,26 @@ class S3ObjectsTest {
         assertEquals(Map.of("a/b.bin", (long) bytes.length), S3Objects.shared().list(CheckpointLocation.ofObject(bucket, "a")));
     }
 
+    /** The memory of an upload is its parts in flight: every part is filled into one of `concurrency` buffers. */
+    @Test
+    void anUploadFillsAtMostConcurrencyBuffers() {
+        String bucket = server.newBucket("bounded");
+        long size = 60L << 20; // twelve 5 MiB parts, three workers (the tests' settings)
+        java.util.Set<Long> buffers = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        AtomicInteger parts = new AtomicInteger();
+        S3Objects.shared().upload(CheckpointLocation.ofObject(bucket, "big.bin"), size, (offset, dest) -> {
+            try (org.bytedeco.javacpp.BytePointer p = new org.bytedeco.javacpp.BytePointer(dest)) {
+                buffers.add(p.address());
+            }
+            parts.incrementAndGet();
+            dest.put(new byte[dest.remaining()]);
+        });
+        assertEquals(12, parts.get());
+        assertEquals(S3Objects.shared().settings().concurrency(), 3);
+        assertTrue(buffers.size() <= 3, "parts were filled into " + buffers.size() + " buffers");
+        assertEquals(size, S3Objects.shared().size(CheckpointLocation.ofObject(bucket, "big.bin")));
+    }
+
     /** A part that cannot be produced aborts the upload: no object, no pending upload, the old object kept. */
     @Test
     void aFailedUploadLeavesNoObjectAndNoPendingUpload() {

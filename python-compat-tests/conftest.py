@@ -43,6 +43,29 @@ class Java:
     def describe(self, path):
         return normalise(json.loads(self.tool("describe", path)))
 
+    def describe_location(self, location):
+        """describe of a path or an s3:// URL (read through the library's CheckpointLocation.parse)."""
+        return normalise(json.loads(self.tool("describe-location", location)))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """S3Proxy on loopback for the session; this process's environment (s3fs, and the Java children
+    the tests start) points at it meanwhile."""
+    from s3_server import S3Server
+    server = S3Server(BUILD / "s3proxy" / "s3proxy.jar", tmp_path_factory.mktemp("s3proxy"))
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
 
 @pytest.fixture(scope="session")
 def java():

@@ -282,5 +282,68 @@ TEST_F(TempDir, FilesWithoutCrcsLoadButOneZeroCrcIsCorruption) {
   }
 }
 
+// The layout an object-storage upload sends part by part: any cut of it gives the bytes
+// save_torch_file writes, large storages included (placed records come from tensor memory).
+TEST_F(TempDir, LayoutFillsTheBytesOfTheFileInAnyPieces) {
+  auto root = Value::plain_dict();
+  auto add = [&](const char* key, const at::Tensor& t) {
+    TensorRef ref;
+    ref.tensor = std::make_shared<at::Tensor>(t);
+    root->dict().set(Value::string(key), Value::tensor(ref));
+  };
+  add("big", at::arange(700000, at::kFloat));       // 2.8 MB: a placed record
+  add("small", at::arange(10, at::kLong));
+  add("bigger", at::arange(1 << 20, at::kDouble));  // 8 MiB
+  add("empty", at::empty({0}));
+  const auto path = (dir / "l.pt").string();
+  save_torch_file(path, root, {});
+  const std::string file = read_file(path);
+
+  TorchSaveOptions options;
+  TorchFileLayout layout(root, options, "s3://bucket/l.pt");
+  ASSERT_EQ(layout.size(), file.size());
+  std::string whole(file.size(), '\0');
+  layout.fill(0, whole.data(), whole.size());
+  EXPECT_TRUE(whole == file);
+  // Parts of odd sizes, filled out of order, each cutting records and headers anywhere.
+  std::string parts(file.size(), '\0');
+  const size_t part = 1000003;
+  for (size_t start = (file.size() / part) * part;; start -= part) {
+    layout.fill(start, parts.data() + start, std::min(part, file.size() - start));
+    if (start == 0) break;
+  }
+  EXPECT_TRUE(parts == file);
+  char past[2];
+  EXPECT_THROW(layout.fill(file.size() - 1, past, 2), FormatError);
+}
+
+TEST_F(TempDir, BytesInMemoryLoadAsViewsAndTheirCrcsAreChecked) {
+  auto root = Value::plain_dict();
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(at::arange(300000, at::kFloat));
+  root->dict().set(Value::string("w"), Value::tensor(ref));
+  StringSink out;
+  write_torch_save(out, root, "archive");
+  std::string bytes = out.str();
+
+  TorchCheckpoint back = load_torch_bytes(bytes, "s3://bucket/w.pt", {});
+  EXPECT_TRUE(at::equal(tensor_at(*back.root, "w"), *ref.tensor));
+  EXPECT_EQ(back.archive_name, "archive");
+
+  ZipReader zip(MappedFile::from_bytes(bytes, "mem"));
+  const ZipRecord* data = zip.find("data/0");
+  ASSERT_TRUE(data);
+  std::string broken = bytes;
+  broken[data->data_offset + 100] ^= 1;
+  try {
+    load_torch_bytes(broken, "s3://bucket/w.pt", {});
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("CRC-32 mismatch"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("s3://bucket/w.pt"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_torch_bytes("not a zip", "s3://bucket/x", {}), FormatError);
+}
+
 }  // namespace
 }  // namespace fabricckpt

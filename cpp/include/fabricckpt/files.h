@@ -45,8 +45,10 @@ class MappedFile final : public ReadSource {
   // makes later reads of the lost pages fault (SIGBUS, as in Python); replacing it by
   // rename, as every save here and Lightning's do, is safe.
   static std::shared_ptr<const MappedFile> open_private(const std::string& path);
-  // Holds a copy of `bytes` under the display name `name` (for tests and in-memory input).
-  static std::shared_ptr<const MappedFile> from_bytes(std::string bytes, std::string name);
+  // Holds `bytes` under the display name `name` (for tests and in-memory input). `writable`: the
+  // bytes are this object's alone (an object downloaded from storage), so a load may hand out
+  // tensors viewing them (mutable_data()), as it does for a private mapping.
+  static std::shared_ptr<const MappedFile> from_bytes(std::string bytes, std::string name, bool writable = false);
   // [offset, offset + size) of `parent` as a file of its own named `name`, without a copy: it
   // keeps the parent alive, reads through it, and is writable when the parent is (a private
   // mapping). For the torch.save streams inside a torch.distributed.checkpoint file. Error if

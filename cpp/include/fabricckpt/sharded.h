@@ -123,6 +123,14 @@ class Reader {
                 const std::unordered_map<std::string, at::Tensor>& destinations) const;
   // Every key, whole tensors, unflattened: what dcp_to_torch_save would write.
   ValuePtr read_all() const;
+  // The byte ranges of the shard files that read(key, plan) reads (`plan` null: read_all()), as
+  // (relative path, offset, length): for storage that fetches only those (object storage).
+  struct Range {
+    std::string relative_path;
+    uint64_t offset;
+    uint64_t length;
+  };
+  std::vector<Range> ranges_for(const std::string* key, const ShardPlan* plan) const;
   // The bytes of the torch.save stream of a value ("bytes") item, for scanning its pickle.
   std::shared_ptr<const MappedFile> item_stream(const std::string& fqn) const;
 

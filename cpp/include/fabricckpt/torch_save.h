@@ -53,6 +53,11 @@ struct TorchCheckpoint {
 // Reads a torch.save file (zip or legacy). FormatError names the file and record.
 TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions& options = {});
 
+// A torch.save zip file held whole in memory (an object downloaded from storage), under the display
+// name `name`: tensors view `bytes` without a copy (the memory lives as long as any of them). With
+// options.verify_crc every record's CRC-32 is checked first (records in parallel, options.threads).
+TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name, const TorchLoadOptions& options);
+
 // A torch.save zip stream that is part of a bigger file (an item of a torch.distributed.checkpoint
 // file, see MappedFile::slice); errors name the slice.
 class MappedFile;
@@ -94,6 +99,31 @@ class TorchFileWriter {
   void write_storage(const c10::StorageImpl* storage, const void* data, uint64_t size);
   // StateError if a deferred storage has not been written.
   void commit();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The bytes save_torch_file writes for `root`, produced on demand by byte range: for writers that
+// send the file in pieces from several threads (a multipart upload to object storage) without
+// ever holding it whole. The constructor plans the layout (refusing unsafe globals as
+// save_torch_file does, `target` naming the destination) and computes each large record's CRC-32
+// from tensor memory (options.threads); the headers, small records and directory are kept (a few
+// MiB at most), the storages' bytes are read from the tensors on each fill. The tree must stay
+// alive and unchanged while the layout is used. Deferred storages are refused (StateError).
+class TorchFileLayout {
+ public:
+  TorchFileLayout(const ValuePtr& root, const TorchSaveOptions& options, const std::string& target);
+  ~TorchFileLayout();
+  TorchFileLayout(const TorchFileLayout&) = delete;
+  TorchFileLayout& operator=(const TorchFileLayout&) = delete;
+
+  // Bytes of the whole file.
+  uint64_t size() const;
+  // Copies [offset, offset + size) of the file into `dest`; FormatError past the end. Safe from
+  // several threads at once.
+  void fill(uint64_t offset, void* dest, size_t size) const;
 
  private:
   struct Impl;

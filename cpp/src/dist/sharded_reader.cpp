@@ -234,6 +234,40 @@ ValuePtr Reader::read(const std::string& key, const ShardPlan& plan,
   return root->dict().get(key);
 }
 
+std::vector<Reader::Range> Reader::ranges_for(const std::string* key, const ShardPlan* plan) const {
+  std::vector<Range> out;
+  auto add = [&](const std::string& fqn, const std::vector<int64_t>* offsets) {
+    // Missing storage is read_entry's error to report, with its message; nothing to fetch for it.
+    if (const dcp::StorageInfo* info = metadata_.storage_of(fqn, offsets)) {
+      out.push_back({info->relative_path, info->offset, info->length});
+    }
+  };
+  auto entry_ranges = [&](size_t i) {
+    const dcp::Entry& entry = metadata_.entries[i];
+    if (!entry.tensor) return add(entry.key, nullptr);
+    const dcp::TensorEntry& t = *entry.tensor;
+    std::optional<Placement> placement;
+    if (plan) placement = plan->for_global(paths_[i], t.size);
+    for (const auto& chunk : t.chunks) {
+      bool overlaps = true;
+      for (size_t d = 0; placement && d < t.size.size() && d < chunk.offsets.size(); ++d) {
+        const int64_t lo = std::max(chunk.offsets[d], placement->offsets[d]);
+        const int64_t hi = std::min(chunk.offsets[d] + chunk.sizes[d], placement->offsets[d] + placement->sizes[d]);
+        overlaps = overlaps && hi > lo;
+      }
+      if (overlaps) add(entry.key, &chunk.offsets);
+    }
+  };
+  if (!key) {
+    for (size_t i = 0; i < metadata_.entries.size(); ++i) entry_ranges(i);
+    return out;
+  }
+  if (auto found = by_top_key_.find(*key); found != by_top_key_.end()) {
+    for (size_t i : found->second) entry_ranges(i);
+  }
+  return out;
+}
+
 std::string verify(const std::string& dir) {
   Reader reader(dir, /*map_chunks=*/false);
   reader.read_all();

@@ -172,9 +172,10 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
   return file;
 }
 
-std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std::string name) {
-  return std::shared_ptr<const MappedFile>(
-      new MappedFile(std::move(name), nullptr, 0, false, std::move(bytes)));
+std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std::string name, bool writable) {
+  std::shared_ptr<MappedFile> file(new MappedFile(std::move(name), nullptr, 0, false, std::move(bytes)));
+  file->writable_ = writable;
+  return file;
 }
 
 std::shared_ptr<const MappedFile> MappedFile::slice(std::shared_ptr<const MappedFile> parent, uint64_t offset,

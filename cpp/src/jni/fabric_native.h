@@ -17,6 +17,7 @@
 
 namespace fabricckpt {
 struct Value;
+class TorchFileLayout;
 }
 
 namespace fabricckpt::jni {
@@ -305,5 +306,43 @@ class NativeShardedReader {
   std::shared_ptr<sharded::Reader> reader_;
   std::vector<std::string> keys_;
 };
+
+// --- object storage: files sent and received in byte ranges (io.fabricckpt.internal.io.s3) ---------
+
+// The bytes of torch.save(root) planned for a writer that sends them in parts (a multipart upload):
+// fill() copies any range from the planned headers and the tensors' memory; `root` must stay alive.
+class NativeTorchLayout {
+ public:
+  NativeTorchLayout(const NativeValue& root, const std::string& archive_name, bool allow_unsafe_globals, int threads,
+                    const std::string& target);
+  long long size() const;
+  // Copies [offset, offset + size) of the file to `dest` (a direct buffer's memory).
+  void fill(long long offset, void* dest, long long size) const;
+
+ private:
+  std::shared_ptr<TorchFileLayout> layout_;
+};
+
+// Memory an object is downloaded into (ranged reads from several threads into data()), then
+// handed whole to loadTorchBytes, whose tensors view it.
+class NativeObjectBytes {
+ public:
+  explicit NativeObjectBytes(long long size);
+  void* data();
+  long long size() const;
+  // The bytes, moved out (the object is empty afterwards).
+  std::string take();
+
+ private:
+  std::string bytes_;
+};
+
+// The byte ranges of a sharded directory's files that reading top-level `key` with `plan` reads
+// (`plan` null: reading everything; `key` ignored then), one "relative path\toffset\tlength" a line.
+std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan);
+
+// Parses the downloaded torch.save file named `name` (its URL); the tensors view `bytes`, which is emptied.
+NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bool verify_crc, int threads,
+                           bool weights_only);
 
 }  // namespace fabricckpt::jni

@@ -12,6 +12,7 @@
 #include "fabricckpt/safety.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/zip.h"
+#include "parallel.h"
 #include "storage_source.h"
 #include "torch_rebuild.h"
 
@@ -244,6 +245,24 @@ std::vector<std::string> unsafe_globals_in_file(const std::string& path) {
     throw FormatError(concat(path, ": ", e.what()));
   }
   return refused.found();
+}
+
+TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name, const TorchLoadOptions& options) {
+  if (bytes.empty()) throw FormatError(concat(name, ": object is empty"));
+  auto file = MappedFile::from_bytes(std::move(bytes), name, /*writable=*/true);
+  if (!is_zip(*file)) throw FormatError(concat(name, ": not a torch.save zip file"));
+  TorchLoadOptions views = options;
+  if (options.verify_crc) {
+    // The views skip the storages' CRCs (as mmap loads do): check every record here, in parallel.
+    ZipReader zip(file);
+    const auto& records = zip.records();
+    uint64_t bytes_total = 0;
+    for (const auto& r : records) bytes_total += r.size;
+    torchsave::run_parallel(records.size(), torchsave::pick_threads(options.threads, bytes_total, records.size()),
+                            [&](size_t i) { zip.verify(records[i]); });
+  }
+  views.mmap = true;  // storages view the downloaded bytes (StorageSource::for_load: writable, mapped)
+  return load_zip(file, views);
 }
 
 TorchCheckpoint load_torch_stream(const std::shared_ptr<const MappedFile>& stream, const TorchLoadOptions& options) {

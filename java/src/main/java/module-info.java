@@ -9,6 +9,15 @@ module io.fabricckpt {
     requires transitive org.bytedeco.javacpp;
     requires transitive org.bytedeco.pytorch;
     requires org.slf4j;
+    // s3:// locations (io.fabricckpt.internal.io.s3)
+    requires software.amazon.awssdk.services.s3;
+    requires software.amazon.awssdk.core;
+    requires software.amazon.awssdk.auth;
+    requires software.amazon.awssdk.regions;
+    requires software.amazon.awssdk.http;
+    requires software.amazon.awssdk.http.apache;
+    requires software.amazon.awssdk.awscore;
+    requires software.amazon.awssdk.utils;
 
     exports io.fabricckpt;
     exports io.fabricckpt.core;

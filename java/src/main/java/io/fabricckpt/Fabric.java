@@ -129,7 +129,22 @@ public final class Fabric implements AutoCloseable {
      */
     public AsyncSave saveAsync(Path path, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
-        AsyncSave save = strategy.saveAsync(CheckpointLocation.of(path),
+        return saveAsync(CheckpointLocation.of(path), state, filter, listener);
+    }
+
+    /** {@link #saveAsync(Path, Map, Map, ProgressListener)} to a location as users write it (a path or {@code s3://bucket/key}). */
+    public AsyncSave saveAsync(String path, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
+        return saveAsync(CheckpointLocation.parse(path), state, filter, listener);
+    }
+
+    public AsyncSave saveAsync(String path, Map<String, ?> state) {
+        return saveAsync(path, state, Map.of(), null);
+    }
+
+    private AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
+            Map<String, ? extends BiPredicate<Object, Object>> filter, ProgressListener listener) {
+        AsyncSave save = strategy.saveAsync(location,
                 Objects.requireNonNull(state, "state"), Objects.requireNonNull(filter, "filter"), writeOptions(),
                 listener);
         pendingSaves.add(save);

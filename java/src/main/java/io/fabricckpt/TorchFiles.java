@@ -47,7 +47,22 @@ public final class TorchFiles {
      * then Lightning's {@code meta.pt} entries).
      */
     public static Object read(Path path, ReadOptions options, ProgressListener listener) {
-        CheckpointLocation location = CheckpointLocation.of(path);
+        return read(CheckpointLocation.of(path), options, listener);
+    }
+
+    /**
+     * {@link #read(Path, ReadOptions, ProgressListener)} of a location as users write it: a local path
+     * or {@code s3://bucket/key} (an object fetched with parallel ranged GETs; see docs/storage.md).
+     */
+    public static Object read(String location, ReadOptions options, ProgressListener listener) {
+        return read(CheckpointLocation.parse(location), options, listener);
+    }
+
+    public static Object read(String location) {
+        return read(location, ReadOptions.DEFAULT, null);
+    }
+
+    private static Object read(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
         try (CheckpointReader reader = CheckpointIOs.forReading(location).open(location, options, listener);
                 NativeValue root = reader.readAll()) {
             return ValueConverter.toJava(root);
@@ -65,8 +80,21 @@ public final class TorchFiles {
 
     /** {@link #write(Path, Object, WriteOptions)}, reporting the bytes written to {@code listener} (may be null). */
     public static void write(Path path, Object value, WriteOptions options, ProgressListener listener) {
+        write(CheckpointLocation.of(path), value, options, listener);
+    }
+
+    /**
+     * {@link #write(Path, Object, WriteOptions, ProgressListener)} to a location as users write it: a
+     * local path or {@code s3://bucket/key} (a multipart upload; the object appears only when complete).
+     */
+    public static void write(String location, Object value, WriteOptions options, ProgressListener listener) {
+        write(CheckpointLocation.parse(location), value, options, listener);
+    }
+
+    private static void write(CheckpointLocation location, Object value, WriteOptions options,
+            ProgressListener listener) {
         try (NativeValue root = ValueConverter.toNative(value)) {
-            CheckpointIOs.TORCH_SAVE_FILE.write(CheckpointLocation.of(path), root, options, listener);
+            CheckpointIOs.fileWriter(location).write(location, root, options, 0, listener);
         }
     }
 
@@ -78,7 +106,15 @@ public final class TorchFiles {
      * @throws io.fabricckpt.core.CheckpointException naming the file and what is wrong
      */
     public static String verify(Path path) {
-        CheckpointLocation location = CheckpointLocation.of(path);
+        return verify(CheckpointLocation.of(path));
+    }
+
+    /** {@link #verify(Path)} of a local path or an {@code s3://bucket/key} object. */
+    public static String verify(String location) {
+        return verify(CheckpointLocation.parse(location));
+    }
+
+    private static String verify(CheckpointLocation location) {
         return CheckpointIOs.forReading(location).verify(location);
     }
 
@@ -93,6 +129,22 @@ public final class TorchFiles {
      */
     public static List<String> unsafeGlobals(Path path) {
         return lines(() -> FabricNative.unsafeGlobals(NativeCalls.path(path)));
+    }
+
+    /**
+     * {@link #unsafeGlobals(Path)} of a local path or an {@code s3://} location. An object is read whole
+     * (its tree's globals are listed, read inertly: nothing is executed).
+     */
+    public static List<String> unsafeGlobals(String location) {
+        CheckpointLocation at = CheckpointLocation.parse(location);
+        if (at.isLocal()) {
+            return unsafeGlobals(at.path());
+        }
+        try (CheckpointReader reader = CheckpointIOs.forReading(at).open(at, ReadOptions.DEFAULT, null);
+                NativeValue root = reader.readAll()) {
+            return lines(() -> FabricNative.unsafeGlobalsOfTree(root)).stream().map(l -> l.split("\t", 2)[0])
+                    .distinct().toList();
+        }
     }
 
     /**
@@ -114,20 +166,33 @@ public final class TorchFiles {
 
     /** {@link #convert(Path, Path)}; {@code allowUnsafeGlobals} writes globals outside the allowlist too. */
     public static void convert(Path source, Path target, boolean allowUnsafeGlobals, ProgressListener listener) {
-        CheckpointLocation from = CheckpointLocation.of(source);
-        CheckpointLocation to = CheckpointLocation.of(target);
+        convert(CheckpointLocation.of(source), CheckpointLocation.of(target), allowUnsafeGlobals, listener);
+    }
+
+    /**
+     * {@link #convert(Path, Path, boolean, ProgressListener)} between locations as users write them: local
+     * paths or {@code s3://} locations (a sharded directory {@code s3://bucket/prefix/} fetched chunk by
+     * chunk, the target uploaded as a multipart upload).
+     */
+    public static void convert(String source, String target, boolean allowUnsafeGlobals, ProgressListener listener) {
+        convert(CheckpointLocation.parse(source), CheckpointLocation.parse(target), allowUnsafeGlobals, listener);
+    }
+
+    private static void convert(CheckpointLocation from, CheckpointLocation to, boolean allowUnsafeGlobals,
+            ProgressListener listener) {
         String archive;
         if (CheckpointIOs.isShardedDirectory(from)) {
             archive = TorchSaveFileIO.archiveNameFor(to);
         } else {
-            String saved = CheckpointIOs.TORCH_SAVE_FILE.archiveName(from);
+            String saved = from.isLocal() ? CheckpointIOs.TORCH_SAVE_FILE.archiveName(from)
+                    : CheckpointIOs.OBJECT_STORAGE.archiveName(from);
             archive = saved.isEmpty() ? "archive" : saved; // legacy files are written in the current format
         }
         // Read eagerly: CRCs are checked before anything is rewritten.
         try (CheckpointReader reader = CheckpointIOs.forReading(from).open(from, ReadOptions.DEFAULT, null);
                 NativeValue root = reader.readAll()) {
-            CheckpointIOs.TORCH_SAVE_FILE.write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
-                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
+            CheckpointIOs.fileWriter(to).write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
+                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), 0, listener);
         }
     }
 

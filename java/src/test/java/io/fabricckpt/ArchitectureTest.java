@@ -39,9 +39,13 @@ class ArchitectureTest {
         ToolProvider jdeps = ToolProvider.findFirst("jdeps").orElseThrow();
         StringWriter out = new StringWriter();
         // the module's dependencies, where the class loader found them
-        String modulePath = Stream.of(org.bytedeco.javacpp.Pointer.class, org.bytedeco.pytorch.Tensor.class,
-                org.bytedeco.openblas.global.openblas.class, org.slf4j.LoggerFactory.class)
-                .map(ArchitectureTest::jarOf).distinct().collect(java.util.stream.Collectors.joining(":"));
+        // (the AWS SDK's modules and theirs: every jar of the test class path under software/amazon)
+        String modulePath = Stream.concat(Stream.of(org.bytedeco.javacpp.Pointer.class,
+                org.bytedeco.pytorch.Tensor.class, org.bytedeco.openblas.global.openblas.class,
+                org.slf4j.LoggerFactory.class).map(ArchitectureTest::jarOf),
+                Stream.of(System.getProperty("java.class.path").split(java.io.File.pathSeparator))
+                        .filter(p -> p.endsWith(".jar") && p.contains("/software/amazon/")))
+                .distinct().collect(java.util.stream.Collectors.joining(":"));
         int rc = jdeps.run(new PrintWriter(out), new PrintWriter(out), "-verbose:package", "-filter:none",
                 "--ignore-missing-deps", "--multi-release", "17", "--module-path", modulePath, classes().toString());
         assertEquals(0, rc, out.toString());

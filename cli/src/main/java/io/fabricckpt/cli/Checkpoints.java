@@ -86,7 +86,7 @@ final class Checkpoints {
     }
 
     /** The library's tree with each tensor (and parameter) replaced by its {@link TensorInfo}. */
-    private static Object describeTensors(Object root) {
+    static Object describeTensors(Object root) {
         return new Describer().convert(root);
     }
 

@@ -15,11 +15,11 @@ import picocli.CommandLine.Parameters;
             "consolidate_checkpoint does. Globals outside torch's weights_only allowlist (code a",
             "torch.load(weights_only=False) would run) are refused unless --allow-unsafe-globals."})
 final class ConvertCli implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory")
-    Path source;
+    @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory, local or s3://")
+    String sourceLocation;
 
-    @Parameters(index = "1", paramLabel = "DST", description = "the torch.save file to write")
-    Path target;
+    @Parameters(index = "1", paramLabel = "DST", description = "the torch.save file to write, local or s3://bucket/key")
+    String targetLocation;
 
     @Option(names = "--allow-unsafe-globals",
             description = "write globals outside torch's weights_only allowlist too (only for files you trust)")
@@ -27,7 +27,17 @@ final class ConvertCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        Paths.readable(source);
+        if (ObjectLocations.isRemote(sourceLocation) || ObjectLocations.isRemote(targetLocation)) {
+            // Through the library: a sharded s3:// directory fetched chunk by chunk, an s3:// target uploaded
+            // as a multipart upload (the object appears only when complete).
+            ProgressBar bar = new ProgressBar("convert");
+            TorchFiles.convert(sourceLocation, targetLocation, allowUnsafeGlobals, bar);
+            bar.finish();
+            System.out.println("wrote " + targetLocation);
+            return ExitCodes.OK;
+        }
+        Path source = Paths.readable(Path.of(sourceLocation));
+        Path target = Path.of(targetLocation);
         // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time;
         // a legacy file through the library.
         if (Files.isDirectory(source)) {

@@ -14,8 +14,9 @@ import picocli.CommandLine.Parameters;
             "torch.serialization.get_unsafe_globals_in_checkpoint does (with --json: an object",
             "{\"unsafe_globals\": [...], \"checkpoint\": tree})."})
 final class InspectCli implements Callable<Integer> {
-    @Parameters(paramLabel = "PATH", description = "a torch.save file or a sharded (torch.distributed.checkpoint) directory")
-    Path path;
+    @Parameters(paramLabel = "PATH", description = {"a torch.save file or a sharded (torch.distributed.checkpoint) directory,",
+        "local or s3://bucket/key (a directory: s3://bucket/prefix/)"})
+    String location;
 
     @Option(names = "--json", description = "print the tree as JSON")
     boolean json;
@@ -24,8 +25,11 @@ final class InspectCli implements Callable<Integer> {
     public Integer call() {
         // Only the structure, dtypes and shapes, never a tensor's bytes: the zip directory and data.pkl
         // are read with pread (a 10 GB file inspects as fast as a small one), without libtorch.
-        Object checkpoint = Checkpoints.read(Paths.readable(path));
-        List<String> unsafe = Checkpoints.unsafeGlobals(path);
+        // An s3:// location is read by the library (the object fetched with parallel ranged GETs).
+        boolean remote = ObjectLocations.isRemote(location);
+        Path path = remote ? null : Path.of(location);
+        Object checkpoint = remote ? ObjectLocations.read(location) : Checkpoints.read(Paths.readable(path));
+        List<String> unsafe = remote ? ObjectLocations.unsafeGlobals(location) : Checkpoints.unsafeGlobals(path);
         if (json) {
             String globals = unsafe.stream().map(g -> "\"" + g.replace("\\", "\\\\").replace("\"", "\\\"") + "\"")
                     .collect(Collectors.joining(","));

@@ -121,7 +121,7 @@ final class JavaBench {
         return rows;
     }
 
-    private BenchRow repeat(long size, String op, String cache, int reps, Runnable before, Supplier<Object> call) {
+    BenchRow repeat(long size, String op, String cache, int reps, Runnable before, Supplier<Object> call) {
         double[] seconds = new double[reps];
         long extra = 0;
         for (int r = 0; r < reps; r++) {

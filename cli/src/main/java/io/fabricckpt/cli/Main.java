@@ -16,7 +16,7 @@ import picocli.CommandLine;
 @Command(name = "fabric-ckpt", mixinStandardHelpOptions = true, versionProvider = VersionProvider.class,
         description = "Lightning Fabric checkpoints (torch.save files, torch.distributed.checkpoint directories) on the JVM.",
         subcommands = {DemoCli.class, InspectCli.class, VerifyCli.class, DiffCli.class, ConvertCli.class, CleanCli.class, BenchCli.class,
-            BenchShardedCli.class, LaunchCli.class, CommandLine.HelpCommand.class},
+            BenchShardedCli.class, BenchS3Cli.class, LaunchCli.class, CommandLine.HelpCommand.class},
         footerHeading = "%nExit codes:%n",
         footer = {"  0  done (diff: equal; verify: no corruption)", "  1  the check failed (diff: they differ; verify: corrupt)",
             "  2  usage error", "  3  a file or directory could not be read or written", "  4  any other failure"})

@@ -14,12 +14,22 @@ import picocli.CommandLine.Parameters;
             "directory every shard item, and that the chunks cover every tensor.",
             "Exit code 1 when the checkpoint is corrupt, 3 when it cannot be read at all."})
 final class VerifyCli implements Callable<Integer> {
-    @Parameters(paramLabel = "PATH", description = "a torch.save file or a sharded directory")
-    Path path;
+    @Parameters(paramLabel = "PATH", description = "a torch.save file or a sharded directory, local or s3://")
+    String location;
 
     @Override
     public Integer call() {
-        Paths.readable(path);
+        if (ObjectLocations.isRemote(location)) {
+            try {
+                System.out.println(TorchFiles.verify(location)); // through the library: every CRC-32, every tensor
+            } catch (io.fabricckpt.core.CheckpointStorageException e) { // missing, denied, unreachable
+                throw new CliException(ExitCodes.IO, e.getMessage());
+            } catch (CheckpointException e) {
+                throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
+            }
+            return ExitCodes.OK;
+        }
+        Path path = Paths.readable(Path.of(location));
         try {
             // A zip file or a sharded directory record by record without libtorch (bounded memory); a
             // legacy file by the library.

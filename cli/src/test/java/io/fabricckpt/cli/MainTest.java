@@ -159,7 +159,7 @@ class MainTest {
     }
 
     static final String[] COMMANDS = {"demo", "inspect", "verify", "diff", "convert", "clean", "bench", "bench-sharded",
-        "launch"};
+        "bench-s3", "launch"};
 
     @Test
     void helpOnEveryCommandDoesNothingElse() throws Exception {

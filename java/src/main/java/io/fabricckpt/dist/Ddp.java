@@ -52,7 +52,7 @@ public final class Ddp extends GroupStrategy {
             if (prepared.failure() != null) {
                 throw prepared.failure();
             }
-            CheckpointIOs.TORCH_SAVE_FILE.write(location, prepared.tree(CHECKPOINT), options, listener);
+            CheckpointIOs.fileWriter(location).write(location, prepared.tree(CHECKPOINT), options, 0, listener);
         });
     }
 

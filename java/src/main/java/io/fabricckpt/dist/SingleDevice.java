@@ -45,13 +45,13 @@ public final class SingleDevice implements Strategy {
         return text;
     }
 
-    /** One torch.save file, written atomically by this process. */
+    /** One torch.save file (or object), written atomically by this process. */
     @Override
     public void save(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
         StateConversion.validateFilter(state, filter);
         try (NativeValue checkpoint = StateConversion.toCheckpoint(state, filter)) {
-            CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint, options, null);
+            CheckpointIOs.fileWriter(location).write(location, checkpoint, options, 0, null);
         }
     }
 
@@ -61,7 +61,7 @@ public final class SingleDevice implements Strategy {
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
             ProgressListener listener) {
         StateConversion.validateFilter(state, filter);
-        return AsyncWriter.shared().save(location.path(), StateConversion.toCheckpoint(state, filter), options,
+        return AsyncWriter.shared().save(location, StateConversion.toCheckpoint(state, filter), options,
                 listener);
     }
 

@@ -175,4 +175,20 @@ public final class FabricNative {
 
     public static native void shardModuleParameters(Pointer module, @Cast("const signed char*") byte[] moduleKey,
             long moduleKeyLength, @Const @ByRef NativeShardPlan plan);
+
+    // --- object storage ------------------------------------------------------------------------
+
+    /**
+     * Parses a torch.save file downloaded into {@code bytes} (emptied: the tensors view its memory);
+     * {@code name} (the URL) names it in errors. With {@code verifyCrc} every record's CRC-32 is checked.
+     */
+    public static native @ByVal NativeValue loadTorchBytes(@ByRef NativeObjectBytes bytes, @StdString BytePointer name,
+            @Cast("bool") boolean verifyCrc, int threads, @Cast("bool") boolean weightsOnly);
+
+    /**
+     * The byte ranges of a sharded directory's files that reading top-level {@code key} with {@code plan}
+     * reads ({@code plan} null: reading everything), one "relative path\toffset\tlength" a line.
+     */
+    public static native @StdString BytePointer shardedRanges(@StdString BytePointer dir, @StdString BytePointer key,
+            @Const NativeShardPlan plan);
 }

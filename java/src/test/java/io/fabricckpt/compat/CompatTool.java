@@ -29,6 +29,8 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code roundtrip SRC DST [ARCHIVE] [--allow-unsafe-globals]}: reads into Java values and writes them back</li>
  *   <li>{@code unsafe-globals SRC}: prints the globals torch's weights_only load refuses, one per line</li>
  *   <li>{@code read-weights-only SRC}: reads as torch.load(weights_only=True) would, prints ok</li>
+ *   <li>{@code roundtrip-location SRC DST}, {@code describe-location SRC}: roundtrip and describe of
+ *       locations as users write them (a path or an {@code s3://} URL)</li>
  *   <li>{@code write-sample DST}: writes the state python-compat-tests/test_java_writes.py expects</li>
  *   <li>{@code schedule SRC STEPS SAVED NEXT OUT}, {@code plateau SRC METRICS OUT}: SGD + StepLR and SGD +
  *       ReduceLROnPlateau runs for test_schedulers.py ({@link ScheduleTool})</li>
@@ -58,7 +60,10 @@ public final class CompatTool {
                 TorchFiles.read(Path.of(args[1]), ReadOptions.DEFAULT.withWeightsOnly(true));
                 System.out.println("ok");
             }
-            case "write-sample" -> new Fabric().save(Path.of(args[1]), sample());
+            case "write-sample" -> new Fabric().save(args[1], sample()); // a path or an s3:// URL
+            case "roundtrip-location" -> // SRC DST, each a path or an s3:// URL
+                    TorchFiles.write(args[2], TorchFiles.read(args[1]), WriteOptions.DEFAULT, null);
+            case "describe-location" -> System.out.println(json(TorchFiles.read(args[1])));
             case "train" -> train(args[1], Path.of(args[2]), Path.of(args[3]));
             case "schedule" -> ScheduleTool.run(args[1], Integer.parseInt(args[2]), Path.of(args[3]),
                     Integer.parseInt(args[4]), Path.of(args[5]));

@@ -72,7 +72,7 @@ public final class FsdpWorker {
                     case "save-sharded" -> saveSharded(group, Path.of(args[1]));
                     case "save-full" -> saveFull(group, Path.of(args[1]));
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
-                    case "load" -> load(group, Path.of(args[1]), Path.of(args[2]));
+                    case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL
                     case "save-async" -> saveAsync(group, Path.of(args[1]), Path.of(args[2]));
                     case "save-async-sharded" -> saveAsyncSharded(group, Path.of(args[1]));
                     case "exit-during-save", "stall-during-save" -> {
@@ -192,7 +192,7 @@ public final class FsdpWorker {
         throw new IllegalStateException("no " + name + " in /proc/self/status");
     }
 
-    private static void load(ProcessGroup group, Path path, Path out) {
+    private static void load(ProcessGroup group, String path, Path out) {
         torch.manual_seed(100 + group.rank()); // different on every rank: only the load makes them agree
         Net model = new Net(4, 8, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(0.5));
@@ -201,6 +201,9 @@ public final class FsdpWorker {
         Map<String, Object> remainder = new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).load(path, state);
         System.out.println("step=" + state.get("step"));
         System.out.println("remainder=" + remainder.keySet());
+        if (path.startsWith("s3://")) {
+            System.out.println("s3-bytes=" + io.fabricckpt.internal.io.s3.S3Objects.shared().bytesDownloaded());
+        }
         Map<String, Object> loaded = Workers.state(sharded, optimizer, (Long) state.get("step"));
         new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(out, loaded);
         System.out.println("loaded");

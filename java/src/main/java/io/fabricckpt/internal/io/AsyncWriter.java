@@ -61,7 +61,7 @@ public final class AsyncWriter implements AutoCloseable {
     /** Save order across all savers: a larger number is a newer request. */
     private static final AtomicLong SEQUENCE = new AtomicLong();
     /** Per target path: how many saves are requested and not finished, and the newest one written. */
-    private static final ConcurrentHashMap<Path, PathState> PATHS = new ConcurrentHashMap<>();
+    private static final ConcurrentHashMap<CheckpointLocation, PathState> PATHS = new ConcurrentHashMap<>();
     /** Savers with a save requested and not finished: what the shutdown hook waits for. */
     private static final Set<AsyncWriter> BUSY = ConcurrentHashMap.newKeySet();
     private static final Logger LOG = LoggerFactory.getLogger(AsyncWriter.class);
@@ -89,7 +89,7 @@ public final class AsyncWriter implements AutoCloseable {
     }
 
     private static final class Job {
-        final Path target;
+        final CheckpointLocation target;
         long sequence; // set with the path's pending count, atomically
         final WriteOptions options;
         final ProgressListener listener;
@@ -99,7 +99,7 @@ public final class AsyncWriter implements AutoCloseable {
         NativeValue root;     // the caller's tree (tensors shared with the caller) until staged
         NativeValue snapshot; // the staged copy
 
-        Job(Path target, NativeValue root, WriteOptions options, ProgressListener listener) {
+        Job(CheckpointLocation target, NativeValue root, WriteOptions options, ProgressListener listener) {
             this.target = target;
             this.root = root;
             this.options = options;
@@ -197,11 +197,16 @@ public final class AsyncWriter implements AutoCloseable {
      * @throws IllegalStateException after {@link #close()}
      */
     public AsyncSave save(Path path, NativeValue root, WriteOptions options, ProgressListener listener) {
+        return save(CheckpointLocation.of(path), root, options, listener);
+    }
+
+    /** {@link #save(Path, NativeValue, WriteOptions, ProgressListener)} to any location (a local file or an object). */
+    public AsyncSave save(CheckpointLocation target, NativeValue root, WriteOptions options,
+            ProgressListener listener) {
         Objects.requireNonNull(root, "root");
         Objects.requireNonNull(options, "options");
-        Path target = path.toAbsolutePath().normalize();
         if (!options.unsafeGlobalsAllowed()) {
-            TorchSaveFileIO.requireWeightsOnlySafe(CheckpointLocation.of(target), root); // refused here, in the caller's thread
+            TorchSaveFileIO.requireWeightsOnlySafe(target, root); // refused here, in the caller's thread
         }
         Job job = new Job(target, root, options, listener);
         Job replaced = null;
@@ -420,8 +425,7 @@ public final class AsyncWriter implements AutoCloseable {
             if (state.newestWritten > job.sequence) {
                 return; // a newer checkpoint is already in place; this one must not replace it
             }
-            CheckpointIOs.TORCH_SAVE_FILE.write(CheckpointLocation.of(job.target), job.snapshot, job.options, threads,
-                    job.listener);
+            CheckpointIOs.fileWriter(job.target).write(job.target, job.snapshot, job.options, threads, job.listener);
             state.newestWritten = job.sequence;
         } finally {
             state.writing.unlock();
@@ -429,7 +433,7 @@ public final class AsyncWriter implements AutoCloseable {
     }
 
     /** One save of {@code target} is done; forget the path once none is pending. */
-    private static void release(Path target) {
+    private static void release(CheckpointLocation target) {
         PATHS.computeIfPresent(target, (k, state) -> --state.pending == 0 ? null : state);
     }
 }

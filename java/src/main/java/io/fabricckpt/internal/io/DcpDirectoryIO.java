@@ -36,6 +36,10 @@ public final class DcpDirectoryIO implements CheckpointIO {
      */
     public void writeSharded(CheckpointLocation location, NativeValue tensors, NativeValue meta, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options) {
+        if (!location.isLocal()) {
+            throw new io.fabricckpt.core.CheckpointException(location + ": saves of sharded state to object storage"
+                    + " are not supported yet (save to a local or shared directory, or save from a single process)");
+        }
         try {
             FabricNative.saveShardedOptions(NativeCalls.path(location), tensors, meta, plan, group, options.fsync(),
                     options.unsafeGlobalsAllowed());

@@ -20,7 +20,7 @@ import org.bytedeco.javacpp.BytePointer;
  * strategies write, and an FSDP strategy's full state. Writes are atomic (temporary file, fsync,
  * rename); reads are eager into owned memory unless mapped.
  */
-public final class TorchSaveFileIO implements CheckpointIO {
+public final class TorchSaveFileIO implements CheckpointIO, FileWriterIO {
     TorchSaveFileIO() {}
 
     /** Writes a whole checkpoint tree from this process, atomically: a failure leaves what was there. */
@@ -30,6 +30,7 @@ public final class TorchSaveFileIO implements CheckpointIO {
     }
 
     /** {@link #write} with {@code threads} writer threads (0: one per core). */
+    @Override
     public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
             ProgressListener listener) {
         BytePointer path = NativeCalls.path(location);
@@ -52,6 +53,10 @@ public final class TorchSaveFileIO implements CheckpointIO {
      */
     public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options) {
+        if (!location.isLocal()) {
+            throw new io.fabricckpt.core.CheckpointException(location + ": saves of sharded state to object storage"
+                    + " are not supported yet (save to a local or shared directory, or save from a single process)");
+        }
         try {
             FabricNative.saveFull(NativeCalls.path(location), checkpoint, plan, group,
                     NativeCalls.utf8(options.archiveName()), options.fsync(), options.unsafeGlobalsAllowed());
@@ -96,7 +101,7 @@ public final class TorchSaveFileIO implements CheckpointIO {
 
     /** The archive folder torch.save writes into a file it is given by path: the name without its extension. */
     public static String archiveNameFor(CheckpointLocation location) {
-        String name = location.path().getFileName().toString();
+        String name = location.fileName();
         int dot = name.lastIndexOf('.');
         return dot > 0 ? name.substring(0, dot) : name;
     }
@@ -130,7 +135,7 @@ public final class TorchSaveFileIO implements CheckpointIO {
     }
 
     /** A whole file's tree: entries are its top-level items; sharded models get their regions. */
-    private static final class TreeReader implements CheckpointReader {
+    static final class TreeReader implements CheckpointReader {
         private final NativeValue root;
         private boolean handedOver; // readAll gave the tree to the caller, who closes it
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Python side of `fabric-ckpt bench-s3`: Lightning's fabric.save/fabric.load of an s3:// URL (fsspec +
+s3fs: the whole file buffered in memory, then one upload; a load reads it whole into memory), to the
+S3 server the environment names (AWS_ENDPOINT_URL, credentials), on the same state as bench.py, after
+a warm-up round. Prints one tab-separated line per operation, as bench.py does:
+
+    op <TAB> cache <TAB> seconds,seconds,... <TAB> extra peak RSS in bytes (max over the runs)
+
+Run on its own:  python bench/s3_bench.py --bytes 268435456 --url s3://bucket/python.ckpt [--reps 3]
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import build_state, measure  # noqa: E402 (the same state and measurement as bench.py)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bytes", type=int, required=True)
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+
+    import lightning.fabric as lf
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    fabric = lf.Fabric(accelerator="cpu", devices=1)
+    state = build_state(args.bytes)
+    results = []
+
+    def run(op, fn):
+        runs = [measure(fn) for _ in range(args.reps)]
+        results.append((op, "-", [s for s, _ in runs], max(e for _, e in runs)))
+
+    measure(lambda: fabric.save(args.url, state))  # warm-up: imports, connections, first-touch memory
+    measure(lambda: fabric.load(args.url))
+    run("fabric.save to S3", lambda: fabric.save(args.url, state))
+    run("fabric.load from S3", lambda: fabric.load(args.url))
+    for op, cache, seconds, extra in results:
+        print(f"{op}\t{cache}\t{','.join(f'{s:.6f}' for s in seconds)}\t{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

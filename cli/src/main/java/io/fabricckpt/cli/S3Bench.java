@@ -1,0 +1,155 @@
+package io.fabricckpt.cli;
+
+import static io.fabricckpt.cli.BenchSystem.MIB;
+import static io.fabricckpt.cli.BenchSystem.human;
+
+import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
+import java.net.URI;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Objects;
+import java.util.function.Function;
+import java.util.stream.Stream;
+import software.amazon.awssdk.core.sync.RequestBody;
+import software.amazon.awssdk.services.s3.S3Client;
+import software.amazon.awssdk.services.s3.model.BucketAlreadyOwnedByYouException;
+
+/**
+ * {@code fabric-ckpt bench-s3}: saves and loads of an {@code s3://} object on the S3 server the
+ * environment names (AWS_ENDPOINT_URL and credentials, as for every s3:// location), against Lightning's
+ * {@code fabric.save/load} of the same state to the same server (bench/s3_bench.py, through s3fs) and a
+ * single-stream PUT of the same file (what a plain {@code aws s3 cp} of one stream does), in the same
+ * run after a warm-up round, with the extra peak resident memory of each, and the targets: save and
+ * load >= 3x Lightning, extra memory of a save <= 128 MiB.
+ */
+final class S3Bench {
+    private S3Bench() {}
+
+    static int run(long size, int reps, String bucket, boolean python, boolean json) throws Exception {
+        if (System.getenv("AWS_ENDPOINT_URL") == null && System.getenv("AWS_ENDPOINT_URL_S3") == null) {
+            System.err.println("fabric-ckpt bench-s3: note: no AWS_ENDPOINT_URL, so this measures AWS itself");
+        }
+        S3Client client = client();
+        try {
+            client.createBucket(b -> b.bucket(bucket));
+        } catch (BucketAlreadyOwnedByYouException ignored) {
+            // the bucket of an earlier run
+        } catch (software.amazon.awssdk.services.s3.model.S3Exception e) {
+            if (e.statusCode() != 409) {
+                throw e;
+            }
+        }
+        String url = "s3://" + bucket + "/java.ckpt";
+        JavaBench java = new JavaBench(0);
+        Map<String, Object> state = JavaBench.buildState(size);
+        List<BenchRow> rows = new ArrayList<>();
+        System.err.printf(Locale.ROOT, "[%s] Java: save and load of %s%n", human(size), url);
+        java.repeat(size, "warm-up", "-", 1, null, () -> { // JIT, SDK classes, connections
+            TorchFiles.write(url, state, WriteOptions.DEFAULT, null);
+            return TorchFiles.read(url, ReadOptions.DEFAULT, null);
+        });
+        rows.add(java.repeat(size, "Java save to S3", "-", reps, null, () -> {
+            TorchFiles.write(url, state, WriteOptions.DEFAULT, null);
+            return null;
+        }));
+        rows.add(java.repeat(size, "Java load from S3", "-", reps, null,
+                () -> TorchFiles.read(url, ReadOptions.DEFAULT, null)));
+
+        System.err.printf(Locale.ROOT, "[%s] single-stream PUT of the same file%n", human(size));
+        Path file = Files.createTempFile("fabric-ckpt-bench-s3", ".ckpt");
+        try {
+            TorchFiles.write(file, state, WriteOptions.DEFAULT.withFsync(false));
+            String key = "single-stream.ckpt";
+            client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file)); // warm-up
+            rows.add(java.repeat(size, "single-stream PUT (one file)", "-", reps, null, () -> {
+                client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file));
+                return null;
+            }));
+        } finally {
+            Files.deleteIfExists(file);
+        }
+        if (python) {
+            System.err.printf(Locale.ROOT, "[%s] Python: fabric.save/load of s3://%s/python.ckpt%n", human(size), bucket);
+            rows.addAll(pythonRows(size, reps, "s3://" + bucket + "/python.ckpt"));
+        }
+        List<BenchTarget> targets = Stream.of(
+                BenchTarget.ratio("S3 save >= 3x Lightning fabric.save", find(rows, "Java save to S3"),
+                        find(rows, "fabric.save to S3"), 3.0),
+                BenchTarget.ratio("S3 load >= 3x Lightning fabric.load", find(rows, "Java load from S3"),
+                        find(rows, "fabric.load from S3"), 3.0),
+                find(rows, "Java save to S3") == null ? null : BenchTarget.atMost("S3 save extra memory <= 128 MiB",
+                        find(rows, "Java save to S3"), find(rows, "Java save to S3").extraRss() / (double) MIB,
+                        " MiB", 128))
+                .filter(Objects::nonNull).toList();
+        Function<BenchRow, List<BenchRow>> references = r -> r.op().startsWith("Java save")
+                ? Stream.of(find(rows, "fabric.save to S3"), find(rows, "single-stream PUT (one file)"))
+                        .filter(Objects::nonNull).toList()
+                : r.op().startsWith("Java load") ? Stream.of(find(rows, "fabric.load from S3")).filter(Objects::nonNull)
+                        .toList() : List.of();
+        if (json) {
+            Map<String, Object> settings = new LinkedHashMap<>();
+            settings.put("sizes", List.of(size));
+            settings.put("reps", reps);
+            settings.put("endpoint", Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS"));
+            settings.put("python", python);
+            System.out.println(BenchReport.json("bench-s3", settings, rows, targets, references));
+            return 0;
+        }
+        System.out.printf(Locale.ROOT, "%-6s %-32s %10s %8s %7s %10s  %s%n", "size", "operation", "median ms", "best ms",
+                "GB/s", "+peak MiB", "Java vs references (same run, same server)");
+        for (BenchRow r : rows) {
+            String vs = String.join(", ", references.apply(r).stream().map(ref -> String.format(Locale.ROOT,
+                    "%.2fx %s", ref.median() / r.median(), ref.op())).toList());
+            System.out.printf(Locale.ROOT, "%-6s %-32s %10.1f %8.1f %7.2f %10.0f  %s%n", human(size), r.op(),
+                    r.median() * 1e3, r.best() * 1e3, r.gbps(), r.extraRss() / (double) MIB, vs);
+        }
+        System.out.println();
+        BenchReport.printTargets(targets, System.out);
+        System.out.println("Endpoint " + Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS") + "; part size and"
+                + " concurrency from FABRICCKPT_S3_PART_SIZE / FABRICCKPT_S3_CONCURRENCY (defaults 16M, 4). +peak MiB:"
+                + " peak resident memory during the operation minus resident memory before it.");
+        return 0;
+    }
+
+    private static BenchRow find(List<BenchRow> rows, String op) {
+        return rows.stream().filter(r -> r.op().equals(op)).findFirst().orElse(null);
+    }
+
+    /** A client for the bench's own bucket and reference PUT, configured from the environment as the library's. */
+    private static S3Client client() {
+        var builder = S3Client.builder().forcePathStyle(true);
+        String endpoint = Objects.requireNonNullElse(System.getenv("AWS_ENDPOINT_URL_S3"),
+                Objects.requireNonNullElse(System.getenv("AWS_ENDPOINT_URL"), ""));
+        if (!endpoint.isEmpty()) {
+            builder.endpointOverride(URI.create(endpoint));
+        }
+        if (System.getenv("AWS_REGION") == null) {
+            builder.region(software.amazon.awssdk.regions.Region.US_EAST_1);
+        }
+        return builder.build();
+    }
+
+    private static List<BenchRow> pythonRows(long size, int reps, String url) {
+        String out = BenchSystem.exec(List.of(BenchSystem.python(), BenchSystem.benchScript("s3_bench.py").toString(),
+                "--bytes", Long.toString(size), "--url", url, "--reps", Integer.toString(reps)));
+        List<BenchRow> rows = new ArrayList<>();
+        for (String line : out.split("\n")) {
+            String[] f = line.split("\t");
+            if (f.length == 4) {
+                double[] seconds = Stream.of(f[2].split(",")).mapToDouble(Double::parseDouble).toArray();
+                rows.add(new BenchRow(size, f[0], f[1], seconds, Long.parseLong(f[3])));
+            }
+        }
+        if (rows.isEmpty()) {
+            throw new IllegalStateException("bench/s3_bench.py printed no results:\n" + out);
+        }
+        return rows;
+    }
+}

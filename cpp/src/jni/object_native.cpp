@@ -1,0 +1,59 @@
+// The object-storage entry points (fabric_native.h): torch.save files planned for multipart
+// uploads, and downloaded files parsed where they lie.
+#include <string>
+
+#include "fabric_native.h"
+#include "fabricckpt/error.h"
+#include "fabricckpt/sharded.h"
+#include "fabricckpt/torch_save.h"
+#include "fabricckpt/value.h"
+
+namespace fabricckpt::jni {
+
+NativeTorchLayout::NativeTorchLayout(const NativeValue& root, const std::string& archive_name,
+                                     bool allow_unsafe_globals, int threads, const std::string& target) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.allow_unsafe_globals = allow_unsafe_globals;
+  options.threads = threads;
+  layout_ = std::make_shared<TorchFileLayout>(root.get(), options, target);
+}
+
+long long NativeTorchLayout::size() const { return static_cast<long long>(layout_->size()); }
+
+void NativeTorchLayout::fill(long long offset, void* dest, long long size) const {
+  if (offset < 0 || size < 0) throw Error(concat("negative range ", offset, "+", size));
+  if (size > 0 && dest == nullptr) throw Error("fill into a null buffer");
+  layout_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+}
+
+NativeObjectBytes::NativeObjectBytes(long long size) {
+  if (size < 0) throw Error(concat("negative object size ", size));
+  bytes_.resize(static_cast<size_t>(size));
+}
+
+void* NativeObjectBytes::data() { return bytes_.data(); }
+
+long long NativeObjectBytes::size() const { return static_cast<long long>(bytes_.size()); }
+
+std::string NativeObjectBytes::take() { return std::move(bytes_); }
+
+std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan) {
+  sharded::Reader reader(dir);
+  std::string out;
+  for (const auto& r : plan ? reader.ranges_for(&key, &plan->get()) : reader.ranges_for(nullptr, nullptr)) {
+    out += concat(r.relative_path, "\t", r.offset, "\t", r.length, "\n");
+  }
+  return out;
+}
+
+NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bool verify_crc, int threads,
+                           bool weights_only) {
+  TorchLoadOptions options;
+  options.verify_crc = verify_crc;
+  options.threads = threads;
+  options.weights_only = weights_only;
+  return NativeValue(load_torch_bytes(bytes.take(), name, options).root);
+}
+
+}  // namespace fabricckpt::jni

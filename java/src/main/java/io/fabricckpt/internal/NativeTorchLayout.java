@@ -1,0 +1,41 @@
+package io.fabricckpt.internal;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.annotation.ByRef;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
+import org.bytedeco.javacpp.annotation.Name;
+import org.bytedeco.javacpp.annotation.Namespace;
+import org.bytedeco.javacpp.annotation.Platform;
+import org.bytedeco.javacpp.annotation.StdString;
+
+/**
+ * The bytes of {@code torch.save(root)} planned before any is produced ({@code fabricckpt::jni::NativeTorchLayout}):
+ * a multipart upload fills each part from it, straight from the tensors' memory. The tree must stay
+ * open while this is used. Internal.
+ */
+@Platform(include = "fabric_native.h", link = "fabricckpt", compiler = "cpp17", library = FabricNative.LIBRARY,
+        define = FabricNative.TYPED_ERRORS)
+@Namespace("fabricckpt::jni")
+@Name("NativeTorchLayout")
+public final class NativeTorchLayout extends Pointer {
+    static {
+        FabricNative.load();
+    }
+
+    /** Plans the file; {@code target} names it in errors (unsafe globals are refused unless allowed). */
+    public NativeTorchLayout(NativeValue root, BytePointer archiveName, boolean allowUnsafeGlobals, int threads,
+            BytePointer target) {
+        allocate(root, archiveName, allowUnsafeGlobals, threads, target);
+    }
+
+    private native void allocate(@Const @ByRef NativeValue root, @StdString BytePointer archiveName,
+            @Cast("bool") boolean allowUnsafeGlobals, int threads, @StdString BytePointer target);
+
+    /** Bytes of the whole file. */
+    public native long size();
+
+    /** Copies {@code [offset, offset + length)} of the file to {@code dest} (native memory of at least {@code length} bytes). */
+    public native void fill(long offset, Pointer dest, long length);
+}

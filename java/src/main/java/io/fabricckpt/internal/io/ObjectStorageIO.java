@@ -1,0 +1,137 @@
+package io.fabricckpt.internal.io;
+
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.ProgressListener;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeCalls;
+import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeObjectBytes;
+import io.fabricckpt.internal.NativeTorchLayout;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.io.s3.S3Objects;
+import java.util.concurrent.atomic.AtomicLong;
+import org.bytedeco.javacpp.BytePointer;
+
+/**
+ * torch.save files in S3-compatible object storage ({@code s3://bucket/key}): the same bytes as the
+ * local file. A save plans the file natively ({@link NativeTorchLayout}) and uploads it as a multipart
+ * upload whose parts are filled straight from tensor memory, several at once (extra memory: the parts in
+ * flight); the object appears only when the upload completes. A load fetches the object with parallel
+ * ranged GETs into one native buffer that the loaded tensors then view (no further copy).
+ */
+public final class ObjectStorageIO implements CheckpointIO, FileWriterIO {
+    /** The object that marks a prefix as a torch.distributed.checkpoint directory, as on disk. */
+    static final String DCP_METADATA = ".metadata";
+
+    ObjectStorageIO() {}
+
+    private static S3Objects objects() {
+        return S3Objects.shared();
+    }
+
+    @Override
+    public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
+            ProgressListener listener) {
+        try (NativeTorchLayout layout = plan(location, checkpoint, options, threads)) {
+            long total = layout.size();
+            AtomicLong done = new AtomicLong();
+            objects().upload(location, total, (offset, dest) -> {
+                int length = dest.remaining();
+                try (BytePointer memory = new BytePointer(dest)) {
+                    layout.fill(offset, memory, length);
+                } catch (RuntimeException e) {
+                    throw NativeErrors.translate(e, location + ": bytes " + offset + "+" + length);
+                }
+                if (listener != null) {
+                    listener.onProgress(done.addAndGet(length), total);
+                }
+            });
+        }
+    }
+
+    private static NativeTorchLayout plan(CheckpointLocation location, NativeValue checkpoint, WriteOptions options,
+            int threads) {
+        try {
+            return new NativeTorchLayout(checkpoint, NativeCalls.utf8(options.archiveName()),
+                    options.unsafeGlobalsAllowed(), threads, NativeCalls.utf8(location.toString()));
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e);
+        }
+    }
+
+    /** The object's tree: downloaded whole into native memory, parsed where it lies. */
+    public NativeValue read(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
+        long size = objects().size(location);
+        try (NativeObjectBytes bytes = new NativeObjectBytes(size)) {
+            AtomicLong done = new AtomicLong();
+            objects().download(location, size, (offset, length) -> {
+                var window = bytes.window(offset, length);
+                if (listener != null) {
+                    listener.onProgress(done.addAndGet(length), size);
+                }
+                return window;
+            });
+            try {
+                return FabricNative.loadTorchBytes(bytes, NativeCalls.utf8(location.toString()), options.verifyCrc(),
+                        options.threads(), options.weightsOnly());
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e);
+            }
+        }
+    }
+
+    @Override
+    public CheckpointReader open(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
+        if (isShardedDirectory(location)) {
+            return ShardedObjectReader.open(objects(), location, options, listener);
+        }
+        return new TorchSaveFileIO.TreeReader(read(location, options, listener));
+    }
+
+    @Override
+    public String verify(CheckpointLocation location) {
+        if (isShardedDirectory(location)) {
+            try (ShardedObjectReader reader = ShardedObjectReader.open(objects(), location, ReadOptions.DEFAULT, null)) {
+                return reader.verify();
+            }
+        }
+        long size = objects().size(location);
+        try (NativeValue root = read(location, ReadOptions.DEFAULT, null)) {
+            return location + ": OK: " + size + " bytes, every record's CRC-32 checked, the pickle and every tensor read";
+        }
+    }
+
+    /**
+     * The archive folder of the torch.save file in the object (the first record's folder, from its local
+     * header: the first bytes only), "" for a legacy (pickle-stream) file.
+     */
+    public String archiveName(CheckpointLocation location) {
+        long size = objects().size(location);
+        java.nio.ByteBuffer head = objects().read(location, 0, (int) Math.min(size, 30 + 0xffff))
+                .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        if (head.remaining() < 30 || head.getInt(0) != 0x04034b50) {
+            if (head.remaining() > 0 && (head.get(0) & 0xff) == 0x80) {
+                return ""; // pickle's PROTO opcode: a legacy file
+            }
+            throw new io.fabricckpt.core.CorruptCheckpointException(location + ": not a torch.save file (no zip local"
+                    + " header at its start)", null);
+        }
+        int nameLength = head.getShort(26) & 0xffff;
+        if (30 + nameLength > head.remaining()) {
+            throw new io.fabricckpt.core.CorruptCheckpointException(location + ": its first zip entry's name runs past"
+                    + " the object's end", null);
+        }
+        byte[] name = new byte[nameLength];
+        head.get(30, name);
+        String first = new String(name, java.nio.charset.StandardCharsets.UTF_8);
+        int slash = first.indexOf('/');
+        return slash < 0 ? "" : first.substring(0, slash);
+    }
+
+    /** Whether {@code location} is a prefix holding a {@code .metadata} object (a sharded directory). */
+    public boolean isShardedDirectory(CheckpointLocation location) {
+        return objects().exists(location.resolve(DCP_METADATA));
+    }
+}

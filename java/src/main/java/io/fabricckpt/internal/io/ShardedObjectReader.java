@@ -1,0 +1,183 @@
+package io.fabricckpt.internal.io;
+
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.CheckpointStorageException;
+import io.fabricckpt.core.ProgressListener;
+import io.fabricckpt.core.ReadOptions;
+import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeCalls;
+import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeShardPlan;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.io.s3.S3Objects;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.io.UncheckedIOException;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.Collection;
+import java.util.Comparator;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+import java.util.stream.Stream;
+
+/**
+ * A torch.distributed.checkpoint directory in object storage ({@code s3://bucket/prefix/}), read as the
+ * local one is ({@link DcpDirectoryIO}) from a staging folder that holds only what is read: its
+ * {@code .metadata} and {@code meta.pt} whole, and each shard file as a sparse file of its size into
+ * which only the byte ranges a read needs are fetched (parallel ranged GETs), as the metadata says:
+ * the chunks that overlap this rank's shards. The folder is removed on close.
+ */
+final class ShardedObjectReader implements CheckpointReader {
+    private final S3Objects objects;
+    private final CheckpointLocation location;
+    private final Path staging;
+    private final CheckpointReader local;
+    private final Set<String> fetched = new HashSet<>(); // "file\\toffset\\tlength" already in place
+
+    private ShardedObjectReader(S3Objects objects, CheckpointLocation location, Path staging, CheckpointReader local) {
+        this.objects = objects;
+        this.location = location;
+        this.staging = staging;
+        this.local = local;
+    }
+
+    static ShardedObjectReader open(S3Objects objects, CheckpointLocation location, ReadOptions options,
+            ProgressListener listener) {
+        Path staging;
+        try {
+            staging = Files.createTempDirectory("fabricckpt-s3-");
+        } catch (IOException e) {
+            throw new CheckpointStorageException(location + ": cannot create a staging folder: " + e.getMessage(), e);
+        }
+        try {
+            String prefix = location.key() + "/";
+            for (Map.Entry<String, Long> object : objects.list(location).entrySet()) {
+                String name = object.getKey().substring(prefix.length());
+                if (name.isEmpty() || name.contains("/")) {
+                    continue; // only the directory's own files, as on disk
+                }
+                Path file = staging.resolve(name);
+                long size = object.getValue();
+                try (RandomAccessFile sparse = new RandomAccessFile(file.toFile(), "rw")) {
+                    sparse.setLength(size);
+                }
+                if (name.equals(ObjectStorageIO.DCP_METADATA) || name.equals(DcpDirectoryIO.META)) {
+                    fetch(objects, location.resolve(name), file, 0, size);
+                }
+            }
+            CheckpointReader local = CheckpointIOs.DCP_DIRECTORY.open(CheckpointLocation.of(staging), options, listener);
+            return new ShardedObjectReader(objects, location, staging, local);
+        } catch (IOException e) {
+            delete(staging);
+            throw new CheckpointStorageException(location + ": staging failed: " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            delete(staging);
+            throw e;
+        }
+    }
+
+    /** Fetches {@code [offset, offset + length)} of {@code object} into the same range of {@code file}. */
+    private static void fetch(S3Objects objects, CheckpointLocation object, Path file, long offset, long length)
+            throws IOException {
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+            // Ranged GETs straight into the file's pages, in mappings of at most 1 GiB.
+            for (long done = 0; done < length; ) {
+                long start = offset + done;
+                int piece = (int) Math.min(length - done, 1L << 30);
+                MappedByteBuffer target = channel.map(FileChannel.MapMode.READ_WRITE, start, piece);
+                objects.download(object, start, piece, (at, n) -> target.slice(Math.toIntExact(at - start), n));
+                done += piece;
+            }
+        }
+    }
+
+    /** Fetches everything and checks it as a local directory: the summary, naming the URL. */
+    String verify() {
+        fetchFor("", null);
+        return location + ": " + CheckpointIOs.DCP_DIRECTORY.verify(CheckpointLocation.of(staging))
+                .replace(staging.toString(), location.toString());
+    }
+
+    /** Brings in what reading {@code key} with {@code plan} reads ({@code plan} null: everything). */
+    private void fetchFor(String key, NativeShardPlan plan) {
+        String ranges;
+        try {
+            ranges = NativeCalls.string(FabricNative.shardedRanges(NativeCalls.path(staging), NativeCalls.utf8(key),
+                    plan));
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e, location.toString());
+        }
+        for (String line : ranges.split("\n")) {
+            if (line.isEmpty() || !fetched.add(line)) {
+                continue;
+            }
+            String[] parts = line.split("\t");
+            long offset = Long.parseLong(parts[1]);
+            long length = Long.parseLong(parts[2]);
+            Path file = staging.resolve(parts[0]).normalize();
+            if (!file.startsWith(staging) || !Files.isRegularFile(file)) {
+                throw new io.fabricckpt.core.CorruptCheckpointException(location + "/.metadata: names the shard file '"
+                        + parts[0] + "', which is not an object under " + location + "/", null);
+            }
+            try {
+                // A range past the object's end is left for the reader to refuse (it names the file and range).
+                long size = Files.size(file);
+                if (offset < size) {
+                    fetch(objects, location.resolve(parts[0]), file, offset, Math.min(length, size - offset));
+                }
+            } catch (IOException e) {
+                throw new CheckpointStorageException(location.resolve(parts[0]) + ": staging bytes " + offset + "+"
+                        + length + " failed: " + e.getMessage(), e);
+            }
+        }
+    }
+
+    @Override
+    public NativeValue readAll() {
+        fetchFor("", null);
+        return local.readAll();
+    }
+
+    @Override
+    public boolean isStateDictionary() {
+        return local.isStateDictionary();
+    }
+
+    @Override
+    public boolean has(String key) {
+        return local.has(key);
+    }
+
+    @Override
+    public NativeValue read(String key, NativeShardPlan plan) {
+        fetchFor(key, plan);
+        return local.read(key, plan);
+    }
+
+    @Override
+    public NativeValue remainder(Collection<String> restored) {
+        return local.remainder(restored);
+    }
+
+    @Override
+    public void close() {
+        try {
+            local.close();
+        } finally {
+            delete(staging);
+        }
+    }
+
+    private static void delete(Path dir) {
+        try (Stream<Path> files = Files.walk(dir)) {
+            files.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        } catch (IOException | UncheckedIOException ignored) {
+            // a staging folder left in the temporary directory is harmless
+        }
+    }
+}

@@ -1,0 +1,434 @@
+package io.fabricckpt.internal.io.s3;
+
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.CheckpointNotFoundException;
+import io.fabricckpt.core.CheckpointStorageException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.bytedeco.javacpp.BytePointer;
+import software.amazon.awssdk.auth.credentials.AwsCredentialsProvider;
+import software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider;
+import software.amazon.awssdk.core.ResponseInputStream;
+import software.amazon.awssdk.core.exception.SdkClientException;
+import software.amazon.awssdk.core.exception.SdkException;
+import software.amazon.awssdk.core.retry.RetryMode;
+import software.amazon.awssdk.core.sync.RequestBody;
+import software.amazon.awssdk.http.apache.ApacheHttpClient;
+import software.amazon.awssdk.regions.Region;
+import software.amazon.awssdk.services.s3.S3Client;
+import software.amazon.awssdk.services.s3.model.CompletedPart;
+import software.amazon.awssdk.services.s3.model.GetObjectResponse;
+import software.amazon.awssdk.services.s3.model.HeadObjectResponse;
+import software.amazon.awssdk.services.s3.model.NoSuchBucketException;
+import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
+import software.amazon.awssdk.services.s3.model.S3Exception;
+import software.amazon.awssdk.services.s3.model.S3Object;
+
+/**
+ * Objects in S3 (or an S3-compatible store) as checkpoints need them: multipart uploads filled part by
+ * part from the caller's memory, several parts in flight; parallel ranged GETs into the caller's memory;
+ * listing, existence and deletion. Every failure is a typed exception naming the {@code s3://} URL:
+ * {@link CheckpointNotFoundException} for a missing bucket or key, {@link CheckpointStorageException}
+ * for denied access, a broken connection and other refusals. Transient failures (throttling, 5xx,
+ * connection resets) are retried by the SDK's standard strategy: three attempts with exponential
+ * backoff and jitter. Thread-safe.
+ */
+public final class S3Objects implements AutoCloseable {
+    /** Fills {@code dest} (its remaining bytes) with the object's bytes at {@code offset}. */
+    @FunctionalInterface
+    public interface PartSource {
+        void fill(long offset, ByteBuffer dest);
+    }
+
+    /** The memory the bytes at {@code [offset, offset + length)} of the object go to. */
+    @FunctionalInterface
+    public interface RangeSink {
+        ByteBuffer window(long offset, int length);
+    }
+
+    private static volatile S3Objects shared;
+
+    private final S3Client client;
+    private final S3Settings settings;
+    private final java.util.concurrent.atomic.AtomicLong downloaded = new java.util.concurrent.atomic.AtomicLong();
+
+    /** A client with the SDK's default credential chain. */
+    public S3Objects(S3Settings settings) {
+        this(settings, DefaultCredentialsProvider.builder().build());
+    }
+
+    public S3Objects(S3Settings settings, AwsCredentialsProvider credentials) {
+        this.settings = settings;
+        var builder = S3Client.builder()
+                .region(Region.of(settings.region()))
+                .credentialsProvider(credentials)
+                .forcePathStyle(settings.pathStyle())
+                .httpClientBuilder(ApacheHttpClient.builder().maxConnections(Math.max(50, 2 * settings.concurrency())))
+                .overrideConfiguration(o -> o.retryStrategy(RetryMode.STANDARD));
+        if (settings.endpoint() != null) {
+            builder.endpointOverride(settings.endpoint());
+        }
+        this.client = builder.build();
+    }
+
+    /** The process's client, configured from its environment on first use ({@link S3Settings#fromEnvironment}). */
+    public static S3Objects shared() {
+        S3Objects s = shared;
+        if (s == null) {
+            synchronized (S3Objects.class) {
+                s = shared;
+                if (s == null) {
+                    shared = s = new S3Objects(S3Settings.fromEnvironment());
+                }
+            }
+        }
+        return s;
+    }
+
+    public S3Settings settings() {
+        return settings;
+    }
+
+    /** Bytes of object data this client has fetched so far (what ranged reads saved shows here). */
+    public long bytesDownloaded() {
+        return downloaded.get();
+    }
+
+    /** The object's size in bytes. */
+    public long size(CheckpointLocation object) {
+        try {
+            HeadObjectResponse head = client.headObject(b -> b.bucket(object.bucket()).key(object.key()));
+            return head.contentLength();
+        } catch (SdkException e) {
+            throw translate(object, "reading its size", e);
+        }
+    }
+
+    /** Whether the object exists (a missing bucket is an error). */
+    public boolean exists(CheckpointLocation object) {
+        try {
+            client.headObject(b -> b.bucket(object.bucket()).key(object.key()));
+            return true;
+        } catch (NoSuchKeyException e) {
+            requireBucket(object, e);
+            return false;
+        } catch (S3Exception e) {
+            if (e.statusCode() == 404) {
+                requireBucket(object, e);
+                return false;
+            }
+            throw translate(object, "looking it up", e);
+        } catch (SdkException e) {
+            throw translate(object, "looking it up", e);
+        }
+    }
+
+    /** The objects under the directory's prefix (its key followed by '/'): key to size, in lexicographic order. */
+    public Map<String, Long> list(CheckpointLocation directory) {
+        String prefix = directory.key() + "/";
+        Map<String, Long> objects = new LinkedHashMap<>();
+        try {
+            for (S3Object o : client.listObjectsV2Paginator(b -> b.bucket(directory.bucket()).prefix(prefix)).contents()) {
+                objects.put(o.key(), o.size());
+            }
+        } catch (SdkException e) {
+            throw translate(directory, "listing it", e);
+        }
+        return objects;
+    }
+
+    /** Deletes the object (nothing happens when it is missing). */
+    public void delete(CheckpointLocation object) {
+        try {
+            client.deleteObject(b -> b.bucket(object.bucket()).key(object.key()));
+        } catch (SdkException e) {
+            throw translate(object, "deleting it", e);
+        }
+    }
+
+    /**
+     * Writes an object of {@code size} bytes that {@code source} fills: one PUT when it fits one part,
+     * else a multipart upload of {@link S3Settings#partSizeFor} parts, {@link S3Settings#concurrency}
+     * at once, each in one buffer of its own (the memory used). The object appears, replacing any older
+     * one, only when every part is in; on any failure the upload is aborted and nothing appears.
+     */
+    public void upload(CheckpointLocation object, long size, PartSource source) {
+        long partSize = settings.partSizeFor(size);
+        if (size <= partSize) {
+            try (BytePointer memory = new BytePointer(Math.max(1, size))) {
+                ByteBuffer part = memory.capacity(size).limit(size).asByteBuffer();
+                source.fill(0, part.duplicate());
+                client.putObject(b -> b.bucket(object.bucket()).key(object.key()).contentLength(size), body(part));
+            } catch (SdkException e) {
+                throw translate(object, "uploading it", e);
+            }
+            return;
+        }
+        String uploadId;
+        try {
+            uploadId = client.createMultipartUpload(b -> b.bucket(object.bucket()).key(object.key())).uploadId();
+        } catch (SdkException e) {
+            throw translate(object, "starting its upload", e);
+        }
+        try {
+            List<CompletedPart> parts = uploadParts(object, uploadId, size, partSize, source);
+            client.completeMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId)
+                    .multipartUpload(m -> m.parts(parts)));
+        } catch (RuntimeException | Error e) {
+            abort(object, uploadId, e);
+            if (e instanceof SdkException sdk) {
+                throw translate(object, "uploading it", sdk);
+            }
+            throw e;
+        }
+    }
+
+    private List<CompletedPart> uploadParts(CheckpointLocation object, String uploadId, long size, long partSize,
+            PartSource source) {
+        int count = (int) ((size + partSize - 1) / partSize);
+        CompletedPart[] done = new CompletedPart[count];
+        AtomicInteger next = new AtomicInteger();
+        AtomicBoolean failed = new AtomicBoolean();
+        int workers = Math.min(count, settings.concurrency());
+        runWorkers(workers, () -> {
+            try (BytePointer memory = new BytePointer(partSize)) {
+                for (int i; !failed.get() && (i = next.getAndIncrement()) < count; ) {
+                    long offset = i * partSize;
+                    long length = Math.min(partSize, size - offset);
+                    ByteBuffer part = memory.capacity(length).limit(length).position(0).asByteBuffer();
+                    source.fill(offset, part.duplicate());
+                    int number = i + 1;
+                    String etag = client.uploadPart(b -> b.bucket(object.bucket()).key(object.key())
+                            .uploadId(uploadId).partNumber(number).contentLength(length), body(part)).eTag();
+                    done[i] = CompletedPart.builder().partNumber(number).eTag(etag).build();
+                }
+            } catch (RuntimeException | Error e) {
+                failed.set(true);
+                throw e;
+            }
+        });
+        return Arrays.asList(done);
+    }
+
+    /** Aborts the upload so that the store drops its parts; a failure to abort is added to {@code cause}. */
+    private void abort(CheckpointLocation object, String uploadId, Throwable cause) {
+        try {
+            client.abortMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId));
+        } catch (SdkException e) {
+            cause.addSuppressed(translate(object, "aborting its upload " + uploadId, e));
+        }
+    }
+
+    /**
+     * Reads the object's {@code size} bytes into {@code sink}'s memory with ranged GETs of
+     * {@link S3Settings#partSize} bytes, {@link S3Settings#concurrency} at once.
+     */
+    public void download(CheckpointLocation object, long size, RangeSink sink) {
+        download(object, 0, size, sink);
+    }
+
+    /** {@link #download(CheckpointLocation, long, RangeSink)} of {@code [start, start + size)} of the object. */
+    public void download(CheckpointLocation object, long start, long size, RangeSink sink) {
+        long range = settings.partSize();
+        int count = (int) ((size + range - 1) / range);
+        AtomicInteger next = new AtomicInteger();
+        AtomicBoolean failed = new AtomicBoolean();
+        try {
+            runWorkers(Math.min(count, settings.concurrency()), () -> {
+                byte[] chunk = new byte[1 << 16];
+                try {
+                    for (int i; !failed.get() && (i = next.getAndIncrement()) < count; ) {
+                        long offset = start + i * range;
+                        int length = (int) Math.min(range, start + size - offset);
+                        readRange(object, offset, sink.window(offset, length), chunk);
+                    }
+                } catch (RuntimeException | Error e) {
+                    failed.set(true);
+                    throw e;
+                }
+            });
+        } catch (SdkException e) {
+            throw translate(object, "reading it", e);
+        }
+    }
+
+    /** The object's bytes at {@code [offset, offset + length)}. */
+    public ByteBuffer read(CheckpointLocation object, long offset, int length) {
+        ByteBuffer out = ByteBuffer.allocate(length);
+        try {
+            readRange(object, offset, out, new byte[1 << 16]);
+        } catch (SdkException e) {
+            throw translate(object, "reading it", e);
+        }
+        return out.flip();
+    }
+
+    private void readRange(CheckpointLocation object, long offset, ByteBuffer dest, byte[] chunk) {
+        int length = dest.remaining();
+        if (length == 0) {
+            return;
+        }
+        String range = "bytes=" + offset + "-" + (offset + length - 1);
+        try (ResponseInputStream<GetObjectResponse> in = client.getObject(b -> b.bucket(object.bucket())
+                .key(object.key()).range(range))) {
+            while (dest.hasRemaining()) {
+                int n = in.read(chunk, 0, Math.min(chunk.length, dest.remaining()));
+                if (n < 0) {
+                    throw new CheckpointStorageException(object + ": the object ended before byte " + (offset + length)
+                            + " (changed while it was read?)", null);
+                }
+                dest.put(chunk, 0, n);
+                downloaded.addAndGet(n);
+            }
+        } catch (IOException e) {
+            throw new CheckpointStorageException(object + ": reading bytes " + range.substring(6) + " failed: "
+                    + e.getMessage(), e);
+        }
+    }
+
+    /** Runs {@code task} on {@code workers} threads (the caller's included) and rethrows the first failure. */
+    private static void runWorkers(int workers, Runnable task) {
+        if (workers <= 1) {
+            task.run();
+            return;
+        }
+        ExecutorService pool = Executors.newFixedThreadPool(workers - 1, r -> {
+            Thread t = new Thread(r, "fabricckpt-s3");
+            t.setDaemon(true);
+            return t;
+        });
+        try {
+            List<Future<?>> futures = new ArrayList<>();
+            for (int w = 1; w < workers; w++) {
+                futures.add(pool.submit(task));
+            }
+            Throwable first = null;
+            try {
+                task.run();
+            } catch (RuntimeException | Error e) {
+                first = e;
+            }
+            for (Future<?> f : futures) {
+                try {
+                    f.get();
+                } catch (ExecutionException e) {
+                    if (first == null) {
+                        first = e.getCause();
+                    }
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    if (first == null) {
+                        first = new CheckpointException("interrupted", e);
+                    }
+                }
+            }
+            if (first instanceof RuntimeException r) {
+                throw r;
+            }
+            if (first instanceof Error err) {
+                throw err;
+            }
+            if (first != null) {
+                throw new CheckpointException(first.getMessage(), first);
+            }
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
+    /** A body the SDK reads (and, to sign or retry, reads again) straight from {@code part}'s memory. */
+    private static RequestBody body(ByteBuffer part) {
+        return RequestBody.fromContentProvider(() -> new BufferInputStream(part.duplicate()), part.remaining(),
+                "application/octet-stream");
+    }
+
+    private void requireBucket(CheckpointLocation object, SdkException cause) {
+        try {
+            client.headBucket(b -> b.bucket(object.bucket()));
+        } catch (SdkException e) {
+            throw translate(object, "looking up its bucket", e);
+        }
+    }
+
+    /** The typed exception for a failed request about {@code object}, naming its URL and what was done. */
+    RuntimeException translate(CheckpointLocation object, String doing, SdkException e) {
+        String url = object.toString();
+        if (e instanceof NoSuchBucketException) {
+            return new CheckpointNotFoundException(url + ": no such bucket '" + object.bucket() + "'", e);
+        }
+        if (e instanceof NoSuchKeyException) {
+            return new CheckpointNotFoundException(url + ": no such object", e);
+        }
+        if (e instanceof S3Exception s3) {
+            String code = s3.awsErrorDetails() == null ? null : s3.awsErrorDetails().errorCode();
+            if ("NoSuchBucket".equals(code) || s3.statusCode() == 404 && doing.contains("bucket")) {
+                return new CheckpointNotFoundException(url + ": no such bucket '" + object.bucket() + "'", e);
+            }
+            if ("NoSuchKey".equals(code) || s3.statusCode() == 404) {
+                return new CheckpointNotFoundException(url + ": no such object", e);
+            }
+            if (s3.statusCode() == 403) {
+                return new CheckpointStorageException(url + ": access denied while " + doing + " (" + code
+                        + "; check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE)", e);
+            }
+            return new CheckpointStorageException(url + ": " + doing + " failed: HTTP " + s3.statusCode() + " "
+                    + code + ": " + s3.getMessage(), e);
+        }
+        if (e instanceof SdkClientException) {
+            String where = settings.endpoint() == null ? "S3 (" + settings.region() + ")" : settings.endpoint().toString();
+            return new CheckpointStorageException(url + ": " + doing + " failed: cannot reach " + where + ": "
+                    + e.getMessage(), e);
+        }
+        return new CheckpointStorageException(url + ": " + doing + " failed: " + e.getMessage(), e);
+    }
+
+    @Override
+    public void close() {
+        client.close();
+    }
+
+    /** An input stream over a buffer's remaining bytes. */
+    private static final class BufferInputStream extends InputStream {
+        private final ByteBuffer buffer;
+
+        BufferInputStream(ByteBuffer buffer) {
+            this.buffer = buffer;
+        }
+
+        @Override
+        public int read() {
+            return buffer.hasRemaining() ? buffer.get() & 0xff : -1;
+        }
+
+        @Override
+        public int read(byte[] b, int off, int len) {
+            if (len == 0) {
+                return 0;
+            }
+            if (!buffer.hasRemaining()) {
+                return -1;
+            }
+            int n = Math.min(len, buffer.remaining());
+            buffer.get(b, off, n);
+            return n;
+        }
+
+        @Override
+        public int available() {
+            return buffer.remaining();
+        }
+    }
+}

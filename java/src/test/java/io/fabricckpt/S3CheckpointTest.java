@@ -1,0 +1,139 @@
+package io.fabricckpt;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.fabricckpt.core.AsyncSave;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.CheckpointNotFoundException;
+import io.fabricckpt.core.CorruptCheckpointException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.bytedeco.pytorch.Adam;
+import org.bytedeco.pytorch.AdamOptions;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Fabric's save and load on {@code s3://} locations, against a real S3 server (S3Proxy, {@link S3Server}). */
+class S3CheckpointTest {
+    @TempDir
+    Path dir;
+
+    private final S3Server server = S3Server.get();
+    private final Fabric fabric = new Fabric();
+
+    /** About 25 MiB: five 5 MiB parts (the tests' part size), three in flight, around a 20 MiB tensor. */
+    private static Map<String, Object> state(long seed) {
+        torch.manual_seed(seed);
+        Net model = new Net(64, 32, 4);
+        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
+        model.trainStep(optimizer);
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("optimizer", optimizer);
+        state.put("big", torch.randn(5L << 20)); // 20 MiB of float32
+        state.put("step", 12L);
+        return state;
+    }
+
+    private byte[] object(String bucket, String key) {
+        return server.client().getObjectAsBytes(b -> b.bucket(bucket).key(key)).asByteArray();
+    }
+
+    @Test
+    void aSavedObjectIsTheLocalFileByteForByteAndLoadsBack() throws Exception {
+        String bucket = server.newBucket("save");
+        Map<String, Object> state = state(1);
+        Path local = dir.resolve("last.ckpt");
+        fabric.save(local, state);
+        fabric.save("s3://" + bucket + "/run/last.ckpt", state);
+        byte[] uploaded = object(bucket, "run/last.ckpt");
+        assertTrue(uploaded.length > 20 << 20, "the multipart path: " + uploaded.length);
+        assertArrayEquals(Files.readAllBytes(local), uploaded);
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+
+        Map<String, Object> raw = fabric.load("s3://" + bucket + "/run/last.ckpt");
+        assertEquals(12L, raw.get("step"));
+        assertTrue(assertInstanceOf(Tensor.class, raw.get("big")).equal((Tensor) state.get("big")));
+
+        torch.manual_seed(7);
+        Net restored = new Net(64, 32, 4);
+        Map<String, Object> target = new LinkedHashMap<>();
+        target.put("model", restored);
+        Map<String, Object> remainder = fabric.load("s3://" + bucket + "/run/last.ckpt", target);
+        assertTrue(restored.fc1.weight().equal(((Net) state.get("model")).fc1.weight()));
+        assertEquals(12L, remainder.get("step"));
+    }
+
+    @Test
+    void aSmallCheckpointIsOnePutAndTheSameBytes() throws Exception {
+        String bucket = server.newBucket("small");
+        Map<String, Object> state = Map.of("w", torch.arange(new org.bytedeco.pytorch.Scalar(10)), "note", "hi");
+        Path local = dir.resolve("small.ckpt");
+        fabric.save(local, state);
+        fabric.save("s3://" + bucket + "/small.ckpt", state);
+        assertArrayEquals(Files.readAllBytes(local), object(bucket, "small.ckpt"));
+        assertEquals("hi", fabric.load("s3://" + bucket + "/small.ckpt").get("note"));
+    }
+
+    @Test
+    void saveAsyncUploadsInTheBackground() throws Exception {
+        String bucket = server.newBucket("async");
+        Map<String, Object> state = state(2);
+        Path local = dir.resolve("async.ckpt");
+        fabric.save(local, state);
+        AsyncSave save = fabric.saveAsync("s3://" + bucket + "/async.ckpt", state);
+        save.written().join();
+        assertArrayEquals(Files.readAllBytes(local), object(bucket, "async.ckpt"));
+    }
+
+    @Test
+    void missingObjectsAndBucketsAreNotFoundNamingTheUrl() {
+        String bucket = server.newBucket("missing");
+        CheckpointNotFoundException key = assertThrows(CheckpointNotFoundException.class,
+                () -> fabric.load("s3://" + bucket + "/nothing.ckpt"));
+        assertTrue(key.getMessage().contains("s3://" + bucket + "/nothing.ckpt"), key.getMessage());
+        CheckpointNotFoundException noBucket = assertThrows(CheckpointNotFoundException.class,
+                () -> fabric.load("s3://no-such-bucket-here/x.ckpt"));
+        assertTrue(noBucket.getMessage().contains("s3://no-such-bucket-here/x.ckpt"), noBucket.getMessage());
+        assertTrue(noBucket.getMessage().contains("bucket"), noBucket.getMessage());
+        CheckpointNotFoundException saveToNoBucket = assertThrows(CheckpointNotFoundException.class,
+                () -> fabric.save("s3://no-such-bucket-here/x.ckpt", state(3)));
+        assertTrue(saveToNoBucket.getMessage().contains("s3://no-such-bucket-here/x.ckpt"), saveToNoBucket.getMessage());
+    }
+
+    @Test
+    void anObjectThatIsNotACheckpointIsCorruptNamingTheUrl() {
+        String bucket = server.newBucket("corrupt");
+        server.client().putObject(b -> b.bucket(bucket).key("junk.ckpt"),
+                software.amazon.awssdk.core.sync.RequestBody.fromString("not a zip file at all"));
+        CorruptCheckpointException e = assertThrows(CorruptCheckpointException.class,
+                () -> fabric.load("s3://" + bucket + "/junk.ckpt"));
+        assertTrue(e.getMessage().contains("s3://" + bucket + "/junk.ckpt"), e.getMessage());
+    }
+
+    @Test
+    void locationsParseAndName() {
+        CheckpointLocation file = CheckpointLocation.parse("s3://bucket/a/b/last.ckpt");
+        assertFalse(file.isLocal());
+        assertEquals("bucket", file.bucket());
+        assertEquals("a/b/last.ckpt", file.key());
+        assertEquals("last.ckpt", file.fileName());
+        assertEquals("s3://bucket/a/b/last.ckpt", file.toString());
+        CheckpointLocation directory = CheckpointLocation.parse("s3://bucket/run/step-10/");
+        assertEquals("run/step-10", directory.key());
+        assertEquals("s3://bucket/run/step-10/.metadata", directory.resolve(".metadata").toString());
+        assertThrows(IllegalArgumentException.class, () -> CheckpointLocation.parse("s3://bucket/"));
+        assertThrows(IllegalArgumentException.class, () -> CheckpointLocation.parse("gs://bucket/x"));
+        assertThrows(UnsupportedOperationException.class, file::path);
+        assertTrue(CheckpointLocation.parse("/tmp/x.ckpt").isLocal());
+    }
+}

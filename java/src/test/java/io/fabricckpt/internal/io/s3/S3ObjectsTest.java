@@ -1,0 +1,159 @@
+package io.fabricckpt.internal.io.s3;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.fabricckpt.S3Server;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.CheckpointStorageException;
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.nio.ByteBuffer;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.Test;
+import software.amazon.awssdk.auth.credentials.AwsBasicCredentials;
+import software.amazon.awssdk.auth.credentials.StaticCredentialsProvider;
+
+/** The transport against a real S3 server: multipart uploads, their abort, ranged reads, typed errors. */
+class S3ObjectsTest {
+    private final S3Server server = S3Server.get();
+
+    private static S3Settings settings(String endpoint) {
+        Map<String, String> env = new HashMap<>(S3Server.environment());
+        env.put("AWS_ENDPOINT_URL", endpoint);
+        return S3Settings.from(env);
+    }
+
+    private static byte[] random(int size) {
+        byte[] bytes = new byte[size];
+        new Random(size).nextBytes(bytes);
+        return bytes;
+    }
+
+    @Test
+    void uploadsInPartsAndReadsInRanges() {
+        String bucket = server.newBucket("parts");
+        byte[] bytes = random((17 << 20) + 12345); // four parts of 5 MiB, the last short
+        CheckpointLocation object = CheckpointLocation.ofObject(bucket, "a/b.bin");
+        AtomicInteger fills = new AtomicInteger();
+        S3Objects.shared().upload(object, bytes.length, (offset, dest) -> {
+            fills.incrementAndGet();
+            dest.put(bytes, (int) offset, dest.remaining());
+        });
+        assertEquals(4, fills.get());
+        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("a/b.bin")).asByteArray());
+        assertEquals(bytes.length, S3Objects.shared().size(object));
+
+        ByteBuffer back = ByteBuffer.allocate(bytes.length);
+        S3Objects.shared().download(object, bytes.length, (offset, length) -> back.slice((int) offset, length));
+        assertArrayEquals(bytes, back.array());
+        ByteBuffer middle = S3Objects.shared().read(object, 6_000_000, 100);
+        byte[] expected = java.util.Arrays.copyOfRange(bytes, 6_000_000, 6_000_100);
+        byte[] actual = new byte[100];
+        middle.get(actual);
+        assertArrayEquals(expected, actual);
+        assertEquals(Map.of("a/b.bin", (long) bytes.length), S3Objects.shared().list(CheckpointLocation.ofObject(bucket, "a")));
+    }
+
+    /** The memory of an upload is its parts in flight: every part is filled into one of `concurrency` buffers. */
+    @Test
+    void anUploadFillsAtMostConcurrencyBuffers() {
+        String bucket = server.newBucket("bounded");
+        long size = 60L << 20; // twelve 5 MiB parts, three workers (the tests' settings)
+        java.util.Set<Long> buffers = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        AtomicInteger parts = new AtomicInteger();
+        S3Objects.shared().upload(CheckpointLocation.ofObject(bucket, "big.bin"), size, (offset, dest) -> {
+            try (org.bytedeco.javacpp.BytePointer p = new org.bytedeco.javacpp.BytePointer(dest)) {
+                buffers.add(p.address());
+            }
+            parts.incrementAndGet();
+            dest.put(new byte[dest.remaining()]);
+        });
+        assertEquals(12, parts.get());
+        assertEquals(S3Objects.shared().settings().concurrency(), 3);
+        assertTrue(buffers.size() <= 3, "parts were filled into " + buffers.size() + " buffers");
+        assertEquals(size, S3Objects.shared().size(CheckpointLocation.ofObject(bucket, "big.bin")));
+    }
+
+    /** A part that cannot be produced aborts the upload: no object, no pending upload, the old object kept. */
+    @Test
+    void aFailedUploadLeavesNoObjectAndNoPendingUpload() {
+        String bucket = server.newBucket("abort");
+        CheckpointLocation object = CheckpointLocation.ofObject(bucket, "x.ckpt");
+        byte[] old = random(1000);
+        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> S3Objects.shared().upload(object, 30L << 20, (offset, dest) -> {
+                    if (offset >= 10L << 20) {
+                        throw new IllegalStateException("part at " + offset + " failed");
+                    }
+                    dest.put(new byte[dest.remaining()]);
+                }));
+        assertTrue(e.getMessage().contains("failed"), e.getMessage());
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+        assertArrayEquals(old, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("x.ckpt")).asByteArray());
+
+        CheckpointLocation fresh = CheckpointLocation.ofObject(bucket, "fresh.ckpt");
+        assertThrows(IllegalStateException.class, () -> S3Objects.shared().upload(fresh, 12L << 20, (offset, dest) -> {
+            throw new IllegalStateException("no bytes");
+        }));
+        assertFalse(S3Objects.shared().exists(fresh));
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+    }
+
+    @Test
+    void wrongCredentialsAreDeniedNamingTheUrl() {
+        String bucket = server.newBucket("denied");
+        try (S3Objects wrong = new S3Objects(settings(server.endpoint().toString()),
+                StaticCredentialsProvider.create(AwsBasicCredentials.create(S3Server.ACCESS_KEY, "wrong-secret")))) {
+            CheckpointLocation object = CheckpointLocation.ofObject(bucket, "x.ckpt");
+            CheckpointStorageException e = assertThrows(CheckpointStorageException.class, () -> wrong.size(object));
+            assertTrue(e.getMessage().contains("s3://" + bucket + "/x.ckpt"), e.getMessage());
+            assertTrue(e.getMessage().contains("access denied"), e.getMessage());
+            CheckpointStorageException put = assertThrows(CheckpointStorageException.class,
+                    () -> wrong.upload(object, 10, (offset, dest) -> dest.put(new byte[10])));
+            assertTrue(put.getMessage().contains("access denied"), put.getMessage());
+        }
+    }
+
+    /** Nothing listens: bounded retries, then an error naming the URL and the endpoint. */
+    @Test
+    void aBrokenConnectionIsAStorageErrorNamingTheUrlAndEndpoint() throws IOException {
+        int port;
+        try (ServerSocket socket = new ServerSocket(0)) {
+            port = socket.getLocalPort();
+        }
+        String endpoint = "http://127.0.0.1:" + port;
+        try (S3Objects unreachable = new S3Objects(settings(endpoint))) {
+            CheckpointLocation object = CheckpointLocation.ofObject("bucket", "x.ckpt");
+            long start = System.nanoTime();
+            CheckpointStorageException e = assertThrows(CheckpointStorageException.class, () -> unreachable.size(object));
+            assertTrue(e.getMessage().contains("s3://bucket/x.ckpt"), e.getMessage());
+            assertTrue(e.getMessage().contains("cannot reach " + endpoint), e.getMessage());
+            assertTrue(System.nanoTime() - start < 60_000_000_000L, "retries are bounded");
+        }
+    }
+
+    @Test
+    void settingsComeFromTheEnvironment() {
+        S3Settings s = S3Settings.from(Map.of("AWS_REGION", "eu-west-1", "AWS_ENDPOINT_URL", "http://10.0.0.5:9000",
+                "FABRICCKPT_S3_PART_SIZE", "64M", "FABRICCKPT_S3_CONCURRENCY", "4"));
+        assertEquals("eu-west-1", s.region());
+        assertTrue(s.pathStyle(), "an IP endpoint cannot take a bucket in its host name");
+        assertEquals(64L << 20, s.partSize());
+        assertEquals(4, s.concurrency());
+        assertFalse(S3Settings.from(Map.of("AWS_ENDPOINT_URL", "https://s3.example.com")).pathStyle());
+        assertTrue(S3Settings.from(Map.of("AWS_ENDPOINT_URL", "https://s3.example.com", "AWS_S3_FORCE_PATH_STYLE",
+                "true")).pathStyle());
+        assertEquals(16L << 20, S3Settings.from(Map.of()).partSize());
+        assertEquals(4, S3Settings.from(Map.of()).concurrency());
+        assertEquals((1L << 40) / 10_000 + 1, S3Settings.from(Map.of()).partSizeFor(1L << 40));
+        assertThrows(IllegalArgumentException.class, () -> S3Settings.from(Map.of("FABRICCKPT_S3_PART_SIZE", "1M")));
+    }
+}

@@ -1,0 +1,104 @@
+"""s3:// checkpoints against a real S3 server (S3Proxy, started by the s3_server fixture), with real
+Lightning reading and writing through fsspec/s3fs: the objects Java writes are the bytes of the local
+file and Lightning loads them; what Lightning writes, Java loads and writes back as the same object."""
+import io
+import json
+import os
+
+import lightning as L
+import torch
+
+from conftest import assert_same, describe, normalise
+from test_java_writes import expected_sample
+from test_sharded import assert_same_training_state, launch, lightning_sharded, rank_lines  # noqa: F401 (a fixture)
+
+
+def test_java_saves_lightning_loads(java, s3_server, tmp_path):
+    bucket = s3_server.new_bucket("java-writes")
+    url = f"s3://{bucket}/run/java.ckpt"
+    java.tool("write-sample", url)
+    java.tool("write-sample", tmp_path / "java.ckpt")
+    fs = s3_server.filesystem()
+    assert fs.cat(url) == (tmp_path / "java.ckpt").read_bytes()
+
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    assert_same(expected_sample(), fabric.load(url))
+    model = torch.nn.Linear(4, 3)
+    remainder = fabric.load(url, {"model": model})
+    assert torch.equal(model.weight.detach(), torch.arange(12.0).reshape(3, 4))
+    assert remainder["iteration"] == 1000
+
+
+def _lightning_state(seed):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 512))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(8, 512)).pow(2).mean().backward()
+    optimizer.step()
+    return {"model": model, "optimizer": optimizer, "step": 12, "hparams": {"lr": 1e-3, "name": "run ✓"}}
+
+
+def test_lightning_saves_java_loads_and_writes_back_the_same_object(java, s3_server):
+    bucket = s3_server.new_bucket("lightning-writes")
+    url = f"s3://{bucket}/lightning.ckpt"
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    state = _lightning_state(0)
+    fabric.save(url, state)  # fsspec: the whole file in memory, one upload
+    fs = s3_server.filesystem()
+    original = fs.cat(url)
+    assert len(original) > 20 << 20  # several 5 MiB parts when Java writes it back
+
+    assert normalise(describe(torch.load(io.BytesIO(original)))) == java.describe_location(url)
+    java.tool("roundtrip-location", url, f"s3://{bucket}/java.ckpt")
+    assert fs.cat(f"s3://{bucket}/java.ckpt") == original
+    assert fs.ls(bucket) and not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+
+    restored = _lightning_state(1)
+    fabric.load(f"s3://{bucket}/java.ckpt", restored)
+    for a, b in zip(restored["model"].parameters(), state["model"].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lightning_sharded_directory_in_s3_loads_in_java_and_converts(java, s3_server, lightning_sharded, tmp_path):
+    """Lightning's ModelParallel save (a local directory: Lightning 2.6.6 writes sharded checkpoints
+    through torch.distributed.checkpoint's FileSystemWriter, local paths only) uploaded as it is."""
+    local, reference = lightning_sharded
+    bucket = s3_server.new_bucket("lightning-sharded")
+    fs = s3_server.filesystem()
+    for name in sorted(os.listdir(local)):
+        fs.put_file(str(local / name), f"{bucket}/run/step-5/{name}")
+    url = f"s3://{bucket}/run/step-5/"
+    for ranks in (2, 1):
+        out = tmp_path / f"loaded-{ranks}.ckpt"
+        stdout = launch(java, ranks, "load", url, out)
+        for rank in range(ranks):
+            assert rank_lines(stdout, rank, "step=") == ["5"], stdout
+            assert rank_lines(stdout, rank, "remainder=") == ["[hparams]"], stdout
+        assert_same_training_state(reference, torch.load(out, weights_only=True))
+
+    # convert from S3 gives the bytes of the local directory's convert (test_sharded: Lightning's consolidation)
+    java.cli("convert", url, tmp_path / "from-s3" / "converted.pt")
+    java.cli("convert", local, tmp_path / "from-disk" / "converted.pt")
+    assert (tmp_path / "from-s3" / "converted.pt").read_bytes() == (tmp_path / "from-disk" / "converted.pt").read_bytes()
+    converted = torch.load(tmp_path / "from-s3" / "converted.pt", weights_only=True)
+    assert converted["step"] == 5 and converted["hparams"] == {"lr": 1e-3, "name": "lightning"}
+    assert "OK: sharded checkpoint" in java.cli("verify", url).stdout
+
+
+def test_cli_inspect_verify_convert_on_s3_objects(java, s3_server, tmp_path):
+    bucket = s3_server.new_bucket("cli")
+    local = tmp_path / "java.ckpt"
+    java.tool("write-sample", local)
+    url = f"s3://{bucket}/java.ckpt"
+    s3_server.filesystem().put_file(str(local), f"{bucket}/java.ckpt")
+
+    assert json.loads(java.cli("inspect", "--json", url).stdout) == json.loads(java.cli("inspect", "--json", local).stdout)
+    assert java.cli("verify", url).stdout.startswith(f"{url}: OK")
+    # convert into S3 and out of it: the same bytes (a Lightning file's convert is byte-identical)
+    java.cli("convert", local, f"s3://{bucket}/copy.ckpt")
+    assert s3_server.filesystem().cat(f"s3://{bucket}/copy.ckpt") == local.read_bytes()
+    java.cli("convert", url, tmp_path / "out" / "java.ckpt")
+    assert (tmp_path / "out" / "java.ckpt").read_bytes() == local.read_bytes()
+
+    missing = java.cli("verify", f"s3://{bucket}/nothing.ckpt", check=False)
+    assert missing.returncode == 3 and f"s3://{bucket}/nothing.ckpt" in missing.stderr, missing.stderr

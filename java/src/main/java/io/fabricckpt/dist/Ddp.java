@@ -26,6 +26,12 @@ public final class Ddp extends GroupStrategy {
         return new Ddp(ProcessGroup.fromEnvironment());
     }
 
+    /** Only global rank 0 writes; the others learn its outcome. */
+    @Override
+    boolean everyRankWrites() {
+        return false;
+    }
+
     @Override
     void checkSave(Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
         StateConversion.validateFilter(state, filter);

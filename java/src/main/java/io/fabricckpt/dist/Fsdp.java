@@ -58,6 +58,11 @@ public final class Fsdp extends GroupStrategy {
     }
 
     @Override
+    boolean everyRankWrites() {
+        return true;
+    }
+
+    @Override
     void checkSave(Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
         StateConversion.validateFilter(state, filter);
         if (stateDictType == StateDictType.SHARDED && !filter.isEmpty()) {
@@ -111,7 +116,9 @@ public final class Fsdp extends GroupStrategy {
     @Override
     void write(CheckpointLocation location, PreparedSave prepared, ProcessGroup over, WriteOptions options,
             ProgressListener listener) {
-        requireEveryPartReady(location, prepared, over);
+        if (prepared.failure() != null) {
+            throw prepared.failure(); // the same conversion on every rank: in the foreground it fails alike
+        }
         if (stateDictType == StateDictType.SHARDED) {
             CheckpointIOs.DCP_DIRECTORY.writeSharded(location, prepared.tree(TENSORS), prepared.tree(META),
                     prepared.plan(), over.nativeGroup(), options);

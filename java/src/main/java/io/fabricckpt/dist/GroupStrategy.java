@@ -60,9 +60,13 @@ abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
     abstract PreparedSave prepare(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter);
 
+    /** Whether every rank writes a part of its own (and so must learn that every part is ready). */
+    abstract boolean everyRankWrites();
+
     /**
      * Every rank writes its prepared part over {@code over} (the group, or its background group); a
-     * part that failed to prepare fails the save on every rank.
+     * part that failed to prepare fails the save (on every rank once they agreed, see
+     * {@link #requireEveryPartReady}).
      */
     abstract void write(CheckpointLocation location, PreparedSave prepared, ProcessGroup over, WriteOptions options,
             ProgressListener listener);
@@ -92,7 +96,14 @@ abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
         checkSave(state, filter);
         PreparedSave prepared = prepareKeepingFailure(location, state, filter);
         return group.backgroundSaves().submit(location, prepared,
-                (snapshot, background) -> write(location, snapshot, background, options, listener));
+                (snapshot, background) -> {
+                    // In the background a rank's copy can fail where the others' did not: they agree
+                    // first, so that none waits in the save's collectives for a rank that gave up.
+                    if (everyRankWrites()) {
+                        requireEveryPartReady(location, snapshot, background);
+                    }
+                    write(location, snapshot, background, options, listener);
+                });
     }
 
     private PreparedSave prepareKeepingFailure(CheckpointLocation location, Map<String, ?> state,
@@ -105,11 +116,17 @@ abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
     }
 
     /**
-     * The first step of a write where every rank has a part: every rank learns whether every part is
+     * The first step of a background write where every rank has a part: every rank learns whether every part is
      * ready (a rank that failed fails every rank: its own error there, a DistributedException elsewhere).
      */
     static void requireEveryPartReady(CheckpointLocation location, PreparedSave prepared, ProcessGroup over) {
-        boolean allReady = over.allAgree(prepared.failure() == null);
+        boolean allReady;
+        try {
+            allReady = over.allAgree(prepared.failure() == null);
+        } catch (DistributedException e) {
+            throw new DistributedException(location + ": the ranks could not agree to write: " + e.getMessage(),
+                    e.rank(), e.operation(), e);
+        }
         if (prepared.failure() != null) {
             throw prepared.failure();
         }

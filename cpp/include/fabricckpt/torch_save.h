@@ -102,6 +102,22 @@ void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& 
 // weights_only loader refuses, "module.name", in order of first appearance. No storage is read.
 std::vector<std::string> unsafe_globals_in_file(const std::string& path);
 
+// A safetensors file (safetensors.h) as `safetensors.torch.load_file` gives it: a plain dict of
+// name -> CPU tensor in data order. options.mmap: tensors view a private copy-on-write mapping (no
+// byte is read until touched; entries not aligned for their dtype are copied); otherwise the bytes
+// are read into owned memory from options.threads threads. options.progress counts tensor bytes.
+// FormatError names the file and the problem (a dtype libtorch has no type for included).
+ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options = {});
+
+// Writes `root`, a dict with string keys, as a safetensors file, atomically: nested dicts are
+// flattened with '.' as state_dict() keys are ("model.layer.weight"; integer keys as their digits),
+// tensors become entries (non-contiguous ones are made contiguous first), strings become
+// `__metadata__`; the bytes are those of safetensors.torch.save_file for the same tensors and
+// metadata. Anything else (numbers, lists, None, ...) is refused before the file is created, with a
+// StateError naming every such key.
+void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync = true,
+                           IoProgress* progress = nullptr);
+
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their
 // sharing (a node referenced twice stays one node), immutable leaves are shared.

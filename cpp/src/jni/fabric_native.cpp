@@ -2,12 +2,14 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <optional>
 #include <unordered_set>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/safety.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/state.h"
 #include "fabricckpt/torch_save.h"
@@ -330,6 +332,48 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
   options.threads = threads;
   options.progress = progress ? progress->get() : nullptr;
   save_torch_file(path, root.get(), options);
+}
+
+bool isSafetensorsFile(const std::string& path) {
+  return safetensors::looks_like_safetensors(*MappedFile::open(path));
+}
+
+NativeValue loadSafetensorsFile(const std::string& path, bool mmap, int threads, NativeProgress* progress) {
+  TorchLoadOptions options;
+  options.mmap = mmap;
+  options.threads = threads;
+  options.progress = progress ? progress->get() : nullptr;
+  return NativeValue(load_safetensors_file(path, options));
+}
+
+void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, NativeProgress* progress) {
+  save_safetensors_file(path, root.get(), fsync, progress ? progress->get() : nullptr);
+}
+
+NativeValue safetensorsMetadata(const std::string& path) {
+  const auto header = safetensors::read_header(*MappedFile::open(path));
+  ValuePtr dict = Value::plain_dict();
+  if (header.metadata) {
+    for (const auto& [key, value] : *header.metadata) dict->dict().set(Value::string(key), Value::string(value));
+  }
+  return NativeValue(dict);
+}
+
+std::string verifySafetensorsFile(const std::string& path) {
+  const auto file = MappedFile::open(path);
+  const auto header = safetensors::read_header(*file);
+  std::vector<char> buffer(size_t{4} << 20);
+  const uint64_t data_end = file->size();
+  for (uint64_t at = header.data_start(); at < data_end;) {  // every byte readable: no file cut short
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), data_end - at));
+    file->read_at(at, buffer.data(), n);
+    at += n;
+  }
+  TorchLoadOptions mapped;
+  mapped.mmap = true;
+  load_safetensors_file(path, mapped);  // every dtype has a torch type (mapped: nothing read twice)
+  return concat("ok: safetensors, ", header.tensors.size(), " tensors, ", data_end - header.data_start(),
+                " bytes of tensor data, ", header.metadata ? header.metadata->size() : 0, " metadata entries");
 }
 
 NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,

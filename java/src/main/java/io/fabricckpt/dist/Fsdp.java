@@ -8,6 +8,7 @@ import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
 import io.fabricckpt.internal.io.CheckpointIOs;
+import io.fabricckpt.internal.io.SafetensorsFileIO;
 import io.fabricckpt.internal.io.TorchSaveFileIO;
 import java.util.ArrayList;
 import java.util.List;
@@ -61,6 +62,10 @@ public final class Fsdp extends GroupStrategy {
     public void save(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
         StateConversion.validateFilter(state, filter);
+        if (SafetensorsFileIO.isSafetensorsName(location)) { // not a torch.save file under another name
+            throw new UnsupportedOperationException(location + ": Fsdp saves to safetensors are not supported yet;"
+                    + " save with SingleDevice or Ddp, or convert the saved checkpoint");
+        }
         // The native trees are released as soon as the save is done, not whenever the garbage
         // collector gets to their handles.
         List<NativeValue> handles = new ArrayList<>();

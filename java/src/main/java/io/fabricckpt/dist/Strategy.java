@@ -60,7 +60,7 @@ public sealed interface Strategy permits SingleDevice, GroupStrategy {
         StateConversion.validateFilter(state, filter);
         RankProtocol.onGlobalZero(this, location, () -> {
             try (NativeValue checkpoint = StateConversion.toCheckpoint(state, filter)) {
-                CheckpointIOs.TORCH_SAVE_FILE.write(location, checkpoint, options, null);
+                CheckpointIOs.forWriting(location).write(location, checkpoint, options, null);
             }
         });
     }

@@ -420,8 +420,8 @@ public final class AsyncWriter implements AutoCloseable {
             if (state.newestWritten > job.sequence) {
                 return; // a newer checkpoint is already in place; this one must not replace it
             }
-            CheckpointIOs.TORCH_SAVE_FILE.write(CheckpointLocation.of(job.target), job.snapshot, job.options, threads,
-                    job.listener);
+            CheckpointLocation target = CheckpointLocation.of(job.target);
+            CheckpointIOs.forWriting(target).write(target, job.snapshot, job.options, threads, job.listener);
             state.newestWritten = job.sequence;
         } finally {
             state.writing.unlock();

@@ -9,12 +9,29 @@ import java.nio.file.Files;
 public final class CheckpointIOs {
     public static final TorchSaveFileIO TORCH_SAVE_FILE = new TorchSaveFileIO();
     public static final DcpDirectoryIO DCP_DIRECTORY = new DcpDirectoryIO();
+    public static final SafetensorsFileIO SAFETENSORS_FILE = new SafetensorsFileIO();
 
     private CheckpointIOs() {}
 
-    /** The IO that reads what is at {@code location}: a sharded directory or a torch.save file. */
+    /**
+     * The IO that reads what is at {@code location}: a sharded directory, a safetensors file (by its
+     * first bytes, whatever its name) or a torch.save file.
+     */
     public static CheckpointIO forReading(CheckpointLocation location) {
-        return isShardedDirectory(location) ? DCP_DIRECTORY : TORCH_SAVE_FILE;
+        if (isShardedDirectory(location)) {
+            return DCP_DIRECTORY;
+        }
+        return isSafetensorsFile(location) ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
+    }
+
+    /** The IO that writes a single-file checkpoint to {@code location}: safetensors by its name, else torch.save. */
+    public static FileCheckpointIO forWriting(CheckpointLocation location) {
+        return SafetensorsFileIO.isSafetensorsName(location) ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
+    }
+
+    /** A regular file that starts as a safetensors file does (an 8-byte header length, then '{'). */
+    public static boolean isSafetensorsFile(CheckpointLocation location) {
+        return Files.isRegularFile(location.path()) && FabricNative.isSafetensorsFile(NativeCalls.path(location));
     }
 
     /** A torch.distributed.checkpoint directory (its {@code .metadata}), as Lightning tells them apart. */

@@ -109,3 +109,55 @@ def test_hostile_file_is_refused_naming_the_file_and_problem(java, tmp_path):
     assert str(bad) in proc.stderr and "offsets past the end" in proc.stderr, proc.stderr
     with pytest.raises(Exception):
         load_file(bad)  # the real package refuses it too
+
+
+def test_hugging_face_sharded_checkpoint_reads_as_one_state(java, tmp_path):
+    from huggingface_hub import save_torch_state_dict
+
+    torch.manual_seed(2)
+    state = {f"layers.{i}.weight": torch.randn(64, 8).to(torch.bfloat16 if i % 2 else torch.float32)
+             for i in range(6)}
+    shards = tmp_path / "hf"
+    shards.mkdir()
+    save_torch_state_dict(state, shards, max_shard_size=3000)  # several model-0000x-of-0000N files
+    index = json.loads((shards / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+
+    # The directory and the index file both name the checkpoint; Java gives every shard's tensors.
+    for source in (shards, shards / "model.safetensors.index.json"):
+        out = tmp_path / f"whole_{source.name}.safetensors"
+        java.tool("convert", source, out)
+        loaded = load_file(out)
+        assert sorted(loaded) == sorted(state)
+        for name, tensor in state.items():
+            assert torch.equal(loaded[name], tensor), name
+    assert "ok: safetensors index of" in java.cli("verify", shards).stdout
+
+    # A shard that lacks what the index maps to it is refused, naming the index and the tensor.
+    first = sorted(shards.glob("model-*.safetensors"))[0]
+    save_file({"other": torch.zeros(1)}, first)
+    proc = java.run("io.fabricckpt.compat.CompatTool", "describe", shards, check=False)
+    assert proc.returncode != 0 and "model.safetensors.index.json" in proc.stderr and "does not hold it" in proc.stderr, \
+        proc.stderr
+
+
+def test_dcp_directory_with_safetensors_serialization_reads_in_java(java, tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint.filesystem import SerializationFormat
+
+    torch.manual_seed(3)
+    state = {"model": {"w": torch.randn(4, 6), "b": torch.arange(5, dtype=torch.bfloat16), "n": torch.tensor(7)},
+             "step": 5}
+    path = tmp_path / "dcp"
+    dcp.save(state, storage_writer=FileSystemWriter(path, serialization_format=SerializationFormat.SAFETENSORS),
+             no_dist=True)
+    raw = (path / "__0_0.distcp").read_bytes()
+    assert b'"DCP_SHARDING_INFO"' in raw  # the shard file's tensors are a safetensors blob
+
+    out = tmp_path / "consolidated.pt"
+    java.tool("convert", path, out)
+    loaded = torch.load(out, weights_only=True)
+    assert loaded["step"] == 5
+    for name, tensor in state["model"].items():
+        assert torch.equal(loaded["model"][name], tensor), name

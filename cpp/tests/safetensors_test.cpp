@@ -221,3 +221,36 @@ TEST(Safetensors, HostileHeadersAreRefusedWithTheFileAndTheProblem) {
     EXPECT_NE(message.find(c.expected), std::string::npos) << "expected '" << c.expected << "' in: " << message;
   }
 }
+
+TEST(Safetensors, ShardIndexAsHuggingFaceHubWritesIt) {
+  // save_torch_state_dict(..., max_shard_size=2048) of huggingface_hub 2.4.0.
+  const std::string json = R"({
+  "metadata": {
+    "total_size": 5120
+  },
+  "weight_map": {
+    "l0.w": "model-00001-of-00003.safetensors",
+    "l1.w": "model-00001-of-00003.safetensors",
+    "l2.w": "model-00002-of-00003.safetensors"
+  }
+})";
+  const st::ShardIndex index = st::parse_index(json, "model.safetensors.index.json");
+  ASSERT_EQ(index.weight_map.size(), 3u);
+  EXPECT_EQ(index.weight_map[2], (std::pair<std::string, std::string>{"l2.w", "model-00002-of-00003.safetensors"}));
+  EXPECT_EQ(index.files, (std::vector<std::string>{"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors"}));
+  for (const auto& [bad, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"weight_map": {"a": "../etc/passwd"}})", "not a file name beside the index"},
+           {R"({"weight_map": {"a": ".."}})", "not a file name beside the index"},
+           {R"({"weight_map": {"a": "x", "a": "y"}})", "mapped twice"},
+           {R"({"metadata": {}})", "no weight_map"},
+           {R"({"weight_map": {"a": 1}})", "expected a string"},
+           {R"({"weight_map": {}, "weight_map": {}})", "appears twice"}}) {
+    try {
+      st::parse_index(bad, "idx.json");
+      ADD_FAILURE() << "no error for " << bad;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("idx.json"), std::string::npos) << e.what();
+    }
+  }
+}

@@ -132,3 +132,49 @@ TEST_F(SafetensorsTorch, DtypesWithoutATorchTypeAreAFormatErrorNamingTheTensor) 
     EXPECT_NE(std::string(e.what()).find("'f6' has dtype F6_E2M3"), std::string::npos) << e.what();
   }
 }
+
+TEST_F(SafetensorsTorch, ShardedIndexGivesEveryShardsTensorsAndChecksTheMap) {
+  ValuePtr first = Value::plain_dict();
+  first->dict().set(Value::string("a"), tensor(torch::ones({2})));
+  ValuePtr second = Value::plain_dict();
+  second->dict().set(Value::string("b"), tensor(torch::full({3}, 2.0)));
+  save_safetensors_file(path("model-00001-of-00002.safetensors"), first, false);
+  save_safetensors_file(path("model-00002-of-00002.safetensors"), second, false);
+  auto write_index = [&](const std::string& text) {
+    std::ofstream(path("model.safetensors.index.json")) << text;
+  };
+  write_index(R"({"metadata": {"total_size": 20}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                 "b": "model-00002-of-00002.safetensors"}})");
+  EXPECT_EQ(safetensors_index_of(dir_.string()), path("model.safetensors.index.json"));
+  for (const std::string& where : {dir_.string(), path("model.safetensors.index.json")}) {
+    const ValuePtr root = load_safetensors_file(where);
+    ASSERT_EQ(root->dict().size(), 2u);
+    EXPECT_TRUE(tensor_at(root, "b").equal(torch::full({3}, 2.0)));
+  }
+  write_index(R"({"weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})");
+  try {
+    load_safetensors_file(dir_.string());
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("maps tensor 'a' to model-00002-of-00002.safetensors"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(SafetensorsTorch, EmbeddedSafetensorsAfterOtherBytesAsDcpWritesThem) {
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("model.w"), tensor(torch::arange(6, torch::kFloat32)));
+  save_safetensors_file(path("blob.safetensors"), state, false);
+  std::ifstream in(path("blob.safetensors"), std::ios::binary);
+  const std::string blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string prefix = "PK\x03\x04 a torch.save stream of another item";
+  std::ofstream(path("__0_0.distcp"), std::ios::binary) << prefix << blob;
+  for (const bool mmap : {false, true}) {
+    const auto file = mmap ? MappedFile::open_private(path("__0_0.distcp")) : MappedFile::open(path("__0_0.distcp"));
+    EXPECT_FALSE(is_embedded_safetensors(*file, 0));
+    ASSERT_TRUE(is_embedded_safetensors(*file, prefix.size()));
+    const ValuePtr w = load_embedded_safetensor(file, prefix.size(), "model.w", mmap);
+    EXPECT_TRUE(w->tensor_ref().tensor->equal(torch::arange(6, torch::kFloat32)));
+    EXPECT_THROW(load_embedded_safetensor(file, prefix.size(), "model.x", mmap), FormatError);
+  }
+}

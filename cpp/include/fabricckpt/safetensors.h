@@ -70,6 +70,16 @@ Header parse_header(std::string_view json, uint64_t data_size, const std::string
 // Whether a file starts as a safetensors file does: a plausible length then '{'.
 bool looks_like_safetensors(const ReadSource& source);
 
+// A Hugging Face sharded checkpoint's index (`model.safetensors.index.json`): which shard file holds
+// each tensor. `files` are the distinct shard names in order of first appearance; each is a plain
+// file name beside the index (a path with '/' or a name "." / ".." is refused). Other top-level keys
+// ("metadata": {"total_size": ...}) are checked as JSON and ignored. FormatError naming `name`.
+struct ShardIndex {
+  std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard file, in the index's order
+  std::vector<std::string> files;
+};
+ShardIndex parse_index(std::string_view json, const std::string& name);
+
 // A tensor to write: its bytes, contiguous and little-endian, `size` of them.
 struct TensorData {
   std::string name;

@@ -16,6 +16,9 @@ namespace {
 
 // Tensors at least this large are pwritten where they go; smaller ones pass through the sink's buffer.
 constexpr uint64_t kPlacedTensor = uint64_t{1} << 20;
+// Placed tensors go in pieces of this size, so that with fsync each piece's write-back starts while
+// the next is written (as the torch.save writer's pieces do).
+constexpr uint64_t kPiece = uint64_t{4} << 20;
 
 void check_utf8(const std::string& text, const char* what, const std::string& target) {
   if (!valid_utf8(text)) throw StateError(concat(target, ": safetensors ", what, " is not UTF-8: ", text));
@@ -121,12 +124,17 @@ void write_file(const std::string& path, const std::vector<TensorData>& tensors,
   for (const size_t i : order) {
     const TensorData& t = tensors[i];
     if (t.size >= kPlacedTensor) {
-      sink.write_at(layout.file_offset[i], t.data, t.size);
+      const auto* bytes = static_cast<const uint8_t*>(t.data);
+      for (uint64_t done = 0; done < t.size; done += kPiece) {
+        const uint64_t n = std::min(kPiece, t.size - done);
+        sink.write_at(layout.file_offset[i] + done, bytes + done, static_cast<size_t>(n));
+        if (progress) progress->add(n);
+      }
       sink.skip(t.size);
     } else {
       sink.write(t.data, t.size);
+      if (progress) progress->add(t.size);
     }
-    if (progress) progress->add(t.size);
   }
   if (sink.position() != layout.total) throw Error("safetensors layout differs from its plan");
   sink.commit();

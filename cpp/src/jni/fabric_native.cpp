@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <optional>
 #include <unordered_set>
 
@@ -335,6 +336,7 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
 }
 
 bool isSafetensorsFile(const std::string& path) {
+  if (!safetensors_index_of(path).empty()) return true;  // a Hugging Face sharded checkpoint
   return safetensors::looks_like_safetensors(*MappedFile::open(path));
 }
 
@@ -351,29 +353,53 @@ void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool 
 }
 
 NativeValue safetensorsMetadata(const std::string& path) {
-  const auto header = safetensors::read_header(*MappedFile::open(path));
   ValuePtr dict = Value::plain_dict();
+  if (!safetensors_index_of(path).empty()) return NativeValue(dict);  // an index's metadata is not strings
+  const auto header = safetensors::read_header(*MappedFile::open(path));
   if (header.metadata) {
     for (const auto& [key, value] : *header.metadata) dict->dict().set(Value::string(key), Value::string(value));
   }
   return NativeValue(dict);
 }
 
-std::string verifySafetensorsFile(const std::string& path) {
+namespace {
+// Every byte of one safetensors file readable (none cut short); its header's counts.
+safetensors::Header read_all_of(const std::string& path, uint64_t& bytes) {
   const auto file = MappedFile::open(path);
-  const auto header = safetensors::read_header(*file);
+  safetensors::Header header = safetensors::read_header(*file);
   std::vector<char> buffer(size_t{4} << 20);
-  const uint64_t data_end = file->size();
-  for (uint64_t at = header.data_start(); at < data_end;) {  // every byte readable: no file cut short
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), data_end - at));
+  for (uint64_t at = header.data_start(); at < file->size();) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), file->size() - at));
     file->read_at(at, buffer.data(), n);
     at += n;
   }
+  bytes += file->size() - header.data_start();
+  return header;
+}
+}  // namespace
+
+std::string verifySafetensorsFile(const std::string& path) {
+  uint64_t bytes = 0;
+  size_t tensors = 0, metadata = 0, shards = 0;
+  const std::string index = safetensors_index_of(path);
+  if (index.empty()) {
+    const auto header = read_all_of(path, bytes);
+    tensors = header.tensors.size();
+    metadata = header.metadata ? header.metadata->size() : 0;
+  } else {
+    const auto file = MappedFile::open(index);
+    for (const auto& name : safetensors::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index).files) {
+      tensors += read_all_of((std::filesystem::path(index).parent_path() / name).string(), bytes).tensors.size();
+      ++shards;
+    }
+  }
   TorchLoadOptions mapped;
   mapped.mmap = true;
-  load_safetensors_file(path, mapped);  // every dtype has a torch type (mapped: nothing read twice)
-  return concat("ok: safetensors, ", header.tensors.size(), " tensors, ", data_end - header.data_start(),
-                " bytes of tensor data, ", header.metadata ? header.metadata->size() : 0, " metadata entries");
+  load_safetensors_file(path, mapped);  // every dtype has a torch type, the index matches its shards
+  return shards ? concat("ok: safetensors index of ", shards, " shards, ", tensors, " tensors, ", bytes,
+                         " bytes of tensor data")
+                : concat("ok: safetensors, ", tensors, " tensors, ", bytes, " bytes of tensor data, ", metadata,
+                         " metadata entries");
 }
 
 NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,

@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <filesystem>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "fabricckpt/error.h"
@@ -16,6 +18,7 @@
 namespace fabricckpt {
 
 namespace st = safetensors;
+namespace fs = std::filesystem;
 using c10::ScalarType;
 
 namespace {
@@ -137,43 +140,108 @@ void flatten(const Value& node, const std::string& key, Flattened& out, const st
 
 }  // namespace
 
+namespace {
+
+// The largest index read (the crate's header limit: an index lists no more than its shards' headers).
+constexpr uint64_t kMaxIndexSize = safetensors::kMaxHeaderSize;
+
+ValuePtr load_single(const std::string& path, const TorchLoadOptions& options);
+
+// model.safetensors.index.json and its shards beside it: every shard's tensors, shard by shard in the
+// index's order (as transformers' load_sharded_checkpoint updates one state dict shard by shard).
+ValuePtr load_sharded(const std::string& index_path, const TorchLoadOptions& options) {
+  const auto file = MappedFile::open(index_path);
+  if (file->size() > kMaxIndexSize) {
+    throw FormatError(concat(index_path, ": safetensors index of ", file->size(), " bytes is over the limit"));
+  }
+  const st::ShardIndex index = st::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index_path);
+  const std::string dir = fs::path(index_path).parent_path().string();
+  ValuePtr root = Value::plain_dict();
+  std::unordered_map<std::string, std::string> holder;  // tensor -> the shard it came from
+  for (const auto& name : index.files) {
+    const std::string shard = (fs::path(dir) / name).string();
+    const ValuePtr tensors = load_single(shard, options);
+    for (const auto& [key, value] : tensors->dict().items()) {
+      const std::string& tensor = key->as_string();
+      if (!holder.emplace(tensor, name).second) {
+        throw FormatError(concat(index_path, ": tensor '", tensor, "' is in both ", holder[tensor], " and ", name));
+      }
+      root->dict().set(key, value);
+    }
+  }
+  for (const auto& [tensor, name] : index.weight_map) {
+    const auto found = holder.find(tensor);
+    if (found == holder.end() || found->second != name) {
+      throw FormatError(concat(index_path, ": the index maps tensor '", tensor, "' to ", name, ", which does not hold it"));
+    }
+  }
+  return root;
+}
+
+}  // namespace
+
+std::string safetensors_index_of(const std::string& path) {
+  std::error_code error;
+  if (fs::is_directory(path, error)) {
+    const fs::path index = fs::path(path) / "model.safetensors.index.json";
+    return fs::is_regular_file(index, error) ? index.string() : std::string();
+  }
+  static constexpr std::string_view kSuffix = ".safetensors.index.json";
+  return path.size() > kSuffix.size() && path.compare(path.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0
+             ? path
+             : std::string();
+}
+
 ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options) {
+  const std::string index = safetensors_index_of(path);
+  return index.empty() ? load_single(path, options) : load_sharded(index, options);
+}
+
+namespace {
+
+// Bytes of `file` still to be read into a storage's memory.
+struct Fill {
+  uint64_t offset;
+  uint8_t* dest;
+  uint64_t size;
+};
+
+// The tensor of entry `t` whose data starts at `offset` of `file`: a view of the mapping when `mmap`
+// (and the offset suits the dtype), else memory of its own that `fills` records for reading.
+at::Tensor entry_tensor(const std::shared_ptr<const MappedFile>& file, const st::TensorInfo& t, uint64_t offset,
+                        bool mmap, std::vector<Fill>& fills) {
+  const std::string& path = file->name();
+  const auto dtype = torch_dtype(t.dtype);
+  if (!dtype) {
+    throw FormatError(concat(path, ": tensor '", t.name, "' has dtype ", st::dtype_name(t.dtype),
+                             ", for which libtorch has no type"));
+  }
+  const std::vector<int64_t> sizes = torch_sizes(t, path);
+  const size_t nbytes = static_cast<size_t>(t.nbytes());
+  if (nbytes == 0) return at::empty(sizes, at::TensorOptions().dtype(*dtype));
+  at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));
+  c10::Storage storage;
+  if (mmap && file->mapped() && offset % c10::elementSize(*dtype) == 0) {
+    storage = torchsave::mapped_storage(file, offset, nbytes);  // zero copy: a view of the mapping
+  } else {
+    storage = torchsave::allocate_storage(nbytes);
+    fills.push_back({offset, static_cast<uint8_t*>(storage.mutable_data()), nbytes});
+  }
+  tensor.set_(storage, 0, sizes, c10::contiguous_strides(sizes));
+  return tensor;
+}
+
+ValuePtr load_single(const std::string& path, const TorchLoadOptions& options) {
   const auto file = options.mmap ? MappedFile::open_private(path) : MappedFile::open(path);
   const st::Header header = st::read_header(*file);
   ValuePtr root = Value::plain_dict();
-  struct Fill {
-    uint64_t offset;
-    uint8_t* dest;
-    uint64_t size;
-  };
   std::vector<Fill> fills;
-  uint64_t bytes = 0;
   for (const auto& t : header.tensors) {
-    const auto dtype = torch_dtype(t.dtype);
-    if (!dtype) {
-      throw FormatError(concat(path, ": tensor '", t.name, "' has dtype ", st::dtype_name(t.dtype),
-                               ", for which libtorch has no type"));
-    }
-    const std::vector<int64_t> sizes = torch_sizes(t, path);
-    const size_t nbytes = static_cast<size_t>(t.nbytes());
-    const uint64_t offset = header.data_start() + t.begin;
-    if (nbytes == 0) {
-      root->dict().set(Value::string(t.name), tensor_value(at::empty(sizes, at::TensorOptions().dtype(*dtype))));
-      continue;
-    }
-    at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));
-    const size_t element = c10::elementSize(*dtype);
-    c10::Storage storage;
-    if (options.mmap && offset % element == 0) {
-      storage = torchsave::mapped_storage(file, offset, nbytes);  // zero copy: a view of the mapping
-    } else {
-      storage = torchsave::allocate_storage(nbytes);
-      fills.push_back({offset, static_cast<uint8_t*>(storage.mutable_data()), nbytes});
-      bytes += nbytes;
-    }
-    tensor.set_(storage, 0, sizes, c10::contiguous_strides(sizes));
+    at::Tensor tensor = entry_tensor(file, t, header.data_start() + t.begin, options.mmap, fills);
     root->dict().set(Value::string(t.name), tensor_value(std::move(tensor)));
   }
+  uint64_t bytes = 0;
+  for (const auto& f : fills) bytes += f.size;
   if (options.progress) options.progress->total = bytes;
   std::vector<uint64_t> sizes;
   for (const auto& f : fills) sizes.push_back(f.size);
@@ -185,6 +253,31 @@ ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& 
     if (options.progress) options.progress->add(piece.size);
   });
   return root;
+}
+
+}  // namespace
+
+bool is_embedded_safetensors(const MappedFile& file, uint64_t offset) {
+  if (offset > file.size() || file.size() - offset < 9) return false;
+  uint8_t raw[9];
+  file.read_at(offset, raw, 9);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | raw[i];
+  return n <= st::kMaxHeaderSize && n <= file.size() - offset - 8 && raw[8] == '{';  // a torch.save stream starts "PK"
+}
+
+ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file, uint64_t offset,
+                                  const std::string& name, bool mmap) {
+  if (offset > file->size()) throw FormatError(concat(file->name(), ": no safetensors data at byte ", offset));
+  const auto blob = MappedFile::slice(file, offset, file->size() - offset,
+                                      concat(file->name(), " (safetensors at byte ", offset, ")"));
+  const st::Header header = st::read_header(*blob);
+  const st::TensorInfo* t = header.find(name);
+  if (!t) throw FormatError(concat(blob->name(), ": no tensor '", name, "'"));
+  std::vector<Fill> fills;
+  at::Tensor tensor = entry_tensor(blob, *t, header.data_start() + t->begin, mmap, fills);
+  for (const auto& f : fills) blob->read_at(f.offset, f.dest, f.size);
+  return tensor_value(std::move(tensor));
 }
 
 void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync, IoProgress* progress) {

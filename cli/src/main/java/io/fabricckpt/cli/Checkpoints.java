@@ -52,10 +52,17 @@ final class Checkpoints {
 
     private static final int PICKLE_PROTO = 0x80;
 
-    /** Whether {@code path} is a safetensors file: an 8-byte little-endian header length that fits, then '{'. */
+    /**
+     * Whether {@code path} is a safetensors file (an 8-byte little-endian header length that fits, then
+     * '{'), or a Hugging Face sharded checkpoint: its {@code *.safetensors.index.json} or a directory
+     * holding {@code model.safetensors.index.json}.
+     */
     static boolean isSafetensorsFile(Path path) {
         if (Files.isDirectory(path)) {
-            return false;
+            return Files.isRegularFile(path.resolve("model.safetensors.index.json"));
+        }
+        if (path.getFileName() != null && path.getFileName().toString().endsWith(".safetensors.index.json")) {
+            return true;
         }
         try (InputStream in = Files.newInputStream(path)) {
             byte[] head = in.readNBytes(9);
@@ -84,11 +91,11 @@ final class Checkpoints {
 
     /** The tree, tensors as {@link TensorInfo}s: an outline, or mapped by the library for a legacy file. */
     static Object read(Path path) {
-        if (Files.isDirectory(path)) {
-            return Outlines.readSharded(path);
-        }
         if (needsLibrary(path)) {
             return describeTensors(TorchFiles.read(path, ReadOptions.mapped()));
+        }
+        if (Files.isDirectory(path)) {
+            return Outlines.readSharded(path);
         }
         return Outlines.read(path);
     }

@@ -160,7 +160,7 @@ public final class FabricNative {
 
     @Cast("bool") public static native boolean isShardedCheckpoint(@StdString BytePointer path);
 
-    /** Whether the file starts as a safetensors file does. */
+    /** Whether the file starts as safetensors does, or the path is a Hugging Face sharded index or its directory. */
     @Cast("bool") public static native boolean isSafetensorsFile(@StdString BytePointer path);
 
     /** A safetensors file as a dict name -> tensor, mapped or read into owned memory. */

@@ -29,9 +29,14 @@ public final class CheckpointIOs {
         return SafetensorsFileIO.isSafetensorsName(location) ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
     }
 
-    /** A regular file that starts as a safetensors file does (an 8-byte header length, then '{'). */
+    /**
+     * A regular file that starts as a safetensors file does (an 8-byte header length, then '{'), or a
+     * Hugging Face sharded checkpoint: its {@code *.safetensors.index.json}, or a directory holding
+     * {@code model.safetensors.index.json}.
+     */
     public static boolean isSafetensorsFile(CheckpointLocation location) {
-        return Files.isRegularFile(location.path()) && FabricNative.isSafetensorsFile(NativeCalls.path(location));
+        return (Files.isRegularFile(location.path()) || Files.isDirectory(location.path()))
+                && FabricNative.isSafetensorsFile(NativeCalls.path(location));
     }
 
     /** A torch.distributed.checkpoint directory (its {@code .metadata}), as Lightning tells them apart. */

@@ -337,7 +337,13 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
 
 bool isSafetensorsFile(const std::string& path) {
   if (!safetensors_index_of(path).empty()) return true;  // a Hugging Face sharded checkpoint
-  return safetensors::looks_like_safetensors(*MappedFile::open(path));
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) return false;
+  try {
+    return safetensors::looks_like_safetensors(*MappedFile::open(path));
+  } catch (const Error&) {
+    return false;  // a probe only: the reader chosen instead reports what is wrong with the file
+  }
 }
 
 NativeValue loadSafetensorsFile(const std::string& path, bool mmap, int threads, NativeProgress* progress) {

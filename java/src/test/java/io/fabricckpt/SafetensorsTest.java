@@ -85,6 +85,34 @@ class SafetensorsTest {
     }
 
     @Test
+    void loadRawOfAHuggingFaceShardedDirectory() throws IOException {
+        Net model = new Net(4, 8, 2);
+        Map<Object, Object> weights = StateDicts.of(model);
+        Map<Object, Object> first = new LinkedHashMap<>(), second = new LinkedHashMap<>();
+        StringBuilder map = new StringBuilder();
+        for (Map.Entry<Object, Object> e : weights.entrySet()) {
+            String name = (String) e.getKey();
+            String shard = name.startsWith("fc1") ? "model-00001-of-00002.safetensors"
+                    : "model-00002-of-00002.safetensors";
+            (name.startsWith("fc1") ? first : second).put(name, e.getValue());
+            map.append(map.length() == 0 ? "" : ", ").append('"').append(name).append("\": \"").append(shard)
+                    .append('"');
+        }
+        Path shards = Files.createDirectories(dir.resolve("hf"));
+        TorchFiles.write(shards.resolve("model-00001-of-00002.safetensors"), first);
+        TorchFiles.write(shards.resolve("model-00002-of-00002.safetensors"), second);
+        Files.writeString(shards.resolve("model.safetensors.index.json"),
+                "{\"metadata\": {\"total_size\": 176}, \"weight_map\": {" + map + "}}");
+        Net other = new Net(4, 8, 2);
+        fabric.loadRaw(shards, other);
+        assertTrue(other.fc1.weight().equal(model.fc1.weight()));
+        assertTrue(other.fc2.bias().equal(model.fc2.bias()));
+        Net viaIndex = new Net(4, 8, 2);
+        fabric.loadRaw(shards.resolve("model.safetensors.index.json"), viaIndex);
+        assertTrue(viaIndex.fc2.weight().equal(model.fc2.weight()));
+    }
+
+    @Test
     void mappedReadsAndContentNotNameTellTheFormat() throws IOException {
         Tensor t = torch.arange(new org.bytedeco.pytorch.Scalar(6)).reshape(2, 3);
         Path path = dir.resolve("weights.safetensors");

@@ -1,6 +1,7 @@
 // libFuzzer target: the safetensors header reader, then the writer over what it accepted, whose
-// output must read back as the same header (names, dtypes, shapes, offsets, metadata). Seeds:
-// cpp/fuzz/seeds/safetensors (files safetensors.torch.save_file wrote).
+// output must read back as the same header (names, dtypes, shapes, offsets, metadata); and the
+// same bytes as a Hugging Face shard index (model.safetensors.index.json). Seeds:
+// cpp/fuzz/seeds/safetensors (files safetensors.torch.save_file and huggingface_hub wrote).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -14,6 +15,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace fabricckpt;
   namespace st = fabricckpt::safetensors;
   const std::string bytes(reinterpret_cast<const char*>(data), size);
+  try {
+    const st::ShardIndex index = st::parse_index(bytes, "fuzz.index.json");
+    for (const auto& [tensor, file] : index.weight_map) {
+      if (file.empty() || file.find('/') != std::string::npos) __builtin_trap();  // never a path out of the folder
+    }
+  } catch (const Error&) {
+  }
   st::Header header;
   try {
     header = st::read_header(MemorySource(bytes, "fuzz.safetensors"));

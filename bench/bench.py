@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Python side of `fabric-ckpt bench`: times Lightning's fabric.save/fabric.load and
-torch.save/torch.load (eager and mmap), saves also durable (os.fsync of the file and its
+"""Python side of `fabric-ckpt bench`: times Lightning's fabric.save/fabric.load,
+torch.save/torch.load (eager and mmap) and safetensors.torch.save_file/load_file (of the state's
+model, the flat tensors the Java side's safetensors rows write), saves also durable (os.fsync of the file and its
 folder, as the Java side's fsync), after a warm-up round, on a state of mixed tensors, and prints one
 tab-separated line per operation for the Java driver (cli/BenchCommand.java):
 
@@ -172,6 +173,32 @@ def main():
         run("torch.load", "cold", lambda: torch.load(path, weights_only=True), drop_caches)
         run("torch.load(mmap=True)", "cold", lambda: torch.load(path, weights_only=True, mmap=True), drop_caches)
     os.remove(path)
+
+    from safetensors.torch import load_file, save_file
+
+    st_path = os.path.join(args.dir, "python.safetensors")
+    tensors = dict(state["model"])
+
+    def st_fresh():
+        if os.path.exists(st_path):
+            os.remove(st_path)
+        os.sync()
+
+    def st_durable():
+        save_file(tensors, st_path)
+        fsync_file(st_path)
+
+    measure(lambda: save_file(tensors, st_path), st_fresh)
+    measure(lambda: load_file(st_path))
+    run("safetensors save_file", "-", lambda: save_file(tensors, st_path), st_fresh)
+    run("safetensors save_file (fsync)", "-", st_durable, st_fresh)
+    save_file(tensors, st_path)
+    os.sync()
+    load_file(st_path)  # cached from here on
+    run("safetensors load_file", "cached", lambda: load_file(st_path))
+    if args.cold and drop_caches():
+        run("safetensors load_file", "cold", lambda: load_file(st_path), drop_caches)
+    os.remove(st_path)
 
     for op, cache, seconds, extra in results:
         print(f"{op}\t{cache}\t{','.join(f'{s:.6f}' for s in seconds)}\t{extra}", flush=True)

@@ -1,4 +1,5 @@
-# The torch-free core (value model, pickle, zip, CRC-32, DCP metadata, torch.save outlines, file I/O),
+# The torch-free core (value model, pickle, zip, CRC-32, DCP metadata, torch.save outlines, safetensors,
+# file I/O),
 # relative to cpp/:
 # one list for the library (cpp/CMakeLists.txt) and its instrumented fuzzing build (cpp/fuzz).
 set(FABRICCKPT_FORMAT_SOURCES
@@ -18,6 +19,9 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/outline_convert.cpp
   src/format/outline_sharded.cpp
   src/io/files.cpp
+  src/format/safetensors_json.cpp
+  src/format/safetensors_reader.cpp
+  src/format/safetensors_writer.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.
 set(FABRICCKPT_TORCHSAVE_SOURCES
@@ -30,4 +34,5 @@ set(FABRICCKPT_TORCHSAVE_SOURCES
   src/torchsave/torch_load.cpp
   src/torchsave/torch_write.cpp
   src/torchsave/snapshot.cpp
+  src/torchsave/safetensors_torch.cpp
 )

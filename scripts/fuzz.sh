@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of the readers (cpp/fuzz, clang with ASan + UBSan: pickle, zip,
-# DCP .metadata, and the torch.save layer over the preset's libtorch, which scripts/build.sh unpacked) and
+# DCP .metadata, safetensors, and the torch.save layer over the preset's libtorch, which scripts/build.sh unpacked) and
 # runs each for SECONDS (default 20; the test command uses the default, a longer campaign is
 # e.g. `scripts/fuzz.sh 3600`). Seeds are the real Python-written files under cpp/tests/data and
 # cpp/fuzz/seeds;
@@ -36,5 +36,6 @@ run() {
 run fuzz_pickle "$data/pickle" "$data/state" "$seeds/pickle"
 run fuzz_zip "$data/zip" "$data/torch" "$seeds/zip"
 run fuzz_dcp_metadata "$data/dcp" "$seeds/dcp"
+run fuzz_safetensors "$seeds/safetensors"
 # libtorch is not instrumented; LeakSanitizer would report its process-lifetime allocations.
 ASAN_OPTIONS=detect_leaks=0 run fuzz_torch_load "$data/torch" "$data/state" "$data/zip" "$seeds/zip"

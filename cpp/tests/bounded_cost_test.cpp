@@ -328,6 +328,16 @@ TEST(BoundedCost, StorageRangesOfOneFileAreDisjoint) {
   m.storage[1].second.relative_path = "__1_0.distcp";
   m.storage[1].second.offset = 0;  // another file
   EXPECT_NO_THROW(dcp::read_metadata(dcp::write_metadata(m), "ranges/.metadata"));
+
+  // Items starting at one offset (a SAFETENSORS blob's tensors) count as one range of their summed lengths.
+  m.entries.push_back({"c", std::nullopt});
+  m.storage[1].second = dcp::StorageInfo{"__0_0.distcp", 200, 24, {}};
+  m.storage.push_back({dcp::StorageKey{"c", std::nullopt, std::nullopt}, dcp::StorageInfo{"__0_0.distcp", 200, 4, {}}});
+  EXPECT_NO_THROW(dcp::read_metadata(dcp::write_metadata(m), "ranges/.metadata"));
+  m.storage[0].second.offset = 220;  // inside the blob's 28 bytes
+  EXPECT_THROW(dcp::read_metadata(dcp::write_metadata(m), "ranges/.metadata"), FormatError);
+  m.storage[0].second.offset = 228;
+  EXPECT_NO_THROW(dcp::read_metadata(dcp::write_metadata(m), "ranges/.metadata"));
 }
 
 }  // namespace

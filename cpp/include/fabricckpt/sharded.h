@@ -150,6 +150,9 @@ class Reader {
   std::vector<std::string> top_keys_;                                  // in order of first appearance
   std::unordered_map<std::string, std::vector<size_t>> by_top_key_;    // top-level key -> entries
   mutable std::map<std::string, std::shared_ptr<const MappedFile>> files_;
+  // (file, offset) that several items start at: only a safetensors blob (SAFETENSORS serialization,
+  // one item per tensor of it) may be shared, and each such item is read as its own tensor of it.
+  std::map<std::pair<std::string, uint64_t>, size_t> items_at_;
 };
 
 }  // namespace fabricckpt::sharded

@@ -140,6 +140,35 @@ void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& 
 // weights_only loader refuses, "module.name", in order of first appearance. No storage is read.
 std::vector<std::string> unsafe_globals_in_file(const std::string& path);
 
+// A safetensors file (safetensors.h) as `safetensors.torch.load_file` gives it: a plain dict of
+// name -> CPU tensor in data order. options.mmap: tensors view a private copy-on-write mapping (no
+// byte is read until touched; entries not aligned for their dtype are copied); otherwise the bytes
+// are read into owned memory from options.threads threads. options.progress counts tensor bytes.
+// FormatError names the file and the problem (a dtype libtorch has no type for included).
+// A Hugging Face sharded checkpoint (`path` is its `*.safetensors.index.json`, or a directory holding
+// `model.safetensors.index.json`) gives every shard's tensors, shard by shard in the index's order;
+// a tensor in two shards, or one the index maps to a shard that lacks it, is a FormatError.
+ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options = {});
+// The index `path` names (itself, or model.safetensors.index.json in a directory); "" if none.
+std::string safetensors_index_of(const std::string& path);
+
+// torch.distributed.checkpoint's SAFETENSORS serialization writes a shard file's tensors as one
+// safetensors file at the end of it (after the torch.save streams of its other items); .metadata
+// records that blob's start as each tensor's offset. Whether one starts at `offset`, and tensor
+// `name` of it (a view of the mapping with `mmap` when `file` is mapped, else read into owned memory).
+bool is_embedded_safetensors(const MappedFile& file, uint64_t offset);
+ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file, uint64_t offset,
+                                  const std::string& name, bool mmap);
+
+// Writes `root`, a dict with string keys, as a safetensors file, atomically: nested dicts are
+// flattened with '.' as state_dict() keys are ("model.layer.weight"; integer keys as their digits),
+// tensors become entries (non-contiguous ones are made contiguous first), strings become
+// `__metadata__`; the bytes are those of safetensors.torch.save_file for the same tensors and
+// metadata. Anything else (numbers, lists, None, ...) is refused before the file is created, with a
+// StateError naming every such key.
+void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync = true,
+                           IoProgress* progress = nullptr);
+
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their
 // sharing (a node referenced twice stays one node), immutable leaves are shared.

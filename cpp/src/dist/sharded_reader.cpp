@@ -36,6 +36,7 @@ Reader::Reader(std::string dir, bool map_chunks) : dir_(std::move(dir)), map_chu
   }
   auto opened = MappedFile::open(file);
   metadata_ = dcp::read_metadata(opened->read_string(0, opened->size()), file);
+  for (const auto& [key, info] : metadata_.storage) ++items_at_[{info.relative_path, info.offset}];
   // Each entry's path once, and the entries of each top-level key: lookups by key are hash lookups.
   paths_.reserve(metadata_.entries.size());
   for (size_t i = 0; i < metadata_.entries.size(); ++i) {
@@ -128,6 +129,19 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   // of being copied; writes to them stay in memory. Otherwise read with pread into owned memory.
   if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
   check_in_file(*info, fqn, *file);
+  if (offsets && is_embedded_safetensors(*file, info->offset)) {  // serialization_format=SAFETENSORS
+    ValuePtr tensor = load_embedded_safetensor(file, info->offset, fqn, map_chunks_);
+    const at::Tensor& t = *tensor->tensor_ref().tensor;
+    if (t.nbytes() != info->length) {  // each item reads its own bytes: together no more than the file holds
+      throw FormatError(concat(metadata_file, ": '", fqn, "' is recorded as ", info->length, " bytes, its tensor in ",
+                               path, " has ", t.nbytes()));
+    }
+    return tensor;
+  }
+  if (items_at_.at({info->relative_path, info->offset}) > 1) {
+    throw FormatError(concat(metadata_file, ": '", fqn, "' shares its bytes at ", info->offset, " of ", path,
+                             " with other items, and they are not a safetensors blob"));
+  }
   auto stream = MappedFile::slice(file, info->offset, info->length,
                                   concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
   TorchLoadOptions options;

@@ -220,7 +220,10 @@ void check_list_slots(const std::vector<std::pair<std::string, std::vector<PathI
 }
 
 // Storage of one file must not be claimed twice: every item's bytes are its own, so the items of
-// a checkpoint can never add up to more than its files hold.
+// a checkpoint can never add up to more than its files hold. Items that start at one offset are
+// the tensors of one safetensors blob (SAFETENSORS serialization records the blob's start for each):
+// they count as one range as long as their lengths together (the sharded reader reads each as its
+// own tensor of the blob, of exactly its length, and refuses shared offsets that are not a blob).
 void check_storage_ranges(const std::vector<std::pair<StorageKey, StorageInfo>>& storage) {
   std::map<std::string, std::vector<size_t>> by_file;
   for (size_t i = 0; i < storage.size(); ++i) by_file[storage[i].second.relative_path].push_back(i);
@@ -229,13 +232,20 @@ void check_storage_ranges(const std::vector<std::pair<StorageKey, StorageInfo>>&
       return std::pair(storage[a].second.offset, storage[a].second.length) <
              std::pair(storage[b].second.offset, storage[b].second.length);
     });
+    uint64_t group_length = items.empty() ? 0 : storage[items[0]].second.length;  // of the items at prev's offset
     for (size_t k = 1; k < items.size(); ++k) {
       const auto& [prev_key, prev] = storage[items[k - 1]];
       const auto& [key, info] = storage[items[k]];
-      if (prev.length > 0 && info.length > 0 && info.offset - prev.offset < prev.length) {
+      if (info.offset == prev.offset) {
+        if (info.length > UINT64_MAX - group_length) bad(concat("storage_data: items at ", info.offset, " overflow"));
+        group_length += info.length;
+        continue;
+      }
+      if (group_length > 0 && info.length > 0 && info.offset - prev.offset < group_length) {
         bad(concat("storage_data: '", prev_key.fqn, "' (bytes ", prev.offset, "+", prev.length, ") and '", key.fqn,
                    "' (bytes ", info.offset, "+", info.length, ") overlap in ", file));
       }
+      group_length = info.length;
     }
   }
 }

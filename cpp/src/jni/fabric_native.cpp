@@ -2,12 +2,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <optional>
 #include <unordered_set>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/safety.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/state.h"
 #include "fabricckpt/torch_save.h"
@@ -330,6 +333,79 @@ void saveTorchFileWith(const std::string& path, const NativeValue& root, const s
   options.threads = threads;
   options.progress = progress ? progress->get() : nullptr;
   save_torch_file(path, root.get(), options);
+}
+
+bool isSafetensorsFile(const std::string& path) {
+  if (!safetensors_index_of(path).empty()) return true;  // a Hugging Face sharded checkpoint
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) return false;
+  try {
+    return safetensors::looks_like_safetensors(*MappedFile::open(path));
+  } catch (const Error&) {
+    return false;  // a probe only: the reader chosen instead reports what is wrong with the file
+  }
+}
+
+NativeValue loadSafetensorsFile(const std::string& path, bool mmap, int threads, NativeProgress* progress) {
+  TorchLoadOptions options;
+  options.mmap = mmap;
+  options.threads = threads;
+  options.progress = progress ? progress->get() : nullptr;
+  return NativeValue(load_safetensors_file(path, options));
+}
+
+void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, NativeProgress* progress) {
+  save_safetensors_file(path, root.get(), fsync, progress ? progress->get() : nullptr);
+}
+
+NativeValue safetensorsMetadata(const std::string& path) {
+  ValuePtr dict = Value::plain_dict();
+  if (!safetensors_index_of(path).empty()) return NativeValue(dict);  // an index's metadata is not strings
+  const auto header = safetensors::read_header(*MappedFile::open(path));
+  if (header.metadata) {
+    for (const auto& [key, value] : *header.metadata) dict->dict().set(Value::string(key), Value::string(value));
+  }
+  return NativeValue(dict);
+}
+
+namespace {
+// Every byte of one safetensors file readable (none cut short); its header's counts.
+safetensors::Header read_all_of(const std::string& path, uint64_t& bytes) {
+  const auto file = MappedFile::open(path);
+  safetensors::Header header = safetensors::read_header(*file);
+  std::vector<char> buffer(size_t{4} << 20);
+  for (uint64_t at = header.data_start(); at < file->size();) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), file->size() - at));
+    file->read_at(at, buffer.data(), n);
+    at += n;
+  }
+  bytes += file->size() - header.data_start();
+  return header;
+}
+}  // namespace
+
+std::string verifySafetensorsFile(const std::string& path) {
+  uint64_t bytes = 0;
+  size_t tensors = 0, metadata = 0, shards = 0;
+  const std::string index = safetensors_index_of(path);
+  if (index.empty()) {
+    const auto header = read_all_of(path, bytes);
+    tensors = header.tensors.size();
+    metadata = header.metadata ? header.metadata->size() : 0;
+  } else {
+    const auto file = MappedFile::open(index);
+    for (const auto& name : safetensors::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index).files) {
+      tensors += read_all_of((std::filesystem::path(index).parent_path() / name).string(), bytes).tensors.size();
+      ++shards;
+    }
+  }
+  TorchLoadOptions mapped;
+  mapped.mmap = true;
+  load_safetensors_file(path, mapped);  // every dtype has a torch type, the index matches its shards
+  return shards ? concat("ok: safetensors index of ", shards, " shards, ", tensors, " tensors, ", bytes,
+                         " bytes of tensor data")
+                : concat("ok: safetensors, ", tensors, " tensors, ", bytes, " bytes of tensor data, ", metadata,
+                         " metadata entries");
 }
 
 NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,

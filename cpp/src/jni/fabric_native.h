@@ -273,6 +273,18 @@ void saveFull(const std::string& path, const NativeValue& state, const NativeSha
 void sliceToPlan(const NativeValue& state, const NativeShardPlan& plan);
 bool isShardedCheckpoint(const std::string& path);
 
+// safetensors (torch_save.h: load_safetensors_file / save_safetensors_file; safetensors.h).
+// Whether the file starts as a safetensors file does (length, then '{').
+bool isSafetensorsFile(const std::string& path);
+// name -> tensor, mapped or read into owned memory.
+NativeValue loadSafetensorsFile(const std::string& path, bool mmap, int threads, NativeProgress* progress);
+// The flattened tensors of `root` (strings as __metadata__), atomically.
+void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, NativeProgress* progress);
+// The file's __metadata__ as a dict of strings (empty when it has none).
+NativeValue safetensorsMetadata(const std::string& path);
+// Every header rule checked and every tensor byte read; a one-line summary.
+std::string verifySafetensorsFile(const std::string& path);
+
 // The module's parameter names (named_parameters() order), one per line, and a parameter's shape
 // (-1 dimensions: no such parameter).
 std::string parameterNames(void* module);

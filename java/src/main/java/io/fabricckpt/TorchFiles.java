@@ -43,6 +43,8 @@ public final class TorchFiles {
 
     /**
      * Reads a torch.save file (zip or legacy), reporting the bytes read to {@code listener} (may be null).
+     * A safetensors file (told by its first bytes) gives its tensors as a map name -> tensor, as
+     * {@code safetensors.torch.load_file} does (mapped without a copy with {@link ReadOptions#mapped()}).
      * A sharded {@code torch.distributed.checkpoint} directory is read consolidated (every tensor whole,
      * then Lightning's {@code meta.pt} entries).
      */
@@ -69,7 +71,12 @@ public final class TorchFiles {
         }
     }
 
-    /** Writes {@code value} as torch.save does, atomically: a failure leaves any existing file intact. */
+    /**
+     * Writes {@code value} as torch.save does, atomically: a failure leaves any existing file intact. A
+     * path ending in {@code .safetensors} gets a safetensors file instead: {@code value} is a map whose
+     * nested maps are flattened into dotted names, tensors become entries and strings {@code __metadata__}
+     * (the bytes of {@code safetensors.torch.save_file}); other values are refused, naming their keys.
+     */
     public static void write(Path path, Object value, WriteOptions options) {
         write(path, value, options, null);
     }
@@ -94,7 +101,7 @@ public final class TorchFiles {
     private static void write(CheckpointLocation location, Object value, WriteOptions options,
             ProgressListener listener) {
         try (NativeValue root = ValueConverter.toNative(value)) {
-            CheckpointIOs.fileWriter(location).write(location, root, options, 0, listener);
+            CheckpointIOs.forWriting(location).write(location, root, options, listener);
         }
     }
 
@@ -153,7 +160,9 @@ public final class TorchFiles {
      * is consolidated as Lightning does (every tensor whole, then the entries of its {@code meta.pt}),
      * with the archive folder {@code torch.save} gives a file of the target's name. A checkpoint
      * holding globals outside torch's weights_only allowlist is refused (see {@link WriteOptions})
-     * unless {@code allowUnsafeGlobals}.
+     * unless {@code allowUnsafeGlobals}. The format written follows the target's name: a
+     * {@code .safetensors} target gets the source's tensors flattened (see {@link #write}; a safetensors
+     * source keeps its {@code __metadata__}), refused with the keys it cannot hold.
      */
     public static void convert(Path source, Path target) {
         convert(source, target, false, null);
@@ -183,6 +192,8 @@ public final class TorchFiles {
         String archive;
         if (CheckpointIOs.isShardedDirectory(from)) {
             archive = TorchSaveFileIO.archiveNameFor(to);
+        } else if (CheckpointIOs.isSafetensorsFile(from)) {
+            archive = "archive"; // what Lightning's torch.save of a state writes
         } else {
             String saved = from.isLocal() ? CheckpointIOs.TORCH_SAVE_FILE.archiveName(from)
                     : CheckpointIOs.OBJECT_STORAGE.archiveName(from);
@@ -191,8 +202,20 @@ public final class TorchFiles {
         // Read eagerly: CRCs are checked before anything is rewritten.
         try (CheckpointReader reader = CheckpointIOs.forReading(from).open(from, ReadOptions.DEFAULT, null);
                 NativeValue root = reader.readAll()) {
-            CheckpointIOs.fileWriter(to).write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
-                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), 0, listener);
+            if (CheckpointIOs.forWriting(to) == CheckpointIOs.SAFETENSORS_FILE && CheckpointIOs.isSafetensorsFile(from)) {
+                keepMetadata(from, root); // safetensors to safetensors: the __metadata__ too
+            }
+            CheckpointIOs.forWriting(to).write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
+                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
+        }
+    }
+
+    /** Adds a safetensors file's {@code __metadata__} to its tensors, as the string entries a save writes back. */
+    private static void keepMetadata(CheckpointLocation from, NativeValue tensors) {
+        try (NativeValue metadata = CheckpointIOs.SAFETENSORS_FILE.metadata(from)) {
+            for (int i = 0; i < metadata.size(); i++) {
+                tensors.put(metadata.key(i), metadata.value(i));
+            }
         }
     }
 

@@ -59,6 +59,22 @@ final class BenchReport {
                 find(rows, size, "cat > /dev/null", "cold"), 0.95));
         t.add(BenchTarget.msPerGb("mmap load < 10 ms/GB (cached)", find(rows, size, "Java mmap load", "cached"), 10));
         t.add(BenchTarget.msPerGb("mmap load < 10 ms/GB (cold)", find(rows, size, "Java mmap load", "cold"), 10));
+        // safetensors (issue 14): the same model's tensors against safetensors.torch in the same run.
+        // load_file (0.8, mmap backend) maps the file and reads no tensor byte, so it is the
+        // reference of the mapped load only; the eager load's row stands without a target.
+        t.add(BenchTarget.ratio("safetensors save >= 2x save_file", find(rows, size, "Java safetensors save", "-"),
+                find(rows, size, "safetensors save_file", "-"), 2));
+        t.add(BenchTarget.ratio("safetensors save (fsync) >= 2x save_file + fsync",
+                find(rows, size, "Java safetensors save (fsync)", "-"), find(rows, size, "safetensors save_file (fsync)", "-"),
+                2));
+        t.add(BenchTarget.ratio("safetensors mmap load >= 2x load_file (cached)",
+                find(rows, size, "Java safetensors mmap load", "cached"), find(rows, size, "safetensors load_file", "cached"),
+                2));
+        t.add(BenchTarget.ratio("safetensors mmap load >= 2x load_file (cold)",
+                find(rows, size, "Java safetensors mmap load", "cold"), find(rows, size, "safetensors load_file", "cold"),
+                2));
+        t.add(BenchTarget.msPerGb("safetensors mmap load < 10 ms/GB (cached)",
+                find(rows, size, "Java safetensors mmap load", "cached"), 10));
         BenchRow peakRow = save != null && saveSync != null && saveSync.extraRss() > save.extraRss() ? saveSync : save;
         if (peakRow != null) {
             t.add(BenchTarget.atMost("extra peak RSS during save <= 64 MiB", peakRow, peakRow.extraRss() / (double) MIB,

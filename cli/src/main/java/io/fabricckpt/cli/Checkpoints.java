@@ -27,8 +27,9 @@ import org.bytedeco.pytorch.global.torch;
  * How the commands read checkpoints. A torch.save file of the zip format (what torch >= 1.6 and
  * Lightning write) and a sharded directory go through the torch-free format library
  * ({@link Outlines}): libtorch is never loaded and no tensor data is read until a command asks for
- * it. A legacy (pre-1.6) file goes through the library ({@link TorchFiles}), which loads libtorch, and
- * so does diff of a sharded directory (its tensors are assembled from chunks to be compared).
+ * it. A legacy (pre-1.6) file and a safetensors file go through the library ({@link TorchFiles}), which
+ * loads libtorch (safetensors mapped: no tensor byte is read until asked for), and so does diff of a
+ * sharded directory (its tensors are assembled from chunks to be compared).
  */
 final class Checkpoints {
     private Checkpoints() {}
@@ -51,13 +52,50 @@ final class Checkpoints {
 
     private static final int PICKLE_PROTO = 0x80;
 
+    /**
+     * Whether {@code path} is a safetensors file (an 8-byte little-endian header length that fits, then
+     * '{'), or a Hugging Face sharded checkpoint: its {@code *.safetensors.index.json} or a directory
+     * holding {@code model.safetensors.index.json}.
+     */
+    static boolean isSafetensorsFile(Path path) {
+        if (Files.isDirectory(path)) {
+            return Files.isRegularFile(path.resolve("model.safetensors.index.json"));
+        }
+        if (path.getFileName() != null && path.getFileName().toString().endsWith(".safetensors.index.json")) {
+            return true;
+        }
+        try (InputStream in = Files.newInputStream(path)) {
+            byte[] head = in.readNBytes(9);
+            if (head.length < 9 || head[8] != '{') {
+                return false;
+            }
+            long n = java.nio.ByteBuffer.wrap(head, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+            return n >= 0 && n <= SAFETENSORS_MAX_HEADER && n <= Files.size(path) - 8;
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + path + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static final long SAFETENSORS_MAX_HEADER = 100_000_000L; // the Rust crate's limit
+
+    /** Whether {@code path} is a file the torch-free outlines cannot read: legacy or safetensors. */
+    static boolean needsLibrary(Path path) {
+        return isLegacyFile(path) || isSafetensorsFile(path);
+    }
+
+    /** Whether {@code path} names a safetensors target (which the library writes). */
+    static boolean isSafetensorsName(Path path) {
+        return path.getFileName() != null
+                && path.getFileName().toString().toLowerCase(java.util.Locale.ROOT).endsWith(".safetensors");
+    }
+
     /** The tree, tensors as {@link TensorInfo}s: an outline, or mapped by the library for a legacy file. */
     static Object read(Path path) {
+        if (needsLibrary(path)) {
+            return describeTensors(TorchFiles.read(path, ReadOptions.mapped()));
+        }
         if (Files.isDirectory(path)) {
             return Outlines.readSharded(path);
-        }
-        if (isLegacyFile(path)) {
-            return describeTensors(TorchFiles.read(path, ReadOptions.mapped()));
         }
         return Outlines.read(path);
     }
@@ -67,7 +105,7 @@ final class Checkpoints {
      * compared piece by piece from the files), else both by the library into owned memory.
      */
     static Object[] readForComparison(Path a, Path b) {
-        if (Files.isDirectory(a) || Files.isDirectory(b) || isLegacyFile(a) || isLegacyFile(b)) {
+        if (Files.isDirectory(a) || Files.isDirectory(b) || needsLibrary(a) || needsLibrary(b)) {
             return new Object[] {describeTensors(TorchFiles.read(a)), describeTensors(TorchFiles.read(b))};
         }
         return new Object[] {Outlines.read(a), Outlines.read(b)};
@@ -82,6 +120,9 @@ final class Checkpoints {
     }
 
     static List<String> unsafeGlobals(Path path) {
+        if (isSafetensorsFile(path)) {
+            return List.of(); // no pickle, no globals
+        }
         return isLegacyFile(path) ? TorchFiles.unsafeGlobals(path) : Outlines.unsafeGlobals(path);
     }
 

@@ -13,12 +13,16 @@ import picocli.CommandLine.Parameters;
         description = {"Write any checkpoint this library reads as one torch.save file.",
             "Byte-identical for Lightning files; a sharded directory is consolidated, as Lightning's",
             "consolidate_checkpoint does. Globals outside torch's weights_only allowlist (code a",
-            "torch.load(weights_only=False) would run) are refused unless --allow-unsafe-globals."})
+            "torch.load(weights_only=False) would run) are refused unless --allow-unsafe-globals.",
+            "A DST ending in .safetensors gets a safetensors file (as safetensors.torch.save_file",
+            "writes): the tensors flattened to dotted names, strings as metadata; other values are",
+            "refused, naming their keys."})
 final class ConvertCli implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory, local or s3://")
     String sourceLocation;
 
-    @Parameters(index = "1", paramLabel = "DST", description = "the torch.save file to write, local or s3://bucket/key")
+    @Parameters(index = "1", paramLabel = "DST", description = "the file to write, local or s3://bucket/key:"
+            + " safetensors if it ends in .safetensors, else torch.save")
     String targetLocation;
 
     @Option(names = "--allow-unsafe-globals",
@@ -40,7 +44,12 @@ final class ConvertCli implements Callable<Integer> {
         Path target = Path.of(targetLocation);
         // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time;
         // a legacy file through the library.
-        if (Files.isDirectory(source)) {
+        if (Checkpoints.isSafetensorsName(target) || Checkpoints.isSafetensorsFile(source)) {
+            // To or from safetensors through the library: the tensors flattened, or a flat map of them.
+            ProgressBar bar = new ProgressBar("convert");
+            TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
+            bar.finish();
+        } else if (Files.isDirectory(source)) {
             Outlines.convertSharded(source, target, allowUnsafeGlobals);
         } else if (Checkpoints.isLegacyFile(source)) {
             ProgressBar bar = new ProgressBar("convert");

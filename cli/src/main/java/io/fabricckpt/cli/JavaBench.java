@@ -101,7 +101,47 @@ final class JavaBench {
             rows.add(repeat(size, "Java eager load", "cold", reps, BenchSystem::dropCaches,
                     () -> TorchFiles.read(file, ReadOptions.eager())));
         }
+        BenchSystem.delete(file);
+        rows.addAll(safetensorsRows(size, dir, state, reps, cold));
         release(state);
+        return rows;
+    }
+
+    /**
+     * The state's model (its flat tensors) as a safetensors file: the rows bench/bench.py's
+     * safetensors save_file/load_file rows are measured against.
+     */
+    private List<BenchRow> safetensorsRows(long size, Path dir, Map<String, Object> state, int reps, boolean cold) {
+        System.err.printf(Locale.ROOT, "[%s] Java: safetensors%n", human(size));
+        Object model = state.get("model");
+        Path file = dir.resolve("java.safetensors");
+        WriteOptions noSync = WriteOptions.DEFAULT.withFsync(false);
+        Runnable fresh = () -> BenchSystem.fresh(file);
+        measure(() -> {
+            TorchFiles.write(file, model, noSync);
+            return null;
+        }, fresh); // warm-up
+        List<BenchRow> rows = new ArrayList<>();
+        rows.add(repeat(size, "Java safetensors save", "-", reps, fresh, () -> {
+            TorchFiles.write(file, model, noSync);
+            return null;
+        }));
+        rows.add(repeat(size, "Java safetensors save (fsync)", "-", reps, fresh, () -> {
+            TorchFiles.write(file, model, WriteOptions.DEFAULT);
+            return null;
+        }));
+        TorchFiles.write(file, model, WriteOptions.DEFAULT);
+        release(TorchFiles.read(file, ReadOptions.eager())); // into the page cache
+        rows.add(repeat(size, "Java safetensors mmap load", "cached", reps, null,
+                () -> TorchFiles.read(file, ReadOptions.mapped())));
+        rows.add(repeat(size, "Java safetensors eager load", "cached", reps, null,
+                () -> TorchFiles.read(file, ReadOptions.eager())));
+        if (cold) {
+            rows.add(repeat(size, "Java safetensors mmap load", "cold", reps, BenchSystem::dropCaches,
+                    () -> TorchFiles.read(file, ReadOptions.mapped())));
+            rows.add(repeat(size, "Java safetensors eager load", "cold", reps, BenchSystem::dropCaches,
+                    () -> TorchFiles.read(file, ReadOptions.eager())));
+        }
         BenchSystem.delete(file);
         return rows;
     }

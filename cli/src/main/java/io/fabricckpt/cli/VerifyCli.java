@@ -14,7 +14,8 @@ import picocli.CommandLine.Parameters;
             "directory every shard item, and that the chunks cover every tensor.",
             "Exit code 1 when the checkpoint is corrupt, 3 when it cannot be read at all."})
 final class VerifyCli implements Callable<Integer> {
-    @Parameters(paramLabel = "PATH", description = "a torch.save file or a sharded directory, local or s3://")
+    @Parameters(paramLabel = "PATH",
+            description = "a torch.save or safetensors file, or a sharded directory; local or s3://")
     String location;
 
     @Override
@@ -32,8 +33,8 @@ final class VerifyCli implements Callable<Integer> {
         Path path = Paths.readable(Path.of(location));
         try {
             // A zip file or a sharded directory record by record without libtorch (bounded memory); a
-            // legacy file by the library.
-            System.out.println(Checkpoints.isLegacyFile(path) ? TorchFiles.verify(path) : Outlines.verify(path));
+            // legacy or safetensors file by the library.
+            System.out.println(Checkpoints.needsLibrary(path) ? TorchFiles.verify(path) : Outlines.verify(path));
         } catch (CheckpointException | Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }

@@ -33,7 +33,7 @@ public final class Ddp extends GroupStrategy {
     }
 
     @Override
-    void checkSave(Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
+    void checkSave(CheckpointLocation location, Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
         StateConversion.validateFilter(state, filter);
     }
 
@@ -58,7 +58,7 @@ public final class Ddp extends GroupStrategy {
             if (prepared.failure() != null) {
                 throw prepared.failure();
             }
-            CheckpointIOs.fileWriter(location).write(location, prepared.tree(CHECKPOINT), options, 0, listener);
+            CheckpointIOs.forWriting(location).write(location, prepared.tree(CHECKPOINT), options, 0, listener);
         });
     }
 

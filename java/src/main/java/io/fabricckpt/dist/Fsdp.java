@@ -7,6 +7,7 @@ import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
 import io.fabricckpt.internal.io.CheckpointIOs;
+import io.fabricckpt.internal.io.SafetensorsFileIO;
 import io.fabricckpt.internal.io.TorchSaveFileIO;
 import java.util.Map;
 import java.util.Objects;
@@ -63,8 +64,12 @@ public final class Fsdp extends GroupStrategy {
     }
 
     @Override
-    void checkSave(Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
+    void checkSave(CheckpointLocation location, Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter) {
         StateConversion.validateFilter(state, filter);
+        if (SafetensorsFileIO.isSafetensorsName(location)) { // not a torch.save file under another name
+            throw new UnsupportedOperationException(location + ": Fsdp saves to safetensors are not supported yet;"
+                    + " save with SingleDevice or Ddp, or convert the saved checkpoint");
+        }
         if (stateDictType == StateDictType.SHARDED && !filter.isEmpty()) {
             throw new UnsupportedOperationException("FSDP doesn't support loading sharded filtered checkpoints,"
                     + " so saving them is disabled.");

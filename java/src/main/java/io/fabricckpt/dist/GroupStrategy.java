@@ -53,8 +53,11 @@ abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
         return group.broadcast(text, src);
     }
 
-    /** Refuses a save the same way on every rank, before anything is converted (e.g. unknown filter keys). */
-    abstract void checkSave(Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter);
+    /**
+     * Refuses a save the same way on every rank, before anything is converted (unknown filter keys, a
+     * format the strategy cannot write).
+     */
+    abstract void checkSave(CheckpointLocation location, Map<String, ?> state, Map<String, ? extends BiPredicate<Object, Object>> filter);
 
     /** This rank's part of a save, converted; may throw (the failure is kept for the collectives). */
     abstract PreparedSave prepare(CheckpointLocation location, Map<String, ?> state,
@@ -74,7 +77,7 @@ abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
     @Override
     public final void save(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
-        checkSave(state, filter);
+        checkSave(location, state, filter);
         try (PreparedSave prepared = prepareKeepingFailure(location, state, filter)) {
             write(location, prepared, group, options, null);
         }
@@ -93,7 +96,7 @@ abstract sealed class GroupStrategy implements Strategy permits Ddp, Fsdp {
     public final AsyncSave saveAsync(CheckpointLocation location, Map<String, ?> state,
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options,
             ProgressListener listener) {
-        checkSave(state, filter);
+        checkSave(location, state, filter);
         PreparedSave prepared = prepareKeepingFailure(location, state, filter);
         return group.backgroundSaves().submit(location, prepared,
                 (snapshot, background) -> {

@@ -51,7 +51,7 @@ public final class SingleDevice implements Strategy {
             Map<String, ? extends BiPredicate<Object, Object>> filter, WriteOptions options) {
         StateConversion.validateFilter(state, filter);
         try (NativeValue checkpoint = StateConversion.toCheckpoint(state, filter)) {
-            CheckpointIOs.fileWriter(location).write(location, checkpoint, options, 0, null);
+            CheckpointIOs.forWriting(location).write(location, checkpoint, options, 0, null);
         }
     }
 

@@ -160,6 +160,23 @@ public final class FabricNative {
 
     @Cast("bool") public static native boolean isShardedCheckpoint(@StdString BytePointer path);
 
+    /** Whether the file starts as safetensors does, or the path is a Hugging Face sharded index or its directory. */
+    @Cast("bool") public static native boolean isSafetensorsFile(@StdString BytePointer path);
+
+    /** A safetensors file as a dict name -> tensor, mapped or read into owned memory. */
+    public static native @ByVal NativeValue loadSafetensorsFile(@StdString BytePointer path,
+            @Cast("bool") boolean mmap, int threads, NativeProgress progress);
+
+    /** The flattened tensors of {@code root} (strings as {@code __metadata__}) as a safetensors file, atomically. */
+    public static native void saveSafetensorsFile(@StdString BytePointer path, @Const @ByRef NativeValue root,
+            @Cast("bool") boolean fsync, NativeProgress progress);
+
+    /** A safetensors file's {@code __metadata__} as a dict of strings. */
+    public static native @ByVal NativeValue safetensorsMetadata(@StdString BytePointer path);
+
+    /** Checks a safetensors file end to end; a one-line summary. */
+    public static native @StdString BytePointer verifySafetensorsFile(@StdString BytePointer path);
+
     /** The module's parameter names, one per line. */
     public static native @StdString BytePointer parameterNames(Pointer module);
 

@@ -425,7 +425,7 @@ public final class AsyncWriter implements AutoCloseable {
             if (state.newestWritten > job.sequence) {
                 return; // a newer checkpoint is already in place; this one must not replace it
             }
-            CheckpointIOs.fileWriter(job.target).write(job.target, job.snapshot, job.options, threads, job.listener);
+            CheckpointIOs.forWriting(job.target).write(job.target, job.snapshot, job.options, threads, job.listener);
             state.newestWritten = job.sequence;
         } finally {
             state.writing.unlock();

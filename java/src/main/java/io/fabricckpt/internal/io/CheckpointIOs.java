@@ -1,5 +1,6 @@
 package io.fabricckpt.internal.io;
 
+import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
@@ -9,21 +10,54 @@ import java.nio.file.Files;
 public final class CheckpointIOs {
     public static final TorchSaveFileIO TORCH_SAVE_FILE = new TorchSaveFileIO();
     public static final DcpDirectoryIO DCP_DIRECTORY = new DcpDirectoryIO();
+    public static final SafetensorsFileIO SAFETENSORS_FILE = new SafetensorsFileIO();
     public static final ObjectStorageIO OBJECT_STORAGE = new ObjectStorageIO();
 
     private CheckpointIOs() {}
 
-    /** The IO that reads what is at {@code location}: a sharded directory or a torch.save file. */
+    /**
+     * The IO that reads what is at {@code location}: a sharded directory, a safetensors file (by its
+     * first bytes, whatever its name) or a torch.save file.
+     */
     public static CheckpointIO forReading(CheckpointLocation location) {
         if (!location.isLocal()) {
-            return OBJECT_STORAGE;
+            return OBJECT_STORAGE; // torch.save objects and sharded prefixes
         }
-        return isShardedDirectory(location) ? DCP_DIRECTORY : TORCH_SAVE_FILE;
+        if (isShardedDirectory(location)) {
+            return DCP_DIRECTORY;
+        }
+        return isSafetensorsFile(location) ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
     }
 
-    /** The IO that writes a whole torch.save file at {@code location}. */
-    public static FileWriterIO fileWriter(CheckpointLocation location) {
-        return location.isLocal() ? TORCH_SAVE_FILE : OBJECT_STORAGE;
+    /**
+     * The IO that writes a single-file checkpoint to {@code location}: safetensors by its name, else
+     * torch.save; an object (torch.save) when the location is in object storage.
+     *
+     * @throws CheckpointException for a safetensors object (not supported yet)
+     */
+    public static FileCheckpointIO forWriting(CheckpointLocation location) {
+        boolean safetensors = SafetensorsFileIO.isSafetensorsName(location);
+        if (!location.isLocal()) {
+            if (safetensors) {
+                throw new CheckpointException(location + ": safetensors objects are not supported yet (write"
+                        + " a local .safetensors file, or a torch.save object)");
+            }
+            return OBJECT_STORAGE;
+        }
+        return safetensors ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
+    }
+
+    /**
+     * A regular file that starts as a safetensors file does (an 8-byte header length, then '{'), or a
+     * Hugging Face sharded checkpoint: its {@code *.safetensors.index.json}, or a directory holding
+     * {@code model.safetensors.index.json}.
+     */
+    public static boolean isSafetensorsFile(CheckpointLocation location) {
+        if (!location.isLocal()) {
+            return false; // safetensors objects are not read yet
+        }
+        return (Files.isRegularFile(location.path()) || Files.isDirectory(location.path()))
+                && FabricNative.isSafetensorsFile(NativeCalls.path(location));
     }
 
     /** A torch.distributed.checkpoint directory (its {@code .metadata}), as Lightning tells them apart. */

@@ -21,7 +21,7 @@ import org.bytedeco.javacpp.BytePointer;
  * flight); the object appears only when the upload completes. A load fetches the object with parallel
  * ranged GETs into one native buffer that the loaded tensors then view (no further copy).
  */
-public final class ObjectStorageIO implements CheckpointIO, FileWriterIO {
+public final class ObjectStorageIO implements FileCheckpointIO {
     /** The object that marks a prefix as a torch.distributed.checkpoint directory, as on disk. */
     static final String DCP_METADATA = ".metadata";
 

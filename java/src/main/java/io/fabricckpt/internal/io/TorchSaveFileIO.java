@@ -20,16 +20,9 @@ import org.bytedeco.javacpp.BytePointer;
  * strategies write, and an FSDP strategy's full state. Writes are atomic (temporary file, fsync,
  * rename); reads are eager into owned memory unless mapped.
  */
-public final class TorchSaveFileIO implements CheckpointIO, FileWriterIO {
+public final class TorchSaveFileIO implements FileCheckpointIO {
     TorchSaveFileIO() {}
 
-    /** Writes a whole checkpoint tree from this process, atomically: a failure leaves what was there. */
-    public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options,
-            ProgressListener listener) {
-        write(location, checkpoint, options, 0, listener);
-    }
-
-    /** {@link #write} with {@code threads} writer threads (0: one per core). */
     @Override
     public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
             ProgressListener listener) {

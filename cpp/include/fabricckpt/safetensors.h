@@ -1,0 +1,115 @@
+// The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON header
+// naming each tensor's dtype, shape and byte range, then the tensors' bytes back to back. Reading
+// checks every rule the Rust crate (safetensors 0.8) enforces; writing gives the bytes
+// `safetensors.torch.save_file` writes for the same tensors and metadata. No libtorch here: the
+// torch layer (torch_save.h: load_safetensors_file, save_safetensors_file) turns entries into tensors.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace fabricckpt {
+
+class ReadSource;
+class OutputSink;
+struct IoProgress;
+
+namespace safetensors {
+
+// The crate's dtypes in its declaration order, which the writer sorts by (largest first).
+enum class Dtype : uint8_t {
+  BOOL, F4, F6_E2M3, F6_E3M2, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ,
+  I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64,
+};
+
+// "F32" for F32.
+std::string_view dtype_name(Dtype dtype);
+// F32 for "F32"; nullopt for a name the format does not define.
+std::optional<Dtype> dtype_of_name(std::string_view name);
+// Bits per element (4 for F4, 6 for F6_*): a tensor's bytes are elements x bits / 8, a whole number.
+unsigned dtype_bits(Dtype dtype);
+
+// The largest header the crate reads or writes.
+constexpr uint64_t kMaxHeaderSize = 100'000'000;
+
+// One tensor of a file; `begin` and `end` count from the start of the data (after the header).
+struct TensorInfo {
+  std::string name;
+  Dtype dtype = Dtype::F32;
+  std::vector<uint64_t> shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+
+  uint64_t nbytes() const { return end - begin; }
+};
+
+using Metadata = std::vector<std::pair<std::string, std::string>>;
+
+struct Header {
+  std::vector<TensorInfo> tensors;  // in data order, as safetensors' offset_keys() and load_file give them
+  std::optional<Metadata> metadata;  // `__metadata__` in the header's order; nullopt when absent
+  uint64_t header_size = 0;          // the JSON's length (padding included), what the first 8 bytes say
+
+  uint64_t data_start() const { return 8 + header_size; }
+  const TensorInfo* find(std::string_view name) const;
+};
+
+// Reads and checks the header of a safetensors file: its length (at most kMaxHeaderSize, inside the
+// file), UTF-8 JSON holding only tensor entries and `__metadata__` (string -> string), no key twice,
+// known dtypes, shape x dtype size == byte range, ranges contiguous from 0 with no hole or overlap,
+// and the file ending where the last tensor does. FormatError "<file>: safetensors ...: <problem>".
+Header read_header(const ReadSource& source);
+
+// The checks of read_header on the JSON text alone, for a file whose data part has `data_size` bytes.
+Header parse_header(std::string_view json, uint64_t data_size, const std::string& name);
+
+// Whether a file starts as a safetensors file does: a plausible length then '{'.
+bool looks_like_safetensors(const ReadSource& source);
+
+// A Hugging Face sharded checkpoint's index (`model.safetensors.index.json`): which shard file holds
+// each tensor. `files` are the distinct shard names in order of first appearance; each is a plain
+// file name beside the index (a path with '/' or a name "." / ".." is refused). Other top-level keys
+// ("metadata": {"total_size": ...}) are checked as JSON and ignored. FormatError naming `name`.
+struct ShardIndex {
+  std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard file, in the index's order
+  std::vector<std::string> files;
+};
+ShardIndex parse_index(std::string_view json, const std::string& name);
+
+// A tensor to write: its bytes, contiguous and little-endian, `size` of them.
+struct TensorData {
+  std::string name;
+  Dtype dtype = Dtype::F32;
+  std::vector<uint64_t> shape;
+  const void* data = nullptr;
+  uint64_t size = 0;
+};
+
+// Where everything goes: the first 8 + header bytes, then each tensor at its offset.
+struct Layout {
+  std::string prefix;                 // length + JSON header padded with spaces to a multiple of 8
+  std::vector<uint64_t> file_offset;  // per input tensor (in the caller's order), absolute
+  uint64_t total = 0;                 // the file's size
+};
+
+// save_file's layout: tensors sorted by dtype (the crate's order, largest first) then name (bytes),
+// `__metadata__` first when given. StateError naming `target` for a name twice, bytes that do not
+// match the shape, text that is not UTF-8, or a header over kMaxHeaderSize.
+Layout plan_layout(const std::vector<TensorData>& tensors, const std::optional<Metadata>& metadata,
+                   const std::string& target);
+
+// The file, atomically (temporary file, optional fsync, rename): the header first, then each
+// tensor's bytes written straight from its memory to its planned place.
+void write_file(const std::string& path, const std::vector<TensorData>& tensors,
+                const std::optional<Metadata>& metadata, bool fsync, IoProgress* progress = nullptr);
+
+// The same bytes to any sink (tests, in-memory use).
+void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const std::optional<Metadata>& metadata,
+                  const std::string& target = "safetensors stream");
+
+}  // namespace safetensors
+}  // namespace fabricckpt

@@ -1,0 +1,180 @@
+// safetensors files as tensors: state trees flattened and written, read back eagerly and mapped.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/safetensors.h"
+#include "fabricckpt/torch_save.h"
+
+namespace fs = std::filesystem;
+using namespace fabricckpt;
+
+namespace {
+
+ValuePtr tensor(const at::Tensor& t) {
+  TensorRef ref;
+  ref.tensor = std::make_shared<at::Tensor>(t);
+  return Value::tensor(std::move(ref));
+}
+
+class SafetensorsTorch : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("fabricckpt_st_torch_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const char* name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+const at::Tensor& tensor_at(const ValuePtr& root, const char* key) {
+  const ValuePtr v = root->dict().get(key);
+  if (!v) throw std::runtime_error(std::string("missing ") + key);
+  return *v->tensor_ref().tensor;
+}
+
+}  // namespace
+
+TEST_F(SafetensorsTorch, FlattensAStateAndReadsItBackEagerlyAndMapped) {
+  ValuePtr model = Value::ordered_dict();
+  const at::Tensor weight = torch::arange(12, torch::kFloat32).reshape({3, 4});
+  model->dict().set(Value::string("layer.weight"), tensor(weight.t()));  // not contiguous: written as contiguous
+  model->dict().set(Value::string("layer.bias"), tensor(torch::ones({3}, torch::kBFloat16)));
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("model"), model);
+  ValuePtr extra = Value::plain_dict();
+  extra->dict().set(Value::integer(0), tensor(torch::tensor({true, false})));
+  extra->dict().set(Value::string("scalar"), tensor(torch::tensor(2.5, torch::kFloat64)));
+  extra->dict().set(Value::string("empty"), tensor(torch::empty({0, 5}, torch::kInt64)));
+  extra->dict().set(Value::string("f8"), tensor(torch::zeros({4}).to(torch::kFloat8_e4m3fn)));
+  state->dict().set(Value::string("extra"), extra);
+  state->dict().set(Value::string("note"), Value::string("trained in Java"));
+  save_safetensors_file(path("m.safetensors"), state, false);
+
+  const auto file = MappedFile::open(path("m.safetensors"));
+  const auto header = safetensors::read_header(*file);
+  ASSERT_TRUE(header.metadata.has_value());
+  EXPECT_EQ(header.metadata->at(0), (std::pair<std::string, std::string>{"note", "trained in Java"}));
+  EXPECT_EQ(header.tensors.size(), 6u);
+
+  for (const bool mmap : {false, true}) {
+    TorchLoadOptions options;
+    options.mmap = mmap;
+    const ValuePtr root = load_safetensors_file(path("m.safetensors"), options);
+    ASSERT_EQ(root->dict().size(), 6u);
+    EXPECT_TRUE(tensor_at(root, "model.layer.weight").equal(weight.t().contiguous()));
+    EXPECT_TRUE(tensor_at(root, "model.layer.bias").equal(torch::ones({3}, torch::kBFloat16)));
+    EXPECT_TRUE(tensor_at(root, "extra.0").equal(torch::tensor({true, false})));
+    EXPECT_EQ(tensor_at(root, "extra.scalar").dim(), 0);
+    EXPECT_EQ(tensor_at(root, "extra.scalar").item<double>(), 2.5);
+    EXPECT_EQ(tensor_at(root, "extra.empty").sizes(), (std::vector<int64_t>{0, 5}));
+    EXPECT_EQ(tensor_at(root, "extra.f8").scalar_type(), torch::kFloat8_e4m3fn);
+    // The first key is the first tensor in the data: the dtype last in the crate's order (I64).
+    EXPECT_EQ(root->dict().items()[0].first->as_string(), "extra.empty");
+  }
+}
+
+TEST_F(SafetensorsTorch, MappedTensorsViewTheFileAndNeverWriteIt) {
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("w"), tensor(torch::full({1 << 20}, 3.0f)));
+  save_safetensors_file(path("big.safetensors"), state, false);
+  TorchLoadOptions options;
+  options.mmap = true;
+  const ValuePtr root = load_safetensors_file(path("big.safetensors"), options);
+  at::Tensor w = tensor_at(root, "w");
+  EXPECT_EQ(w.sum().item<float>(), 3.0f * (1 << 20));
+  w.fill_(7.0f);  // copy-on-write: stays in this process
+  const ValuePtr again = load_safetensors_file(path("big.safetensors"));
+  EXPECT_EQ(tensor_at(again, "w")[0].item<float>(), 3.0f);
+}
+
+TEST_F(SafetensorsTorch, RefusesWhatSafetensorsCannotHoldNamingEveryKey) {
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("w"), tensor(torch::ones({2})));
+  state->dict().set(Value::string("step"), Value::integer(7));
+  ValuePtr groups = Value::plain_dict();
+  groups->dict().set(Value::string("lr"), Value::floating(0.1));
+  state->dict().set(Value::string("opt"), groups);
+  state->dict().set(Value::string("list"), Value::list({}));
+  try {
+    save_safetensors_file(path("no.safetensors"), state, false);
+    FAIL() << "no error";
+  } catch (const StateError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("step (int)"), std::string::npos) << message;
+    EXPECT_NE(message.find("opt.lr (float)"), std::string::npos) << message;
+    EXPECT_NE(message.find("list (list)"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(fs::exists(path("no.safetensors")));
+  // "a.b" twice once flattened.
+  ValuePtr clash = Value::plain_dict();
+  ValuePtr a = Value::plain_dict();
+  a->dict().set(Value::string("b"), tensor(torch::ones({1})));
+  clash->dict().set(Value::string("a"), a);
+  clash->dict().set(Value::string("a.b"), tensor(torch::ones({1})));
+  EXPECT_THROW(save_safetensors_file(path("clash.safetensors"), clash, false), StateError);
+}
+
+TEST_F(SafetensorsTorch, DtypesWithoutATorchTypeAreAFormatErrorNamingTheTensor) {
+  const uint8_t bytes[3] = {};
+  std::vector<safetensors::TensorData> tensors = {{"f6", safetensors::Dtype::F6_E2M3, {4}, bytes, 3}};
+  safetensors::write_file(path("f6.safetensors"), tensors, {}, false);
+  try {
+    load_safetensors_file(path("f6.safetensors"));
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("'f6' has dtype F6_E2M3"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(SafetensorsTorch, ShardedIndexGivesEveryShardsTensorsAndChecksTheMap) {
+  ValuePtr first = Value::plain_dict();
+  first->dict().set(Value::string("a"), tensor(torch::ones({2})));
+  ValuePtr second = Value::plain_dict();
+  second->dict().set(Value::string("b"), tensor(torch::full({3}, 2.0)));
+  save_safetensors_file(path("model-00001-of-00002.safetensors"), first, false);
+  save_safetensors_file(path("model-00002-of-00002.safetensors"), second, false);
+  auto write_index = [&](const std::string& text) {
+    std::ofstream(path("model.safetensors.index.json")) << text;
+  };
+  write_index(R"({"metadata": {"total_size": 20}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                 "b": "model-00002-of-00002.safetensors"}})");
+  EXPECT_EQ(safetensors_index_of(dir_.string()), path("model.safetensors.index.json"));
+  for (const std::string& where : {dir_.string(), path("model.safetensors.index.json")}) {
+    const ValuePtr root = load_safetensors_file(where);
+    ASSERT_EQ(root->dict().size(), 2u);
+    EXPECT_TRUE(tensor_at(root, "b").equal(torch::full({3}, 2.0)));
+  }
+  write_index(R"({"weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})");
+  try {
+    load_safetensors_file(dir_.string());
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("maps tensor 'a' to model-00002-of-00002.safetensors"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(SafetensorsTorch, EmbeddedSafetensorsAfterOtherBytesAsDcpWritesThem) {
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("model.w"), tensor(torch::arange(6, torch::kFloat32)));
+  save_safetensors_file(path("blob.safetensors"), state, false);
+  std::ifstream in(path("blob.safetensors"), std::ios::binary);
+  const std::string blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string prefix = "PK\x03\x04 a torch.save stream of another item";
+  std::ofstream(path("__0_0.distcp"), std::ios::binary) << prefix << blob;
+  for (const bool mmap : {false, true}) {
+    const auto file = mmap ? MappedFile::open_private(path("__0_0.distcp")) : MappedFile::open(path("__0_0.distcp"));
+    EXPECT_FALSE(is_embedded_safetensors(*file, 0));
+    ASSERT_TRUE(is_embedded_safetensors(*file, prefix.size()));
+    const ValuePtr w = load_embedded_safetensor(file, prefix.size(), "model.w", mmap);
+    EXPECT_TRUE(w->tensor_ref().tensor->equal(torch::arange(6, torch::kFloat32)));
+    EXPECT_THROW(load_embedded_safetensor(file, prefix.size(), "model.x", mmap), FormatError);
+  }
+}

@@ -1,0 +1,163 @@
+"""safetensors interop with the real package (safetensors 0.8.0): what Java writes is byte for byte
+what `safetensors.torch.save_file` writes for the same tensors and metadata, and reads back with
+`load_file` and `safe_open`; what Python writes, Java reads."""
+import json
+import struct
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from conftest import assert_same
+
+DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.float16, torch.bfloat16,
+          torch.int32, torch.uint32, torch.float32, torch.float64, torch.int64, torch.uint64, torch.complex64,
+          torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz]
+
+
+def every_dtype():
+    torch.manual_seed(0)
+    tensors = {}
+    for i, dtype in enumerate(DTYPES):
+        name = str(dtype).split(".")[-1]
+        tensors[f"{name}.w"] = (torch.randn(3, 5) * 4).to(dtype)
+        tensors[f"{name}.scalar"] = torch.tensor(i % 2 + 1).to(dtype)
+        tensors[f"{name}.empty"] = torch.zeros(0, 2, dtype=dtype)
+    return tensors
+
+
+def header(path):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n])
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}, {"format": "pt", "source": "é\"\\\n\x01", "a": "b"}])
+def test_java_rewrites_save_file_output_byte_for_byte(java, tmp_path, metadata):
+    python = tmp_path / "python.safetensors"
+    save_file(every_dtype(), python, metadata=metadata)
+    java_out = tmp_path / "java.safetensors"
+    # Java reads Python's file and writes its tensors and metadata again. With several metadata keys,
+    # save_file's order is its Rust HashMap's (random per process); Java keeps the file's order.
+    java.tool("convert", python, java_out)
+    assert java_out.read_bytes() == python.read_bytes()
+
+
+def test_java_writes_what_save_file_writes_for_a_fabric_like_state(java, tmp_path):
+    torch.manual_seed(1)
+    weight = torch.randn(4, 6)
+    state = {
+        "model": {"layer.weight": weight.t(), "layer.bias": torch.arange(4.0, dtype=torch.bfloat16)},  # not contiguous
+        "steps": torch.tensor(5),
+        "flags": torch.tensor([True, False]),
+        "opt": {0: {"exp_avg": torch.zeros(3, dtype=torch.float64)}},
+        "note": "java ✓",
+    }
+    source = tmp_path / "state.pt"
+    torch.save(state, source)
+    out = tmp_path / "state.safetensors"
+    java.tool("convert", source, out)
+
+    flat = {"model.layer.weight": weight.t().contiguous(), "model.layer.bias": state["model"]["layer.bias"],
+            "steps": state["steps"], "flags": state["flags"], "opt.0.exp_avg": state["opt"][0]["exp_avg"]}
+    reference = tmp_path / "reference.safetensors"
+    save_file(flat, reference, metadata={"note": "java ✓"})
+    assert out.read_bytes() == reference.read_bytes()
+
+    loaded = load_file(out)
+    assert list(loaded) == list(load_file(reference))
+    assert_same(dict(sorted(loaded.items())), dict(sorted(flat.items())))
+    with safe_open(out, framework="pt") as f:
+        assert f.metadata() == {"note": "java ✓"}
+        assert sorted(f.keys()) == sorted(flat)
+        assert torch.equal(f.get_tensor("model.layer.weight"), weight.t().contiguous())
+        assert torch.equal(f.get_slice("model.layer.weight")[1:3], weight.t().contiguous()[1:3])
+
+
+def test_python_writes_java_reads(java, tmp_path):
+    tensors = every_dtype()
+    python = tmp_path / "python.safetensors"
+    save_file(tensors, python, metadata={"format": "pt"})
+    as_torch_save = tmp_path / "from_java.pt"
+    java.tool("convert", python, as_torch_save)
+    loaded = torch.load(as_torch_save, weights_only=True)
+    assert list(loaded) == list(load_file(python))  # data order, as load_file gives it
+    for name, tensor in tensors.items():
+        got = loaded[name]
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape, name
+        assert torch.equal(got.reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8)), name
+
+
+def test_what_safetensors_cannot_hold_is_refused_naming_the_keys(java, tmp_path):
+    source = tmp_path / "state.pt"
+    torch.save({"w": torch.ones(2), "epoch": 3, "lrs": [0.1, 0.2], "cfg": {"depth": 4.5}}, source)
+    proc = java.run("io.fabricckpt.compat.CompatTool", "convert", source, tmp_path / "out.safetensors", check=False)
+    assert proc.returncode != 0
+    for key in ["epoch (int)", "lrs (list)", "cfg.depth (float)"]:
+        assert key in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_hostile_file_is_refused_naming_the_file_and_problem(java, tmp_path):
+    good = tmp_path / "good.safetensors"
+    save_file({"w": torch.ones(4)}, good)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(good.read_bytes()[:-3])  # cut short: the offsets run past the end
+    proc = java.run("io.fabricckpt.compat.CompatTool", "describe", bad, check=False)
+    assert proc.returncode != 0
+    assert str(bad) in proc.stderr and "offsets past the end" in proc.stderr, proc.stderr
+    with pytest.raises(Exception):
+        load_file(bad)  # the real package refuses it too
+
+
+def test_hugging_face_sharded_checkpoint_reads_as_one_state(java, tmp_path):
+    from huggingface_hub import save_torch_state_dict
+
+    torch.manual_seed(2)
+    state = {f"layers.{i}.weight": torch.randn(64, 8).to(torch.bfloat16 if i % 2 else torch.float32)
+             for i in range(6)}
+    shards = tmp_path / "hf"
+    shards.mkdir()
+    save_torch_state_dict(state, shards, max_shard_size=3000)  # several model-0000x-of-0000N files
+    index = json.loads((shards / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+
+    # The directory and the index file both name the checkpoint; Java gives every shard's tensors.
+    for source in (shards, shards / "model.safetensors.index.json"):
+        out = tmp_path / f"whole_{source.name}.safetensors"
+        java.tool("convert", source, out)
+        loaded = load_file(out)
+        assert sorted(loaded) == sorted(state)
+        for name, tensor in state.items():
+            assert torch.equal(loaded[name], tensor), name
+    assert "ok: safetensors index of" in java.cli("verify", shards).stdout
+
+    # A shard that lacks what the index maps to it is refused, naming the index and the tensor.
+    first = sorted(shards.glob("model-*.safetensors"))[0]
+    save_file({"other": torch.zeros(1)}, first)
+    proc = java.run("io.fabricckpt.compat.CompatTool", "describe", shards, check=False)
+    assert proc.returncode != 0 and "model.safetensors.index.json" in proc.stderr and "does not hold it" in proc.stderr, \
+        proc.stderr
+
+
+def test_dcp_directory_with_safetensors_serialization_reads_in_java(java, tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint.filesystem import SerializationFormat
+
+    torch.manual_seed(3)
+    state = {"model": {"w": torch.randn(4, 6), "b": torch.arange(5, dtype=torch.bfloat16), "n": torch.tensor(7)},
+             "step": 5}
+    path = tmp_path / "dcp"
+    dcp.save(state, storage_writer=FileSystemWriter(path, serialization_format=SerializationFormat.SAFETENSORS),
+             no_dist=True)
+    raw = (path / "__0_0.distcp").read_bytes()
+    assert b'"DCP_SHARDING_INFO"' in raw  # the shard file's tensors are a safetensors blob
+
+    out = tmp_path / "consolidated.pt"
+    java.tool("convert", path, out)
+    loaded = torch.load(out, weights_only=True)
+    assert loaded["step"] == 5
+    for name, tensor in state["model"].items():
+        assert torch.equal(loaded["model"][name], tensor), name

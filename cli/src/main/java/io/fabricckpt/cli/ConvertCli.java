@@ -21,8 +21,8 @@ final class ConvertCli implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory, local or s3://")
     String sourceLocation;
 
-    @Parameters(index = "1", paramLabel = "DST", description = "the file to write, local or s3://bucket/key:"
-            + " safetensors if it ends in .safetensors, else torch.save")
+    @Parameters(index = "1", paramLabel = "DST", description = "the file to write, local or s3://bucket/key (a name ending in"
+            + " .safetensors: safetensors, else torch.save)")
     String targetLocation;
 
     @Option(names = "--allow-unsafe-globals",

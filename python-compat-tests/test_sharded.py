@@ -168,6 +168,9 @@ def java_converted(java, java_sharded, tmp_path_factory):
     reference.parent.mkdir()
     java.tool("convert", java_sharded, reference)
     assert path.read_bytes() == reference.read_bytes()
+    # diff (torch-free too) of the directory, its tensors assembled from both ranks' chunks, and its consolidation
+    diffed = java.cli("diff", java_sharded, path)
+    assert "checkpoints are equal" in diffed.stdout, diffed.stdout + diffed.stderr
     return torch.load(path, weights_only=True)
 
 

@@ -35,6 +35,7 @@ run() {
 }
 run fuzz_pickle "$data/pickle" "$data/state" "$seeds/pickle"
 run fuzz_zip "$data/zip" "$data/torch" "$seeds/zip"
+run fuzz_outline "$data/torch" "$data/zip"
 run fuzz_dcp_metadata "$data/dcp" "$seeds/dcp"
 run fuzz_safetensors "$seeds/safetensors"
 # libtorch is not instrumented; LeakSanitizer would report its process-lifetime allocations.

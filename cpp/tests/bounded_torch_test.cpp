@@ -178,7 +178,7 @@ TEST(UnsafeGlobals, WritesAreRefusedUnlessAllowed) {
   TorchSaveOptions allow;
   allow.allow_unsafe_globals = true;
   save_torch_file(file.string(), namespace_state(), allow);
-  EXPECT_EQ(unsafe_globals_in_file(file.string()), (std::vector<std::string>{"argparse.Namespace", "posix.system"}));
+  EXPECT_EQ(unsafe_globals_of_file(file.string()), (std::vector<std::string>{"argparse.Namespace", "posix.system"}));
   const std::string summary = jni::verifyTorchFile(file.string());
   EXPECT_NE(summary.find("WARNING: 2 globals that torch.load(weights_only=True) refuses"), std::string::npos) << summary;
   EXPECT_NE(summary.find("argparse.Namespace, posix.system"), std::string::npos) << summary;
@@ -206,7 +206,7 @@ TEST(UnsafeGlobals, WritesAreRefusedUnlessAllowed) {
   safe->dict().set(Value::string("dtype"), Value::global("torch", "float16"));
   save_torch_file(file.string(), safe);
   EXPECT_NO_THROW(load_torch_file(file.string(), weights_only));
-  EXPECT_TRUE(unsafe_globals_in_file(file.string()).empty());
+  EXPECT_TRUE(unsafe_globals_of_file(file.string()).empty());
   fs::remove_all(dir);
 }
 
@@ -224,7 +224,7 @@ TEST(UnsafeGlobals, TensorsOfEveryDtypeNeedNoOptIn) {
   write_torch_save(sink, state, "archive");
   fs::path dir = temp_dir("dtypes");
   write_file(dir / "d.pt", sink.str());
-  EXPECT_TRUE(unsafe_globals_in_file((dir / "d.pt").string()).empty());
+  EXPECT_TRUE(unsafe_globals_of_file((dir / "d.pt").string()).empty());
   fs::remove_all(dir);
 }
 

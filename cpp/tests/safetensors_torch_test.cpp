@@ -7,6 +7,8 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/outline.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/safetensors.h"
 #include "fabricckpt/torch_save.h"
 
@@ -177,4 +179,45 @@ TEST_F(SafetensorsTorch, EmbeddedSafetensorsAfterOtherBytesAsDcpWritesThem) {
     EXPECT_TRUE(w->tensor_ref().tensor->equal(torch::arange(6, torch::kFloat32)));
     EXPECT_THROW(load_embedded_safetensor(file, prefix.size(), "model.x", mmap), FormatError);
   }
+}
+
+// The torch-free outline of a safetensors file (outline.h, what the command line reads) is the tree the
+// libtorch reader gives: converted to torch.save, both give the same bytes; a sharded index too.
+TEST_F(SafetensorsTorch, OutlinesConvertToTheBytesOfTheLibrarysConvert) {
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("w"), tensor(torch::arange(12, torch::kFloat32).reshape({3, 4})));
+  state->dict().set(Value::string("b"), tensor(torch::ones({3}, torch::kBFloat16)));
+  state->dict().set(Value::string("u16"), tensor(torch::arange(5, torch::kInt32).to(torch::kUInt16)));  // no storage class
+  state->dict().set(Value::string("mask"), tensor(torch::tensor({true, false})));
+  state->dict().set(Value::string("scalar"), tensor(torch::tensor(2.5, torch::kFloat64)));
+  state->dict().set(Value::string("empty"), tensor(torch::empty({0, 5}, torch::kInt64)));
+  state->dict().set(Value::string("f8"), tensor(torch::zeros({4}).to(torch::kFloat8_e4m3fn)));
+  save_safetensors_file(path("m.safetensors"), state, false);
+  ValuePtr second = Value::plain_dict();
+  second->dict().set(Value::string("z"), tensor(torch::full({2, 2}, 3.0)));
+  save_safetensors_file(path("m2.safetensors"), second, false);
+  std::ofstream(path("model.safetensors.index.json"))
+      << R"({"metadata": {"total_size": 1}, "weight_map": {"z": "m2.safetensors", "w": "m.safetensors"}})";
+
+  for (const std::string& source : {path("m.safetensors"), path("model.safetensors.index.json")}) {
+    const FileOutline outline = read_file_outline(source);
+    EXPECT_EQ(outline.format, OutlineFormat::Safetensors);
+    TorchSaveOptions options;
+    options.archive_name = "archive";
+    save_torch_file(path("by_library.ckpt"), load_safetensors_file(source), options);
+    convert_outline(source, path("by_outline.ckpt"), /*allow_unsafe_globals=*/false);
+    const auto a = MappedFile::open(path("by_library.ckpt")), b = MappedFile::open(path("by_outline.ckpt"));
+    ASSERT_EQ(a->size(), b->size()) << source;
+    EXPECT_EQ(a->read_string(0, a->size()), b->read_string(0, b->size())) << source;
+  }
+  EXPECT_NE(verify_outline(path("m.safetensors")).find("ok: safetensors, 7 tensors"), std::string::npos);
+  EXPECT_TRUE(unsafe_globals_of_file(path("m.safetensors")).empty());
+
+  // Compared with the torch.save file of the same tensors, element by element: equal.
+  const FileOutline st = read_file_outline(path("m.safetensors"));
+  const FileOutline zip = read_file_outline(path("by_outline.ckpt"));  // the index's: z then w
+  const auto w_zip = tensor_of(*zip.root->dict().get("w"));
+  const auto w_st = tensor_of(*st.root->dict().get("w"));
+  ASSERT_TRUE(w_zip && w_st);
+  EXPECT_EQ(max_abs_difference(*w_st, *w_zip), 0.0);
 }

@@ -15,6 +15,8 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/outline.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/pickle.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/zip.h"
@@ -87,6 +89,33 @@ TEST(TorchLoad, ReadsTheLegacyFormat) {
   EXPECT_TRUE(at::equal(tensor_at(*ckpt.root, "w"), at::arange(6.0).reshape({2, 3})));
   EXPECT_TRUE(at::equal(tensor_at(*ckpt.root, "i"), at::arange(3)));
   EXPECT_EQ(ckpt.root->dict().get("step")->as_int(), 7);
+}
+
+// The torch-free outline of a legacy file (outline.h, what the command line reads): the same tree the
+// libtorch loader gives, so both converts write the same bytes; verify says what the library's did.
+TEST_F(TempDir, LegacyOutlineConvertsToTheBytesOfTheLibrarysConvert) {
+  const std::string source = kData + "legacy.pt";
+  const FileOutline outline = read_file_outline(source);
+  EXPECT_EQ(outline.format, OutlineFormat::Legacy);
+  EXPECT_EQ(outline.storages.size(), 2u);
+  const std::string by_library = (dir / "by_library.ckpt").string(), by_outline = (dir / "by_outline.ckpt").string();
+  save_torch_file(by_library, load_torch_file(source).root);
+  convert_outline(source, by_outline, /*allow_unsafe_globals=*/false);
+  EXPECT_EQ(read_file(by_library), read_file(by_outline));
+  EXPECT_EQ(verify_outline(source),
+            source + ": OK (legacy format, 2 tensors over 2 storages of 48 bytes)");
+  EXPECT_TRUE(unsafe_globals_of_file(source).empty());
+
+  // A file cut inside its storages: an error naming the file, never a read past its end.
+  const std::string original = read_file(source);
+  const std::string cut = (dir / "cut.pt").string();
+  std::ofstream(cut, std::ios::binary).write(original.data(), static_cast<std::streamsize>(original.size() - 5));
+  try {
+    read_file_outline(cut);
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find(cut + ": storage"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(TempDir, SaveAndLoadKeepDtypesViewsAndSharing) {

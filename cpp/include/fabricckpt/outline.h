@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fabricckpt/files.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/value.h"
 #include "fabricckpt/zip.h"
 
@@ -33,15 +34,27 @@ std::string torch_name_of_dtype(const std::string& dtype_name);
 
 // The payload of a Storage node of an outline: where its bytes are.
 struct StorageOutline {
-  const ZipRecord* record = nullptr;  // "data/<key>" of the file (owned by the OutlineFile's reader)
-  const ZipReader* zip = nullptr;     // that reader (its file, its CRC-32s)
+  // `stored` bytes from `offset` of `source` hold it (a zip record may hold more than the storage);
+  // null source: a storage made when writing (a tensor assembled from chunks), see `assemble`.
+  const ReadSource* source = nullptr;
+  uint64_t offset = 0;
+  uint64_t stored = 0;
+  // The zip record those bytes are, whose CRC-32 checks them; null where the format carries no
+  // checksum (a legacy file, safetensors).
+  const ZipRecord* record = nullptr;
+  const ZipReader* zip = nullptr;
   std::string key;
   std::string location;  // "cpu", "cuda:0", ...
   DtypeInfo dtype;       // of the storage class
-  uint64_t numel = 0;    // elements the pickle says it holds (numel * element_size <= record size)
-  // No record: a storage made when writing (a tensor assembled from chunks), whose bytes this fills.
+  uint64_t numel = 0;    // elements the pickle says it holds (numel * element_size <= stored)
+  // Fills the bytes of a storage without a source.
   std::function<void(uint8_t* out)> assemble;
   uint64_t nbytes() const { return numel * dtype.element_size; }
+  // FormatError naming the record when `crc` (of all `stored` bytes) is not the one the file
+  // records; nothing where it records none.
+  void check_crc(uint32_t crc) const;
+  // All `stored` bytes (their CRC-32 checked), or the assembled ones: one storage-sized buffer.
+  std::vector<uint8_t> read_all() const;
 };
 
 // A tensor of an outline: the view its rebuild call describes, bounds checked against its storage.
@@ -82,27 +95,66 @@ class OutlineFile {
   std::vector<std::shared_ptr<StorageOutline>> storages_;
 };
 
+// Any checkpoint file this library reads, outlined: a torch.save zip file (OutlineFile), a legacy
+// (pre-1.6) torch.save file, a safetensors file or a Hugging Face sharded one (its
+// `*.safetensors.index.json`, or a directory holding `model.safetensors.index.json`). Tensors are
+// rebuild recipes over storages that point into the files, as for zip files: a legacy file's tree is
+// its pickle's; a safetensors file's is what torch.save would pickle for the dict of tensors
+// `safetensors.torch.load_file` gives (storages renumbered, plain dict in data order).
+enum class OutlineFormat { Zip, Legacy, Safetensors };
+struct FileOutline {
+  ValuePtr root;
+  std::shared_ptr<const void> owner;  // keeps alive what its nodes point into
+  OutlineFormat format = OutlineFormat::Zip;
+  std::string archive_name;  // the zip's archive folder; "" for the others
+  std::shared_ptr<const OutlineFile> zip;  // the zip file's outline (Zip only)
+  // Storages in order of first appearance (for a safetensors file: data order).
+  std::vector<const StorageOutline*> storages;
+};
+// FormatError naming the file for what is not well-formed (every bound checked; a legacy file's
+// storage bytes must all lie inside it), IoError when it cannot be read.
+FileOutline read_file_outline(const std::string& path);
+// The two formats read_file_outline adds (outline_legacy.cpp, outline_safetensors.cpp).
+FileOutline read_legacy_outline(std::shared_ptr<const MappedFile> file);
+FileOutline read_safetensors_outline(const std::string& path);
+
+// The recipe the libtorch writer pickles for a tensor (torch_rebuild.cpp's StorageCollector::tensor_args):
+// _rebuild_tensor_v2 over a typed storage, _rebuild_tensor_v3 with the dtype over an UntypedStorage.
+ValuePtr tensor_recipe(const ValuePtr& storage, const std::string& dtype_name, int64_t offset,
+                       const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides, bool requires_grad,
+                       bool typed);
+
 // The tensor a node of an outline stands for (a tensor or parameter rebuild), else nullopt.
 // FormatError when it is a rebuild call whose arguments are malformed.
 std::optional<TensorOutline> tensor_of(const Value& node);
 
 // verify without libtorch: every record's CRC-32 (read in pieces), the pickle, every storage and
-// tensor view. The same one-line summary as the libtorch verify of a zip file.
+// tensor view. The same one-line summary as the libtorch verify of a zip file. A legacy file: its
+// pickles, storages and views, every byte read ("legacy format" in place of the record count).
+// A safetensors file or sharded checkpoint: verify_safetensors.
 std::string verify_outline(const std::string& path);
+// The header's rules, every tensor byte read (the format carries no checksum), every dtype one torch
+// has, an index's shards holding what it maps and nothing twice: "ok: safetensors, N tensors, ...".
+std::string verify_safetensors(const std::string& path);
 
-// The globals of the file's data.pkl outside torch's weights_only allowlist (unsafe_globals_in_file).
+// The globals of the file's data.pkl outside torch's weights_only allowlist (unsafe_globals_of_file for zip files).
 std::vector<std::string> unsafe_globals_of_zip_file(const std::string& path);
+// Those of a legacy file's pickles (all five), in order of first appearance.
+std::vector<std::string> unsafe_globals_of_legacy_file(const MappedFile& file);
+// (unsafe_globals_of_file in safety.h covers every file read_file_outline reads.)
 // What verify appends about such globals ("" when none).
 std::string unsafe_globals_warning(const std::vector<std::string>& names);
 
 // The largest |a - b| over the elements of two tensors of one dtype and shape (NaN if any
-// difference is NaN), read piece by piece from their files; 0 when their bytes are equal.
+// difference is NaN), read piece by piece from their files (a tensor assembled from a sharded
+// checkpoint's chunks: assembled once, its size in memory); 0 when their bytes are equal.
 // Error for dtypes it cannot decode (float8 variants other than e4m3fn/e5m2, float4, bits).
 double max_abs_difference(const TensorOutline& a, const TensorOutline& b);
 
-// The file written again as one torch.save file (what the libtorch convert writes for it: same archive
-// folder, storages renumbered in order of appearance), storage by storage straight from the source with
-// each record's CRC-32 checked on the way; atomic. Globals outside torch's weights_only allowlist are
+// The file (any that read_file_outline reads) written again as one torch.save file (what the libtorch
+// convert writes for it: same archive folder, "archive" for a legacy or safetensors source, storages
+// renumbered in order of appearance), storage by storage straight from the source with each record's
+// CRC-32 checked on the way; atomic. Globals outside torch's weights_only allowlist are
 // refused unless allowed. `progress` (may be null) counts storage bytes copied.
 void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
                      IoProgress* progress = nullptr);

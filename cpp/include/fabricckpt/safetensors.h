@@ -112,4 +112,9 @@ void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const
                   const std::string& target = "safetensors stream");
 
 }  // namespace safetensors
+
+// The Hugging Face index `path` names (itself when it ends in `.safetensors.index.json`, or
+// model.safetensors.index.json in a directory); "" if none.
+std::string safetensors_index_of(const std::string& path);
+
 }  // namespace fabricckpt

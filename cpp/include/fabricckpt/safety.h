@@ -40,6 +40,11 @@ std::vector<UnsafeGlobal> unsafe_globals_in_tree(const ValuePtr& root);
 // appearance, each once. Nothing is built but the parse; FormatError if the pickle is malformed.
 std::vector<std::string> unsafe_globals_in_pickle(std::string_view pickle);
 
+// The globals of a checkpoint file (a torch.save zip file: its data.pkl, as
+// torch.serialization.get_unsafe_globals_in_checkpoint; legacy: every pickle of it; none for
+// safetensors, which holds no pickle) that torch 2.10's weights_only loader refuses. No storage is read.
+std::vector<std::string> unsafe_globals_of_file(const std::string& path);
+
 // A write refused because the tree holds refused globals, or a weights_only read refused.
 class UnsafeGlobalsError : public Error {
  public:

@@ -135,11 +135,6 @@ class TorchFileLayout {
 void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name,
                       bool allow_unsafe_globals = false, const std::string& target = "torch.save stream");
 
-// The globals of a torch.save file (zip: its data.pkl, as
-// torch.serialization.get_unsafe_globals_in_checkpoint; legacy: every pickle of it) that torch 2.10's
-// weights_only loader refuses, "module.name", in order of first appearance. No storage is read.
-std::vector<std::string> unsafe_globals_in_file(const std::string& path);
-
 // A safetensors file (safetensors.h) as `safetensors.torch.load_file` gives it: a plain dict of
 // name -> CPU tensor in data order. options.mmap: tensors view a private copy-on-write mapping (no
 // byte is read until touched; entries not aligned for their dtype are copied); otherwise the bytes
@@ -149,8 +144,6 @@ std::vector<std::string> unsafe_globals_in_file(const std::string& path);
 // `model.safetensors.index.json`) gives every shard's tensors, shard by shard in the index's order;
 // a tensor in two shards, or one the index maps to a shard that lacks it, is a FormatError.
 ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options = {});
-// The index `path` names (itself, or model.safetensors.index.json in a directory); "" if none.
-std::string safetensors_index_of(const std::string& path);
 
 // torch.distributed.checkpoint's SAFETENSORS serialization writes a shard file's tensors as one
 // safetensors file at the end of it (after the torch.save streams of its other items); .metadata

@@ -325,7 +325,7 @@ std::vector<std::string> unsafe_globals(const std::string& dir) {
   };
   const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
   std::error_code ec;
-  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_in_file(meta));
+  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_of_file(meta));
   for (const auto& entry : reader.metadata().entries) {
     if (entry.tensor) continue;
     auto stream = reader.item_stream(entry.key);

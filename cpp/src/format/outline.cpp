@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "fabricckpt/crc32.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/pickle.h"
 #include "fabricckpt/safety.h"
@@ -140,6 +141,42 @@ std::string torch_name_of_dtype(const std::string& dtype_name) {
   return dtype_name;
 }
 
+namespace {
+ValuePtr int_tuple(const std::vector<int64_t>& values) {
+  Value::Items items;
+  for (int64_t v : values) items.push_back(Value::integer(v));
+  return Value::tuple(std::move(items));
+}
+}  // namespace
+
+ValuePtr tensor_recipe(const ValuePtr& storage, const std::string& dtype_name, int64_t offset,
+                       const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides, bool requires_grad,
+                       bool typed) {
+  Value::Items args{storage, Value::integer(offset), int_tuple(sizes), int_tuple(strides), Value::boolean(requires_grad),
+                    Value::ordered_dict()};
+  if (!typed) args.push_back(Value::global("torch", torch_name_of_dtype(dtype_name)));
+  Object o;
+  o.callable = Value::global("torch._utils", typed ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
+  o.args = Value::tuple(std::move(args));
+  return Value::object(std::move(o));
+}
+
+void StorageOutline::check_crc(uint32_t crc) const {
+  if (record && !zip->crc_less()) zip->check_crc(*record, crc);
+}
+
+std::vector<uint8_t> StorageOutline::read_all() const {
+  if (!source) {
+    std::vector<uint8_t> whole(nbytes());
+    assemble(whole.data());
+    return whole;
+  }
+  std::vector<uint8_t> bytes(stored);
+  source->read_at(offset, bytes.data(), bytes.size());
+  if (record) check_crc(crc32_update(0, bytes.data(), bytes.size()));
+  return bytes;
+}
+
 uint64_t TensorOutline::numel() const {
   uint64_t n = 1;
   for (int64_t s : sizes) n *= static_cast<uint64_t>(s);
@@ -221,8 +258,16 @@ std::shared_ptr<const OutlineFile> OutlineFile::open(std::shared_ptr<const Mappe
       throw FormatError(concat("record ", record_name, " holds ", record->size, " bytes, the pickle expects ", numel,
                                " elements of ", dtype->element_size, " bytes"));
     }
-    auto storage = std::make_shared<StorageOutline>(StorageOutline{record, &zip, key, require_string(*id[3], "storage location"),
-                                                                   *dtype, static_cast<uint64_t>(numel), {}});
+    auto storage = std::make_shared<StorageOutline>();
+    storage->source = &zip.source();
+    storage->offset = record->data_offset;
+    storage->stored = record->size;
+    storage->record = record;
+    storage->zip = &zip;
+    storage->key = key;
+    storage->location = require_string(*id[3], "storage location");
+    storage->dtype = *dtype;
+    storage->numel = static_cast<uint64_t>(numel);
     out->storages_.push_back(storage);
     auto node = Value::storage(StorageRef{storage, type.name});
     by_key.emplace(key, node);
@@ -258,15 +303,56 @@ std::vector<std::string> unsafe_globals_of_zip_file(const std::string& path) {
   }
 }
 
+FileOutline read_file_outline(const std::string& path) {
+  if (!safetensors_index_of(path).empty()) return read_safetensors_outline(path);
+  auto file = MappedFile::open(path);
+  if (file->size() == 0) throw FormatError(concat(path, ": file is empty"));
+  if (safetensors::looks_like_safetensors(*file)) return read_safetensors_outline(path);
+  if (!is_zip(*file)) return read_legacy_outline(std::move(file));
+  FileOutline out;
+  out.zip = OutlineFile::open(std::move(file));
+  out.root = out.zip->root();
+  out.owner = out.zip;
+  out.format = OutlineFormat::Zip;
+  out.archive_name = out.zip->archive_name();
+  for (const auto& s : out.zip->storages()) out.storages.push_back(s.get());
+  return out;
+}
+
+std::vector<std::string> unsafe_globals_of_file(const std::string& path) {
+  if (!safetensors_index_of(path).empty()) return {};
+  auto file = MappedFile::open(path);
+  if (file->size() == 0) throw FormatError(concat(path, ": file is empty"));
+  if (safetensors::looks_like_safetensors(*file)) return {};
+  if (!is_zip(*file)) return unsafe_globals_of_legacy_file(*file);
+  return unsafe_globals_of_zip_file(path);
+}
+
 std::string verify_outline(const std::string& path) {
-  auto outline = OutlineFile::open(path);
-  const ZipReader& zip = outline->zip();
-  for (const auto& record : zip.records()) zip.verify(record);  // in pieces: bounded memory
+  const FileOutline outline = read_file_outline(path);
+  if (outline.format == OutlineFormat::Safetensors) return verify_safetensors(path);
+  std::string checked;
+  if (outline.format == OutlineFormat::Zip) {
+    const ZipReader& zip = outline.zip->zip();
+    for (const auto& record : zip.records()) zip.verify(record);  // in pieces: bounded memory
+    checked = zip.crc_less() ? concat(zip.records().size(), " records, the file carries no CRC-32s (saved with compute_crc32=False)")
+                             : concat(zip.records().size(), " records, CRC-32 verified");
+  } else {
+    std::vector<uint8_t> piece(size_t{4} << 20);  // no checksums: every byte read, in pieces
+    for (const StorageOutline* s : outline.storages) {
+      for (uint64_t done = 0; done < s->stored;) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(piece.size(), s->stored - done));
+        s->source->read_at(s->offset + done, piece.data(), n);
+        done += n;
+      }
+    }
+    checked = "legacy format";
+  }
 
   size_t tensors = 0;
   uint64_t storage_bytes = 0;
   std::unordered_set<const StorageOutline*> storages;
-  std::vector<const Value*> stack{outline->root().get()};
+  std::vector<const Value*> stack{outline.root.get()};
   std::unordered_set<const Value*> seen;
   while (!stack.empty()) {
     const Value* v = stack.back();
@@ -279,11 +365,8 @@ std::string verify_outline(const std::string& path) {
     }
     push_children(*v, stack);
   }
-  const std::string checked = zip.crc_less()
-                                  ? concat(zip.records().size(), " records, the file carries no CRC-32s (saved with compute_crc32=False)")
-                                  : concat(zip.records().size(), " records, CRC-32 verified");
   return concat(path, ": OK (", checked, ", ", tensors, " tensors over ", storages.size(), " storages of ",
-                storage_bytes, " bytes)", unsafe_globals_warning(unsafe_globals_of_zip_file(path)));
+                storage_bytes, " bytes)", unsafe_globals_warning(unsafe_globals_of_file(path)));
 }
 
 std::string unsafe_globals_warning(const std::vector<std::string>& names) {

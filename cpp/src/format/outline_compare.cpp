@@ -1,4 +1,4 @@
-// diff without libtorch: two tensors of outline files compared piece by piece. Equal pieces are
+// diff without libtorch: two tensors of outlines compared piece by piece. Equal pieces are
 // found with memcmp at memory bandwidth; only pieces that differ are decoded to compute the
 // largest absolute difference (what torch's (a.double() - b.double()).abs().max() gives).
 #include <cmath>
@@ -95,9 +95,27 @@ void fold(const uint8_t* a, const uint8_t* b, size_t count, size_t element_size,
   }
 }
 
-uint64_t data_offset(const TensorOutline& t) {
-  return t.storage->record->data_offset + static_cast<uint64_t>(t.offset) * t.dtype.element_size;
-}
+// The bytes of a tensor's view, from its first element: read from its file, or, for a tensor
+// assembled from chunks (a sharded checkpoint's), from the storage assembled once in memory.
+class ViewBytes {
+ public:
+  explicit ViewBytes(const TensorOutline& t)
+      : t_(t), first_(static_cast<uint64_t>(t.offset) * t.dtype.element_size) {
+    if (!t.storage->source) assembled_ = t.storage->read_all();
+  }
+  void read(uint64_t at, uint8_t* out, size_t n) const {
+    if (t_.storage->source) {
+      t_.storage->source->read_at(t_.storage->offset + first_ + at, out, n);
+    } else {
+      std::memcpy(out, assembled_.data() + first_ + at, n);  // inside: the view was bounds-checked
+    }
+  }
+
+ private:
+  const TensorOutline& t_;
+  uint64_t first_;
+  std::vector<uint8_t> assembled_;
+};
 
 // The bytes a strided view spans in its storage, from its first element to its last.
 uint64_t span_elements(const TensorOutline& t) {
@@ -140,13 +158,14 @@ double max_abs_difference(const TensorOutline& a, const TensorOutline& b) {
   const std::optional<Decode> d = decoder(a.dtype.name);
   const size_t es = a.dtype.element_size;
   double max = 0;
+  const ViewBytes va(a), vb(b);
   if (a.contiguous() && b.contiguous()) {
     const size_t piece = kPieceBytes / es * es;
     std::vector<uint8_t> x(std::min<uint64_t>(piece, numel * es)), y(x.size());
     for (uint64_t done = 0; done < numel * es; done += piece) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(piece, numel * es - done));
-      a.storage->zip->source().read_at(data_offset(a) + done, x.data(), n);
-      b.storage->zip->source().read_at(data_offset(b) + done, y.data(), n);
+      va.read(done, x.data(), n);
+      vb.read(done, y.data(), n);
       if (std::memcmp(x.data(), y.data(), n) == 0) continue;
       if (!d) throw Error(concat("cannot compare the values of ", a.dtype.name, " tensors without libtorch"));
       fold(x.data(), y.data(), n / es, es, *d, max);
@@ -155,8 +174,8 @@ double max_abs_difference(const TensorOutline& a, const TensorOutline& b) {
   }
   // Views with gaps or repeats (expand, transpose, slices): the spans they cover, element by element.
   std::vector<uint8_t> x(span_elements(a) * es), y(span_elements(b) * es);
-  a.storage->zip->source().read_at(data_offset(a), x.data(), x.size());
-  b.storage->zip->source().read_at(data_offset(b), y.data(), y.size());
+  va.read(0, x.data(), x.size());
+  vb.read(0, y.data(), y.size());
   if (!d) throw Error(concat("cannot compare the values of ", a.dtype.name, " tensors without libtorch"));
   Strided ia(a), ib(b);
   for (uint64_t i = 0; i < numel; ++i) {

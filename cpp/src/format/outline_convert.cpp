@@ -51,12 +51,11 @@ class Renumbering {
 // Streams a storage's bytes into the open record, checking the source record's CRC-32 on the way
 // (the whole record: it may hold more than the storage).
 void copy_storage(const StorageOutline& s, TorchZipWriter& zip, std::vector<uint8_t>& buffer, IoProgress* progress) {
-  const ZipRecord& record = *s.record;
   const uint64_t nbytes = s.nbytes();
   uint32_t crc = 0;
-  for (uint64_t done = 0; done < record.size;) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), record.size - done));
-    s.zip->source().read_at(record.data_offset + done, buffer.data(), n);
+  for (uint64_t done = 0; done < s.stored;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), s.stored - done));
+    s.source->read_at(s.offset + done, buffer.data(), n);
     crc = crc32_update(crc, buffer.data(), n);
     if (done < nbytes) {
       const size_t used = static_cast<size_t>(std::min<uint64_t>(n, nbytes - done));
@@ -65,15 +64,17 @@ void copy_storage(const StorageOutline& s, TorchZipWriter& zip, std::vector<uint
     }
     done += n;
   }
-  if (!s.zip->crc_less()) s.zip->check_crc(record, crc);
+  s.check_crc(crc);
 }
 
 }  // namespace
 
 void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
                      IoProgress* progress) {
-  auto in = OutlineFile::open(source);
-  write_outline_tree(in->root(), target, in->archive_name(), allow_unsafe_globals, progress);
+  const FileOutline in = read_file_outline(source);
+  // Lightning's torch.save of a state writes "archive" when the source names no folder of its own.
+  write_outline_tree(in.root, target, in.archive_name.empty() ? "archive" : in.archive_name, allow_unsafe_globals,
+                     progress);
 }
 
 void write_outline_tree(const ValuePtr& root, const std::string& target, const std::string& archive_name,
@@ -98,7 +99,7 @@ void write_outline_tree(const ValuePtr& root, const std::string& target, const s
     for (size_t i = 0; i < storages.order().size(); ++i) {
       const StorageOutline& s = *storages.order()[i];
       zip.begin_record("data/" + std::to_string(i), s.nbytes());
-      if (s.record) {
+      if (s.source) {
         copy_storage(s, zip, buffer, progress);
       } else {  // assembled in a buffer of its own size: the one tensor-sized allocation
         std::vector<uint8_t> whole(s.nbytes());

@@ -88,24 +88,6 @@ class ShardedSource {
   std::vector<std::shared_ptr<const OutlineFile>> streams_;
 };
 
-ValuePtr int_tuple(const std::vector<int64_t>& values) {
-  Value::Items items;
-  for (int64_t v : values) items.push_back(Value::integer(v));
-  return Value::tuple(std::move(items));
-}
-
-// The recipe the libtorch writer emits for a tensor (torch_save.cpp's StorageCollector::tensor_args).
-ValuePtr rebuild(const ValuePtr& storage, const std::string& dtype, int64_t offset, const std::vector<int64_t>& sizes,
-                 const std::vector<int64_t>& strides, bool requires_grad, bool typed) {
-  Value::Items args{storage, Value::integer(offset), int_tuple(sizes), int_tuple(strides), Value::boolean(requires_grad),
-                    Value::ordered_dict()};
-  if (!typed) args.push_back(Value::global("torch", torch_name_of_dtype(dtype)));
-  Object o;
-  o.callable = Value::global("torch._utils", typed ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
-  o.args = Value::tuple(std::move(args));
-  return Value::object(std::move(o));
-}
-
 // A chunk held whole by one stream, written again as the libtorch reader and writer pass it on:
 // its own view of its own storage, requires_grad as its at::Tensor had it.
 ValuePtr chunk_as_is(const Value& node, const TensorOutline& t) {
@@ -121,10 +103,10 @@ ValuePtr chunk_as_is(const Value& node, const TensorOutline& t) {
   }
   grad = grad && is_floating(t.dtype.name);
   const bool typed = storage_class_of_dtype(t.dtype.name).has_value();
-  if (!t.is_parameter) return rebuild(storage_node, t.dtype.name, t.offset, t.sizes, t.strides, grad, typed);
+  if (!t.is_parameter) return tensor_recipe(storage_node, t.dtype.name, t.offset, t.sizes, t.strides, grad, typed);
   Object param;
   param.callable = Value::global("torch._utils", "_rebuild_parameter");
-  param.args = Value::tuple({rebuild(storage_node, t.dtype.name, t.offset, t.sizes, t.strides, false, typed),
+  param.args = Value::tuple({tensor_recipe(storage_node, t.dtype.name, t.offset, t.sizes, t.strides, false, typed),
                              Value::boolean(grad), Value::ordered_dict()});
   return Value::object(std::move(param));
 }
@@ -212,10 +194,7 @@ ShardedOutline read_sharded_outline(const std::string& dir) {
               throw FormatError(concat(source->dir(), ": the chunk of '", key, "' at ", dims_text(chunk.offsets),
                                        " is not a ", dtype.name, " tensor of shape ", dims_text(chunk.sizes)));
             }
-            const ZipRecord& record = *part->storage->record;
-            std::vector<uint8_t> bytes(record.size);  // the chunk's record, CRC-checked whole
-            part->storage->zip->source().read_at(record.data_offset, bytes.data(), bytes.size());
-            if (!part->storage->zip->crc_less()) part->storage->zip->check_crc(record, crc32_update(0, bytes.data(), bytes.size()));
+            const std::vector<uint8_t> bytes = part->storage->read_all();  // the chunk's record, CRC-checked whole
             place_chunk(bytes.data(), *part, chunk.offsets, tensor.size, dtype.element_size, out);
           }
         };
@@ -224,7 +203,7 @@ ShardedOutline read_sharded_outline(const std::string& dir) {
         const auto storage_class = storage_class_of_dtype(dtype->name);
         if (!storage_class) storage->dtype = DtypeInfo{"Byte", 1}, storage->numel = elements * dtype->element_size;
         auto node = Value::storage(StorageRef{storage, storage_class.value_or("UntypedStorage")});
-        value = rebuild(node, dtype->name, 0, t.size, strides, false, storage_class.has_value());
+        value = tensor_recipe(node, dtype->name, 0, t.size, strides, false, storage_class.has_value());
       }
     }
     dcp::set_element(root, source->path_of(entry.key), value);

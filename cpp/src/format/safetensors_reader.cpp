@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <unordered_set>
 
 #include "fabricckpt/error.h"
@@ -256,3 +257,19 @@ bool looks_like_safetensors(const ReadSource& source) {
 }
 
 }  // namespace fabricckpt::safetensors
+
+namespace fabricckpt {
+
+std::string safetensors_index_of(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    const std::filesystem::path index = std::filesystem::path(path) / "model.safetensors.index.json";
+    return std::filesystem::is_regular_file(index, error) ? index.string() : std::string();
+  }
+  static constexpr std::string_view kSuffix = ".safetensors.index.json";
+  return path.size() > kSuffix.size() && path.compare(path.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0
+             ? path
+             : std::string();
+}
+
+}  // namespace fabricckpt

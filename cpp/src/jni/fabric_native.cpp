@@ -9,6 +9,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/outline.h"
 #include "fabricckpt/safety.h"
 #include "fabricckpt/safetensors.h"
 #include "fabricckpt/sharded.h"
@@ -240,57 +241,9 @@ std::string torchFileArchiveName(const std::string& path) {
   return ZipReader(file).archive_name();
 }
 
-namespace {
-// What verify adds about globals torch's weights_only load refuses.
-std::string unsafe_globals_note(const std::vector<std::string>& names) {
-  if (names.empty()) return "";
-  std::string list;
-  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-  return concat("; WARNING: ", names.size(), " global", names.size() == 1 ? "" : "s",
-                " that torch.load(weights_only=True) refuses (torch.load(weights_only=False) would call them): ", list);
-}
-}  // namespace
-
 std::string verifyTorchFile(const std::string& path) {
-  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path) + unsafe_globals_note(sharded::unsafe_globals(path));
-  auto file = MappedFile::open(path);
-  size_t records = 0;
-  bool crc_less = false;
-  if (file->size() > 0 && is_zip(*file)) {
-    ZipReader zip(file);
-    for (const auto& record : zip.records()) zip.verify(record);
-    records = zip.records().size();
-    crc_less = zip.crc_less();
-  }
-  TorchCheckpoint checkpoint = load_torch_file(path);
-  size_t tensors = 0;
-  // Bytes the file's storages hold, each storage once: views (a stride-0 expand of 2^40
-  // elements, slices of one buffer) add nothing, as they add nothing to the file or to memory.
-  uint64_t storage_bytes = 0;
-  std::unordered_set<const void*> storages;
-  std::vector<const Value*> stack{checkpoint.root.get()};
-  std::unordered_set<const Value*> seen;
-  while (!stack.empty()) {
-    const Value* v = stack.back();
-    stack.pop_back();
-    if (!seen.insert(v).second) continue;
-    switch (v->kind) {
-      case Kind::Tensor:
-        ++tensors;
-        if (const c10::Storage& storage = v->tensor_ref().tensor->storage();
-            storages.insert(storage.unsafeGetStorageImpl()).second) {
-          storage_bytes += storage.nbytes();
-        }
-        break;
-      default:
-        push_children(*v, stack);
-        break;
-    }
-  }
-  const std::string checked = crc_less ? concat(records, " records, the file carries no CRC-32s (saved with compute_crc32=False)")
-                                       : concat(records, " records, CRC-32 verified");
-  return concat(path, ": OK (", checkpoint.legacy ? "legacy format" : checked, ", ", tensors, " tensors over ",
-                storages.size(), " storages of ", storage_bytes, " bytes)", unsafe_globals_note(unsafe_globals_in_file(path)));
+  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path) + unsafe_globals_warning(sharded::unsafe_globals(path));
+  return verify_outline(path);  // the format layer's: every record, the pickle, storages and views
 }
 
 std::string removeStaleTemporaries(const std::string& target) {
@@ -368,45 +321,7 @@ NativeValue safetensorsMetadata(const std::string& path) {
   return NativeValue(dict);
 }
 
-namespace {
-// Every byte of one safetensors file readable (none cut short); its header's counts.
-safetensors::Header read_all_of(const std::string& path, uint64_t& bytes) {
-  const auto file = MappedFile::open(path);
-  safetensors::Header header = safetensors::read_header(*file);
-  std::vector<char> buffer(size_t{4} << 20);
-  for (uint64_t at = header.data_start(); at < file->size();) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), file->size() - at));
-    file->read_at(at, buffer.data(), n);
-    at += n;
-  }
-  bytes += file->size() - header.data_start();
-  return header;
-}
-}  // namespace
-
-std::string verifySafetensorsFile(const std::string& path) {
-  uint64_t bytes = 0;
-  size_t tensors = 0, metadata = 0, shards = 0;
-  const std::string index = safetensors_index_of(path);
-  if (index.empty()) {
-    const auto header = read_all_of(path, bytes);
-    tensors = header.tensors.size();
-    metadata = header.metadata ? header.metadata->size() : 0;
-  } else {
-    const auto file = MappedFile::open(index);
-    for (const auto& name : safetensors::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index).files) {
-      tensors += read_all_of((std::filesystem::path(index).parent_path() / name).string(), bytes).tensors.size();
-      ++shards;
-    }
-  }
-  TorchLoadOptions mapped;
-  mapped.mmap = true;
-  load_safetensors_file(path, mapped);  // every dtype has a torch type, the index matches its shards
-  return shards ? concat("ok: safetensors index of ", shards, " shards, ", tensors, " tensors, ", bytes,
-                         " bytes of tensor data")
-                : concat("ok: safetensors, ", tensors, " tensors, ", bytes, " bytes of tensor data, ", metadata,
-                         " metadata entries");
-}
+std::string verifySafetensorsFile(const std::string& path) { return verify_safetensors(path); }
 
 NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,
                                  NativeProgress* progress) {
@@ -432,7 +347,7 @@ void saveTorchFileOptions(const std::string& path, const NativeValue& root, cons
 
 namespace {
 std::vector<std::string> unsafe_globals_of(const std::string& path) {
-  return sharded::is_sharded_checkpoint(path) ? sharded::unsafe_globals(path) : unsafe_globals_in_file(path);
+  return sharded::is_sharded_checkpoint(path) ? sharded::unsafe_globals(path) : unsafe_globals_of_file(path);
 }
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/outline.h"
+#include "fabricckpt/safety.h"
 #include "fabricckpt/value.h"
 #include "fabricckpt/zip.h"
 
@@ -85,8 +86,8 @@ bool OutlineNode::isParameter() const { return require_tensor(*value_).is_parame
 bool OutlineNode::requiresGrad() const { return require_tensor(*value_).requires_grad; }
 
 OutlineNode readOutline(const std::string& path) {
-  auto file = OutlineFile::open(path);
-  return OutlineNode(file, file->root());
+  FileOutline outline = read_file_outline(path);
+  return OutlineNode(outline.owner, outline.root);
 }
 
 OutlineNode readShardedOutline(const std::string& dir) {
@@ -94,7 +95,7 @@ OutlineNode readShardedOutline(const std::string& dir) {
   return OutlineNode(outline.owner, outline.root);
 }
 
-std::string verifyZipFile(const std::string& path) { return verify_outline(path); }
+std::string verifyFile(const std::string& path) { return verify_outline(path); }
 
 std::string verifyShardedDirectory(const std::string& dir) {
   return verify_sharded_outline(dir) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
@@ -106,19 +107,17 @@ std::string unsafeGlobalsOfShardedDirectory(const std::string& dir) {
   return out;
 }
 
-std::string unsafeGlobalsOfZipFile(const std::string& path) {
+std::string unsafeGlobalsOfFile(const std::string& path) {
   std::string out;
-  for (const auto& name : unsafe_globals_of_zip_file(path)) out += (out.empty() ? "" : "\n") + name;
+  for (const auto& name : unsafe_globals_of_file(path)) out += (out.empty() ? "" : "\n") + name;
   return out;
 }
 
 double maxAbsDifference(const OutlineNode& a, const OutlineNode& b) {
-  const TensorOutline x = require_tensor(*a.get()), y = require_tensor(*b.get());
-  if (!x.storage->record || !y.storage->record) throw Error("maxAbsDifference: a tensor assembled from chunks");
-  return max_abs_difference(x, y);
+  return max_abs_difference(require_tensor(*a.get()), require_tensor(*b.get()));
 }
 
-void convertZipFile(const std::string& source, const std::string& target, bool allow_unsafe_globals) {
+void convertFile(const std::string& source, const std::string& target, bool allow_unsafe_globals) {
   convert_outline(source, target, allow_unsafe_globals);
 }
 

@@ -60,7 +60,8 @@ class OutlineNode {
   std::shared_ptr<Value> value_;
 };
 
-// The outline of a torch.save zip file; FormatError naming the file and what is wrong.
+// The outline of a checkpoint file (read_file_outline: torch.save zip or legacy, safetensors or a
+// Hugging Face sharded index); FormatError naming the file and what is wrong.
 OutlineNode readOutline(const std::string& path);
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
@@ -68,13 +69,13 @@ OutlineNode readShardedOutline(const std::string& dir);
 std::string verifyShardedDirectory(const std::string& dir);
 std::string unsafeGlobalsOfShardedDirectory(const std::string& dir);
 // verify_outline: the one-line summary; throws naming the file, record or offset.
-std::string verifyZipFile(const std::string& path);
+std::string verifyFile(const std::string& path);
 // The globals outside torch's weights_only allowlist, one "module.name" per line ("" when none).
-std::string unsafeGlobalsOfZipFile(const std::string& path);
-// max_abs_difference of two tensor nodes of file outlines (not assembled ones), of one dtype and shape.
+std::string unsafeGlobalsOfFile(const std::string& path);
+// max_abs_difference of two tensor nodes of outlines, of one dtype and shape.
 double maxAbsDifference(const OutlineNode& a, const OutlineNode& b);
 // convert_outline.
-void convertZipFile(const std::string& source, const std::string& target, bool allow_unsafe_globals);
+void convertFile(const std::string& source, const std::string& target, bool allow_unsafe_globals);
 // convert_sharded_outline: a sharded directory consolidated, tensor by tensor.
 void convertShardedDirectory(const std::string& dir, const std::string& target, const std::string& archive_name,
                              bool allow_unsafe_globals);

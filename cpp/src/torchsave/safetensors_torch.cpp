@@ -180,18 +180,6 @@ ValuePtr load_sharded(const std::string& index_path, const TorchLoadOptions& opt
 
 }  // namespace
 
-std::string safetensors_index_of(const std::string& path) {
-  std::error_code error;
-  if (fs::is_directory(path, error)) {
-    const fs::path index = fs::path(path) / "model.safetensors.index.json";
-    return fs::is_regular_file(index, error) ? index.string() : std::string();
-  }
-  static constexpr std::string_view kSuffix = ".safetensors.index.json";
-  return path.size() > kSuffix.size() && path.compare(path.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0
-             ? path
-             : std::string();
-}
-
 ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options) {
   const std::string index = safetensors_index_of(path);
   return index.empty() ? load_single(path, options) : load_sharded(index, options);

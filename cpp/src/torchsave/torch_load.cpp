@@ -218,35 +218,6 @@ TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions&
   return load_legacy(file, options.weights_only);
 }
 
-std::vector<std::string> unsafe_globals_in_file(const std::string& path) {
-  auto file = MappedFile::open(path);
-  if (file->size() == 0) throw FormatError(concat(path, ": file is empty"));
-  if (is_zip(*file)) {
-    ZipReader zip(file);
-    const ZipRecord* record = zip.find("data.pkl");
-    if (!record) throw FormatError(concat(path, ": no data.pkl record: not a torch.save checkpoint"));
-    try {
-      return unsafe_globals_in_pickle(zip.data(*record, /*verify_crc=*/true));
-    } catch (const FormatError& e) {
-      throw FormatError(concat(path, ": ", zip.archive_name(), "/data.pkl: ", e.what()));
-    }
-  }
-  // Legacy: magic, protocol, sys_info, the object pickle, the storage keys; then raw bytes.
-  const std::string whole = file->read_string(0, file->size());
-  const std::string_view all(whole);
-  WeightsOnlyGuard refused(/*enabled=*/true);
-  UnpickleHooks hooks;
-  hooks.persistent_load = [](const ValuePtr&) { return Value::none(); };
-  refused.install(hooks);
-  size_t pos = 0;
-  try {
-    for (int i = 0; i < 5; ++i) pos += unpickle(all.substr(pos), hooks).consumed;
-  } catch (const FormatError& e) {
-    throw FormatError(concat(path, ": ", e.what()));
-  }
-  return refused.found();
-}
-
 TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name, const TorchLoadOptions& options) {
   if (bytes.empty()) throw FormatError(concat(name, ": object is empty"));
   auto file = MappedFile::from_bytes(std::move(bytes), name, /*writable=*/true);

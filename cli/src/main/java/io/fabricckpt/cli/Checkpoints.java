@@ -1,16 +1,10 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.cli.format.TensorInfo;
 import io.fabricckpt.core.Parameter;
 import io.fabricckpt.core.PyOrderedDict;
 import io.fabricckpt.core.PyTuple;
-import io.fabricckpt.core.ReadOptions;
-import java.io.IOException;
-import java.io.InputStream;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collection;
@@ -24,64 +18,14 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 
 /**
- * How the commands read checkpoints. A torch.save file of the zip format (what torch >= 1.6 and
- * Lightning write) and a sharded directory go through the torch-free format library
- * ({@link Outlines}): libtorch is never loaded and no tensor data is read until a command asks for
- * it. A legacy (pre-1.6) file and a safetensors file go through the library ({@link TorchFiles}), which
- * loads libtorch (safetensors mapped: no tensor byte is read until asked for), and so does diff of a
- * sharded directory (its tensors are assembled from chunks to be compared).
+ * How the commands read checkpoints. Every local checkpoint (a torch.save file of the zip or legacy
+ * format, a safetensors file or Hugging Face sharded one, a sharded directory) goes through the
+ * torch-free format library ({@link Outlines}): libtorch is never loaded and no tensor data is read
+ * until a command asks for it, then piece by piece. Objects in storage ({@link ObjectLocations}) go
+ * through the library, which loads libtorch.
  */
 final class Checkpoints {
     private Checkpoints() {}
-
-    /**
-     * Whether {@code path} is a legacy file (a pickle stream: its first byte is pickle's PROTO opcode),
-     * which needs the library. A directory is a sharded checkpoint; anything else is read as a zip
-     * file, which fails with a clear message when it is not one.
-     */
-    static boolean isLegacyFile(Path path) {
-        if (Files.isDirectory(path)) {
-            return false;
-        }
-        try (InputStream in = Files.newInputStream(path)) {
-            return in.read() == PICKLE_PROTO;
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + path + ": " + e.getMessage(), e);
-        }
-    }
-
-    private static final int PICKLE_PROTO = 0x80;
-
-    /**
-     * Whether {@code path} is a safetensors file (an 8-byte little-endian header length that fits, then
-     * '{'), or a Hugging Face sharded checkpoint: its {@code *.safetensors.index.json} or a directory
-     * holding {@code model.safetensors.index.json}.
-     */
-    static boolean isSafetensorsFile(Path path) {
-        if (Files.isDirectory(path)) {
-            return Files.isRegularFile(path.resolve("model.safetensors.index.json"));
-        }
-        if (path.getFileName() != null && path.getFileName().toString().endsWith(".safetensors.index.json")) {
-            return true;
-        }
-        try (InputStream in = Files.newInputStream(path)) {
-            byte[] head = in.readNBytes(9);
-            if (head.length < 9 || head[8] != '{') {
-                return false;
-            }
-            long n = java.nio.ByteBuffer.wrap(head, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
-            return n >= 0 && n <= SAFETENSORS_MAX_HEADER && n <= Files.size(path) - 8;
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + path + ": " + e.getMessage(), e);
-        }
-    }
-
-    private static final long SAFETENSORS_MAX_HEADER = 100_000_000L; // the Rust crate's limit
-
-    /** Whether {@code path} is a file the torch-free outlines cannot read: legacy or safetensors. */
-    static boolean needsLibrary(Path path) {
-        return isLegacyFile(path) || isSafetensorsFile(path);
-    }
 
     /** Whether {@code path} names a safetensors target (which the library writes). */
     static boolean isSafetensorsName(Path path) {
@@ -89,26 +33,14 @@ final class Checkpoints {
                 && path.getFileName().toString().toLowerCase(java.util.Locale.ROOT).endsWith(".safetensors");
     }
 
-    /** The tree, tensors as {@link TensorInfo}s: an outline, or mapped by the library for a legacy file. */
+    /** The tree, tensors as {@link TensorInfo}s over the files (their bytes read only when compared). */
     static Object read(Path path) {
-        if (needsLibrary(path)) {
-            return describeTensors(TorchFiles.read(path, ReadOptions.mapped()));
-        }
-        if (Files.isDirectory(path)) {
-            return Outlines.readSharded(path);
-        }
         return Outlines.read(path);
     }
 
-    /**
-     * Two checkpoints to compare, read the same way: as outlines when both are zip files (their tensors
-     * compared piece by piece from the files), else both by the library into owned memory.
-     */
+    /** Two checkpoints to compare, read as {@link #read} does: their tensors compared piece by piece. */
     static Object[] readForComparison(Path a, Path b) {
-        if (Files.isDirectory(a) || Files.isDirectory(b) || needsLibrary(a) || needsLibrary(b)) {
-            return new Object[] {describeTensors(TorchFiles.read(a)), describeTensors(TorchFiles.read(b))};
-        }
-        return new Object[] {Outlines.read(a), Outlines.read(b)};
+        return new Object[] {read(a), read(b)};
     }
 
     /** The largest absolute difference of two tensors of one dtype and shape read by {@link #readForComparison}. */
@@ -120,10 +52,7 @@ final class Checkpoints {
     }
 
     static List<String> unsafeGlobals(Path path) {
-        if (isSafetensorsFile(path)) {
-            return List.of(); // no pickle, no globals
-        }
-        return isLegacyFile(path) ? TorchFiles.unsafeGlobals(path) : Outlines.unsafeGlobals(path);
+        return Outlines.unsafeGlobals(path);
     }
 
     /** The library's tree with each tensor (and parameter) replaced by its {@link TensorInfo}. */

@@ -2,7 +2,6 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -42,19 +41,14 @@ final class ConvertCli implements Callable<Integer> {
         }
         Path source = Paths.readable(Path.of(sourceLocation));
         Path target = Path.of(targetLocation);
-        // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time;
-        // a legacy file through the library.
-        if (Checkpoints.isSafetensorsName(target) || Checkpoints.isSafetensorsFile(source)) {
-            // To or from safetensors through the library: the tensors flattened, or a flat map of them.
+        // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time; a
+        // safetensors target through the library (the tensors flattened).
+        if (Checkpoints.isSafetensorsName(target)) {
             ProgressBar bar = new ProgressBar("convert");
             TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
             bar.finish();
-        } else if (Files.isDirectory(source)) {
+        } else if (Outlines.isShardedDirectory(source)) {
             Outlines.convertSharded(source, target, allowUnsafeGlobals);
-        } else if (Checkpoints.isLegacyFile(source)) {
-            ProgressBar bar = new ProgressBar("convert");
-            TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
-            bar.finish();
         } else {
             Outlines.convert(source, target, allowUnsafeGlobals);
         }

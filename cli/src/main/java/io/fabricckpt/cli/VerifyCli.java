@@ -32,9 +32,8 @@ final class VerifyCli implements Callable<Integer> {
         }
         Path path = Paths.readable(Path.of(location));
         try {
-            // A zip file or a sharded directory record by record without libtorch (bounded memory); a
-            // legacy or safetensors file by the library.
-            System.out.println(Checkpoints.needsLibrary(path) ? TorchFiles.verify(path) : Outlines.verify(path));
+            // Record by record (or item by item) without libtorch, in bounded memory.
+            System.out.println(Outlines.verify(path));
         } catch (CheckpointException | Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }

@@ -97,4 +97,62 @@ class TorchFreeCommandsTest {
         }
         assertEquals(-1, Files.mismatch(a, converted), "convert of a file this library wrote gives its bytes back");
     }
+
+    /** The project's test data (cpp/tests/data), from the cli module's directory where Maven runs the tests. */
+    private static Path testData(String relative) {
+        Path path = Path.of("..", "cpp", "tests", "data").resolve(relative).toAbsolutePath().normalize();
+        assertTrue(Files.exists(path), path + " is missing");
+        return path;
+    }
+
+    /**
+     * Legacy (pre-1.6) torch.save files, safetensors files, Hugging Face sharded checkpoints and sharded
+     * directories too: the format library reads them all, so no command loads libtorch for them.
+     */
+    @Test
+    void legacySafetensorsAndShardedCheckpointsNeedNoLibtorchEither() throws Exception {
+        Path legacy = testData("torch/legacy.pt"), sharded = testData("dcp/single");
+        Path st = dir.resolve("m.safetensors");
+        Map<String, Object> tensors = new LinkedHashMap<>();
+        tensors.put("w", torch.arange(new Scalar(6.0)).reshape(2, 3));
+        tensors.put("i", torch.arange(new Scalar(3)));
+        TorchFiles.write(st, tensors);
+        Path hf = dir.resolve("hf");
+        Files.createDirectories(hf);
+        TorchFiles.write(hf.resolve("model-00001-of-00001.safetensors"), tensors);
+        Files.writeString(hf.resolve("model.safetensors.index.json"), "{\"metadata\": {\"total_size\": 72}, \"weight_map\": "
+                + "{\"w\": \"model-00001-of-00001.safetensors\", \"i\": \"model-00001-of-00001.safetensors\"}}");
+        Path fromLegacy = dir.resolve("legacy.ckpt"), fromSt = dir.resolve("st.ckpt"), fromHf = dir.resolve("hf.ckpt");
+        Path fromSharded = dir.resolve("sharded.ckpt");
+        Object[][] cases = {
+            {0, new String[] {"inspect", legacy.toString()}, "w: tensor Float [2, 3] (24 bytes)"},
+            {0, new String[] {"verify", legacy.toString()}, ": OK (legacy format, 2 tensors over 2 storages of 48 bytes)"},
+            {0, new String[] {"convert", legacy.toString(), fromLegacy.toString()}, "wrote " + fromLegacy},
+            {0, new String[] {"diff", legacy.toString(), fromLegacy.toString()}, "checkpoints are equal (3 entries)"},
+            {0, new String[] {"inspect", st.toString()}, "i: tensor Long [3] (24 bytes)"},
+            {0, new String[] {"verify", st.toString()}, "ok: safetensors, 2 tensors, 48 bytes of tensor data"},
+            {0, new String[] {"convert", st.toString(), fromSt.toString()}, "wrote " + fromSt},
+            {1, new String[] {"diff", st.toString(), fromLegacy.toString()}, "checkpoints differ"},
+            {0, new String[] {"diff", st.toString(), hf.toString()}, "checkpoints are equal (2 entries)"},
+            {0, new String[] {"verify", hf.toString()}, "ok: safetensors index of 1 shards, 2 tensors"},
+            {0, new String[] {"convert", hf.toString(), fromHf.toString()}, "wrote " + fromHf},
+            {0, new String[] {"inspect", sharded.toString()}, "tensor"},
+            {0, new String[] {"convert", sharded.toString(), fromSharded.toString()}, "wrote " + fromSharded},
+            {0, new String[] {"diff", sharded.toString(), fromSharded.toString()}, "checkpoints are equal"},
+        };
+        for (Object[] c : cases) {
+            String[] args = (String[]) c[1];
+            ChildCli.Result r = ChildCli.run(dir, args);
+            String what = String.join(" ", args) + " (" + r.millis() + " ms):\n" + r.out() + r.err();
+            assertEquals(c[0], r.code(), what);
+            assertTrue(r.out().contains((String) c[2]), what);
+            assertFalse(r.loadedTorch(), "libtorch was loaded by " + what);
+        }
+        // What the library's convert writes for the same sources (TorchFiles loads them with libtorch).
+        for (Path[] pair : new Path[][] {{legacy, fromLegacy}, {st, fromSt}, {hf, fromHf}}) {
+            Path reference = dir.resolve("reference-" + pair[1].getFileName());
+            TorchFiles.convert(pair[0], reference);
+            assertEquals(-1, Files.mismatch(reference, pair[1]), "convert of " + pair[0]);
+        }
+    }
 }

@@ -30,7 +30,7 @@ public final class FormatNative {
 
     public static native @ByVal OutlineNode readOutline(@StdString BytePointer path);
 
-    public static native @StdString BytePointer verifyZipFile(@StdString BytePointer path);
+    public static native @StdString BytePointer verifyFile(@StdString BytePointer path);
 
     public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
 
@@ -38,11 +38,11 @@ public final class FormatNative {
 
     public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);
 
-    public static native @StdString BytePointer unsafeGlobalsOfZipFile(@StdString BytePointer path);
+    public static native @StdString BytePointer unsafeGlobalsOfFile(@StdString BytePointer path);
 
     public static native double maxAbsDifference(@Const @ByRef OutlineNode a, @Const @ByRef OutlineNode b);
 
-    public static native void convertZipFile(@StdString BytePointer source, @StdString BytePointer target,
+    public static native void convertFile(@StdString BytePointer source, @StdString BytePointer target,
             @Cast("bool") boolean allowUnsafeGlobals);
 
     public static native void convertShardedDirectory(@StdString BytePointer dir, @StdString BytePointer target,

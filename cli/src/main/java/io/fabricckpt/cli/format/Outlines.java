@@ -21,9 +21,11 @@ import java.util.Set;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
- * torch.save zip files through the torch-free native library ({@link FormatNative}): the tree as the
- * library's value types with {@link TensorInfo} for tensors, verify, compare, convert, clean. Native
- * failures come back as {@link FormatException} carrying the native message (file, record, offset).
+ * Checkpoints through the torch-free native library ({@link FormatNative}): torch.save files (zip and
+ * legacy), safetensors files and Hugging Face sharded ones, and sharded torch.distributed.checkpoint
+ * directories; the tree as the library's value types with {@link TensorInfo} for tensors, verify,
+ * compare, convert, clean. Native failures come back as {@link FormatException} carrying the native
+ * message (file, record, offset).
  */
 public final class Outlines {
     private Outlines() {}
@@ -37,8 +39,22 @@ public final class Outlines {
         }
     }
 
-    /** The tree of a torch.save zip file; tensors are {@link TensorInfo}s whose source is their node. */
+    /**
+     * Whether {@code path} is a torch.distributed.checkpoint directory (any directory but a Hugging Face
+     * sharded checkpoint's, which holds {@code model.safetensors.index.json}).
+     */
+    public static boolean isShardedDirectory(Path path) {
+        return Files.isDirectory(path) && !Files.isRegularFile(path.resolve("model.safetensors.index.json"));
+    }
+
+    /**
+     * The tree of a checkpoint (a sharded directory: {@link #readSharded}); tensors are
+     * {@link TensorInfo}s whose source is their node. No tensor data is read.
+     */
     public static Object read(Path path) {
+        if (isShardedDirectory(path)) {
+            return readSharded(path);
+        }
         OutlineNode root = call(() -> FormatNative.readOutline(path(path)));
         try {
             return new ToJava().convert(root);
@@ -60,18 +76,18 @@ public final class Outlines {
         }
     }
 
-    /** verify of a torch.save zip file or (a directory) a sharded checkpoint, item by item. */
+    /** verify of a checkpoint file or sharded directory, record by record or item by item. */
     public static String verify(Path path) {
-        if (Files.isDirectory(path)) {
+        if (isShardedDirectory(path)) {
             return call(() -> string(FormatNative.verifyShardedDirectory(path(path))));
         }
-        return call(() -> string(FormatNative.verifyZipFile(path(path))));
+        return call(() -> string(FormatNative.verifyFile(path(path))));
     }
 
-    /** The globals outside torch's weights_only allowlist of a zip file or a sharded directory. */
+    /** The globals outside torch's weights_only allowlist of a checkpoint file or sharded directory. */
     public static List<String> unsafeGlobals(Path path) {
-        String lines = call(() -> string(Files.isDirectory(path)
-                ? FormatNative.unsafeGlobalsOfShardedDirectory(path(path)) : FormatNative.unsafeGlobalsOfZipFile(path(path))));
+        String lines = call(() -> string(isShardedDirectory(path)
+                ? FormatNative.unsafeGlobalsOfShardedDirectory(path(path)) : FormatNative.unsafeGlobalsOfFile(path(path))));
         return lines.isEmpty() ? List.of() : List.of(lines.split("\n"));
     }
 
@@ -83,9 +99,10 @@ public final class Outlines {
         return call(() -> FormatNative.maxAbsDifference(x, y));
     }
 
+    /** A checkpoint file written again as one torch.save file, one storage in memory at a time. */
     public static void convert(Path source, Path target, boolean allowUnsafeGlobals) {
         call(() -> {
-            FormatNative.convertZipFile(path(source), path(target), allowUnsafeGlobals);
+            FormatNative.convertFile(path(source), path(target), allowUnsafeGlobals);
             return null;
         });
     }

@@ -1,0 +1,161 @@
+// safetensors files outlined without libtorch: the dict of tensors `safetensors.torch.load_file`
+// gives, each tensor the recipe torch.save would pickle for it over a storage that is its byte range
+// in the file. A Hugging Face sharded checkpoint is every shard's tensors, shard by shard in its
+// index's order (as the libtorch load_safetensors_file reads it).
+#include <array>
+#include <filesystem>
+#include <string_view>
+#include <unordered_map>
+
+#include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/outline.h"
+#include "fabricckpt/safetensors.h"
+
+namespace fabricckpt {
+
+namespace st = safetensors;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The torch dtype safetensors.torch gives each file dtype; F6_* have none.
+constexpr std::array<std::pair<st::Dtype, std::string_view>, 20> kTorchNames{{
+    {st::Dtype::BOOL, "bool"},           {st::Dtype::U8, "uint8"},
+    {st::Dtype::I8, "int8"},             {st::Dtype::I16, "int16"},
+    {st::Dtype::U16, "uint16"},          {st::Dtype::F16, "float16"},
+    {st::Dtype::BF16, "bfloat16"},       {st::Dtype::I32, "int32"},
+    {st::Dtype::U32, "uint32"},          {st::Dtype::F32, "float32"},
+    {st::Dtype::F64, "float64"},         {st::Dtype::I64, "int64"},
+    {st::Dtype::U64, "uint64"},          {st::Dtype::C64, "complex64"},
+    {st::Dtype::F8_E4M3, "float8_e4m3fn"}, {st::Dtype::F8_E5M2, "float8_e5m2"},
+    {st::Dtype::F8_E4M3FNUZ, "float8_e4m3fnuz"}, {st::Dtype::F8_E5M2FNUZ, "float8_e5m2fnuz"},
+    {st::Dtype::F8_E8M0, "float8_e8m0fnu"}, {st::Dtype::F4, "float4_e2m1fn_x2"},
+}};
+
+DtypeInfo torch_dtype(const st::TensorInfo& t, const std::string& path) {
+  for (const auto& [file_dtype, name] : kTorchNames) {
+    if (file_dtype == t.dtype) return *dtype_of_torch_name(std::string(name));
+  }
+  throw FormatError(concat(path, ": tensor '", t.name, "' has dtype ", st::dtype_name(t.dtype),
+                           ", for which libtorch has no type"));
+}
+
+// The torch sizes of an entry: F4 packs two elements a byte, torch's float4_e2m1fn_x2 counts bytes.
+std::vector<int64_t> torch_sizes(const st::TensorInfo& t, const std::string& path) {
+  std::vector<int64_t> sizes;
+  for (const uint64_t d : t.shape) {
+    if (d > static_cast<uint64_t>(INT64_MAX)) throw FormatError(concat(path, ": tensor '", t.name, "': dimension too large"));
+    sizes.push_back(static_cast<int64_t>(d));
+  }
+  if (t.dtype == st::Dtype::F4) {
+    if (sizes.empty() || sizes.back() % 2 != 0) {
+      throw FormatError(concat(path, ": tensor '", t.name, "' of F4 needs an even last dimension for torch"));
+    }
+    sizes.back() /= 2;
+  }
+  return sizes;
+}
+
+// What outlining holds: the shard files and the storages the tree points to.
+struct SafetensorsFiles {
+  std::vector<std::shared_ptr<const MappedFile>> files;
+  std::vector<std::shared_ptr<StorageOutline>> storages;
+};
+
+// One file's tensors into `root`, in data order; `holder` maps each tensor to the file it came from.
+void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& root,
+              std::unordered_map<std::string, std::string>* holder, const std::string& index_path) {
+  auto file = MappedFile::open(path);
+  const st::Header header = st::read_header(*file);
+  for (const auto& t : header.tensors) {
+    const DtypeInfo dtype = torch_dtype(t, path);
+    const std::vector<int64_t> sizes = torch_sizes(t, path);
+    const auto storage_class = storage_class_of_dtype(dtype.name);
+    auto storage = std::make_shared<StorageOutline>();
+    storage->source = file.get();
+    storage->offset = header.data_start() + t.begin;
+    storage->stored = t.nbytes();
+    storage->key = t.name;
+    storage->location = "cpu";
+    storage->dtype = storage_class ? dtype : DtypeInfo{"Byte", 1};
+    storage->numel = t.nbytes() / storage->dtype.element_size;
+    if (holder) {
+      if (auto [it, fresh] = holder->emplace(t.name, fs::path(path).filename().string()); !fresh) {
+        throw FormatError(concat(index_path, ": tensor '", t.name, "' is in both ", it->second, " and ",
+                                 fs::path(path).filename().string()));
+      }
+    }
+    std::vector<int64_t> strides(sizes.size(), 1);
+    for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * sizes[d];
+    auto node = Value::storage(StorageRef{storage, storage_class.value_or("UntypedStorage")});
+    root->dict().set(Value::string(t.name),
+                     tensor_recipe(node, dtype.name, 0, sizes, strides, false, storage_class.has_value()));
+    owner.storages.push_back(std::move(storage));
+  }
+  owner.files.push_back(std::move(file));
+}
+
+// The largest index read (the crate's header limit: an index lists no more than its shards' headers).
+constexpr uint64_t kMaxIndexSize = st::kMaxHeaderSize;
+
+st::ShardIndex read_index(const std::string& index_path) {
+  const auto file = MappedFile::open(index_path);
+  if (file->size() > kMaxIndexSize) {
+    throw FormatError(concat(index_path, ": safetensors index of ", file->size(), " bytes is over the limit"));
+  }
+  return st::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index_path);
+}
+
+}  // namespace
+
+FileOutline read_safetensors_outline(const std::string& path) {
+  auto owner = std::make_shared<SafetensorsFiles>();
+  FileOutline out;
+  out.format = OutlineFormat::Safetensors;
+  out.root = Value::plain_dict();
+  const std::string index_path = safetensors_index_of(path);
+  if (index_path.empty()) {
+    add_file(path, *owner, out.root, nullptr, path);
+  } else {
+    const st::ShardIndex index = read_index(index_path);
+    const fs::path dir = fs::path(index_path).parent_path();
+    std::unordered_map<std::string, std::string> holder;  // tensor -> the shard it came from
+    for (const auto& name : index.files) add_file((dir / name).string(), *owner, out.root, &holder, index_path);
+    for (const auto& [tensor, name] : index.weight_map) {
+      const auto found = holder.find(tensor);
+      if (found == holder.end() || found->second != name) {
+        throw FormatError(concat(index_path, ": the index maps tensor '", tensor, "' to ", name, ", which does not hold it"));
+      }
+    }
+  }
+  for (const auto& s : owner->storages) out.storages.push_back(s.get());
+  out.owner = owner;
+  return out;
+}
+
+std::string verify_safetensors(const std::string& path) {
+  const FileOutline outline = read_safetensors_outline(path);  // headers, dtypes, the index against its shards
+  const auto& owner = *static_cast<const SafetensorsFiles*>(outline.owner.get());
+  uint64_t bytes = 0;
+  size_t metadata = 0;
+  std::vector<char> buffer(size_t{4} << 20);
+  for (const auto& file : owner.files) {  // every byte readable (the format has no checksum to check)
+    const st::Header header = st::read_header(*file);
+    metadata += header.metadata ? header.metadata->size() : 0;
+    for (uint64_t at = header.data_start(); at < file->size();) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), file->size() - at));
+      file->read_at(at, buffer.data(), n);
+      at += n;
+    }
+    bytes += file->size() - header.data_start();
+  }
+  const size_t tensors = owner.storages.size();
+  return safetensors_index_of(path).empty()
+             ? concat("ok: safetensors, ", tensors, " tensors, ", bytes, " bytes of tensor data, ", metadata,
+                      " metadata entries")
+             : concat("ok: safetensors index of ", owner.files.size(), " shards, ", tensors, " tensors, ", bytes,
+                      " bytes of tensor data");
+}
+
+}  // namespace fabricckpt

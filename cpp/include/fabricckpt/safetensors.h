@@ -67,6 +67,11 @@ Header read_header(const ReadSource& source);
 // The checks of read_header on the JSON text alone, for a file whose data part has `data_size` bytes.
 Header parse_header(std::string_view json, uint64_t data_size, const std::string& name);
 
+// The sizes torch gives entry `t` (safetensors.torch): its shape, except that F4 packs two elements a
+// byte and torch's float4_e2m1fn_x2 counts bytes (the last dimension halved, which must be even).
+// FormatError naming `path` and the tensor otherwise, or for a dimension past int64.
+std::vector<int64_t> torch_sizes(const TensorInfo& t, const std::string& path);
+
 // Whether a file starts as a safetensors file does: a plausible length then '{'.
 bool looks_like_safetensors(const ReadSource& source);
 

@@ -41,22 +41,6 @@ DtypeInfo torch_dtype(const st::TensorInfo& t, const std::string& path) {
                            ", for which libtorch has no type"));
 }
 
-// The torch sizes of an entry: F4 packs two elements a byte, torch's float4_e2m1fn_x2 counts bytes.
-std::vector<int64_t> torch_sizes(const st::TensorInfo& t, const std::string& path) {
-  std::vector<int64_t> sizes;
-  for (const uint64_t d : t.shape) {
-    if (d > static_cast<uint64_t>(INT64_MAX)) throw FormatError(concat(path, ": tensor '", t.name, "': dimension too large"));
-    sizes.push_back(static_cast<int64_t>(d));
-  }
-  if (t.dtype == st::Dtype::F4) {
-    if (sizes.empty() || sizes.back() % 2 != 0) {
-      throw FormatError(concat(path, ": tensor '", t.name, "' of F4 needs an even last dimension for torch"));
-    }
-    sizes.back() /= 2;
-  }
-  return sizes;
-}
-
 // What outlining holds: the shard files and the storages the tree points to.
 struct SafetensorsFiles {
   std::vector<std::shared_ptr<const MappedFile>> files;
@@ -70,7 +54,7 @@ void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& 
   const st::Header header = st::read_header(*file);
   for (const auto& t : header.tensors) {
     const DtypeInfo dtype = torch_dtype(t, path);
-    const std::vector<int64_t> sizes = torch_sizes(t, path);
+    const std::vector<int64_t> sizes = st::torch_sizes(t, path);
     const auto storage_class = storage_class_of_dtype(dtype.name);
     auto storage = std::make_shared<StorageOutline>();
     storage->source = file.get();

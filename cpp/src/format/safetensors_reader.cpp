@@ -256,6 +256,21 @@ bool looks_like_safetensors(const ReadSource& source) {
   return n <= kMaxHeaderSize && n <= source.size() - 8 && raw[8] == '{';
 }
 
+std::vector<int64_t> torch_sizes(const TensorInfo& t, const std::string& path) {
+  std::vector<int64_t> sizes;
+  for (const uint64_t d : t.shape) {
+    if (d > static_cast<uint64_t>(INT64_MAX)) throw FormatError(concat(path, ": tensor '", t.name, "': dimension too large"));
+    sizes.push_back(static_cast<int64_t>(d));
+  }
+  if (t.dtype == Dtype::F4) {
+    if (sizes.empty() || sizes.back() % 2 != 0) {
+      throw FormatError(concat(path, ": tensor '", t.name, "' of F4 needs an even last dimension for torch"));
+    }
+    sizes.back() /= 2;
+  }
+  return sizes;
+}
+
 }  // namespace fabricckpt::safetensors
 
 namespace fabricckpt {

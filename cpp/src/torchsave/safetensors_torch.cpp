@@ -56,22 +56,6 @@ std::optional<st::Dtype> file_dtype(ScalarType dtype) {
   return std::nullopt;
 }
 
-// The torch sizes of an entry: F4 packs two elements a byte, torch's float4_e2m1fn_x2 counts bytes.
-std::vector<int64_t> torch_sizes(const st::TensorInfo& t, const std::string& path) {
-  std::vector<int64_t> sizes;
-  for (const uint64_t d : t.shape) {
-    if (d > static_cast<uint64_t>(INT64_MAX)) throw FormatError(concat(path, ": tensor '", t.name, "': dimension too large"));
-    sizes.push_back(static_cast<int64_t>(d));
-  }
-  if (t.dtype == st::Dtype::F4) {
-    if (sizes.empty() || sizes.back() % 2 != 0) {
-      throw FormatError(concat(path, ": tensor '", t.name, "' of F4 needs an even last dimension for torch"));
-    }
-    sizes.back() /= 2;
-  }
-  return sizes;
-}
-
 ValuePtr tensor_value(at::Tensor tensor) {
   TensorRef ref;
   ref.tensor = std::make_shared<at::Tensor>(std::move(tensor));
@@ -204,7 +188,7 @@ at::Tensor entry_tensor(const std::shared_ptr<const MappedFile>& file, const st:
     throw FormatError(concat(path, ": tensor '", t.name, "' has dtype ", st::dtype_name(t.dtype),
                              ", for which libtorch has no type"));
   }
-  const std::vector<int64_t> sizes = torch_sizes(t, path);
+  const std::vector<int64_t> sizes = st::torch_sizes(t, path);
   const size_t nbytes = static_cast<size_t>(t.nbytes());
   if (nbytes == 0) return at::empty(sizes, at::TensorOptions().dtype(*dtype));
   at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));

@@ -73,6 +73,18 @@ class TorchFreeCommandsTest {
         return path;
     }
 
+    /** Runs each case {exit code, arguments, expected output} in a fresh JVM that must never map libtorch. */
+    private void runWithoutLibtorch(Object[][] cases) throws Exception {
+        for (Object[] c : cases) {
+            String[] args = (String[]) c[1];
+            ChildCli.Result r = ChildCli.run(dir, args);
+            String what = String.join(" ", args) + " (" + r.millis() + " ms):\n" + r.out() + r.err();
+            assertEquals(c[0], r.code(), what);
+            assertTrue(r.out().contains((String) c[2]), what);
+            assertFalse(r.loadedTorch(), "libtorch was loaded by " + what);
+        }
+    }
+
     @Test
     void inspectVerifyDiffConvertCleanAndVersionNeverLoadLibtorch() throws Exception {
         Path a = checkpoint("a.ckpt", 1), b = checkpoint("b.ckpt", 2);
@@ -87,14 +99,7 @@ class TorchFreeCommandsTest {
             {0, new String[] {"clean", a.toString()}, "nothing to clean beside " + a},
             {0, new String[] {"--version"}, "fabric-ckpt "},
         };
-        for (Object[] c : cases) {
-            String[] args = (String[]) c[1];
-            ChildCli.Result r = ChildCli.run(dir, args);
-            String what = String.join(" ", args) + " (" + r.millis() + " ms):\n" + r.out() + r.err();
-            assertEquals(c[0], r.code(), what);
-            assertTrue(r.out().contains((String) c[2]), what);
-            assertFalse(r.loadedTorch(), "libtorch was loaded by " + what);
-        }
+        runWithoutLibtorch(cases);
         assertEquals(-1, Files.mismatch(a, converted), "convert of a file this library wrote gives its bytes back");
     }
 
@@ -140,14 +145,7 @@ class TorchFreeCommandsTest {
             {0, new String[] {"convert", sharded.toString(), fromSharded.toString()}, "wrote " + fromSharded},
             {0, new String[] {"diff", sharded.toString(), fromSharded.toString()}, "checkpoints are equal"},
         };
-        for (Object[] c : cases) {
-            String[] args = (String[]) c[1];
-            ChildCli.Result r = ChildCli.run(dir, args);
-            String what = String.join(" ", args) + " (" + r.millis() + " ms):\n" + r.out() + r.err();
-            assertEquals(c[0], r.code(), what);
-            assertTrue(r.out().contains((String) c[2]), what);
-            assertFalse(r.loadedTorch(), "libtorch was loaded by " + what);
-        }
+        runWithoutLibtorch(cases);
         // What the library's convert writes for the same sources (TorchFiles loads them with libtorch).
         for (Path[] pair : new Path[][] {{legacy, fromLegacy}, {st, fromSt}, {hf, fromHf}}) {
             Path reference = dir.resolve("reference-" + pair[1].getFileName());

@@ -117,6 +117,8 @@ FileOutline read_file_outline(const std::string& path);
 // The two formats read_file_outline adds (outline_legacy.cpp, outline_safetensors.cpp).
 FileOutline read_legacy_outline(std::shared_ptr<const MappedFile> file);
 FileOutline read_safetensors_outline(const std::string& path);
+// verify_outline's part for what read_safetensors_outline gave for `path`.
+std::string verify_safetensors_outline(const std::string& path, const FileOutline& outline);
 
 // The recipe the libtorch writer pickles for a tensor (torch_rebuild.cpp's StorageCollector::tensor_args):
 // _rebuild_tensor_v2 over a typed storage, _rebuild_tensor_v3 with the dtype over an UntypedStorage.
@@ -131,11 +133,9 @@ std::optional<TensorOutline> tensor_of(const Value& node);
 // verify without libtorch: every record's CRC-32 (read in pieces), the pickle, every storage and
 // tensor view. The same one-line summary as the libtorch verify of a zip file. A legacy file: its
 // pickles, storages and views, every byte read ("legacy format" in place of the record count).
-// A safetensors file or sharded checkpoint: verify_safetensors.
+// A safetensors file or sharded checkpoint (read_safetensors_outline checked its headers, dtypes and
+// index): every tensor byte read (the format carries no checksum), "ok: safetensors, N tensors, ...".
 std::string verify_outline(const std::string& path);
-// The header's rules, every tensor byte read (the format carries no checksum), every dtype one torch
-// has, an index's shards holding what it maps and nothing twice: "ok: safetensors, N tensors, ...".
-std::string verify_safetensors(const std::string& path);
 
 // The globals of the file's data.pkl outside torch's weights_only allowlist (unsafe_globals_of_file for zip files).
 std::vector<std::string> unsafe_globals_of_zip_file(const std::string& path);

@@ -330,7 +330,7 @@ std::vector<std::string> unsafe_globals_of_file(const std::string& path) {
 
 std::string verify_outline(const std::string& path) {
   const FileOutline outline = read_file_outline(path);
-  if (outline.format == OutlineFormat::Safetensors) return verify_safetensors(path);
+  if (outline.format == OutlineFormat::Safetensors) return verify_safetensors_outline(path, outline);
   std::string checked;
   if (outline.format == OutlineFormat::Zip) {
     const ZipReader& zip = outline.zip->zip();

@@ -2,6 +2,7 @@
 // gives, each tensor the recipe torch.save would pickle for it over a storage that is its byte range
 // in the file. A Hugging Face sharded checkpoint is every shard's tensors, shard by shard in its
 // index's order (as the libtorch load_safetensors_file reads it).
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <string_view>
@@ -44,6 +45,8 @@ DtypeInfo torch_dtype(const st::TensorInfo& t, const std::string& path) {
 // What outlining holds: the shard files and the storages the tree points to.
 struct SafetensorsFiles {
   std::vector<std::shared_ptr<const MappedFile>> files;
+  std::vector<uint64_t> data_start;  // per file, where its tensors' bytes begin
+  size_t metadata_entries = 0;       // of every file's __metadata__
   std::vector<std::shared_ptr<StorageOutline>> storages;
 };
 
@@ -77,6 +80,8 @@ void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& 
                      tensor_recipe(node, dtype.name, 0, sizes, strides, false, storage_class.has_value()));
     owner.storages.push_back(std::move(storage));
   }
+  owner.data_start.push_back(header.data_start());
+  owner.metadata_entries += header.metadata ? header.metadata->size() : 0;
   owner.files.push_back(std::move(file));
 }
 
@@ -118,26 +123,23 @@ FileOutline read_safetensors_outline(const std::string& path) {
   return out;
 }
 
-std::string verify_safetensors(const std::string& path) {
-  const FileOutline outline = read_safetensors_outline(path);  // headers, dtypes, the index against its shards
+std::string verify_safetensors_outline(const std::string& path, const FileOutline& outline) {
   const auto& owner = *static_cast<const SafetensorsFiles*>(outline.owner.get());
   uint64_t bytes = 0;
-  size_t metadata = 0;
   std::vector<char> buffer(size_t{4} << 20);
-  for (const auto& file : owner.files) {  // every byte readable (the format has no checksum to check)
-    const st::Header header = st::read_header(*file);
-    metadata += header.metadata ? header.metadata->size() : 0;
-    for (uint64_t at = header.data_start(); at < file->size();) {
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), file->size() - at));
-      file->read_at(at, buffer.data(), n);
+  for (size_t f = 0; f < owner.files.size(); ++f) {  // every byte readable (the format has no checksum to check)
+    const MappedFile& file = *owner.files[f];
+    for (uint64_t at = owner.data_start[f]; at < file.size();) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), file.size() - at));
+      file.read_at(at, buffer.data(), n);
       at += n;
     }
-    bytes += file->size() - header.data_start();
+    bytes += file.size() - owner.data_start[f];
   }
   const size_t tensors = owner.storages.size();
   return safetensors_index_of(path).empty()
-             ? concat("ok: safetensors, ", tensors, " tensors, ", bytes, " bytes of tensor data, ", metadata,
-                      " metadata entries")
+             ? concat("ok: safetensors, ", tensors, " tensors, ", bytes, " bytes of tensor data, ",
+                      owner.metadata_entries, " metadata entries")
              : concat("ok: safetensors index of ", owner.files.size(), " shards, ", tensors, " tensors, ", bytes,
                       " bytes of tensor data");
 }

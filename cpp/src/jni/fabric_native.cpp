@@ -321,7 +321,7 @@ NativeValue safetensorsMetadata(const std::string& path) {
   return NativeValue(dict);
 }
 
-std::string verifySafetensorsFile(const std::string& path) { return verify_safetensors(path); }
+std::string verifySafetensorsFile(const std::string& path) { return verify_outline(path); }
 
 NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,
                                  NativeProgress* progress) {

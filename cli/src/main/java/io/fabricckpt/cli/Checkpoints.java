@@ -1,6 +1,5 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.cli.format.TensorInfo;
 import io.fabricckpt.core.Parameter;
 import io.fabricckpt.core.PyOrderedDict;
@@ -15,14 +14,13 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch;
 
 /**
- * How the commands read checkpoints. Every local checkpoint (a torch.save file of the zip or legacy
- * format, a safetensors file or Hugging Face sharded one, a sharded directory) goes through the
- * torch-free format library ({@link Outlines}): libtorch is never loaded and no tensor data is read
+ * What the commands share about checkpoints. Every local checkpoint (a torch.save file of the zip or
+ * legacy format, a safetensors file or Hugging Face sharded one, a sharded directory) is read through
+ * the torch-free format library ({@link io.fabricckpt.cli.format.Outlines}): libtorch is never loaded and no tensor data is read
  * until a command asks for it, then piece by piece. Objects in storage ({@link ObjectLocations}) go
- * through the library, which loads libtorch.
+ * through the library, which loads libtorch; their trees are described here the same way.
  */
 final class Checkpoints {
     private Checkpoints() {}
@@ -31,28 +29,6 @@ final class Checkpoints {
     static boolean isSafetensorsName(Path path) {
         return path.getFileName() != null
                 && path.getFileName().toString().toLowerCase(java.util.Locale.ROOT).endsWith(".safetensors");
-    }
-
-    /** The tree, tensors as {@link TensorInfo}s over the files (their bytes read only when compared). */
-    static Object read(Path path) {
-        return Outlines.read(path);
-    }
-
-    /** Two checkpoints to compare, read as {@link #read} does: their tensors compared piece by piece. */
-    static Object[] readForComparison(Path a, Path b) {
-        return new Object[] {read(a), read(b)};
-    }
-
-    /** The largest absolute difference of two tensors of one dtype and shape read by {@link #readForComparison}. */
-    static double maxAbsDifference(TensorInfo a, TensorInfo b) {
-        if (a.source() instanceof Tensor x && b.source() instanceof Tensor y) {
-            return x.to(torch.ScalarType.Double).sub(y.to(torch.ScalarType.Double)).abs().max().item_double();
-        }
-        return Outlines.maxAbsDifference(a, b);
-    }
-
-    static List<String> unsafeGlobals(Path path) {
-        return Outlines.unsafeGlobals(path);
     }
 
     /** The library's tree with each tensor (and parameter) replaced by its {@link TensorInfo}. */

@@ -1,5 +1,6 @@
 package io.fabricckpt.cli;
 
+import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.cli.format.TensorInfo;
 import java.io.PrintStream;
 import java.util.Collection;
@@ -68,7 +69,7 @@ final class Diff {
             if (java.util.Arrays.stream(x.shape()).anyMatch(d -> d == 0)) {
                 return null;
             }
-            double max = Checkpoints.maxAbsDifference(x, y);
+            double max = Outlines.maxAbsDifference(x, y);
             return max == 0.0 ? null : "max abs difference " + max;
         }
         if (a instanceof byte[] x && b instanceof byte[] y) {

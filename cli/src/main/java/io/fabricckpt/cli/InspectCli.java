@@ -1,5 +1,6 @@
 package io.fabricckpt.cli;
 
+import io.fabricckpt.cli.format.Outlines;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -28,8 +29,8 @@ final class InspectCli implements Callable<Integer> {
         // An s3:// location is read by the library (the object fetched with parallel ranged GETs).
         boolean remote = ObjectLocations.isRemote(location);
         Path path = remote ? null : Path.of(location);
-        Object checkpoint = remote ? ObjectLocations.read(location) : Checkpoints.read(Paths.readable(path));
-        List<String> unsafe = remote ? ObjectLocations.unsafeGlobals(location) : Checkpoints.unsafeGlobals(path);
+        Object checkpoint = remote ? ObjectLocations.read(location) : Outlines.read(Paths.readable(path));
+        List<String> unsafe = remote ? ObjectLocations.unsafeGlobals(location) : Outlines.unsafeGlobals(path);
         if (json) {
             String globals = unsafe.stream().map(g -> "\"" + g.replace("\\", "\\\\").replace("\"", "\\\"") + "\"")
                     .collect(Collectors.joining(","));

@@ -24,6 +24,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/safetensors_json.cpp
   src/format/safetensors_reader.cpp
   src/format/safetensors_writer.cpp
+  src/format/safetensors_index.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.
 set(FABRICCKPT_TORCHSAVE_SOURCES

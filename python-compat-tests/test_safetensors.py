@@ -141,6 +141,91 @@ def test_hugging_face_sharded_checkpoint_reads_as_one_state(java, tmp_path):
         proc.stderr
 
 
+def hub_state():
+    """A state as a model gives it: tied weights (one tensor, two names), empty tensors (one storage
+    to huggingface_hub), several dtypes, sizes that split into shards of 3000 bytes."""
+    torch.manual_seed(5)
+    embed = torch.randn(20, 16)
+    return {"embed.weight": embed, "layers.0.w": torch.randn(16, 16), "layers.0.b": torch.zeros(16, dtype=torch.bfloat16),
+            "lm_head.weight": embed, "empty.a": torch.zeros(0), "layers.1.w": torch.randn(30, 10, dtype=torch.float64),
+            "empty.b": torch.zeros(0, 3, dtype=torch.int64), "big": torch.randn(1000), "mask": torch.ones(7, dtype=torch.bool)}
+
+
+def files_of(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_java_writes_what_save_torch_state_dict_writes(java, tmp_path):
+    from huggingface_hub import save_torch_state_dict
+
+    state = hub_state()
+    python_dir = tmp_path / "python"
+    python_dir.mkdir()
+    save_torch_state_dict(dict(state), python_dir, max_shard_size=3000, metadata={"note": "v1 \u00e9"})
+    expected = files_of(python_dir)
+    assert len(expected) > 3 and "model.safetensors.index.json" in expected  # several shards and the index
+
+    # torch.save keeps the sharing (tied weights, views of one storage); Java's convert writes the index
+    # path as huggingface_hub does: the same files, byte for byte.
+    source = tmp_path / "state.pt"
+    torch.save({**state, "note": "v1 \u00e9"}, source)
+    java_dir = tmp_path / "java"
+    java_dir.mkdir()
+    # What an earlier save left under the pattern goes (it would be read instead); other files stay.
+    (java_dir / "model.safetensors").write_bytes(b"stale")
+    (java_dir / "model-00001-of-00009.safetensors").write_bytes(b"stale")
+    (java_dir / "config.json").write_text("{}")
+    out = java.cli("convert", source, java_dir / "model.safetensors.index.json", "--max-shard-size", "3000").stdout
+    assert "wrote" in out
+    written = files_of(java_dir)
+    assert written.pop("config.json") == b"{}"
+    assert sorted(written) == sorted(expected)
+    for name in expected:
+        assert written[name] == expected[name], name
+
+    # Java reads the sharded checkpoint it wrote: every kept tensor, the tied one under its kept name.
+    whole = tmp_path / "whole.safetensors"
+    java.tool("convert", java_dir / "model.safetensors.index.json", whole)
+    loaded = load_file(whole)
+    assert "lm_head.weight" not in loaded and torch.equal(loaded["embed.weight"], state["embed.weight"])
+    for name, tensor in state.items():
+        if name != "lm_head.weight":
+            assert torch.equal(loaded[name], tensor), name
+
+    # A Hugging Face checkpoint rewritten through Java is the same files (its metadata strings kept): it
+    # reads in the index's order, which is the order of the state split (a tensor larger than a shard,
+    # or one sharing a storage, is listed out of it, so those are left out here).
+    tensors = {name: t.clone() for name, t in state.items() if name not in ("lm_head.weight", "big", "empty.a", "empty.b")}
+    hub_dir = tmp_path / "hub"
+    hub_dir.mkdir()
+    save_torch_state_dict(tensors, hub_dir, max_shard_size="3KB", metadata={"note": "v1"})
+    again = tmp_path / "again"
+    java.cli("convert", hub_dir / "model.safetensors.index.json", again / "model.safetensors.index.json",
+             "--max-shard-size", "3KB")
+    assert files_of(again) == files_of(hub_dir)
+
+
+def test_tensors_sharing_memory_are_refused_in_one_file_as_save_file_refuses_them(java, tmp_path):
+    state = hub_state()
+    with pytest.raises(RuntimeError, match="share memory"):
+        save_file(state, tmp_path / "python.safetensors")
+    source = tmp_path / "state.pt"
+    torch.save(state, source)
+    proc = java.cli("convert", source, tmp_path / "java.safetensors", check=False)
+    assert proc.returncode != 0 and not (tmp_path / "java.safetensors").exists()
+    assert "share memory (embed.weight, lm_head.weight)" in proc.stderr and "java.safetensors" in proc.stderr, proc.stderr
+
+    # A view of part of a storage is refused by both for a sharded checkpoint (it would store the rest).
+    from huggingface_hub import save_torch_state_dict
+    views = {"w": torch.zeros(4), "part": torch.arange(10.0)[2:5]}
+    with pytest.raises(RuntimeError, match="None is covering the entire storage"):
+        save_torch_state_dict(views, tmp_path / "hub")
+    torch.save(views, source)
+    proc = java.cli("convert", source, tmp_path / "out" / "model.safetensors.index.json", check=False)
+    assert proc.returncode != 0 and "part views part of a larger storage" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_dcp_directory_with_safetensors_serialization_reads_in_java(java, tmp_path):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import FileSystemWriter

@@ -254,3 +254,71 @@ TEST(Safetensors, ShardIndexAsHuggingFaceHubWritesIt) {
     }
   }
 }
+
+namespace {
+
+// huggingface_hub 2.4's split_torch_state_dict_into_shards, on its own docstring's example and on
+// the cases it treats apart (expected shards written down from running it).
+TEST(HuggingFaceIndex, SplitsAsSaveTorchStateDictDoes) {
+  auto items = [](const std::vector<std::pair<uintptr_t, uint64_t>>& storages) {
+    std::vector<st::ShardItem> out;
+    for (size_t i = 0; i < storages.size(); ++i) out.push_back({"t" + std::to_string(i), storages[i].first, storages[i].second});
+    return out;
+  };
+  // [6, 6, 2, 6, 2, 2] GB with 10 GB shards: [6], [6+2], [6+2+2], in order, no packing.
+  st::ShardSplit split = st::split_into_shards(items({{1, 6}, {2, 6}, {3, 2}, {4, 6}, {5, 2}, {6, 2}}), 10);
+  EXPECT_EQ(split.shards, (std::vector<std::vector<size_t>>{{0}, {1, 2}, {3, 4, 5}}));
+  EXPECT_EQ(split.total_size, 24u);
+  // A storage larger than a shard gets one of its own at once, before the shard being filled.
+  split = st::split_into_shards(items({{1, 4}, {2, 20}, {3, 4}, {4, 4}}), 10);
+  EXPECT_EQ(split.shards, (std::vector<std::vector<size_t>>{{1}, {0, 2}, {3}}));
+  // Tensors viewing one storage count it once and follow its first tensor's shard, at its end.
+  split = st::split_into_shards(items({{1, 8}, {2, 8}, {1, 8}, {0, 0}, {3, 1}, {0, 0}}), 10);
+  EXPECT_EQ(split.shards, (std::vector<std::vector<size_t>>{{0, 2}, {1, 3, 4, 5}}));
+  EXPECT_EQ(split.total_size, 17u);
+  EXPECT_TRUE(st::split_into_shards({}, 10).shards.empty());
+}
+
+TEST(HuggingFaceIndex, IndexTextIsWhatJsonDumpWrites) {
+  // Python: json.dumps({"metadata": {"total_size": 12, "n": ...}, "weight_map": {...}}, indent=2)
+  EXPECT_EQ(st::index_json(12, {{"n", "a\"\\\n\x01\x7f \xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80 ~"}},
+                           {{"a", "f1"}, {"b", "f2"}}),
+            "{\n  \"metadata\": {\n    \"total_size\": 12,\n    \"n\": \"a\\\"\\\\\\n\\u0001\\u007f \\u00e9 \\u65e5 "
+            "\\ud83d\\ude00 ~\"\n  },\n  \"weight_map\": {\n    \"a\": \"f1\",\n    \"b\": \"f2\"\n  }\n}");
+  EXPECT_EQ(st::index_json(0, {}, {}), "{\n  \"metadata\": {\n    \"total_size\": 0\n  },\n  \"weight_map\": {}\n}");
+  EXPECT_EQ(st::shard_file_name("model", 2, 13), "model-00002-of-00013.safetensors");
+  std::string stem;
+  EXPECT_TRUE(is_safetensors_index_name("dir/model.safetensors.index.json", &stem));
+  EXPECT_EQ(stem, "dir/model");
+  EXPECT_FALSE(is_safetensors_index_name("dir/model.safetensors"));
+}
+
+TEST(HuggingFaceIndex, ReadsMetadataStringsAndMergesShardsInTheIndexsOrder) {
+  const std::string text = st::index_json(9, {{"note", "\xc3\xa9"}, {"tied", "a"}}, {{"b", "f1"}, {"a", "f2"}, {"c", "f1"}});
+  const st::ShardIndex index = st::parse_index(text, "m.safetensors.index.json");
+  EXPECT_EQ(index.metadata, (st::Metadata{{"note", "\xc3\xa9"}, {"tied", "a"}}));  // total_size is not a string
+  EXPECT_EQ(index.files, (std::vector<std::string>{"f1", "f2"}));
+
+  auto shard = [](std::vector<std::string> names) {
+    ValuePtr d = Value::plain_dict();
+    for (const auto& n : names) d->dict().set(Value::string(n), Value::string("tensor " + n));
+    return d;
+  };
+  const ValuePtr merged = st::merge_shards(index, {shard({"c", "b", "extra"}), shard({"a"})}, "m.safetensors.index.json");
+  std::vector<std::string> order;
+  for (const auto& [k, v] : merged->dict().items()) order.push_back(k->as_string());
+  EXPECT_EQ(order, (std::vector<std::string>{"b", "a", "c", "extra"}));
+  for (const auto& [shards, expected] : std::vector<std::pair<std::vector<ValuePtr>, std::string>>{
+           {{shard({"b", "c"}), shard({"a", "b"})}, "tensor 'b' is in both f1 and f2"},
+           {{shard({"b", "c", "a"}), shard({})}, "maps tensor 'a' to f2, which does not hold it"}}) {
+    try {
+      st::merge_shards(index, shards, "m.safetensors.index.json");
+      ADD_FAILURE() << "no error for " << expected;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("m.safetensors.index.json"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace

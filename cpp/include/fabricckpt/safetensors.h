@@ -6,16 +6,20 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "fabricckpt/value.h"
+
 namespace fabricckpt {
 
 class ReadSource;
 class OutputSink;
+class AtomicFileSink;
 struct IoProgress;
 
 namespace safetensors {
@@ -77,13 +81,57 @@ bool looks_like_safetensors(const ReadSource& source);
 
 // A Hugging Face sharded checkpoint's index (`model.safetensors.index.json`): which shard file holds
 // each tensor. `files` are the distinct shard names in order of first appearance; each is a plain
-// file name beside the index (a path with '/' or a name "." / ".." is refused). Other top-level keys
-// ("metadata": {"total_size": ...}) are checked as JSON and ignored. FormatError naming `name`.
+// file name beside the index (a path with '/' or a name "." / ".." is refused). `metadata` holds the
+// string entries of "metadata" (its "total_size" and other non-strings are checked as JSON and
+// skipped), as save_torch_state_dict records the caller's metadata; other top-level keys are
+// checked as JSON and ignored. FormatError naming `name`.
 struct ShardIndex {
   std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard file, in the index's order
   std::vector<std::string> files;
+  Metadata metadata;
 };
 ShardIndex parse_index(std::string_view json, const std::string& name);
+// The index file at `path` (at most kMaxHeaderSize bytes: an index lists no more than its shards'
+// headers), parsed.
+ShardIndex read_index(const std::string& path);
+
+// The tensors of the shards (`shards`: a dict name -> tensor per file of index.files, in that order)
+// as one dict in the order of the index's weight_map, which is the order of the state that was
+// split (so that saving it again splits it the same way), then any tensor a shard holds that the
+// index does not list. FormatError naming `index_path` for a tensor in two shards, or one the
+// index maps to a shard that does not hold it.
+ValuePtr merge_shards(const ShardIndex& index, const std::vector<ValuePtr>& shards, const std::string& index_path);
+
+// --- writing Hugging Face sharded checkpoints (huggingface_hub 2.4's save_torch_state_dict) -------
+
+// huggingface_hub's default max_shard_size, "5GB" (decimal units).
+constexpr uint64_t kDefaultMaxShardSize = 5'000'000'000;
+
+// What split_torch_state_dict_into_shards looks at in a tensor: which storage it views (tensors
+// viewing one storage share `storage`, compared only for equality) and that storage's size.
+struct ShardItem {
+  std::string name;
+  uintptr_t storage = 0;
+  uint64_t storage_bytes = 0;
+};
+
+// The tensors of each shard (indices into the items), as split_torch_state_dict_into_shards puts
+// them: in order, a new shard when the next storage would take the current one past `max_shard_size`,
+// a storage larger than it in a shard of its own, each storage counted once and every tensor of it
+// after the first appended to the first's shard. `total_size` sums the storages' sizes.
+struct ShardSplit {
+  std::vector<std::vector<size_t>> shards;
+  uint64_t total_size = 0;
+};
+ShardSplit split_into_shards(const std::vector<ShardItem>& items, uint64_t max_shard_size);
+
+// The shard files of index `stem`.safetensors.index.json: "<stem>-00001-of-00003.safetensors".
+std::string shard_file_name(std::string_view stem, size_t number, size_t count);
+
+// The index as save_torch_state_dict writes it (json.dump(indent=2), ASCII, no final newline):
+// {"metadata": {"total_size": N, <metadata>...}, "weight_map": {tensor: shard file, ...}}.
+std::string index_json(uint64_t total_size, const Metadata& metadata,
+                       const std::vector<std::pair<std::string, std::string>>& weight_map);
 
 // A tensor to write: its bytes, contiguous and little-endian, `size` of them.
 struct TensorData {
@@ -112,6 +160,12 @@ Layout plan_layout(const std::vector<TensorData>& tensors, const std::optional<M
 void write_file(const std::string& path, const std::vector<TensorData>& tensors,
                 const std::optional<Metadata>& metadata, bool fsync, IoProgress* progress = nullptr);
 
+// The file of `layout` (plan_layout of `tensors`) written in full to its temporary and not yet in
+// place: the caller commits it, so that several files appear together (a sharded checkpoint's
+// shards, then its index). Progress counts the tensors' bytes; its total is the caller's to set.
+std::unique_ptr<AtomicFileSink> write_planned(const std::string& path, const std::vector<TensorData>& tensors,
+                                              const Layout& layout, bool fsync, IoProgress* progress);
+
 // The same bytes to any sink (tests, in-memory use).
 void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const std::optional<Metadata>& metadata,
                   const std::string& target = "safetensors stream");
@@ -121,5 +175,9 @@ void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const
 // The Hugging Face index `path` names (itself when it ends in `.safetensors.index.json`, or
 // model.safetensors.index.json in a directory); "" if none.
 std::string safetensors_index_of(const std::string& path);
+
+// Whether `path` names a Hugging Face index file (ends in `.safetensors.index.json`); `stem` gets
+// what precedes that ("dir/model" for "dir/model.safetensors.index.json").
+bool is_safetensors_index_name(const std::string& path, std::string* stem = nullptr);
 
 }  // namespace fabricckpt

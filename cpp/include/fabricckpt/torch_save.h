@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/value.h"
 
 namespace at {
@@ -141,8 +142,8 @@ void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& 
 // are read into owned memory from options.threads threads. options.progress counts tensor bytes.
 // FormatError names the file and the problem (a dtype libtorch has no type for included).
 // A Hugging Face sharded checkpoint (`path` is its `*.safetensors.index.json`, or a directory holding
-// `model.safetensors.index.json`) gives every shard's tensors, shard by shard in the index's order;
-// a tensor in two shards, or one the index maps to a shard that lacks it, is a FormatError.
+// `model.safetensors.index.json`) gives every shard's tensors in the index's order (safetensors.h:
+// merge_shards); a tensor in two shards, or one the index maps to a shard that lacks it, is a FormatError.
 ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options = {});
 
 // torch.distributed.checkpoint's SAFETENSORS serialization writes a shard file's tensors as one
@@ -158,9 +159,17 @@ ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file,
 // tensors become entries (non-contiguous ones are made contiguous first), strings become
 // `__metadata__`; the bytes are those of safetensors.torch.save_file for the same tensors and
 // metadata. Anything else (numbers, lists, None, ...) is refused before the file is created, with a
-// StateError naming every such key.
+// StateError naming every such key; so are tensors that share memory, as save_file refuses them.
+// A `path` ending in `.safetensors.index.json` gets a Hugging Face sharded checkpoint instead, the
+// files huggingface_hub's save_torch_state_dict writes: shards of at most `max_shard_size` bytes
+// beside the index (`model-00001-of-00002.safetensors`, metadata {"format": "pt"}), the strings in
+// the index's metadata, and of tensors sharing memory only the alphabetically first one covering it
+// whole (the others named in the metadata, mapped to it). Every shard is written in full before
+// any replaces its namesake and the index comes last; the shards and index files a previous save
+// left under the same name are removed once the new index is in place.
 void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync = true,
-                           IoProgress* progress = nullptr);
+                           IoProgress* progress = nullptr,
+                           uint64_t max_shard_size = safetensors::kDefaultMaxShardSize);
 
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their

@@ -1,7 +1,7 @@
 // safetensors files outlined without libtorch: the dict of tensors `safetensors.torch.load_file`
 // gives, each tensor the recipe torch.save would pickle for it over a storage that is its byte range
-// in the file. A Hugging Face sharded checkpoint is every shard's tensors, shard by shard in its
-// index's order (as the libtorch load_safetensors_file reads it).
+// in the file. A Hugging Face sharded checkpoint is every shard's tensors in its index's order (as
+// the libtorch load_safetensors_file reads it).
 #include <algorithm>
 #include <array>
 #include <filesystem>
@@ -50,9 +50,8 @@ struct SafetensorsFiles {
   std::vector<std::shared_ptr<StorageOutline>> storages;
 };
 
-// One file's tensors into `root`, in data order; `holder` maps each tensor to the file it came from.
-void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& root,
-              std::unordered_map<std::string, std::string>* holder, const std::string& index_path) {
+// One file's tensors into `root`, in data order.
+void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& root) {
   auto file = MappedFile::open(path);
   const st::Header header = st::read_header(*file);
   for (const auto& t : header.tensors) {
@@ -67,12 +66,6 @@ void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& 
     storage->location = "cpu";
     storage->dtype = storage_class ? dtype : DtypeInfo{"Byte", 1};
     storage->numel = t.nbytes() / storage->dtype.element_size;
-    if (holder) {
-      if (auto [it, fresh] = holder->emplace(t.name, fs::path(path).filename().string()); !fresh) {
-        throw FormatError(concat(index_path, ": tensor '", t.name, "' is in both ", it->second, " and ",
-                                 fs::path(path).filename().string()));
-      }
-    }
     std::vector<int64_t> strides(sizes.size(), 1);
     for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * sizes[d];
     auto node = Value::storage(StorageRef{storage, storage_class.value_or("UntypedStorage")});
@@ -85,17 +78,6 @@ void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& 
   owner.files.push_back(std::move(file));
 }
 
-// The largest index read (the crate's header limit: an index lists no more than its shards' headers).
-constexpr uint64_t kMaxIndexSize = st::kMaxHeaderSize;
-
-st::ShardIndex read_index(const std::string& index_path) {
-  const auto file = MappedFile::open(index_path);
-  if (file->size() > kMaxIndexSize) {
-    throw FormatError(concat(index_path, ": safetensors index of ", file->size(), " bytes is over the limit"));
-  }
-  return st::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index_path);
-}
-
 }  // namespace
 
 FileOutline read_safetensors_outline(const std::string& path) {
@@ -105,18 +87,16 @@ FileOutline read_safetensors_outline(const std::string& path) {
   out.root = Value::plain_dict();
   const std::string index_path = safetensors_index_of(path);
   if (index_path.empty()) {
-    add_file(path, *owner, out.root, nullptr, path);
+    add_file(path, *owner, out.root);
   } else {
-    const st::ShardIndex index = read_index(index_path);
+    const st::ShardIndex index = st::read_index(index_path);
     const fs::path dir = fs::path(index_path).parent_path();
-    std::unordered_map<std::string, std::string> holder;  // tensor -> the shard it came from
-    for (const auto& name : index.files) add_file((dir / name).string(), *owner, out.root, &holder, index_path);
-    for (const auto& [tensor, name] : index.weight_map) {
-      const auto found = holder.find(tensor);
-      if (found == holder.end() || found->second != name) {
-        throw FormatError(concat(index_path, ": the index maps tensor '", tensor, "' to ", name, ", which does not hold it"));
-      }
+    std::vector<ValuePtr> shards;
+    for (const auto& name : index.files) {
+      shards.push_back(Value::plain_dict());
+      add_file((dir / name).string(), *owner, shards.back());
     }
+    out.root = st::merge_shards(index, shards, index_path);
   }
   for (const auto& s : owner->storages) out.storages.push_back(s.get());
   out.owner = owner;

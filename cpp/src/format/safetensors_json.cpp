@@ -94,6 +94,11 @@ void JsonCursor::expect(char c, const char* what) {
   ++pos_;
 }
 
+bool JsonCursor::peek_is(char c) {
+  skip_space();
+  return pos_ < text_.size() && text_[pos_] == c;
+}
+
 bool JsonCursor::take(char c) {
   skip_space();
   if (pos_ < text_.size() && text_[pos_] == c) {
@@ -276,6 +281,51 @@ void append_json_string(std::string& out, std::string_view text) {
         } else {
           out += c;
         }
+    }
+  }
+  out += '"';
+}
+
+void append_python_json_string(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  auto unit = [&](uint32_t u) {
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(u >> shift) & 0xf];
+  };
+  out += '"';
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      ++i;
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          if (c < 0x20 || c == 0x7f) {
+            unit(c);
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+      continue;
+    }
+    // A multi-byte sequence (the caller checked the text is UTF-8): its code point.
+    const int length = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    if (i + static_cast<size_t>(length) > text.size()) throw Error("append_python_json_string: text is not UTF-8");
+    uint32_t cp = c & (0x7f >> length);
+    for (int k = 1; k < length; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3f);
+    i += static_cast<size_t>(length);
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      unit(0xd800 | (cp >> 10));
+      unit(0xdc00 | (cp & 0x3ff));
+    } else {
+      unit(cp);
     }
   }
   out += '"';

@@ -1,6 +1,7 @@
 // The JSON a safetensors header is made of, and nothing more: a bounds-checked reader of the few
 // shapes the header holds (objects, strings, non-negative integers, arrays of them; anything else
-// only skipped), and the writer of serde_json's compact form, which is what the crate writes.
+// only skipped), the writer of serde_json's compact form, which is what the crate writes, and of
+// Python's json strings, which Hugging Face's index files hold.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,8 @@ class JsonCursor {
   void expect(char c, const char* what);
   // Consumes `c` after white space if it is next.
   bool take(char c);
+  // Whether `c` is next (after white space), consuming nothing.
+  bool peek_is(char c);
   // Consumes `word` (after white space) if it is next.
   bool take_word(std::string_view word);
   // A string with its escapes decoded (serde_json's rules: \uXXXX pairs for astral code points,
@@ -49,5 +52,10 @@ class JsonCursor {
 // `text` as serde_json writes a string: quoted, with \" \\ \b \f \n \r \t and \u00xx (lower-case
 // hex) for the other control characters; everything else as it is.
 void append_json_string(std::string& out, std::string_view text);
+
+// `text` (valid UTF-8) as Python's json.dumps writes a string with ensure_ascii: printable ASCII as
+// it is except \" and \\, \n \r \t \b \f, everything else \uxxxx (lower-case hex; a surrogate
+// pair above U+FFFF). What huggingface_hub's index file holds.
+void append_python_json_string(std::string& out, std::string_view text);
 
 }  // namespace fabricckpt::safetensors

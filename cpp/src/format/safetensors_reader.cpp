@@ -206,47 +206,6 @@ Header read_header(const ReadSource& source) {
   return parse_header(text, source.size() - 8 - n, name);
 }
 
-ShardIndex parse_index(std::string_view json_text, const std::string& name) {
-  if (!valid_utf8(json_text)) throw FormatError(concat(name, ": safetensors index: not UTF-8"));
-  JsonCursor json(json_text, name);
-  ShardIndex index;
-  bool has_map = false;
-  std::unordered_set<std::string> top, tensors, files;
-  json.expect('{', "'{' opening the index");
-  if (!json.take('}')) {
-    do {
-      const std::string key = json.string();
-      json.expect(':', "':'");
-      if (!top.insert(key).second) json.fail(concat("key '", key, "' appears twice"));
-      if (key != "weight_map") {
-        json.skip_value(1);
-        continue;
-      }
-      has_map = true;
-      json.expect('{', "an object of file names for weight_map");
-      if (json.take('}')) continue;
-      do {
-        std::string tensor = json.string();
-        json.expect(':', "':'");
-        json.skip_space();
-        std::string file = json.string();
-        if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
-            file.find('\0') != std::string::npos) {
-          json.fail(concat("shard '", file, "' of tensor '", tensor, "' is not a file name beside the index"));
-        }
-        if (!tensors.insert(tensor).second) json.fail(concat("tensor '", tensor, "' is mapped twice"));
-        if (files.insert(file).second) index.files.push_back(file);
-        index.weight_map.emplace_back(std::move(tensor), std::move(file));
-      } while (json.take(','));
-      json.expect('}', "',' or '}'");
-    } while (json.take(','));
-    json.expect('}', "',' or '}'");
-  }
-  if (!json.at_end()) json.fail("trailing characters after the index");
-  if (!has_map) throw FormatError(concat(name, ": safetensors index: no weight_map"));
-  return index;
-}
-
 bool looks_like_safetensors(const ReadSource& source) {
   if (source.size() < 9) return false;
   uint8_t raw[9];
@@ -272,19 +231,3 @@ std::vector<int64_t> torch_sizes(const TensorInfo& t, const std::string& path) {
 }
 
 }  // namespace fabricckpt::safetensors
-
-namespace fabricckpt {
-
-std::string safetensors_index_of(const std::string& path) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) {
-    const std::filesystem::path index = std::filesystem::path(path) / "model.safetensors.index.json";
-    return std::filesystem::is_regular_file(index, error) ? index.string() : std::string();
-  }
-  static constexpr std::string_view kSuffix = ".safetensors.index.json";
-  return path.size() > kSuffix.size() && path.compare(path.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0
-             ? path
-             : std::string();
-}
-
-}  // namespace fabricckpt

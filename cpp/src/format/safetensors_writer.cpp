@@ -111,33 +111,38 @@ Layout plan_layout(const std::vector<TensorData>& tensors, const std::optional<M
   return layout;
 }
 
-void write_file(const std::string& path, const std::vector<TensorData>& tensors,
-                const std::optional<Metadata>& metadata, bool fsync, IoProgress* progress) {
-  const Layout layout = plan_layout(tensors, metadata, path);  // every check before the file exists
+std::unique_ptr<AtomicFileSink> write_planned(const std::string& path, const std::vector<TensorData>& tensors,
+                                              const Layout& layout, bool fsync, IoProgress* progress) {
   std::vector<size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return layout.file_offset[a] < layout.file_offset[b]; });
-  if (progress) progress->total = layout.total;
-  AtomicFileSink sink(path, fsync);
-  sink.preallocate(layout.total);
-  sink.write(layout.prefix.data(), layout.prefix.size());
+  auto sink = std::make_unique<AtomicFileSink>(path, fsync);
+  sink->preallocate(layout.total);
+  sink->write(layout.prefix.data(), layout.prefix.size());
   for (const size_t i : order) {
     const TensorData& t = tensors[i];
     if (t.size >= kPlacedTensor) {
       const auto* bytes = static_cast<const uint8_t*>(t.data);
       for (uint64_t done = 0; done < t.size; done += kPiece) {
         const uint64_t n = std::min(kPiece, t.size - done);
-        sink.write_at(layout.file_offset[i] + done, bytes + done, static_cast<size_t>(n));
+        sink->write_at(layout.file_offset[i] + done, bytes + done, static_cast<size_t>(n));
         if (progress) progress->add(n);
       }
-      sink.skip(t.size);
+      sink->skip(t.size);
     } else {
-      sink.write(t.data, t.size);
+      sink->write(t.data, t.size);
       if (progress) progress->add(t.size);
     }
   }
-  if (sink.position() != layout.total) throw Error("safetensors layout differs from its plan");
-  sink.commit();
+  if (sink->position() != layout.total) throw Error("safetensors layout differs from its plan");
+  return sink;
+}
+
+void write_file(const std::string& path, const std::vector<TensorData>& tensors,
+                const std::optional<Metadata>& metadata, bool fsync, IoProgress* progress) {
+  const Layout layout = plan_layout(tensors, metadata, path);  // every check before the file exists
+  if (progress) progress->total = layout.total;
+  write_planned(path, tensors, layout, fsync, progress)->commit();
 }
 
 void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const std::optional<Metadata>& metadata,

@@ -307,21 +307,22 @@ NativeValue loadSafetensorsFile(const std::string& path, bool mmap, int threads,
   return NativeValue(load_safetensors_file(path, options));
 }
 
-void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, NativeProgress* progress) {
-  save_safetensors_file(path, root.get(), fsync, progress ? progress->get() : nullptr);
+void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, long long max_shard_size,
+                         NativeProgress* progress) {
+  if (max_shard_size <= 0) throw StateError(concat(path, ": the largest shard size must be positive"));
+  save_safetensors_file(path, root.get(), fsync, progress ? progress->get() : nullptr,
+                        static_cast<uint64_t>(max_shard_size));
 }
 
 NativeValue safetensorsMetadata(const std::string& path) {
   ValuePtr dict = Value::plain_dict();
-  if (!safetensors_index_of(path).empty()) return NativeValue(dict);  // an index's metadata is not strings
-  const auto header = safetensors::read_header(*MappedFile::open(path));
-  if (header.metadata) {
-    for (const auto& [key, value] : *header.metadata) dict->dict().set(Value::string(key), Value::string(value));
-  }
+  const std::string index = safetensors_index_of(path);
+  const safetensors::Metadata metadata =
+      index.empty() ? safetensors::read_header(*MappedFile::open(path)).metadata.value_or(safetensors::Metadata{})
+                    : safetensors::read_index(index).metadata;
+  for (const auto& [key, value] : metadata) dict->dict().set(Value::string(key), Value::string(value));
   return NativeValue(dict);
 }
-
-std::string verifySafetensorsFile(const std::string& path) { return verify_outline(path); }
 
 NativeValue loadTorchFileOptions(const std::string& path, bool verify_crc, bool mmap, int threads, bool weights_only,
                                  NativeProgress* progress) {

@@ -278,12 +278,12 @@ bool isShardedCheckpoint(const std::string& path);
 bool isSafetensorsFile(const std::string& path);
 // name -> tensor, mapped or read into owned memory.
 NativeValue loadSafetensorsFile(const std::string& path, bool mmap, int threads, NativeProgress* progress);
-// The flattened tensors of `root` (strings as __metadata__), atomically.
-void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, NativeProgress* progress);
-// The file's __metadata__ as a dict of strings (empty when it has none).
+// The flattened tensors of `root` (strings as __metadata__), atomically; a `*.safetensors.index.json`
+// path gets Hugging Face's sharded layout, shards of at most `max_shard_size` bytes.
+void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool fsync, long long max_shard_size,
+                         NativeProgress* progress);
+// The file's __metadata__ (an index: the string entries of its "metadata") as a dict of strings.
 NativeValue safetensorsMetadata(const std::string& path);
-// Every header rule checked and every tensor byte read; a one-line summary.
-std::string verifySafetensorsFile(const std::string& path);
 
 // The module's parameter names (named_parameters() order), one per line, and a parameter's shape
 // (-1 dimensions: no such parameter).

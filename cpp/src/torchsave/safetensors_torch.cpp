@@ -2,7 +2,10 @@
 // that view the file's mapping or own their bytes, and a Value tree flattened into entries to write.
 #include <ATen/ATen.h>
 
+#include <cctype>
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <filesystem>
 #include <optional>
 #include <unordered_map>
@@ -62,11 +65,13 @@ ValuePtr tensor_value(at::Tensor tensor) {
   return Value::tensor(std::move(ref));
 }
 
-// A tree flattened into what save_file takes; `keep` holds contiguous copies while they are written.
+// A tree flattened into what save_file takes; `keep` holds contiguous copies while they are written
+// (the same tensor where it already was contiguous), `given` the state's own tensors.
 struct Flattened {
   std::vector<st::TensorData> tensors;
   st::Metadata metadata;
   std::vector<at::Tensor> keep;
+  std::vector<at::Tensor> given;
   std::vector<std::string> unfit;  // "key (int)": what safetensors cannot hold
   std::unordered_set<std::string> names;
 };
@@ -120,46 +125,109 @@ void flatten(const Value& node, const std::string& key, Flattened& out, const st
   data.data = data.size ? dense.const_data_ptr() : nullptr;
   out.tensors.push_back(std::move(data));
   out.keep.push_back(std::move(dense));
+  out.given.push_back(tensor);
+}
+
+Flattened flatten_state(const ValuePtr& root, const std::string& path) {
+  if (!root || !root->is(Kind::Dict)) {
+    throw StateError(concat(path, ": safetensors holds a dict of tensors, not a ", root ? kind_name(root->kind) : "null"));
+  }
+  Flattened flat;
+  flatten(*root, "", flat, path);
+  if (!flat.unfit.empty()) {
+    std::string list;
+    for (const auto& u : flat.unfit) list += (list.empty() ? "" : ", ") + u;
+    throw StateError(concat(path, ": safetensors holds tensors and string metadata only; these keys hold neither: ", list));
+  }
+  return flat;
+}
+
+// Where the tensor's storage is; 0 for an empty one, as torch gives every empty storage (which
+// huggingface_hub's split then treats as one storage).
+uintptr_t storage_address(const at::Tensor& t) {
+  return t.storage().nbytes() == 0 ? 0 : reinterpret_cast<uintptr_t>(t.storage().data());
+}
+
+// One past the last byte the tensor's elements reach.
+uintptr_t end_address(const at::Tensor& t) {
+  const auto start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  if (t.numel() == 0) return start;
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return start + static_cast<uintptr_t>((last + 1) * static_cast<int64_t>(t.element_size()));
+}
+
+// The tensors (indices into flat.given) grouped as safetensors.torch's _find_shared_tensors groups
+// them: same storage (an empty one is in no group), and within it runs of overlapping byte ranges,
+// in order of first appearance; with `alone` false only the groups of two or more (shared memory).
+std::vector<std::vector<size_t>> shared_groups(const Flattened& flat, bool alone = false) {
+  std::vector<std::vector<size_t>> by_storage;
+  std::map<std::pair<uintptr_t, size_t>, size_t> slot;
+  for (size_t i = 0; i < flat.given.size(); ++i) {
+    const at::Tensor& t = flat.given[i];
+    const auto id = std::make_pair(storage_address(t), t.storage().nbytes());
+    if (id.first == 0 || id.second == 0) continue;
+    const auto [it, fresh] = slot.emplace(id, by_storage.size());
+    if (fresh) by_storage.emplace_back();
+    by_storage[it->second].push_back(i);
+  }
+  std::vector<std::vector<size_t>> groups;
+  for (auto& viewers : by_storage) {
+    if (viewers.size() < 2) {
+      if (alone) groups.push_back(viewers);
+      continue;
+    }
+    std::vector<std::tuple<uintptr_t, uintptr_t, std::string, size_t>> areas;
+    for (const size_t i : viewers) {
+      const at::Tensor& t = flat.given[i];
+      areas.emplace_back(reinterpret_cast<uintptr_t>(t.const_data_ptr()), end_address(t), flat.tensors[i].name, i);
+    }
+    std::sort(areas.begin(), areas.end());
+    std::vector<std::vector<size_t>> runs{{std::get<3>(areas[0])}};
+    uintptr_t last_stop = std::get<1>(areas[0]);
+    for (size_t k = 1; k < areas.size(); ++k) {
+      const auto& [start, stop, name, i] = areas[k];
+      if (start >= last_stop) {
+        runs.push_back({i});
+      } else {
+        runs.back().push_back(i);
+      }
+      last_stop = stop;  // as safetensors does: the last area's end, not the run's
+    }
+    for (auto& run : runs) {
+      if (alone || run.size() > 1) groups.push_back(std::move(run));
+    }
+  }
+  return groups;
+}
+
+std::string names_of(const Flattened& flat, const std::vector<size_t>& group) {
+  std::vector<std::string> names;
+  for (const size_t i : group) names.push_back(flat.tensors[i].name);
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// Whether the tensor covers its whole storage (huggingface_hub's _is_complete).
+bool covers_storage(const at::Tensor& t) {
+  return t.const_data_ptr() == t.storage().data() && static_cast<size_t>(t.numel()) * t.element_size() == t.storage().nbytes();
 }
 
 }  // namespace
 
 namespace {
 
-// The largest index read (the crate's header limit: an index lists no more than its shards' headers).
-constexpr uint64_t kMaxIndexSize = safetensors::kMaxHeaderSize;
-
 ValuePtr load_single(const std::string& path, const TorchLoadOptions& options);
 
-// model.safetensors.index.json and its shards beside it: every shard's tensors, shard by shard in the
-// index's order (as transformers' load_sharded_checkpoint updates one state dict shard by shard).
+// model.safetensors.index.json and its shards beside it: every shard's tensors, in the index's order.
 ValuePtr load_sharded(const std::string& index_path, const TorchLoadOptions& options) {
-  const auto file = MappedFile::open(index_path);
-  if (file->size() > kMaxIndexSize) {
-    throw FormatError(concat(index_path, ": safetensors index of ", file->size(), " bytes is over the limit"));
-  }
-  const st::ShardIndex index = st::parse_index(file->read_string(0, static_cast<size_t>(file->size())), index_path);
+  const st::ShardIndex index = st::read_index(index_path);
   const std::string dir = fs::path(index_path).parent_path().string();
-  ValuePtr root = Value::plain_dict();
-  std::unordered_map<std::string, std::string> holder;  // tensor -> the shard it came from
-  for (const auto& name : index.files) {
-    const std::string shard = (fs::path(dir) / name).string();
-    const ValuePtr tensors = load_single(shard, options);
-    for (const auto& [key, value] : tensors->dict().items()) {
-      const std::string& tensor = key->as_string();
-      if (!holder.emplace(tensor, name).second) {
-        throw FormatError(concat(index_path, ": tensor '", tensor, "' is in both ", holder[tensor], " and ", name));
-      }
-      root->dict().set(key, value);
-    }
-  }
-  for (const auto& [tensor, name] : index.weight_map) {
-    const auto found = holder.find(tensor);
-    if (found == holder.end() || found->second != name) {
-      throw FormatError(concat(index_path, ": the index maps tensor '", tensor, "' to ", name, ", which does not hold it"));
-    }
-  }
-  return root;
+  std::vector<ValuePtr> shards;
+  for (const auto& name : index.files) shards.push_back(load_single((fs::path(dir) / name).string(), options));
+  return st::merge_shards(index, shards, index_path);
 }
 
 }  // namespace
@@ -252,20 +320,137 @@ ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file,
   return tensor_value(std::move(tensor));
 }
 
-void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync, IoProgress* progress) {
-  Flattened flat;
-  if (!root || !root->is(Kind::Dict)) {
-    throw StateError(concat(path, ": safetensors holds a dict of tensors, not a ", root ? kind_name(root->kind) : "null"));
-  }
-  flatten(*root, "", flat, path);
-  if (!flat.unfit.empty()) {
+namespace {
+
+void save_single(const std::string& path, Flattened flat, bool fsync, IoProgress* progress) {
+  const auto groups = shared_groups(flat);
+  if (!groups.empty()) {
     std::string list;
-    for (const auto& u : flat.unfit) list += (list.empty() ? "" : ", ") + u;
-    throw StateError(concat(path, ": safetensors holds tensors and string metadata only; these keys hold neither: ", list));
+    for (const auto& g : groups) list += concat(list.empty() ? "" : "; ", names_of(flat, g));
+    throw StateError(concat(path, ": these tensors share memory (", list, "); safetensors.torch.save_file refuses "
+                            "them, since they would be stored twice and load as separate tensors. Save to a "
+                            "'.safetensors.index.json' path (huggingface_hub's layout, which keeps one of them) or "
+                            "clone them first"));
   }
   std::optional<st::Metadata> metadata;
   if (!flat.metadata.empty()) metadata = std::move(flat.metadata);
   st::write_file(path, flat.tensors, metadata, fsync, progress);
+}
+
+// `name` is a file save_torch_state_dict writes for pattern `stem`: <stem>.safetensors,
+// <stem>-00001-of-00002.safetensors, or either followed by .index.json.
+bool is_file_of_pattern(std::string_view name, std::string_view stem) {
+  if (name.substr(0, stem.size()) != stem) return false;
+  name.remove_prefix(stem.size());
+  constexpr std::string_view kNumbered = "-00000-of-00000";
+  if (name.size() >= kNumbered.size() && name[0] == '-') {
+    for (size_t k = 0; k < kNumbered.size(); ++k) {
+      const bool digit = kNumbered[k] == '0';
+      if (digit ? !std::isdigit(static_cast<unsigned char>(name[k])) : name[k] != kNumbered[k]) return false;
+    }
+    name.remove_prefix(kNumbered.size());
+  }
+  return name == ".safetensors" || name == ".safetensors.index.json";
+}
+
+void save_index(const std::string& index_path, const std::string& stem, Flattened flat, uint64_t max_shard_size,
+                bool fsync, IoProgress* progress) {
+  if (max_shard_size == 0) throw StateError(concat(index_path, ": the largest shard size must be positive"));
+  // Of the tensors sharing memory, the alphabetically first that covers it whole is kept (_remove_duplicate_names).
+  st::Metadata metadata = std::move(flat.metadata);
+  std::unordered_set<std::string> metadata_keys;
+  for (const auto& [key, value] : metadata) metadata_keys.insert(key);
+  if (metadata_keys.count("total_size")) {
+    throw StateError(concat(index_path, ": 'total_size' names the index's own metadata entry; rename that string"));
+  }
+  std::vector<bool> dropped(flat.tensors.size(), false);
+  for (const auto& group : shared_groups(flat, /*alone=*/true)) {
+    std::vector<std::string> names, whole;
+    for (const size_t i : group) {
+      names.push_back(flat.tensors[i].name);
+      if (covers_storage(flat.given[i])) whole.push_back(flat.tensors[i].name);
+    }
+    if (whole.empty()) {  // a view of a larger storage, alone or with others
+      throw StateError(concat(index_path, ": ", names_of(flat, group), group.size() > 1 ? " view" : " views",
+                              " part of a larger storage, which huggingface_hub refuses to save (it would "
+                              "store more than the tensors hold); clone ", group.size() > 1 ? "them" : "it", " first"));
+    }
+    const std::string keep = *std::min_element(whole.begin(), whole.end());
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      if (name == keep) continue;
+      if (metadata_keys.insert(name).second) metadata.emplace_back(name, keep);  // the user's own entry wins
+      for (const size_t i : group) {
+        if (flat.tensors[i].name == name) dropped[i] = true;
+      }
+    }
+  }
+  std::vector<size_t> kept;
+  std::vector<st::ShardItem> items;
+  for (size_t i = 0; i < flat.tensors.size(); ++i) {
+    if (dropped[i]) continue;
+    kept.push_back(i);
+    items.push_back({flat.tensors[i].name, storage_address(flat.keep[i]), flat.keep[i].storage().nbytes()});
+  }
+  const st::ShardSplit split = st::split_into_shards(items, max_shard_size);
+  const fs::path dir = fs::path(index_path).parent_path();
+  const std::string stem_name = fs::path(stem).filename().string();
+  const st::Metadata shard_metadata{{"format", "pt"}};
+
+  struct Shard {
+    std::string file, path;
+    std::vector<st::TensorData> tensors;
+    st::Layout layout;
+  };
+  std::vector<Shard> shards;
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  uint64_t bytes = 0;
+  for (size_t k = 0; k < split.shards.size(); ++k) {
+    Shard shard;
+    shard.file = st::shard_file_name(stem_name, k + 1, split.shards.size());
+    shard.path = (dir / shard.file).string();
+    for (const size_t item : split.shards[k]) {
+      shard.tensors.push_back(flat.tensors[kept[item]]);
+      weight_map.emplace_back(flat.tensors[kept[item]].name, shard.file);
+    }
+    shard.layout = st::plan_layout(shard.tensors, shard_metadata, shard.path);  // every check before any file
+    bytes += shard.layout.total;
+    shards.push_back(std::move(shard));
+  }
+  const std::string index = st::index_json(split.total_size, metadata, weight_map);
+  if (progress) progress->total = bytes;
+
+  // Every shard in full first (the long part): until the renames below the previous checkpoint stands whole.
+  std::vector<std::unique_ptr<AtomicFileSink>> written;
+  for (const auto& shard : shards) written.push_back(st::write_planned(shard.path, shard.tensors, shard.layout, fsync, progress));
+  for (auto& sink : written) sink->commit();
+  AtomicFileSink index_sink(index_path, fsync);
+  index_sink.write(index.data(), index.size());
+  index_sink.commit();
+
+  // What an earlier save under this name left (other shard counts, a single file) would be read instead.
+  std::unordered_set<std::string> current{fs::path(index_path).filename().string()};
+  for (const auto& shard : shards) current.insert(shard.file);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir.empty() ? fs::path(".") : dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!current.count(name) && is_file_of_pattern(name, stem_name) && entry.is_regular_file(ec)) {
+      fs::remove(entry.path(), ec);
+    }
+  }
+}
+
+}  // namespace
+
+void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync, IoProgress* progress,
+                           uint64_t max_shard_size) {
+  Flattened flat = flatten_state(root, path);
+  std::string stem;
+  if (is_safetensors_index_name(path, &stem)) {
+    save_index(path, stem, std::move(flat), max_shard_size, fsync, progress);
+  } else {
+    save_single(path, std::move(flat), fsync, progress);
+  }
 }
 
 }  // namespace fabricckpt

@@ -42,6 +42,7 @@ import org.bytedeco.pytorch.Optimizer;
 public final class Fabric implements AutoCloseable {
     private final Strategy strategy;
     private volatile boolean unsafeGlobalsAllowed;
+    private volatile long maxShardSize = WriteOptions.DEFAULT_MAX_SHARD_SIZE;
     private final Set<AsyncSave> pendingSaves = ConcurrentHashMap.newKeySet();
 
     /** A single-device Fabric: this process writes and reads its checkpoints alone. */
@@ -69,8 +70,18 @@ public final class Fabric implements AutoCloseable {
         return this;
     }
 
+    /**
+     * The largest shard, in bytes, of a save to a {@code *.safetensors.index.json} path (a Hugging Face
+     * sharded checkpoint, as {@code huggingface_hub.save_torch_state_dict(max_shard_size=...)} writes it):
+     * {@link WriteOptions#DEFAULT_MAX_SHARD_SIZE} ("5GB") unless set. Returns this.
+     */
+    public Fabric maxShardSize(long bytes) {
+        this.maxShardSize = WriteOptions.DEFAULT.withMaxShardSize(bytes).maxShardSize(); // checked there
+        return this;
+    }
+
     private WriteOptions writeOptions() {
-        return WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(unsafeGlobalsAllowed);
+        return WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(unsafeGlobalsAllowed).withMaxShardSize(maxShardSize);
     }
 
     // ------------------------------------------------------------------------------- save

@@ -162,7 +162,8 @@ public final class TorchFiles {
      * holding globals outside torch's weights_only allowlist is refused (see {@link WriteOptions})
      * unless {@code allowUnsafeGlobals}. The format written follows the target's name: a
      * {@code .safetensors} target gets the source's tensors flattened (see {@link #write}; a safetensors
-     * source keeps its {@code __metadata__}), refused with the keys it cannot hold.
+     * source keeps its {@code __metadata__}), refused with the keys it cannot hold; a
+     * {@code *.safetensors.index.json} target gets them as a Hugging Face sharded checkpoint.
      */
     public static void convert(Path source, Path target) {
         convert(source, target, false, null);
@@ -175,7 +176,8 @@ public final class TorchFiles {
 
     /** {@link #convert(Path, Path)}; {@code allowUnsafeGlobals} writes globals outside the allowlist too. */
     public static void convert(Path source, Path target, boolean allowUnsafeGlobals, ProgressListener listener) {
-        convert(CheckpointLocation.of(source), CheckpointLocation.of(target), allowUnsafeGlobals, listener);
+        convert(CheckpointLocation.of(source), CheckpointLocation.of(target),
+                WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
     }
 
     /**
@@ -184,10 +186,20 @@ public final class TorchFiles {
      * chunk, the target uploaded as a multipart upload).
      */
     public static void convert(String source, String target, boolean allowUnsafeGlobals, ProgressListener listener) {
-        convert(CheckpointLocation.parse(source), CheckpointLocation.parse(target), allowUnsafeGlobals, listener);
+        convert(CheckpointLocation.parse(source), CheckpointLocation.parse(target),
+                WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
     }
 
-    private static void convert(CheckpointLocation from, CheckpointLocation to, boolean allowUnsafeGlobals,
+    /**
+     * {@link #convert(String, String, boolean, ProgressListener)} with the options of the write: fsync,
+     * unsafe globals and the largest shard of a {@code *.safetensors.index.json} target (the archive
+     * folder follows the target's name, as above).
+     */
+    public static void convert(String source, String target, WriteOptions options, ProgressListener listener) {
+        convert(CheckpointLocation.parse(source), CheckpointLocation.parse(target), options, listener);
+    }
+
+    private static void convert(CheckpointLocation from, CheckpointLocation to, WriteOptions options,
             ProgressListener listener) {
         String archive;
         if (CheckpointIOs.isShardedDirectory(from)) {
@@ -205,8 +217,7 @@ public final class TorchFiles {
             if (CheckpointIOs.forWriting(to) == CheckpointIOs.SAFETENSORS_FILE && CheckpointIOs.isSafetensorsFile(from)) {
                 keepMetadata(from, root); // safetensors to safetensors: the __metadata__ too
             }
-            CheckpointIOs.forWriting(to).write(to, root, WriteOptions.DEFAULT.withArchiveName(archive)
-                    .withUnsafeGlobalsAllowed(allowUnsafeGlobals), listener);
+            CheckpointIOs.forWriting(to).write(to, root, options.withArchiveName(archive), listener);
         }
     }
 

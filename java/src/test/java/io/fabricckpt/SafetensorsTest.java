@@ -10,6 +10,7 @@ import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CorruptCheckpointException;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.core.StateMismatchException;
+import io.fabricckpt.core.WriteOptions;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -85,31 +86,68 @@ class SafetensorsTest {
     }
 
     @Test
-    void loadRawOfAHuggingFaceShardedDirectory() throws IOException {
-        Net model = new Net(4, 8, 2);
-        Map<Object, Object> weights = StateDicts.of(model);
-        Map<Object, Object> first = new LinkedHashMap<>(), second = new LinkedHashMap<>();
-        StringBuilder map = new StringBuilder();
-        for (Map.Entry<Object, Object> e : weights.entrySet()) {
-            String name = (String) e.getKey();
-            String shard = name.startsWith("fc1") ? "model-00001-of-00002.safetensors"
-                    : "model-00002-of-00002.safetensors";
-            (name.startsWith("fc1") ? first : second).put(name, e.getValue());
-            map.append(map.length() == 0 ? "" : ", ").append('"').append(name).append("\": \"").append(shard)
-                    .append('"');
-        }
+    void fabricSavesAndLoadsAHuggingFaceShardedCheckpoint() throws IOException {
+        torch.manual_seed(2);
+        Net model = new Net(4, 8, 2); // fc1: 128 + 32 bytes, fc2: 64 + 8 bytes
         Path shards = Files.createDirectories(dir.resolve("hf"));
-        TorchFiles.write(shards.resolve("model-00001-of-00002.safetensors"), first);
-        TorchFiles.write(shards.resolve("model-00002-of-00002.safetensors"), second);
-        Files.writeString(shards.resolve("model.safetensors.index.json"),
-                "{\"metadata\": {\"total_size\": 176}, \"weight_map\": {" + map + "}}");
+        Files.writeString(shards.resolve("config.json"), "{}");
+        Files.write(shards.resolve("model.safetensors"), new byte[] {1}); // an older single file: replaced
+        Path index = shards.resolve("model.safetensors.index.json");
+        fabric.maxShardSize(170).save(index, Map.of("model", model, "note", "v1"));
+
+        // huggingface_hub's layout: shards split in state order, strings in the index's metadata.
+        try (var files = Files.list(shards)) {
+            assertEquals(List.of("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                    "model.safetensors.index.json"), files.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        String json = Files.readString(index);
+        assertTrue(json.startsWith("{\n  \"metadata\": {\n    \"total_size\": 232,\n    \"note\": \"v1\"\n  },"), json);
+        assertTrue(json.contains("\"model.fc1.weight\": \"model-00001-of-00002.safetensors\""), json);
+        assertTrue(json.contains("\"model.fc2.weight\": \"model-00002-of-00002.safetensors\""), json);
+
+        // The index file or its directory is the checkpoint: restored in place, the metadata string too.
         Net other = new Net(4, 8, 2);
-        fabric.loadRaw(shards, other);
-        assertTrue(other.fc1.weight().equal(model.fc1.weight()));
-        assertTrue(other.fc2.bias().equal(model.fc2.bias()));
-        Net viaIndex = new Net(4, 8, 2);
-        fabric.loadRaw(shards.resolve("model.safetensors.index.json"), viaIndex);
-        assertTrue(viaIndex.fc2.weight().equal(model.fc2.weight()));
+        Map<String, Object> target = new HashMap<>();
+        target.put("model", other);
+        target.put("note", null);
+        assertTrue(fabric.load(index, target).isEmpty());
+        assertTrue(other.fc1.weight().equal(model.fc1.weight()) && other.fc2.bias().equal(model.fc2.bias()));
+        assertEquals("v1", target.get("note"));
+        Net viaDirectory = new Net(4, 8, 2);
+        assertEquals(Map.of(), fabric.load(shards, Map.of("model", viaDirectory)));
+        assertTrue(viaDirectory.fc2.weight().equal(model.fc2.weight()));
+        assertTrue(TorchFiles.verify(index).startsWith("ok: safetensors index of 2 shards, 4 tensors"),
+                TorchFiles.verify(index));
+
+        // Saved again in one shard: the two-shard files go, the new index names its only shard.
+        fabric.maxShardSize(WriteOptions.DEFAULT_MAX_SHARD_SIZE).save(index, Map.of("model", model));
+        try (var files = Files.list(shards)) {
+            assertEquals(List.of("config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"),
+                    files.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        assertThrows(IllegalArgumentException.class, () -> fabric.maxShardSize(0));
+    }
+
+    @Test
+    void tensorsSharingMemoryAreRefusedInOneFileAndKeptOnceInAShardedCheckpoint() throws IOException {
+        Tensor tied = torch.randn(3, 4);
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("lm_head.weight", tied);
+        state.put("embed.weight", tied);
+        Path single = dir.resolve("tied.safetensors");
+        CheckpointException e = assertThrows(CheckpointException.class, () -> TorchFiles.write(single, state));
+        assertTrue(e.getMessage().contains("share memory (embed.weight, lm_head.weight)") && e.getMessage()
+                .contains("tied.safetensors"), e.getMessage());
+        assertFalse(Files.exists(single));
+
+        // As save_torch_state_dict: the alphabetically first is kept, the other named in the metadata.
+        Path index = dir.resolve("tied").resolve("model.safetensors.index.json");
+        TorchFiles.write(index, state);
+        @SuppressWarnings("unchecked")
+        Map<String, Object> read = (Map<String, Object>) TorchFiles.read(index);
+        assertEquals(List.of("embed.weight"), List.copyOf(read.keySet()));
+        assertTrue(((Tensor) read.get("embed.weight")).equal(tied));
+        assertTrue(Files.readString(index).contains("\"lm_head.weight\": \"embed.weight\""));
     }
 
     @Test

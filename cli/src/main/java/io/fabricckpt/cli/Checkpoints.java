@@ -25,10 +25,13 @@ import org.bytedeco.pytorch.Tensor;
 final class Checkpoints {
     private Checkpoints() {}
 
-    /** Whether {@code path} names a safetensors target (which the library writes). */
+    /** Whether {@code path} names a safetensors target, a file or a Hugging Face index (which the library writes). */
     static boolean isSafetensorsName(Path path) {
-        return path.getFileName() != null
-                && path.getFileName().toString().toLowerCase(java.util.Locale.ROOT).endsWith(".safetensors");
+        if (path.getFileName() == null) {
+            return false;
+        }
+        String name = path.getFileName().toString();
+        return name.toLowerCase(java.util.Locale.ROOT).endsWith(".safetensors") || name.endsWith(".safetensors.index.json");
     }
 
     /** The library's tree with each tensor (and parameter) replaced by its {@link TensorInfo}. */

@@ -2,6 +2,9 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
+import io.fabricckpt.core.WriteOptions;
+import java.util.Locale;
+import java.util.Map;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -15,14 +18,21 @@ import picocli.CommandLine.Parameters;
             "torch.load(weights_only=False) would run) are refused unless --allow-unsafe-globals.",
             "A DST ending in .safetensors gets a safetensors file (as safetensors.torch.save_file",
             "writes): the tensors flattened to dotted names, strings as metadata; other values are",
-            "refused, naming their keys."})
+            "refused, naming their keys. A DST ending in .safetensors.index.json gets a Hugging Face",
+            "sharded checkpoint (as huggingface_hub's save_torch_state_dict writes): the index and",
+            "its shards beside it."})
 final class ConvertCli implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "SRC", description = "a checkpoint file or sharded directory, local or s3://")
     String sourceLocation;
 
     @Parameters(index = "1", paramLabel = "DST", description = "the file to write, local or s3://bucket/key (a name ending in"
-            + " .safetensors: safetensors, else torch.save)")
+            + " .safetensors: safetensors, .safetensors.index.json: sharded safetensors, else torch.save)")
     String targetLocation;
+
+    @Option(names = "--max-shard-size", paramLabel = "SIZE", defaultValue = "5GB",
+            description = "the largest shard of a .safetensors.index.json DST: bytes, or with KB, MB, GB or TB"
+                    + " (decimal, as huggingface_hub reads it; default: ${DEFAULT-VALUE})")
+    String maxShardSize;
 
     @Option(names = "--allow-unsafe-globals",
             description = "write globals outside torch's weights_only allowlist too (only for files you trust)")
@@ -30,11 +40,13 @@ final class ConvertCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        WriteOptions options = WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(allowUnsafeGlobals)
+                .withMaxShardSize(parseShardSize(maxShardSize));
         if (ObjectLocations.isRemote(sourceLocation) || ObjectLocations.isRemote(targetLocation)) {
             // Through the library: a sharded s3:// directory fetched chunk by chunk, an s3:// target uploaded
             // as a multipart upload (the object appears only when complete).
             ProgressBar bar = new ProgressBar("convert");
-            TorchFiles.convert(sourceLocation, targetLocation, allowUnsafeGlobals, bar);
+            TorchFiles.convert(sourceLocation, targetLocation, options, bar);
             bar.finish();
             System.out.println("wrote " + targetLocation);
             return ExitCodes.OK;
@@ -45,7 +57,7 @@ final class ConvertCli implements Callable<Integer> {
         // safetensors target through the library (the tensors flattened).
         if (Checkpoints.isSafetensorsName(target)) {
             ProgressBar bar = new ProgressBar("convert");
-            TorchFiles.convert(source, target, allowUnsafeGlobals, bar);
+            TorchFiles.convert(source.toString(), target.toString(), options, bar);
             bar.finish();
         } else if (Outlines.isShardedDirectory(source)) {
             Outlines.convertSharded(source, target, allowUnsafeGlobals);
@@ -54,5 +66,29 @@ final class ConvertCli implements Callable<Integer> {
         }
         System.out.println("wrote " + target);
         return ExitCodes.OK;
+    }
+
+    private static final Map<String, Long> SHARD_UNITS = Map.of("KB", 1_000L, "MB", 1_000_000L, "GB", 1_000_000_000L,
+            "TB", 1_000_000_000_000L);
+
+    /** huggingface_hub's parse_size_to_int: "5GB" is 5 x 10^9 bytes; plain digits are bytes. */
+    static long parseShardSize(String text) {
+        String t = text.strip();
+        try {
+            if (t.chars().allMatch(Character::isDigit) && !t.isEmpty()) {
+                return Long.parseLong(t);
+            }
+            Long unit = t.length() > 2 ? SHARD_UNITS.get(t.substring(t.length() - 2).toUpperCase(Locale.ROOT)) : null;
+            if (unit != null) {
+                double value = Double.parseDouble(t.substring(0, t.length() - 2).strip());
+                if (value > 0 && value * unit < Long.MAX_VALUE) {
+                    return (long) (value * unit);
+                }
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(new ConvertCli()),
+                "bad --max-shard-size '" + text + "' (bytes, or e.g. 500MB, 5GB)");
     }
 }

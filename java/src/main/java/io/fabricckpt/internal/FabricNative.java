@@ -167,15 +167,15 @@ public final class FabricNative {
     public static native @ByVal NativeValue loadSafetensorsFile(@StdString BytePointer path,
             @Cast("bool") boolean mmap, int threads, NativeProgress progress);
 
-    /** The flattened tensors of {@code root} (strings as {@code __metadata__}) as a safetensors file, atomically. */
+    /**
+     * The flattened tensors of {@code root} (strings as {@code __metadata__}) as a safetensors file,
+     * atomically; a {@code *.safetensors.index.json} path gets Hugging Face's sharded layout.
+     */
     public static native void saveSafetensorsFile(@StdString BytePointer path, @Const @ByRef NativeValue root,
-            @Cast("bool") boolean fsync, NativeProgress progress);
+            @Cast("bool") boolean fsync, long maxShardSize, NativeProgress progress);
 
-    /** A safetensors file's {@code __metadata__} as a dict of strings. */
+    /** A safetensors file's {@code __metadata__} (an index's string metadata) as a dict of strings. */
     public static native @ByVal NativeValue safetensorsMetadata(@StdString BytePointer path);
-
-    /** Checks a safetensors file end to end; a one-line summary. */
-    public static native @StdString BytePointer verifySafetensorsFile(@StdString BytePointer path);
 
     /** The module's parameter names, one per line. */
     public static native @StdString BytePointer parameterNames(Pointer module);

@@ -27,13 +27,18 @@ import org.bytedeco.javacpp.BytePointer;
 public final class SafetensorsFileIO implements FileCheckpointIO {
     /** What marks a safetensors target by name. */
     public static final String EXTENSION = ".safetensors";
+    /** What marks a Hugging Face sharded checkpoint by name: its index, the shards beside it. */
+    public static final String INDEX_EXTENSION = ".safetensors.index.json";
 
     SafetensorsFileIO() {}
 
-    /** Whether {@code location} names a safetensors file ({@value #EXTENSION}, any case). */
+    /**
+     * Whether {@code location} names a safetensors file ({@value #EXTENSION}, any case) or a Hugging
+     * Face index ({@value #INDEX_EXTENSION}, exactly, as huggingface_hub names it).
+     */
     public static boolean isSafetensorsName(CheckpointLocation location) {
         String name = location.fileName();
-        return name != null && name.toLowerCase(Locale.ROOT).endsWith(EXTENSION);
+        return name != null && (name.toLowerCase(Locale.ROOT).endsWith(EXTENSION) || name.endsWith(INDEX_EXTENSION));
     }
 
     @Override
@@ -42,7 +47,7 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
         BytePointer path = NativeCalls.path(location);
         try {
             ProgressPoller.run(listener, progress -> {
-                FabricNative.saveSafetensorsFile(path, checkpoint, options.fsync(), progress);
+                FabricNative.saveSafetensorsFile(path, checkpoint, options.fsync(), options.maxShardSize(), progress);
                 return null;
             });
         } catch (RuntimeException e) {
@@ -83,11 +88,7 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
 
     @Override
     public String verify(CheckpointLocation location) {
-        try {
-            return NativeCalls.string(FabricNative.verifySafetensorsFile(NativeCalls.path(location)));
-        } catch (RuntimeException e) {
-            throw NativeErrors.translate(e);
-        }
+        return CheckpointIOs.TORCH_SAVE_FILE.verify(location); // the native verifier takes every kind of file
     }
 
     /**

@@ -226,17 +226,44 @@ def test_tensors_sharing_memory_are_refused_in_one_file_as_save_file_refuses_the
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_dcp_directory_with_safetensors_serialization_reads_in_java(java, tmp_path):
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import FileSystemWriter
-    from torch.distributed.checkpoint.filesystem import SerializationFormat
+DCP_SAFETENSORS_SAVE = """
+import sys
+import warnings
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.filesystem import SerializationFormat
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
 
-    torch.manual_seed(3)
-    state = {"model": {"w": torch.randn(4, 6), "b": torch.arange(5, dtype=torch.bfloat16), "n": torch.tensor(7)},
-             "step": 5}
-    path = tmp_path / "dcp"
-    dcp.save(state, storage_writer=FileSystemWriter(path, serialization_format=SerializationFormat.SAFETENSORS),
-             no_dist=True)
+warnings.simplefilter("ignore")
+dist.init_process_group("gloo")
+mesh = init_device_mesh("cpu", (2,))
+torch.manual_seed(3)  # the same full tensors on both ranks; each keeps its rows
+full = {"w": torch.randn(4, 6), "b": torch.arange(5, dtype=torch.bfloat16), "n": torch.tensor(7)}
+state = {"model": {"w": distribute_tensor(full["w"], mesh, [Shard(0)]),
+                   "b": distribute_tensor(full["b"], mesh, [Shard(0)]), "n": full["n"]}, "step": 5}
+dcp.save(state, storage_writer=FileSystemWriter(sys.argv[1], serialization_format=SerializationFormat.SAFETENSORS))
+if dist.get_rank() == 0:
+    torch.save(full, sys.argv[2])
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_dcp_directory_with_safetensors_serialization_reads_in_java(java, tmp_path):
+    """torch 2.10's own FileSystemReader cannot read this layout back (it torch.loads each slice); Java
+    reads it, the library and the torch-free command line alike, chunks of 2 ranks assembled."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "save.py"
+    script.write_text(DCP_SAFETENSORS_SAVE)
+    path, full_path = tmp_path / "dcp", tmp_path / "full.pt"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    script, path, full_path], check=True, capture_output=True, timeout=300)
+    full = torch.load(full_path, weights_only=True)
     raw = (path / "__0_0.distcp").read_bytes()
     assert b'"DCP_SHARDING_INFO"' in raw  # the shard file's tensors are a safetensors blob
 
@@ -244,5 +271,12 @@ def test_dcp_directory_with_safetensors_serialization_reads_in_java(java, tmp_pa
     java.tool("convert", path, out)
     loaded = torch.load(out, weights_only=True)
     assert loaded["step"] == 5
-    for name, tensor in state["model"].items():
+    for name, tensor in full.items():
         assert torch.equal(loaded["model"][name], tensor), name
+    # The command line outlines it without libtorch: the same consolidation, byte for byte.
+    cli_out = tmp_path / "cli" / "consolidated.pt"  # the same name: the archive folder follows it
+    java.cli("convert", path, cli_out)
+    assert cli_out.read_bytes() == out.read_bytes()
+    assert "3 tensors in 5 chunks" in java.cli("verify", path).stdout
+    assert "checkpoints are equal" in java.cli("diff", path, out).stdout
+    assert "w: tensor Float [4, 6]" in java.cli("inspect", path).stdout

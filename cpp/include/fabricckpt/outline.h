@@ -117,6 +117,8 @@ FileOutline read_file_outline(const std::string& path);
 // The two formats read_file_outline adds (outline_legacy.cpp, outline_safetensors.cpp).
 FileOutline read_legacy_outline(std::shared_ptr<const MappedFile> file);
 FileOutline read_safetensors_outline(const std::string& path);
+// One safetensors file already opened (a blob inside a torch.distributed.checkpoint shard file).
+FileOutline read_safetensors_outline(std::shared_ptr<const MappedFile> file);
 // verify_outline's part for what read_safetensors_outline gave for `path`.
 std::string verify_safetensors_outline(const std::string& path, const FileOutline& outline);
 

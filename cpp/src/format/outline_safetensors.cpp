@@ -51,8 +51,8 @@ struct SafetensorsFiles {
 };
 
 // One file's tensors into `root`, in data order.
-void add_file(const std::string& path, SafetensorsFiles& owner, const ValuePtr& root) {
-  auto file = MappedFile::open(path);
+void add_file(std::shared_ptr<const MappedFile> file, SafetensorsFiles& owner, const ValuePtr& root) {
+  const std::string& path = file->path();
   const st::Header header = st::read_header(*file);
   for (const auto& t : header.tensors) {
     const DtypeInfo dtype = torch_dtype(t, path);
@@ -87,17 +87,28 @@ FileOutline read_safetensors_outline(const std::string& path) {
   out.root = Value::plain_dict();
   const std::string index_path = safetensors_index_of(path);
   if (index_path.empty()) {
-    add_file(path, *owner, out.root);
+    add_file(MappedFile::open(path), *owner, out.root);
   } else {
     const st::ShardIndex index = st::read_index(index_path);
     const fs::path dir = fs::path(index_path).parent_path();
     std::vector<ValuePtr> shards;
     for (const auto& name : index.files) {
       shards.push_back(Value::plain_dict());
-      add_file((dir / name).string(), *owner, shards.back());
+      add_file(MappedFile::open((dir / name).string()), *owner, shards.back());
     }
     out.root = st::merge_shards(index, shards, index_path);
   }
+  for (const auto& s : owner->storages) out.storages.push_back(s.get());
+  out.owner = owner;
+  return out;
+}
+
+FileOutline read_safetensors_outline(std::shared_ptr<const MappedFile> file) {
+  auto owner = std::make_shared<SafetensorsFiles>();
+  FileOutline out;
+  out.format = OutlineFormat::Safetensors;
+  out.root = Value::plain_dict();
+  add_file(std::move(file), *owner, out.root);
   for (const auto& s : owner->storages) out.storages.push_back(s.get());
   out.owner = owner;
   return out;

@@ -4,6 +4,7 @@
 // storage of its own that is assembled only when the writer reaches it: one tensor in memory at a time.
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <algorithm>
 #include <map>
 #include <set>
@@ -15,6 +16,7 @@
 #include "fabricckpt/error.h"
 #include "fabricckpt/outline.h"
 #include "fabricckpt/safety.h"
+#include "fabricckpt/safetensors.h"
 
 namespace fabricckpt {
 namespace {
@@ -56,8 +58,56 @@ class ShardedSource {
     return {flat_key.substr(0, dot), flat_key.substr(dot + 1)};
   }
 
-  // The item's torch.save stream as an outline (kept open as long as this source).
-  std::shared_ptr<const OutlineFile> item(const std::string& fqn, const std::vector<int64_t>* offsets) {
+  // An item as an outline: its tree (a value, or a tensor chunk's rebuild recipe) and how to read
+  // every byte of it with what checks the format has. Kept open as long as this source.
+  struct Item {
+    ValuePtr root;
+    std::function<void()> verify;
+  };
+
+  // A tensor chunk is a torch.save stream, or under serialization_format=SAFETENSORS a tensor of
+  // the safetensors blob that starts at the recorded offset (and runs to the end of the file).
+  Item item(const std::string& fqn, const std::vector<int64_t>* offsets) {
+    auto [file, info] = locate(fqn, offsets);
+    if (offsets && safetensors::looks_like_safetensors(*MappedFile::slice(file, info->offset, file->size() - info->offset,
+                                                                           file->path()))) {
+      auto& blob = blobs_[{info->relative_path, info->offset}];
+      if (!blob) {
+        blob = std::make_shared<FileOutline>(read_safetensors_outline(MappedFile::slice(
+            file, info->offset, file->size() - info->offset, concat(file->path(), " (safetensors at byte ", info->offset, ")"))));
+      }
+      ValuePtr node = blob->root->dict().get(fqn);
+      const auto tensor = node ? tensor_of(*node) : std::nullopt;
+      if (!tensor) throw FormatError(concat(file->path(), ": the safetensors at byte ", info->offset, " holds no tensor '", fqn, "'"));
+      if (tensor->storage->stored != info->length) {
+        throw FormatError(concat(file->path(), ": '", fqn, "' is recorded as ", info->length, " bytes, its safetensors entry has ",
+                                 tensor->storage->stored));
+      }
+      const StorageOutline* storage = tensor->storage;
+      return {node, [storage] { storage->read_all(); }};  // the format has no checksum: every byte readable
+    }
+    auto stream = OutlineFile::open(MappedFile::slice(file, info->offset, info->length,
+                                                      concat(file->path(), " ('", fqn, "' at byte ", info->offset, ")")));
+    streams_.push_back(stream);
+    const OutlineFile* opened = stream.get();
+    return {stream->root(), [opened] {
+              for (const auto& record : opened->zip().records()) opened->zip().verify(record);  // in pieces
+            }};
+  }
+
+  // The item's torch.save stream (a value's), as an outline.
+  std::shared_ptr<const OutlineFile> stream(const std::string& fqn) {
+    auto [file, info] = locate(fqn, nullptr);
+    auto stream = OutlineFile::open(MappedFile::slice(file, info->offset, info->length,
+                                                      concat(file->path(), " ('", fqn, "' at byte ", info->offset, ")")));
+    streams_.push_back(stream);
+    return stream;
+  }
+
+ private:
+  // The file and byte range the metadata records for an item, checked to lie inside the file.
+  std::pair<std::shared_ptr<const MappedFile>, const dcp::StorageInfo*> locate(const std::string& fqn,
+                                                                               const std::vector<int64_t>* offsets) {
     const std::string metadata_file = (fs::path(dir_) / dcp::kMetadataFile).string();
     const dcp::StorageInfo* info = metadata_.storage_of(fqn, offsets);
     if (!info) {
@@ -75,17 +125,14 @@ class ShardedSource {
       throw FormatError(concat(file->path(), ": '", fqn, "' is recorded at bytes ", info->offset, "+", info->length,
                                " but the file has ", file->size(), " bytes (truncated?)"));
     }
-    auto stream = OutlineFile::open(MappedFile::slice(file, info->offset, info->length,
-                                                      concat(path, " ('", fqn, "' at byte ", info->offset, ")")));
-    streams_.push_back(stream);
-    return stream;
+    return {file, info};
   }
 
- private:
   std::string dir_;
   dcp::Metadata metadata_;
   std::map<std::string, std::shared_ptr<const MappedFile>> files_;
   std::vector<std::shared_ptr<const OutlineFile>> streams_;
+  std::map<std::pair<std::string, uint64_t>, std::shared_ptr<FileOutline>> blobs_;  // (file, offset) -> its tensors
 };
 
 // A chunk held whole by one stream, written again as the libtorch reader and writer pass it on:
@@ -156,7 +203,7 @@ ShardedOutline read_sharded_outline(const std::string& dir) {
   for (const dcp::Entry& entry : source->metadata().entries) {
     ValuePtr value;
     if (!entry.tensor) {
-      value = source->item(entry.key, nullptr)->root();
+      value = source->stream(entry.key)->root();
     } else {
       const dcp::TensorEntry& t = *entry.tensor;
       auto dtype = dtype_of_torch_name(t.dtype);
@@ -164,9 +211,9 @@ ShardedOutline read_sharded_outline(const std::string& dir) {
       const std::vector<int64_t> origin(t.size.size(), 0);
       for (const auto& chunk : t.chunks) {  // one chunk that is the whole tensor: passed on as it is
         if (chunk.offsets != origin || chunk.sizes != t.size) continue;
-        auto stream = source->item(entry.key, &chunk.offsets);
-        auto loaded = tensor_of(*stream->root());
-        if (loaded && loaded->sizes == t.size && loaded->dtype.name == dtype->name) value = chunk_as_is(*stream->root(), *loaded);
+        const auto item = source->item(entry.key, &chunk.offsets);
+        auto loaded = tensor_of(*item.root);
+        if (loaded && loaded->sizes == t.size && loaded->dtype.name == dtype->name) value = chunk_as_is(*item.root, *loaded);
       }
       if (!value) {
         const auto elements = static_cast<uint64_t>(dcp::checked_volume(t.size, concat(dir, ": '", entry.key, "'")));
@@ -188,8 +235,7 @@ ShardedOutline read_sharded_outline(const std::string& dir) {
         const dcp::TensorEntry tensor = t;
         storage->assemble = [source, key, tensor, dtype = *dtype](uint8_t* out) {
           for (const auto& chunk : tensor.chunks) {
-            auto stream = source->item(key, &chunk.offsets);
-            auto part = tensor_of(*stream->root());
+            auto part = tensor_of(*source->item(key, &chunk.offsets).root);
             if (!part || part->sizes != chunk.sizes || part->dtype.name != dtype.name) {
               throw FormatError(concat(source->dir(), ": the chunk of '", key, "' at ", dims_text(chunk.offsets),
                                        " is not a ", dtype.name, " tensor of shape ", dims_text(chunk.sizes)));
@@ -235,12 +281,9 @@ std::string verify_sharded_outline(const std::string& dir) {
   ShardedSource source(dir);
   const dcp::Metadata& metadata = source.metadata();
   size_t tensors = 0, chunks = 0;
-  auto verify_stream = [](const OutlineFile& stream) {
-    for (const auto& record : stream.zip().records()) stream.zip().verify(record);  // in pieces
-  };
   for (const dcp::Entry& entry : metadata.entries) {
     if (!entry.tensor) {
-      verify_stream(*source.item(entry.key, nullptr));
+      source.item(entry.key, nullptr).verify();
       continue;
     }
     const dcp::TensorEntry& t = *entry.tensor;
@@ -250,13 +293,13 @@ std::string verify_sharded_outline(const std::string& dir) {
     uint64_t covered = 0;
     for (const auto& chunk : t.chunks) {
       ++chunks;
-      auto stream = source.item(entry.key, &chunk.offsets);
-      auto part = tensor_of(*stream->root());
+      const auto item = source.item(entry.key, &chunk.offsets);
+      auto part = tensor_of(*item.root);
       if (!part || part->sizes != chunk.sizes) {
         throw FormatError(concat(dir, ": the chunk of '", entry.key, "' at ", dims_text(chunk.offsets),
                                  " is not a tensor of shape ", dims_text(chunk.sizes)));
       }
-      verify_stream(*stream);
+      item.verify();
       covered += static_cast<uint64_t>(dcp::checked_volume(chunk.sizes, entry.key));
     }
     const auto elements = static_cast<uint64_t>(dcp::checked_volume(t.size, entry.key));
@@ -289,7 +332,7 @@ std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir) {
   if (fs::is_regular_file(meta, ec)) add(unsafe_globals_of_zip_file(meta));
   for (const dcp::Entry& entry : source.metadata().entries) {
     if (entry.tensor) continue;
-    auto stream = source.item(entry.key, nullptr);
+    auto stream = source.stream(entry.key);
     const ZipRecord* record = stream->zip().find("data.pkl");
     try {
       add(unsafe_globals_in_pickle(stream->zip().data(*record, /*verify_crc=*/true)));

@@ -231,6 +231,58 @@ def test_java_sharded_checkpoint_reads_in_python(java_sharded, java_converted, t
     assert_same_training_state(consolidated, restored)
 
 
+def test_java_sharded_save_with_safetensors_serialization(java, java_sharded, java_converted, tmp_path):
+    """Fsdp(SHARDED, SAFETENSORS): each rank's file is its values' torch.save streams, then its chunks as
+    the safetensors blob safetensors.torch.save gives for them with DCP's metadata (torch 2.10's
+    FileSystemWriter(serialization_format=SAFETENSORS)); every chunk recorded at the blob's start."""
+    import json
+    import struct
+    from safetensors.torch import load as load_blob, save as save_blob
+    from torch.distributed.checkpoint import FileSystemReader
+
+    path = tmp_path / "ckpt"
+    out = launch(java, 2, "save-sharded-safetensors", path)
+    for rank in (0, 1):
+        assert rank_lines(out, rank, "files=") == [".metadata,__0_0.distcp,__1_0.distcp,meta.pt"], out
+    storage = FileSystemReader(path).read_metadata().storage_data
+    plain = FileSystemReader(java_sharded).read_metadata().storage_data
+    for rank in (0, 1):
+        name = f"__{rank}_0.distcp"
+        raw = (path / name).read_bytes()
+        items = {k: v for k, v in storage.items() if v.relative_path == name}
+        tensor_items = {k: v for k, v in items.items() if k.offset is not None}
+        starts = {v.offset for v in tensor_items.values()}
+        assert len(starts) == 1, starts
+        start = starts.pop()
+        # The values before the blob: the same streams as in the torch.save serialization's file.
+        plain_tensor_starts = [v.offset for k, v in plain.items() if v.relative_path == name and k.offset is not None]
+        assert raw[:start] == (java_sharded / name).read_bytes()[:min(plain_tensor_starts)]
+        blob = raw[start:]
+        chunks = load_blob(blob)
+        assert set(chunks) == {k.fqn for k in tensor_items}
+        for k, v in tensor_items.items():
+            assert v.length == chunks[k.fqn].numel() * chunks[k.fqn].element_size(), k
+        (n,) = struct.unpack("<Q", blob[:8])
+        header = json.loads(blob[8:8 + n])
+        metadata = header.pop("__metadata__")
+        assert metadata["DCP_VERSION"] == "1.0" and metadata["format"] == "pt"
+        assert json.loads(metadata["DCP_SHARDING_INFO"]) == {k.fqn: {"saved_offsets": list(k.offset)} for k in tensor_items}
+        # What safetensors.torch.save writes for these chunks and this metadata (its own key order aside).
+        python = save_blob(chunks, metadata=metadata)
+        (m,) = struct.unpack("<Q", python[:8])
+        assert m == n and json.loads(python[8:8 + m]) == {**header, "__metadata__": metadata}
+        assert python[8 + m:] == blob[8 + n:]
+
+    # Java reads it back (library and torch-free command line alike) as the same training state.
+    converted = tmp_path / "java.pt"
+    java.tool("convert", path, converted)
+    cli = tmp_path / "cli" / "java.pt"
+    java.cli("convert", path, cli)
+    assert cli.read_bytes() == converted.read_bytes()
+    assert_equal_trees(java_converted, torch.load(converted, weights_only=True))
+    assert "every tensor covered" in java.cli("verify", path).stdout
+
+
 def test_java_full_checkpoint_reads_in_python(java, java_converted, tmp_path):
     path = tmp_path / "full.ckpt"
     launch(java, 2, "save-full", path)

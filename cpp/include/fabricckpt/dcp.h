@@ -128,6 +128,15 @@ void check_chunk_tiling(const std::string& key, const std::vector<int64_t>& size
 std::string write_metadata(const Metadata& metadata);
 Metadata read_metadata(std::string_view bytes, const std::string& file);
 
+// The metadata of the safetensors blob that FileSystemWriter(serialization_format=SAFETENSORS)
+// writes at the end of a shard file (torch 2.10, _write_files_from_queue): DCP_SHARDING_INFO, the
+// json.dumps of {fqn: {"saved_offsets": [...]}} for `chunks` (fqn, the chunk's offsets in its
+// tensor) in their order, DCP_VERSION "1.0" and format "pt", in that (Python's dict) order. The
+// crate writes them in its HashMap's order, random per process: what Python writes differs from
+// run to run there, and from ours.
+std::vector<std::pair<std::string, std::string>> safetensors_blob_metadata(
+    const std::vector<std::pair<std::string, std::vector<int64_t>>>& chunks);
+
 // True when `name` is a plain file name: not empty, no directory separators, not "." or "..",
 // no NUL. Metadata whose storage paths fail this is refused (they could point outside the
 // checkpoint directory).

@@ -54,12 +54,19 @@ class ShardPlan {
   std::map<std::string, std::string> optimizers_;                    // optimizer key -> module key
 };
 
+// How a shard file holds its tensors (torch.distributed.checkpoint's SerializationFormat).
+enum class Serialization {
+  TorchSave,    // each chunk a torch.save stream (the default, what Lightning writes)
+  Safetensors,  // the chunks together as one safetensors blob after the values' streams
+};
+
 struct SaveOptions {
   bool fsync = true;
   std::string checkpoint_id;  // recorded in the metadata's StorageMeta (the directory, as Python does)
   // Values (and meta.pt) holding globals torch.load(weights_only=True) refuses are refused
   // (UnsafeGlobalsError naming each and where it sits, before anything is touched) unless set.
   bool allow_unsafe_globals = false;
+  Serialization serialization = Serialization::TorchSave;
 };
 
 // Collective: every rank calls it with its own state. `state` is the dict that goes into the

@@ -171,6 +171,13 @@ void save_safetensors_file(const std::string& path, const ValuePtr& root, bool f
                            IoProgress* progress = nullptr,
                            uint64_t max_shard_size = safetensors::kDefaultMaxShardSize);
 
+// `tensors`, a flat dict name -> CPU tensor, as the safetensors stream safetensors.torch.save(tensors,
+// metadata) returns, written at the sink's position straight from the tensors' memory (DCP's
+// SAFETENSORS serialization puts one at the end of each shard file). StateError naming `target` for
+// what save refuses (a dtype safetensors lacks, tensors sharing memory).
+void write_safetensors_stream(OutputSink& out, const ValuePtr& tensors, const safetensors::Metadata& metadata,
+                              const std::string& target);
+
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their
 // sharing (a node referenced twice stays one node), immutable leaves are shared.

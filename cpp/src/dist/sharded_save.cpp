@@ -154,9 +154,13 @@ void check_replaceable(const std::string& dir) {
                        "directory or move them"));
 }
 
-// This rank's distcp file: values, then tensors (DCP's order), each a torch.save stream.
+// This rank's distcp file: values, then tensors (DCP's order), each a torch.save stream; with
+// Serialization::Safetensors the tensors together as one safetensors blob at the end, every item
+// of it recorded at the blob's start with its own length (as FileSystemWriter records them).
 std::vector<Written> write_rank_file(const std::string& dir, int rank, const std::vector<dcp::FlatItem>& flat,
-                                     const ShardPlan& plan, bool fsync) {
+                                     const ShardPlan& plan, const SaveOptions& options) {
+  const bool fsync = options.fsync;
+  const bool blob = options.serialization == Serialization::Safetensors;
   std::vector<const dcp::FlatItem*> values, tensors;
   for (const auto& item : flat) {
     if (item.value->is(Kind::Tensor)) {
@@ -177,6 +181,9 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
     w.length = sink.position() - w.file_offset;
     written.push_back(std::move(w));
   }
+  const uint64_t blob_start = sink.position();
+  ValuePtr blob_tensors = Value::plain_dict();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> blob_chunks;
   for (const auto* item : tensors) {
     const at::Tensor& t = tensor_of(*item->value);
     Written w;
@@ -192,10 +199,21 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
       w.global_size = w.sizes;
       w.offsets.assign(w.sizes.size(), 0);
     }
-    w.file_offset = sink.position();
-    write_torch_save(sink, chunk_value(t), "archive", /*allow_unsafe_globals=*/true);  // a tensor
-    w.length = sink.position() - w.file_offset;
+    if (blob) {
+      w.file_offset = blob_start;
+      w.length = static_cast<uint64_t>(t.numel()) * t.element_size();
+      blob_tensors->dict().set(Value::string(w.key), chunk_value(t));
+      blob_chunks.emplace_back(w.key, w.offsets);
+    } else {
+      w.file_offset = sink.position();
+      write_torch_save(sink, chunk_value(t), "archive", /*allow_unsafe_globals=*/true);  // a tensor
+      w.length = sink.position() - w.file_offset;
+    }
     written.push_back(std::move(w));
+  }
+  if (blob) {
+    write_safetensors_stream(sink, blob_tensors, dcp::safetensors_blob_metadata(blob_chunks),
+                             (fs::path(dir) / dcp::rank_file_name(rank)).string());
   }
   sink.commit();
   // Reported in the state's order (the metadata lists keys in it), whatever the order in the file.
@@ -287,7 +305,7 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
   std::string report;
   std::exception_ptr failure;  // this rank's own write error, rethrown with its type once all know
   try {
-    report = encode_success(encode_report(write_rank_file(staging_dir, rank, flat, plan, options.fsync)));
+    report = encode_success(encode_report(write_rank_file(staging_dir, rank, flat, plan, options)));
   } catch (const IoError& e) {
     // named after the checkpoint: the staging directory's name alone would puzzle
     failure = std::make_exception_ptr(IoError(concat(dir, ": ", e.what()), e.error_number(), e.path()));

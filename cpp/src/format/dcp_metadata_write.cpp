@@ -7,6 +7,7 @@
 #include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/pickle.h"
+#include "safetensors_json.h"
 
 namespace fabricckpt::dcp {
 
@@ -158,5 +159,19 @@ ValuePtr metadata_to_value(const Metadata& m) {
 }
 
 std::string write_metadata(const Metadata& metadata) { return pickle(metadata_to_value(metadata)); }
+
+std::vector<std::pair<std::string, std::string>> safetensors_blob_metadata(
+    const std::vector<std::pair<std::string, std::vector<int64_t>>>& chunks) {
+  std::string info = "{";  // json.dumps' default separators: ", " and ": "
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i) info += ", ";
+    safetensors::append_python_json_string(info, chunks[i].first);
+    info += ": {\"saved_offsets\": [";
+    for (size_t d = 0; d < chunks[i].second.size(); ++d) info += (d ? ", " : "") + std::to_string(chunks[i].second[d]);
+    info += "]}";
+  }
+  info += "}";
+  return {{"DCP_SHARDING_INFO", info}, {"DCP_VERSION", "1.0"}, {"format", "pt"}};
+}
 
 }  // namespace fabricckpt::dcp

@@ -447,21 +447,13 @@ void loadOptimizerStateDictByName(void* optimizer, void* module, const NativeVal
   state::load_optimizer_state_dict(opt, *state::optimizer_state_by_index(*state_dict.get(), names));
 }
 
-void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta,
-                 const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync) {
-  sharded::SaveOptions options;
-  options.fsync = fsync;
-  options.checkpoint_id = dir;
-  sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
-                group ? group->get() : nullptr, options);
-}
-
-void saveShardedOptions(const std::string& dir, const NativeValue& state, const NativeValue& meta,
-                        const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals) {
+void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta, const NativeShardPlan& plan,
+                 NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals, bool safetensors) {
   sharded::SaveOptions options;
   options.fsync = fsync;
   options.checkpoint_id = dir;
   options.allow_unsafe_globals = allow_unsafe_globals;
+  options.serialization = safetensors ? sharded::Serialization::Safetensors : sharded::Serialization::TorchSave;
   sharded::save(dir, state.get(), meta.get()->is(Kind::None) ? nullptr : meta.get(), plan.get(),
                 group ? group->get() : nullptr, options);
 }

@@ -258,13 +258,11 @@ NativeValue optimizerStateDictByName(void* optimizer, void* module);
 void loadOptimizerStateDictByName(void* optimizer, void* module, const NativeValue& state_dict);
 
 // Collective: every rank writes its shard file of `state`; rank 0 writes meta.pt (`meta`; None: not
-// written) and .metadata last. `group` null: a single process.
-void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta,
-                 const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync);
-// saveSharded; values and meta.pt holding globals outside the weights_only allowlist are refused
-// before anything is written unless `allow_unsafe_globals`.
-void saveShardedOptions(const std::string& dir, const NativeValue& state, const NativeValue& meta,
-                        const NativeShardPlan& plan, NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals);
+// written) and .metadata last. `group` null: a single process. Values and meta.pt holding globals
+// outside the weights_only allowlist are refused before anything is written unless
+// `allow_unsafe_globals`; `safetensors`: DCP's SAFETENSORS serialization of the tensors.
+void saveSharded(const std::string& dir, const NativeValue& state, const NativeValue& meta, const NativeShardPlan& plan,
+                 NativeProcessGroup* group, bool fsync, bool allow_unsafe_globals, bool safetensors);
 // Collective: rank 0 writes `state` to `path` as one torch.save file with the sharded tensors whole,
 // streamed from every rank's shards (sharded::save_full).
 void saveFull(const std::string& path, const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group,

@@ -322,7 +322,7 @@ ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file,
 
 namespace {
 
-void save_single(const std::string& path, Flattened flat, bool fsync, IoProgress* progress) {
+void refuse_shared_memory(const std::string& path, const Flattened& flat) {
   const auto groups = shared_groups(flat);
   if (!groups.empty()) {
     std::string list;
@@ -332,6 +332,10 @@ void save_single(const std::string& path, Flattened flat, bool fsync, IoProgress
                             "'.safetensors.index.json' path (huggingface_hub's layout, which keeps one of them) or "
                             "clone them first"));
   }
+}
+
+void save_single(const std::string& path, Flattened flat, bool fsync, IoProgress* progress) {
+  refuse_shared_memory(path, flat);
   std::optional<st::Metadata> metadata;
   if (!flat.metadata.empty()) metadata = std::move(flat.metadata);
   st::write_file(path, flat.tensors, metadata, fsync, progress);
@@ -441,6 +445,13 @@ void save_index(const std::string& index_path, const std::string& stem, Flattene
 }
 
 }  // namespace
+
+void write_safetensors_stream(OutputSink& out, const ValuePtr& tensors, const st::Metadata& metadata,
+                              const std::string& target) {
+  Flattened flat = flatten_state(tensors, target);
+  refuse_shared_memory(target, flat);
+  st::write_stream(out, flat.tensors, metadata, target);
+}
 
 void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync, IoProgress* progress,
                            uint64_t max_shard_size) {

@@ -35,9 +35,19 @@ public final class Fsdp extends GroupStrategy {
     /** How models and optimizers are saved: Lightning's {@code state_dict_type}. */
     public enum StateDictType { SHARDED, FULL }
 
+    /**
+     * How a SHARDED checkpoint's shard files hold their tensors: torch.distributed.checkpoint's
+     * {@code SerializationFormat}. TORCH_SAVE (the default, what Lightning writes): each chunk a
+     * torch.save stream. SAFETENSORS: each rank's chunks together as one safetensors blob after its
+     * values, as {@code FileSystemWriter(serialization_format=SAFETENSORS)} writes them (which torch
+     * 2.10's own {@code FileSystemReader} cannot read back; this library and its command line can).
+     */
+    public enum SerializationFormat { TORCH_SAVE, SAFETENSORS }
+
     private static final String TENSORS = "tensors", META = "meta", CHECKPOINT = "checkpoint";
 
     private final StateDictType stateDictType;
+    private final SerializationFormat serializationFormat;
 
     /** Sharded checkpoints over {@code group}. */
     public Fsdp(ProcessGroup group) {
@@ -45,8 +55,20 @@ public final class Fsdp extends GroupStrategy {
     }
 
     public Fsdp(ProcessGroup group, StateDictType stateDictType) {
+        this(group, stateDictType, SerializationFormat.TORCH_SAVE);
+    }
+
+    /**
+     * @throws IllegalArgumentException for SAFETENSORS with FULL (a FULL checkpoint is one torch.save file)
+     */
+    public Fsdp(ProcessGroup group, StateDictType stateDictType, SerializationFormat serializationFormat) {
         super(group);
         this.stateDictType = Objects.requireNonNull(stateDictType, "stateDictType");
+        this.serializationFormat = Objects.requireNonNull(serializationFormat, "serializationFormat");
+        if (stateDictType == StateDictType.FULL && serializationFormat == SerializationFormat.SAFETENSORS) {
+            throw new IllegalArgumentException("the SAFETENSORS serialization is that of SHARDED checkpoints; a FULL"
+                    + " checkpoint is one torch.save file");
+        }
     }
 
     /** An FSDP strategy over the group that torchrun-style environment variables describe. */
@@ -56,6 +78,10 @@ public final class Fsdp extends GroupStrategy {
 
     public StateDictType stateDictType() {
         return stateDictType;
+    }
+
+    public SerializationFormat serializationFormat() {
+        return serializationFormat;
     }
 
     @Override
@@ -126,7 +152,7 @@ public final class Fsdp extends GroupStrategy {
         }
         if (stateDictType == StateDictType.SHARDED) {
             CheckpointIOs.DCP_DIRECTORY.writeSharded(location, prepared.tree(TENSORS), prepared.tree(META),
-                    prepared.plan(), over.nativeGroup(), options);
+                    prepared.plan(), over.nativeGroup(), options, serializationFormat == SerializationFormat.SAFETENSORS);
         } else {
             CheckpointIOs.TORCH_SAVE_FILE.writeGathered(location, prepared.tree(CHECKPOINT), prepared.plan(),
                     over.nativeGroup(), options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)));
@@ -135,6 +161,7 @@ public final class Fsdp extends GroupStrategy {
 
     @Override
     public String toString() {
-        return "Fsdp[" + stateDictType + ", " + processGroup() + "]";
+        return "Fsdp[" + stateDictType + (serializationFormat == SerializationFormat.TORCH_SAVE ? "" : ", "
+                + serializationFormat) + ", " + processGroup() + "]";
     }
 }

@@ -127,10 +127,6 @@ public final class FabricNative {
     /** A tree's globals outside the allowlist as the writer would emit them: "module.name\tkey path" lines. */
     public static native @StdString BytePointer unsafeGlobalsOfTree(@Const @ByRef NativeValue root);
 
-    /** {@link #saveSharded}; values and meta.pt holding globals outside the allowlist refused unless allowed. */
-    public static native void saveShardedOptions(@StdString BytePointer dir, @Const @ByRef NativeValue state,
-            @Const @ByRef NativeValue meta, @Const @ByRef NativeShardPlan plan, NativeProcessGroup group,
-            @Cast("bool") boolean fsync, @Cast("bool") boolean allowUnsafeGlobals);
 
     /** The same tree with every storage copied once: what an async save writes later. */
     public static native @ByVal NativeValue snapshotTensors(@Const @ByRef NativeValue root, int threads,
@@ -145,10 +141,14 @@ public final class FabricNative {
     public static native void loadOptimizerStateDictByName(Pointer optimizer, Pointer module,
             @Const @ByRef NativeValue stateDict);
 
-    /** Collective: writes the sharded directory; {@code meta} None: no meta.pt; {@code group} null: one process. */
+    /**
+     * Collective: writes the sharded directory; {@code meta} None: no meta.pt; {@code group} null: one
+     * process. Values and meta.pt holding globals outside the allowlist refused unless allowed;
+     * {@code safetensors}: DCP's SAFETENSORS serialization of the tensors.
+     */
     public static native void saveSharded(@StdString BytePointer dir, @Const @ByRef NativeValue state,
             @Const @ByRef NativeValue meta, @Const @ByRef NativeShardPlan plan, NativeProcessGroup group,
-            @Cast("bool") boolean fsync);
+            @Cast("bool") boolean fsync, @Cast("bool") boolean allowUnsafeGlobals, @Cast("bool") boolean safetensors);
 
     /** Collective: rank 0 writes {@code state} as one torch.save file, sharded tensors whole (streamed). */
     public static native void saveFull(@StdString BytePointer path, @Const @ByRef NativeValue state,

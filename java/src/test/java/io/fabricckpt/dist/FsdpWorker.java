@@ -28,6 +28,7 @@ import org.bytedeco.pytorch.global.torch;
  *       torch.distributed.checkpoint directory under {@code Fsdp(SHARDED)}: "model", "optimizer",
  *       "step" = 5, "hparams" = {"lr": 1e-3, "name": "fsdp"}. Prints {@code saved} and
  *       {@code files=} (the sorted names in DIR, joined by ",").
+ *   <li>{@code save-sharded-safetensors DIR}: the same, with DCP's SAFETENSORS serialization.
  *   <li>{@code save-full FILE}: the same state, saved under {@code Fsdp(FULL)} as one torch.save file.
  *       Prints {@code saved}.
  *   <li>{@code save-full-memory FILE LAYERS}: a Module of LAYERS Linear(2048, 2048) (16 MiB weights),
@@ -70,6 +71,8 @@ public final class FsdpWorker {
                 System.out.println("joined " + group);
                 switch (mode) {
                     case "save-sharded" -> saveSharded(group, Path.of(args[1]));
+                    case "save-sharded-safetensors" -> saveSharded(group, Path.of(args[1]),
+                            Fsdp.SerializationFormat.SAFETENSORS);
                     case "save-full" -> saveFull(group, Path.of(args[1]));
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL
@@ -109,8 +112,12 @@ public final class FsdpWorker {
     }
 
     private static void saveSharded(ProcessGroup group, Path dir) throws Exception {
+        saveSharded(group, dir, Fsdp.SerializationFormat.TORCH_SAVE);
+    }
+
+    private static void saveSharded(ProcessGroup group, Path dir, Fsdp.SerializationFormat format) throws Exception {
         Map<String, Object> state = trainedState(group);
-        new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).save(dir, state);
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED, format)).save(dir, state);
         System.out.println("saved");
         try (Stream<Path> files = Files.list(dir)) {
             System.out.println("files=" + files.map(p -> p.getFileName().toString()).sorted()

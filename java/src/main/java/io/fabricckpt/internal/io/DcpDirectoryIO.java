@@ -32,17 +32,18 @@ public final class DcpDirectoryIO implements CheckpointIO {
     /**
      * The sharded save, called on every rank together: each writes its shards of {@code tensors}; rank 0
      * also {@code meta} as meta.pt and, once every rank succeeded, {@code .metadata}; the directory is
-     * swapped in whole (a failure anywhere leaves the previous checkpoint).
+     * swapped in whole (a failure anywhere leaves the previous checkpoint). {@code safetensors}: each
+     * rank's tensors as one safetensors blob ({@code FileSystemWriter(serialization_format=SAFETENSORS)}).
      */
     public void writeSharded(CheckpointLocation location, NativeValue tensors, NativeValue meta, NativeShardPlan plan,
-            NativeProcessGroup group, WriteOptions options) {
+            NativeProcessGroup group, WriteOptions options, boolean safetensors) {
         if (!location.isLocal()) {
             throw new io.fabricckpt.core.CheckpointException(location + ": saves of sharded state to object storage"
                     + " are not supported yet (save to a local or shared directory, or save from a single process)");
         }
         try {
-            FabricNative.saveShardedOptions(NativeCalls.path(location), tensors, meta, plan, group, options.fsync(),
-                    options.unsafeGlobalsAllowed());
+            FabricNative.saveSharded(NativeCalls.path(location), tensors, meta, plan, group, options.fsync(),
+                    options.unsafeGlobalsAllowed(), safetensors);
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e, location + ": sharded save failed");
         }

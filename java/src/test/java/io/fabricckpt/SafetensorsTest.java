@@ -23,6 +23,7 @@ import java.util.List;
 import java.util.Map;
 import org.bytedeco.pytorch.Adam;
 import org.bytedeco.pytorch.AdamOptions;
+import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
@@ -148,6 +149,23 @@ class SafetensorsTest {
         assertEquals(List.of("embed.weight"), List.copyOf(read.keySet()));
         assertTrue(((Tensor) read.get("embed.weight")).equal(tied));
         assertTrue(Files.readString(index).contains("\"lm_head.weight\": \"embed.weight\""));
+
+        // A model with tied weights restores strictly: the dropped name reads as the tensor kept for it.
+        Module tiedModel = tiedModule(torch.randn(2, 3));
+        Path model = dir.resolve("tied-model").resolve("model.safetensors.index.json");
+        fabric.save(model, Map.of("model", tiedModel));
+        assertTrue(Files.readString(model).contains("\"model.head\": \"model.embed\""), Files.readString(model));
+        Module restored = tiedModule(torch.zeros(2, 3));
+        assertEquals(Map.of(), fabric.load(model, Map.of("model", restored)));
+        assertTrue(restored.named_parameters().get("head").equal(tiedModel.named_parameters().get("embed")));
+    }
+
+    /** A module whose two parameters are one tensor (tied weights). */
+    private static Module tiedModule(Tensor weight) {
+        Module m = new Module();
+        m.register_parameter("embed", weight);
+        m.register_parameter("head", weight);
+        return m;
     }
 
     @Test

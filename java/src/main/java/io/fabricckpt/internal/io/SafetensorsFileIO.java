@@ -94,7 +94,10 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
     /**
      * A flat file read as the state it was saved from: a key is a tensor's name, or the prefix of
      * dotted names ({@code model} gathers {@code model.*} into the model's state dict), or a metadata
-     * entry (a string). The whole checkpoint and the remainder are the tensors, as load_file gives them.
+     * entry (a string). A tensor huggingface_hub dropped for sharing memory with a kept one (tied
+     * weights: the metadata maps its name to the kept tensor's) reads as the kept tensor, so that a
+     * model with tied weights restores strictly. The whole checkpoint and the remainder are the
+     * tensors, as load_file gives them.
      */
     private static final class FlatReader implements CheckpointReader {
         private final NativeValue tensors;
@@ -116,9 +119,33 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
             return names;
         }
 
+        /** The tensor {@code name} stands for: itself, the tensor the metadata says was kept for it, or null. */
+        private String tensorName(String name) {
+            if (tensors.containsKey(name)) {
+                return name;
+            }
+            if (metadata.containsKey(name)) {
+                try (NativeValue kept = metadata.getKey(name)) {
+                    String keptName = NativeCalls.string(kept.bytesValue()); // metadata holds strings only
+                    return tensors.containsKey(keptName) ? keptName : null;
+                }
+            }
+            return null;
+        }
+
+        /** The tensor names under {@code key.}, and after them the dropped ones that stand for a tensor. */
         private List<String> under(String key) {
             String prefix = key + ".";
-            return names().stream().filter(n -> n.startsWith(prefix)).toList();
+            List<String> found = new ArrayList<>(names().stream().filter(n -> n.startsWith(prefix)).toList());
+            for (int i = 0; i < metadata.size(); i++) {
+                try (NativeValue k = metadata.key(i)) {
+                    String name = NativeCalls.string(k.bytesValue());
+                    if (name.startsWith(prefix) && !tensors.containsKey(name) && tensorName(name) != null) {
+                        found.add(name);
+                    }
+                }
+            }
+            return found;
         }
 
         @Override
@@ -140,12 +167,12 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
         @Override
         public NativeValue read(String key, NativeShardPlan plan) {
             NativeValue one = NativeValue.newDict(false);
-            if (tensors.containsKey(key)) {
-                one.put(NativeValue.newKey(key), tensors.getKey(key));
+            if (tensorName(key) != null) {
+                one.put(NativeValue.newKey(key), tensors.getKey(tensorName(key)));
             } else if (!under(key).isEmpty()) {
                 NativeValue dict = NativeValue.newDict(true); // a state dict, as state_dict() gives it
                 for (String name : under(key)) {
-                    dict.put(NativeValue.newKey(name.substring(key.length() + 1)), tensors.getKey(name));
+                    dict.put(NativeValue.newKey(name.substring(key.length() + 1)), tensors.getKey(tensorName(name)));
                 }
                 one.put(NativeValue.newKey(key), dict);
             } else {

@@ -14,6 +14,7 @@ import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
 import java.util.Locale;
+import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -77,13 +78,7 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
 
     @Override
     public CheckpointReader open(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
-        NativeValue metadata = metadata(location);
-        try {
-            return new FlatReader(read(location, options, listener), metadata);
-        } catch (RuntimeException e) {
-            metadata.close();
-            throw e;
-        }
+        return new FlatReader(read(location, options, listener), () -> metadata(location));
     }
 
     @Override
@@ -101,12 +96,20 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
      */
     private static final class FlatReader implements CheckpointReader {
         private final NativeValue tensors;
-        private final NativeValue metadata;
+        private final Supplier<NativeValue> metadataReader;
+        private NativeValue metadata; // read when a key asks for it (a whole read never does)
         private boolean handedOver; // readAll gave the tensors to the caller, who closes them
 
-        FlatReader(NativeValue tensors, NativeValue metadata) {
+        FlatReader(NativeValue tensors, Supplier<NativeValue> metadataReader) {
             this.tensors = tensors;
-            this.metadata = metadata;
+            this.metadataReader = metadataReader;
+        }
+
+        private NativeValue metadata() {
+            if (metadata == null) {
+                metadata = metadataReader.get();
+            }
+            return metadata;
         }
 
         private List<String> names() {
@@ -124,8 +127,8 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
             if (tensors.containsKey(name)) {
                 return name;
             }
-            if (metadata.containsKey(name)) {
-                try (NativeValue kept = metadata.getKey(name)) {
+            if (metadata().containsKey(name)) {
+                try (NativeValue kept = metadata().getKey(name)) {
                     String keptName = NativeCalls.string(kept.bytesValue()); // metadata holds strings only
                     return tensors.containsKey(keptName) ? keptName : null;
                 }
@@ -137,8 +140,8 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
         private List<String> under(String key) {
             String prefix = key + ".";
             List<String> found = new ArrayList<>(names().stream().filter(n -> n.startsWith(prefix)).toList());
-            for (int i = 0; i < metadata.size(); i++) {
-                try (NativeValue k = metadata.key(i)) {
+            for (int i = 0; i < metadata().size(); i++) {
+                try (NativeValue k = metadata().key(i)) {
                     String name = NativeCalls.string(k.bytesValue());
                     if (name.startsWith(prefix) && !tensors.containsKey(name) && tensorName(name) != null) {
                         found.add(name);
@@ -161,7 +164,7 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
 
         @Override
         public boolean has(String key) {
-            return tensors.containsKey(key) || metadata.containsKey(key) || !under(key).isEmpty();
+            return tensors.containsKey(key) || metadata().containsKey(key) || !under(key).isEmpty();
         }
 
         @Override
@@ -176,7 +179,7 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
                 }
                 one.put(NativeValue.newKey(key), dict);
             } else {
-                one.put(NativeValue.newKey(key), metadata.getKey(key));
+                one.put(NativeValue.newKey(key), metadata().getKey(key));
             }
             try {
                 FabricNative.sliceToPlan(one, plan);
@@ -197,7 +200,9 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
 
         @Override
         public void close() {
-            metadata.close();
+            if (metadata != null) {
+                metadata.close();
+            }
             if (!handedOver) {
                 tensors.close();
             }

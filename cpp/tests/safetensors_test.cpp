@@ -291,6 +291,14 @@ TEST(HuggingFaceIndex, IndexTextIsWhatJsonDumpWrites) {
   EXPECT_TRUE(is_safetensors_index_name("dir/model.safetensors.index.json", &stem));
   EXPECT_EQ(stem, "dir/model");
   EXPECT_FALSE(is_safetensors_index_name("dir/model.safetensors"));
+  for (const char* name : {"model.safetensors", "model-00002-of-00013.safetensors", "model.safetensors.index.json",
+                           "model-00001-of-00001.safetensors.index.json"}) {
+    EXPECT_TRUE(st::is_file_of_pattern(name, "model")) << name;
+  }
+  for (const char* name : {"config.json", "model-1-of-2.safetensors", "model-0000a-of-00002.safetensors",
+                           "other.safetensors", "model.safetensors.bak"}) {
+    EXPECT_FALSE(st::is_file_of_pattern(name, "model")) << name;
+  }
 }
 
 TEST(HuggingFaceIndex, ReadsMetadataStringsAndMergesShardsInTheIndexsOrder) {

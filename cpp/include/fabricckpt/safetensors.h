@@ -127,6 +127,9 @@ ShardSplit split_into_shards(const std::vector<ShardItem>& items, uint64_t max_s
 
 // The shard files of index `stem`.safetensors.index.json: "<stem>-00001-of-00003.safetensors".
 std::string shard_file_name(std::string_view stem, size_t number, size_t count);
+// Whether `name` is a file save_torch_state_dict writes (and deletes before writing) for `stem`:
+// <stem>.safetensors or <stem>-NNNNN-of-NNNNN.safetensors, either possibly followed by .index.json.
+bool is_file_of_pattern(std::string_view name, std::string_view stem);
 
 // The index as save_torch_state_dict writes it (json.dump(indent=2), ASCII, no final newline):
 // {"metadata": {"total_size": N, <metadata>...}, "weight_map": {tensor: shard file, ...}}.

@@ -2,6 +2,7 @@
 // read with every bound checked, and the split, shard names and index text that huggingface_hub's
 // save_torch_state_dict (2.4) writes.
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -163,6 +164,20 @@ std::string shard_file_name(std::string_view stem, size_t number, size_t count) 
   char suffix[64];
   std::snprintf(suffix, sizeof suffix, "-%05zu-of-%05zu.safetensors", number, count);
   return std::string(stem) + suffix;
+}
+
+bool is_file_of_pattern(std::string_view name, std::string_view stem) {
+  if (name.substr(0, stem.size()) != stem) return false;
+  name.remove_prefix(stem.size());
+  constexpr std::string_view kNumbered = "-00000-of-00000";
+  if (name.size() >= kNumbered.size() && name[0] == '-') {
+    for (size_t k = 0; k < kNumbered.size(); ++k) {
+      const bool digit = kNumbered[k] == '0';
+      if (digit ? !std::isdigit(static_cast<unsigned char>(name[k])) : name[k] != kNumbered[k]) return false;
+    }
+    name.remove_prefix(kNumbered.size());
+  }
+  return name == ".safetensors" || name == ".safetensors.index.json";
 }
 
 std::string index_json(uint64_t total_size, const Metadata& metadata,

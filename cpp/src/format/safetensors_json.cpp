@@ -260,34 +260,41 @@ void JsonCursor::skip_value(int depth) {
   }
 }
 
+namespace {
+
+constexpr char kHex[] = "0123456789abcdef";
+
+// The escapes both serde_json and Python write for an ASCII character: \" \\ \b \f \n \r \t, and
+// \u00xx for the other control characters (and DEL with `escape_del`). False: `c` goes as it is.
+bool append_ascii_escape(std::string& out, unsigned char c, bool escape_del) {
+  switch (c) {
+    case '"': out += "\\\""; return true;
+    case '\\': out += "\\\\"; return true;
+    case '\b': out += "\\b"; return true;
+    case '\f': out += "\\f"; return true;
+    case '\n': out += "\\n"; return true;
+    case '\r': out += "\\r"; return true;
+    case '\t': out += "\\t"; return true;
+    default:
+      if (c >= 0x20 && !(escape_del && c == 0x7f)) return false;
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+      return true;
+  }
+}
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
   for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out += kHex[u >> 4];
-          out += kHex[u & 0xf];
-        } else {
-          out += c;
-        }
-    }
+    if (!append_ascii_escape(out, static_cast<unsigned char>(c), /*escape_del=*/false)) out += c;
   }
   out += '"';
 }
 
 void append_python_json_string(std::string& out, std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   auto unit = [&](uint32_t u) {
     out += "\\u";
     for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(u >> shift) & 0xf];
@@ -297,21 +304,7 @@ void append_python_json_string(std::string& out, std::string_view text) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 0x80) {
       ++i;
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        default:
-          if (c < 0x20 || c == 0x7f) {
-            unit(c);
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
+      if (!append_ascii_escape(out, c, /*escape_del=*/true)) out += static_cast<char>(c);
       continue;
     }
     // A multi-byte sequence (the caller checked the text is UTF-8): its code point.

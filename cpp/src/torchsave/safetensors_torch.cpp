@@ -2,7 +2,6 @@
 // that view the file's mapping or own their bytes, and a Value tree flattened into entries to write.
 #include <ATen/ATen.h>
 
-#include <cctype>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -341,22 +340,6 @@ void save_single(const std::string& path, Flattened flat, bool fsync, IoProgress
   st::write_file(path, flat.tensors, metadata, fsync, progress);
 }
 
-// `name` is a file save_torch_state_dict writes for pattern `stem`: <stem>.safetensors,
-// <stem>-00001-of-00002.safetensors, or either followed by .index.json.
-bool is_file_of_pattern(std::string_view name, std::string_view stem) {
-  if (name.substr(0, stem.size()) != stem) return false;
-  name.remove_prefix(stem.size());
-  constexpr std::string_view kNumbered = "-00000-of-00000";
-  if (name.size() >= kNumbered.size() && name[0] == '-') {
-    for (size_t k = 0; k < kNumbered.size(); ++k) {
-      const bool digit = kNumbered[k] == '0';
-      if (digit ? !std::isdigit(static_cast<unsigned char>(name[k])) : name[k] != kNumbered[k]) return false;
-    }
-    name.remove_prefix(kNumbered.size());
-  }
-  return name == ".safetensors" || name == ".safetensors.index.json";
-}
-
 void save_index(const std::string& index_path, const std::string& stem, Flattened flat, uint64_t max_shard_size,
                 bool fsync, IoProgress* progress) {
   if (max_shard_size == 0) throw StateError(concat(index_path, ": the largest shard size must be positive"));
@@ -438,7 +421,7 @@ void save_index(const std::string& index_path, const std::string& stem, Flattene
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir.empty() ? fs::path(".") : dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!current.count(name) && is_file_of_pattern(name, stem_name) && entry.is_regular_file(ec)) {
+    if (!current.count(name) && st::is_file_of_pattern(name, stem_name) && entry.is_regular_file(ec)) {
       fs::remove(entry.path(), ec);
     }
   }

@@ -204,6 +204,12 @@ def test_java_writes_what_save_torch_state_dict_writes(java, tmp_path):
              "--max-shard-size", "3KB")
     assert files_of(again) == files_of(hub_dir)
 
+    # A size huggingface_hub would not read is a usage error naming it; nothing is written.
+    proc = java.cli("convert", source, tmp_path / "bad" / "model.safetensors.index.json", "--max-shard-size", "5GiB",
+                    check=False)
+    assert proc.returncode == 2 and "bad --max-shard-size '5GiB'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "bad").exists()
+
 
 def test_tensors_sharing_memory_are_refused_in_one_file_as_save_file_refuses_them(java, tmp_path):
     state = hub_state()

@@ -173,8 +173,8 @@ TEST_F(SafetensorsTorch, EmbeddedSafetensorsAfterOtherBytesAsDcpWritesThem) {
   std::ofstream(path("__0_0.distcp"), std::ios::binary) << prefix << blob;
   for (const bool mmap : {false, true}) {
     const auto file = mmap ? MappedFile::open_private(path("__0_0.distcp")) : MappedFile::open(path("__0_0.distcp"));
-    EXPECT_FALSE(is_embedded_safetensors(*file, 0));
-    ASSERT_TRUE(is_embedded_safetensors(*file, prefix.size()));
+    EXPECT_FALSE(safetensors::looks_like_safetensors(*file, 0));
+    ASSERT_TRUE(safetensors::looks_like_safetensors(*file, prefix.size()));
     const ValuePtr w = load_embedded_safetensor(file, prefix.size(), "model.w", mmap);
     EXPECT_TRUE(w->tensor_ref().tensor->equal(torch::arange(6, torch::kFloat32)));
     EXPECT_THROW(load_embedded_safetensor(file, prefix.size(), "model.x", mmap), FormatError);

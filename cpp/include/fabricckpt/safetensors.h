@@ -77,7 +77,9 @@ Header parse_header(std::string_view json, uint64_t data_size, const std::string
 std::vector<int64_t> torch_sizes(const TensorInfo& t, const std::string& path);
 
 // Whether a file starts as a safetensors file does: a plausible length then '{'.
-bool looks_like_safetensors(const ReadSource& source);
+// From `offset` on: a safetensors blob inside a file (torch.distributed.checkpoint's SAFETENSORS
+// serialization puts one after a shard file's torch.save streams, which start "PK").
+bool looks_like_safetensors(const ReadSource& source, uint64_t offset = 0);
 
 // A Hugging Face sharded checkpoint's index (`model.safetensors.index.json`): which shard file holds
 // each tensor. `files` are the distinct shard names in order of first appearance; each is a plain

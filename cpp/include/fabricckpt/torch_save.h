@@ -148,9 +148,9 @@ ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& 
 
 // torch.distributed.checkpoint's SAFETENSORS serialization writes a shard file's tensors as one
 // safetensors file at the end of it (after the torch.save streams of its other items); .metadata
-// records that blob's start as each tensor's offset. Whether one starts at `offset`, and tensor
-// `name` of it (a view of the mapping with `mmap` when `file` is mapped, else read into owned memory).
-bool is_embedded_safetensors(const MappedFile& file, uint64_t offset);
+// records that blob's start as each tensor's offset (safetensors::looks_like_safetensors tells one
+// apart). Tensor `name` of the blob at `offset` (a view of the mapping with `mmap` when `file` is
+// mapped, else read into owned memory).
 ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file, uint64_t offset,
                                   const std::string& name, bool mmap);
 

@@ -11,6 +11,7 @@
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/pickle.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/safety.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
@@ -129,7 +130,7 @@ ValuePtr Reader::load_item(const std::string& fqn, const std::vector<int64_t>* o
   // of being copied; writes to them stay in memory. Otherwise read with pread into owned memory.
   if (!file) file = map_chunks_ ? MappedFile::open_private(path) : MappedFile::open(path);
   check_in_file(*info, fqn, *file);
-  if (offsets && is_embedded_safetensors(*file, info->offset)) {  // serialization_format=SAFETENSORS
+  if (offsets && safetensors::looks_like_safetensors(*file, info->offset)) {  // serialization_format=SAFETENSORS
     ValuePtr tensor = load_embedded_safetensor(file, info->offset, fqn, map_chunks_);
     const at::Tensor& t = *tensor->tensor_ref().tensor;
     if (t.nbytes() != info->length) {  // each item reads its own bytes: together no more than the file holds

@@ -69,8 +69,7 @@ class ShardedSource {
   // the safetensors blob that starts at the recorded offset (and runs to the end of the file).
   Item item(const std::string& fqn, const std::vector<int64_t>* offsets) {
     auto [file, info] = locate(fqn, offsets);
-    if (offsets && safetensors::looks_like_safetensors(*MappedFile::slice(file, info->offset, file->size() - info->offset,
-                                                                           file->path()))) {
+    if (offsets && safetensors::looks_like_safetensors(*file, info->offset)) {
       auto& blob = blobs_[{info->relative_path, info->offset}];
       if (!blob) {
         blob = std::make_shared<FileOutline>(read_safetensors_outline(MappedFile::slice(
@@ -86,18 +85,15 @@ class ShardedSource {
       const StorageOutline* storage = tensor->storage;
       return {node, [storage] { storage->read_all(); }};  // the format has no checksum: every byte readable
     }
-    auto stream = OutlineFile::open(MappedFile::slice(file, info->offset, info->length,
-                                                      concat(file->path(), " ('", fqn, "' at byte ", info->offset, ")")));
-    streams_.push_back(stream);
-    const OutlineFile* opened = stream.get();
-    return {stream->root(), [opened] {
+    const OutlineFile* opened = stream(fqn, offsets).get();
+    return {opened->root(), [opened] {
               for (const auto& record : opened->zip().records()) opened->zip().verify(record);  // in pieces
             }};
   }
 
-  // The item's torch.save stream (a value's), as an outline.
-  std::shared_ptr<const OutlineFile> stream(const std::string& fqn) {
-    auto [file, info] = locate(fqn, nullptr);
+  // The item's torch.save stream (a value's, or a chunk's under the TORCH_SAVE serialization), as an outline.
+  std::shared_ptr<const OutlineFile> stream(const std::string& fqn, const std::vector<int64_t>* offsets = nullptr) {
+    auto [file, info] = locate(fqn, offsets);
     auto stream = OutlineFile::open(MappedFile::slice(file, info->offset, info->length,
                                                       concat(file->path(), " ('", fqn, "' at byte ", info->offset, ")")));
     streams_.push_back(stream);

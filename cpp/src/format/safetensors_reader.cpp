@@ -206,13 +206,13 @@ Header read_header(const ReadSource& source) {
   return parse_header(text, source.size() - 8 - n, name);
 }
 
-bool looks_like_safetensors(const ReadSource& source) {
-  if (source.size() < 9) return false;
+bool looks_like_safetensors(const ReadSource& source, uint64_t offset) {
+  if (offset > source.size() || source.size() - offset < 9) return false;
   uint8_t raw[9];
-  source.read_at(0, raw, 9);
+  source.read_at(offset, raw, 9);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | raw[i];
-  return n <= kMaxHeaderSize && n <= source.size() - 8 && raw[8] == '{';
+  return n <= kMaxHeaderSize && n <= source.size() - offset - 8 && raw[8] == '{';
 }
 
 std::vector<int64_t> torch_sizes(const TensorInfo& t, const std::string& path) {

@@ -296,15 +296,6 @@ ValuePtr load_single(const std::string& path, const TorchLoadOptions& options) {
 
 }  // namespace
 
-bool is_embedded_safetensors(const MappedFile& file, uint64_t offset) {
-  if (offset > file.size() || file.size() - offset < 9) return false;
-  uint8_t raw[9];
-  file.read_at(offset, raw, 9);
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | raw[i];
-  return n <= st::kMaxHeaderSize && n <= file.size() - offset - 8 && raw[8] == '{';  // a torch.save stream starts "PK"
-}
-
 ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file, uint64_t offset,
                                   const std::string& name, bool mmap) {
   if (offset > file->size()) throw FormatError(concat(file->name(), ": no safetensors data at byte ", offset));

@@ -88,7 +88,6 @@ final class ConvertCli implements Callable<Integer> {
         } catch (NumberFormatException e) {
             // reported below
         }
-        throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(new ConvertCli()),
-                "bad --max-shard-size '" + text + "' (bytes, or e.g. 500MB, 5GB)");
+        throw new IllegalArgumentException("bad --max-shard-size '" + text + "' (bytes, or e.g. 500MB, 5GB)");
     }
 }

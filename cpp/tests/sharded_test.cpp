@@ -303,6 +303,54 @@ TEST(ShardedSave, AShardAloneDoesNotCoverItsTensor) {
   fs::remove_all(dir);
 }
 
+// A rank's file planned for object storage is the file save() writes, byte for byte, filled in
+// pieces that cross its streams' boundaries; the metadata built from its report indexes it as
+// save()'s .metadata does (a URL recorded as a str, as FsspecWriter records it).
+TEST(ShardedSave, ARankFileLayoutIsTheFileSaveWrites) {
+  fs::path dir = temp_dir("layout");
+  ValuePtr state = Value::plain_dict();
+  ValuePtr model = Value::ordered_dict();
+  model->dict().set(Value::string("w"), tensor(at::randn({300, 70})));  // large enough to be placed
+  model->dict().set(Value::string("b"), tensor(at::arange(5, at::kLong)));
+  state->dict().set(Value::string("model"), model);
+  state->dict().set(Value::string("names"), Value::list({Value::string("x")}));
+  ShardPlan plan;
+  plan.add_parameter("model", "w", Placement{{600, 70}, {300, 0}, {300, 70}});  // rows 300..599 of 600
+  save(dir.string(), state, nullptr, plan, nullptr, SaveOptions{false, dir.string()});
+  auto bytes_of = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string file = bytes_of(dir / "__0_0.distcp");
+
+  RankFileLayout layout(state, plan, 0, false, 2, "s3://bucket/run/__0_0.distcp");
+  ASSERT_EQ(layout.size(), file.size());
+  std::string filled(file.size(), '\0');
+  for (size_t at = 0; at < filled.size(); at += 4093) {
+    layout.fill(at, filled.data() + at, std::min<size_t>(4093, filled.size() - at));
+  }
+  EXPECT_TRUE(filled == file);
+  char two[2];
+  EXPECT_THROW(layout.fill(file.size() - 1, two, 2), FormatError);
+
+  const dcp::Metadata saved = dcp::read_metadata(bytes_of(dir / ".metadata"), ".metadata");
+  const dcp::Metadata built =
+      dcp::read_metadata(metadata_from_reports({layout.report()}, SaveOptions{false, "s3://bucket/run"}), "built");
+  ASSERT_EQ(built.storage.size(), saved.storage.size());
+  for (size_t i = 0; i < saved.storage.size(); ++i) {
+    EXPECT_EQ(built.storage[i].first.fqn, saved.storage[i].first.fqn);
+    EXPECT_EQ(built.storage[i].first.offset, saved.storage[i].first.offset);
+    EXPECT_EQ(built.storage[i].second.offset, saved.storage[i].second.offset);
+    EXPECT_EQ(built.storage[i].second.length, saved.storage[i].second.length);
+  }
+  ASSERT_EQ(built.entries.size(), saved.entries.size());
+  EXPECT_EQ(built.find("model.w")->tensor->size, (std::vector<int64_t>{600, 70}));
+  EXPECT_EQ(built.checkpoint_id, "s3://bucket/run");
+  EXPECT_TRUE(is_checkpoint_file("__3_0.distcp") && is_checkpoint_file(".metadata") && is_checkpoint_file("meta.pt"));
+  EXPECT_FALSE(is_checkpoint_file("config.json"));
+  fs::remove_all(dir);
+}
+
 std::vector<std::string> names_in(const fs::path& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());

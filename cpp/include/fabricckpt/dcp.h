@@ -73,7 +73,7 @@ struct Metadata {
   std::vector<std::pair<std::string, std::vector<PathItem>>> planner_data;
   bool has_planner_data = false;
   std::vector<std::pair<StorageKey, StorageInfo>> storage;  // storage_data
-  std::string checkpoint_id;  // StorageMeta.checkpoint_id (a PosixPath); empty: none
+  std::string checkpoint_id;  // StorageMeta.checkpoint_id (a PosixPath, a str for a URL); empty: none
   std::string save_id;        // StorageMeta.save_id (a uuid4 string)
   std::string version = kVersion;
 

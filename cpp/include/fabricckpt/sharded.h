@@ -81,6 +81,40 @@ struct SaveOptions {
 void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, const ShardPlan& plan,
           ProcessGroup* group, const SaveOptions& options);
 
+// One rank's shard file of save(), planned for a writer that sends it in parts (a multipart upload
+// to object storage, which has no directory to swap in): the bytes save() writes to
+// __<rank>_0.distcp (TorchSave serialization), produced by byte range from the tensors' memory
+// (a TorchFileLayout per item). report() is what the rank tells rank 0 of it, and
+// metadata_from_reports() turns every rank's report into .metadata's bytes. Rank 0 refuses
+// unsafe globals in `state` unless allowed; `target` names the file in errors. `state` must stay
+// alive and unchanged while the layout is used.
+class RankFileLayout {
+ public:
+  RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals, int threads,
+                 const std::string& target);
+  ~RankFileLayout();
+  RankFileLayout(const RankFileLayout&) = delete;
+  RankFileLayout& operator=(const RankFileLayout&) = delete;
+
+  uint64_t size() const;
+  // Copies [offset, offset + size) of the file into `dest`; FormatError past the end. Safe from
+  // several threads at once.
+  void fill(uint64_t offset, void* dest, size_t size) const;
+  const std::string& report() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// .metadata's bytes from every rank's RankFileLayout::report(), in rank order (options: its
+// checkpoint_id); StateError when the ranks' shards disagree, FormatError for a damaged report.
+std::string metadata_from_reports(const std::vector<std::string>& reports, const SaveOptions& options);
+
+// Whether a directory entry is one a sharded save writes (.metadata, meta.pt, __<r>_<n>.distcp):
+// what a save may replace.
+bool is_checkpoint_file(const std::string& name);
+
 // Collective: rank 0 writes `state` to `path` as one torch.save file (save_torch_file's bytes) with
 // every sharded tensor whole, assembled from every rank's shard (sent over c10d); other ranks only
 // send theirs. Streamed: rank 0 plans the file first and writes each whole tensor as its shards

@@ -18,6 +18,7 @@
 #include "fabricckpt/dtypes.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/read_source.h"
 #include "fabricckpt/safety.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
@@ -128,11 +129,6 @@ std::string random_uuid4() {
 }
 
 
-bool is_checkpoint_file(const std::string& name) {
-  const bool distcp = name.size() > 7 && name.rfind("__", 0) == 0 && name.substr(name.size() - 7) == ".distcp";
-  return distcp || name == dcp::kMetadataFile || name == dcp::kLightningMetaFile || name == ".metadata.tmp";
-}
-
 // A sharded save replaces the whole directory; one that holds anything else (the user's own files,
 // other checkpoints) is refused before anything is written rather than lost with it.
 void check_replaceable(const std::string& dir) {
@@ -154,74 +150,87 @@ void check_replaceable(const std::string& dir) {
                        "directory or move them"));
 }
 
-// This rank's distcp file: values, then tensors (DCP's order), each a torch.save stream; with
-// Serialization::Safetensors the tensors together as one safetensors blob at the end, every item
-// of it recorded at the blob's start with its own length (as FileSystemWriter records them).
-std::vector<Written> write_rank_file(const std::string& dir, int rank, const std::vector<dcp::FlatItem>& flat,
-                                     const ShardPlan& plan, const SaveOptions& options) {
-  const bool fsync = options.fsync;
-  const bool blob = options.serialization == Serialization::Safetensors;
-  std::vector<const dcp::FlatItem*> values, tensors;
+// An item of this rank's file: what will be reported of it but its place in the file, and the
+// value its stream holds (a tensor as its chunk).
+struct RankItem {
+  Written written;
+  ValuePtr stored;
+};
+
+// This rank's items in the order its file holds them: values, then tensors (DCP's order). Rank 0
+// alone holds the values and the tensors the plan does not shard (written once, as DCP
+// deduplicates them).
+std::vector<RankItem> rank_items(int rank, const std::vector<dcp::FlatItem>& flat, const ShardPlan& plan) {
+  std::vector<RankItem> values, tensors;
   for (const auto& item : flat) {
-    if (item.value->is(Kind::Tensor)) {
-      auto placement = plan.for_local(item.path, dims_of(tensor_of(*item.value)));
-      if (placement || rank == 0) tensors.push_back(&item);
-    } else if (rank == 0) {
-      values.push_back(&item);
+    RankItem r;
+    Written& w = r.written;
+    w.key = item.key;
+    w.path = item.path;
+    if (!item.value->is(Kind::Tensor)) {
+      if (rank != 0) continue;
+      r.stored = item.value;
+      values.push_back(std::move(r));
+      continue;
     }
-  }
-  std::vector<Written> written;
-  AtomicFileSink sink((fs::path(dir) / dcp::rank_file_name(rank)).string(), fsync);
-  for (const auto* item : values) {
-    Written w;
-    w.key = item->key;
-    w.path = item->path;
-    w.file_offset = sink.position();
-    write_torch_save(sink, item->value, "archive", /*allow_unsafe_globals=*/true);  // checked by save()
-    w.length = sink.position() - w.file_offset;
-    written.push_back(std::move(w));
-  }
-  const uint64_t blob_start = sink.position();
-  ValuePtr blob_tensors = Value::plain_dict();
-  std::vector<std::pair<std::string, std::vector<int64_t>>> blob_chunks;
-  for (const auto* item : tensors) {
-    const at::Tensor& t = tensor_of(*item->value);
-    Written w;
-    w.key = item->key;
-    w.path = item->path;
+    const at::Tensor& t = tensor_of(*item.value);
     w.tensor = true;
     w.dtype = torchsave::name_of_dtype(t.scalar_type());
     w.sizes = dims_of(t);
-    if (auto placement = plan.for_local(item->path, w.sizes)) {
+    const auto placement = plan.for_local(item.path, w.sizes);
+    if (!placement && rank != 0) continue;
+    if (placement) {
       w.global_size = placement->global_size;
       w.offsets = placement->offsets;
     } else {
       w.global_size = w.sizes;
       w.offsets.assign(w.sizes.size(), 0);
     }
-    if (blob) {
-      w.file_offset = blob_start;
-      w.length = static_cast<uint64_t>(t.numel()) * t.element_size();
-      blob_tensors->dict().set(Value::string(w.key), chunk_value(t));
-      blob_chunks.emplace_back(w.key, w.offsets);
-    } else {
-      w.file_offset = sink.position();
-      write_torch_save(sink, chunk_value(t), "archive", /*allow_unsafe_globals=*/true);  // a tensor
-      w.length = sink.position() - w.file_offset;
-    }
-    written.push_back(std::move(w));
+    r.stored = chunk_value(t);
+    tensors.push_back(std::move(r));
   }
-  if (blob) {
-    write_safetensors_stream(sink, blob_tensors, dcp::safetensors_blob_metadata(blob_chunks),
-                             (fs::path(dir) / dcp::rank_file_name(rank)).string());
-  }
-  sink.commit();
-  // Reported in the state's order (the metadata lists keys in it), whatever the order in the file.
+  for (auto& t : tensors) values.push_back(std::move(t));
+  return values;
+}
+
+// The report of what was written, in the state's order (the metadata lists keys in it), whatever
+// the order in the file.
+std::vector<Written> in_state_order(std::vector<Written> written, const std::vector<dcp::FlatItem>& flat) {
   std::map<std::string, size_t> order;
   for (size_t i = 0; i < flat.size(); ++i) order.emplace(flat[i].key, i);
   std::stable_sort(written.begin(), written.end(),
                    [&](const Written& a, const Written& b) { return order[a.key] < order[b.key]; });
   return written;
+}
+
+// This rank's distcp file, each item a torch.save stream; with Serialization::Safetensors the
+// tensors together as one safetensors blob at the end, every item of it recorded at the blob's
+// start with its own length (as FileSystemWriter records them).
+std::vector<Written> write_rank_file(const std::string& dir, int rank, const std::vector<dcp::FlatItem>& flat,
+                                     const ShardPlan& plan, const SaveOptions& options) {
+  const bool blob = options.serialization == Serialization::Safetensors;
+  const std::string file = (fs::path(dir) / dcp::rank_file_name(rank)).string();
+  std::vector<Written> written;
+  AtomicFileSink sink(file, options.fsync);
+  ValuePtr blob_tensors = Value::plain_dict();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> blob_chunks;
+  for (RankItem& r : rank_items(rank, flat, plan)) {
+    Written& w = r.written;
+    w.file_offset = sink.position();  // a blob's tensors write nothing here: the blob's start
+    if (blob && w.tensor) {
+      const at::Tensor& t = tensor_of(*r.stored);
+      w.length = static_cast<uint64_t>(t.numel()) * t.element_size();
+      blob_tensors->dict().set(Value::string(w.key), r.stored);
+      blob_chunks.emplace_back(w.key, w.offsets);
+    } else {
+      write_torch_save(sink, r.stored, "archive", /*allow_unsafe_globals=*/true);  // checked by save()
+      w.length = sink.position() - w.file_offset;
+    }
+    written.push_back(std::move(w));
+  }
+  if (blob) write_safetensors_stream(sink, blob_tensors, dcp::safetensors_blob_metadata(blob_chunks), file);
+  sink.commit();
+  return in_state_order(std::move(written), flat);
 }
 
 // .metadata from every rank's report (rank order).
@@ -262,6 +271,76 @@ dcp::Metadata build_metadata(const std::vector<std::vector<Written>>& reports, c
 }
 
 }  // namespace
+
+bool is_checkpoint_file(const std::string& name) {
+  const bool distcp = name.size() > 7 && name.rfind("__", 0) == 0 && name.substr(name.size() - 7) == ".distcp";
+  return distcp || name == dcp::kMetadataFile || name == dcp::kLightningMetaFile || name == ".metadata.tmp";
+}
+
+struct RankFileLayout::Impl {
+  std::string target;
+  std::vector<RankItem> items;  // keeps the chunks the layouts read from alive
+  std::vector<std::unique_ptr<TorchFileLayout>> streams;
+  std::vector<uint64_t> starts;  // each stream's offset in the file
+  uint64_t total = 0;
+  std::string report;
+};
+
+RankFileLayout::RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals,
+                               int threads, const std::string& target)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& l = *impl_;
+  l.target = target;
+  if (rank == 0 && !allow_unsafe_globals) check_weights_only_tree(state, target);  // rank 0 holds the values
+  const std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
+  l.items = rank_items(rank, flat, plan);
+  TorchSaveOptions options;  // each item as write_rank_file streams it
+  options.archive_name = "archive";
+  options.allow_unsafe_globals = true;
+  options.threads = threads;
+  std::vector<Written> written;
+  for (RankItem& r : l.items) {
+    l.streams.push_back(std::make_unique<TorchFileLayout>(r.stored, options, target));
+    l.starts.push_back(l.total);
+    r.written.file_offset = l.total;
+    r.written.length = l.streams.back()->size();
+    l.total += r.written.length;
+    written.push_back(r.written);
+  }
+  l.report = encode_report(in_state_order(std::move(written), flat));
+}
+
+RankFileLayout::~RankFileLayout() = default;
+
+uint64_t RankFileLayout::size() const { return impl_->total; }
+
+const std::string& RankFileLayout::report() const { return impl_->report; }
+
+void RankFileLayout::fill(uint64_t offset, void* dest, size_t size) const {
+  const Impl& l = *impl_;
+  check_read_range(l.target, l.total, offset, size);
+  auto* out = static_cast<uint8_t*>(dest);
+  // The stream holding `offset`: the last one starting at or before it.
+  size_t i = static_cast<size_t>(std::upper_bound(l.starts.begin(), l.starts.end(), offset) - l.starts.begin());
+  while (size > 0) {
+    const TorchFileLayout& stream = *l.streams.at(i - 1);
+    const uint64_t within = offset - l.starts[i - 1];
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, stream.size() - within));
+    stream.fill(within, out, n);
+    out += n;
+    offset += n;
+    size -= n;
+    ++i;
+  }
+}
+
+std::string metadata_from_reports(const std::vector<std::string>& reports, const SaveOptions& options) {
+  std::vector<std::vector<Written>> written;
+  for (size_t rank = 0; rank < reports.size(); ++rank) {
+    written.push_back(decode_report(reports[rank], static_cast<int>(rank)));
+  }
+  return dcp::write_metadata(build_metadata(written, options));
+}
 
 void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, const ShardPlan& plan,
           ProcessGroup* group, const SaveOptions& options) {

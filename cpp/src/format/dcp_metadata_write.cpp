@@ -144,7 +144,12 @@ ValuePtr metadata_to_value(const Metadata& m) {
   }
 
   ValuePtr storage_meta_fields = Value::plain_dict();
-  b.field(storage_meta_fields, "checkpoint_id", m.checkpoint_id.empty() ? Value::none() : posix_path(b, m.checkpoint_id));
+  // A directory as FileSystemWriter records it (a PosixPath), a URL as FsspecWriter does (the str).
+  const bool url = m.checkpoint_id.find("://") != std::string::npos;
+  b.field(storage_meta_fields, "checkpoint_id",
+          m.checkpoint_id.empty() ? Value::none()
+          : url                   ? Value::string(m.checkpoint_id)
+                                  : posix_path(b, m.checkpoint_id));
   b.field(storage_meta_fields, "save_id", m.save_id.empty() ? Value::none() : Value::string(m.save_id));
   b.field(storage_meta_fields, "load_id", Value::none());
   b.field(storage_meta_fields, "modules", Value::list());

@@ -407,6 +407,17 @@ std::string NativeProcessGroup::broadcastBytes(const signed char* data, long lon
   return group_->broadcast(std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(length)), src);
 }
 
+std::string NativeProcessGroup::gatherBytes(const signed char* data, long long length, int dst) {
+  if (length < 0 || (length > 0 && data == nullptr)) throw Error("invalid byte string from the JVM");
+  std::string framed;
+  for (const std::string& bytes :
+       group_->gather(std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(length)), dst)) {
+    for (int i = 0; i < 8; ++i) framed += static_cast<char>((static_cast<uint64_t>(bytes.size()) >> (8 * i)) & 0xff);
+    framed += bytes;
+  }
+  return framed;
+}
+
 void NativeProcessGroup::close() { group_->close(); }
 
 }  // namespace fabricckpt::jni

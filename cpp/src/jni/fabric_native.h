@@ -217,6 +217,9 @@ class NativeProcessGroup {
   long long allReduceSum(long long value);
   // Rank `src`'s bytes on every rank.
   std::string broadcastBytes(const signed char* data, long long length, int src);
+  // Every rank's bytes on rank `dst`, in rank order, each as its 8-byte little-endian length then
+  // the bytes; "" on the other ranks.
+  std::string gatherBytes(const signed char* data, long long length, int dst);
   void close();
 
   ProcessGroup* get() const { return group_.get(); }
@@ -231,6 +234,7 @@ class NativeProcessGroup {
 namespace fabricckpt::sharded {
 class ShardPlan;
 class Reader;
+class RankFileLayout;
 }  // namespace fabricckpt::sharded
 
 namespace fabricckpt::jni {
@@ -332,6 +336,35 @@ class NativeTorchLayout {
  private:
   std::shared_ptr<TorchFileLayout> layout_;
 };
+
+// One rank's shard file of a sharded save to object storage (sharded::RankFileLayout): the bytes of
+// the local __<rank>_0.distcp by byte range, and what the rank reports to rank 0; `state` must stay
+// alive.
+class NativeRankFile {
+ public:
+  NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank, bool allow_unsafe_globals,
+                 int threads, const std::string& target);
+  long long size() const;
+  void fill(long long offset, void* dest, long long size) const;
+  std::string report() const;
+
+ private:
+  std::shared_ptr<sharded::RankFileLayout> layout_;
+};
+
+// .metadata's bytes from every rank's NativeRankFile report, added in rank order
+// (sharded::metadata_from_reports); `checkpoint_id` is recorded in it (the URL, as FsspecWriter).
+class NativeShardedMetadata {
+ public:
+  void addReport(const signed char* data, long long length);
+  std::string bytes(const std::string& checkpoint_id) const;
+
+ private:
+  std::vector<std::string> reports_;
+};
+
+// Whether a name under a sharded checkpoint's prefix is one its save writes (and may replace).
+bool isShardedCheckpointEntry(const std::string& name);
 
 // Memory an object is downloaded into (ranged reads from several threads into data()), then
 // handed whole to loadTorchBytes, whose tensors view it.

@@ -27,6 +27,34 @@ void NativeTorchLayout::fill(long long offset, void* dest, long long size) const
   layout_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
 }
 
+NativeRankFile::NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank,
+                               bool allow_unsafe_globals, int threads, const std::string& target)
+    : layout_(std::make_shared<sharded::RankFileLayout>(state.get(), plan.get(), rank, allow_unsafe_globals, threads,
+                                                        target)) {}
+
+long long NativeRankFile::size() const { return static_cast<long long>(layout_->size()); }
+
+void NativeRankFile::fill(long long offset, void* dest, long long size) const {
+  if (offset < 0 || size < 0) throw Error(concat("negative range ", offset, "+", size));
+  if (size > 0 && dest == nullptr) throw Error("fill into a null buffer");
+  layout_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+}
+
+std::string NativeRankFile::report() const { return layout_->report(); }
+
+void NativeShardedMetadata::addReport(const signed char* data, long long length) {
+  if (length < 0 || (length > 0 && data == nullptr)) throw Error("invalid byte string from the JVM");
+  reports_.emplace_back(reinterpret_cast<const char*>(data), static_cast<size_t>(length));
+}
+
+std::string NativeShardedMetadata::bytes(const std::string& checkpoint_id) const {
+  sharded::SaveOptions options;
+  options.checkpoint_id = checkpoint_id;
+  return sharded::metadata_from_reports(reports_, options);
+}
+
+bool isShardedCheckpointEntry(const std::string& name) { return sharded::is_checkpoint_file(name); }
+
 NativeObjectBytes::NativeObjectBytes(long long size) {
   if (size < 0) throw Error(concat("negative object size ", size));
   bytes_.resize(static_cast<size_t>(size));

@@ -2,13 +2,13 @@ package io.fabricckpt.dist;
 
 import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.DistributedException;
+import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeProcessGroup;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Objects;
-import org.bytedeco.javacpp.BytePointer;
 
 /**
  * This process's membership of a c10d process group: libtorch's {@code TCPStore} rendezvous (rank 0
@@ -158,17 +158,7 @@ public final class ProcessGroup implements AutoCloseable {
             throw new IllegalArgumentException("source rank " + src + " is not in [0, " + worldSize + ")");
         }
         byte[] data = rank == src ? Objects.requireNonNull(bytes, "bytes") : new byte[0];
-        return call(() -> {
-            BytePointer out = handle.broadcastBytes(data, data.length, src);
-            if (out == null) { // JavaCPP maps an empty std::string to null
-                return new byte[0];
-            }
-            try (out) {
-                byte[] result = new byte[Math.toIntExact(out.limit())];
-                out.get(result);
-                return result;
-            }
-        });
+        return call(() -> NativeCalls.bytes(handle.broadcastBytes(data, data.length, src)));
     }
 
     /** Rank {@code src}'s string, on every rank. */

@@ -160,6 +160,9 @@ public final class FabricNative {
 
     @Cast("bool") public static native boolean isShardedCheckpoint(@StdString BytePointer path);
 
+    /** Whether a name under a sharded checkpoint's prefix is one its save writes (and may replace). */
+    @Cast("bool") public static native boolean isShardedCheckpointEntry(@StdString BytePointer name);
+
     /** Whether the file starts as safetensors does, or the path is a Hugging Face sharded index or its directory. */
     @Cast("bool") public static native boolean isSafetensorsFile(@StdString BytePointer path);
 

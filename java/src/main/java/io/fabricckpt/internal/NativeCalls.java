@@ -22,15 +22,20 @@ public final class NativeCalls {
         return new BytePointer(text.getBytes(StandardCharsets.UTF_8));
     }
 
-    /** A returned std::string as Java text, releasing its native copy. */
-    public static String string(BytePointer p) {
+    /** A returned std::string's bytes, releasing its native copy. */
+    public static byte[] bytes(BytePointer p) {
         if (p == null) { // JavaCPP maps an empty std::string to null
-            return "";
+            return new byte[0];
         }
         try (p) {
             byte[] out = new byte[Math.toIntExact(p.limit())];
             p.get(out);
-            return new String(out, StandardCharsets.UTF_8);
+            return out;
         }
+    }
+
+    /** A returned std::string as Java text, releasing its native copy. */
+    public static String string(BytePointer p) {
+        return new String(bytes(p), StandardCharsets.UTF_8);
     }
 }

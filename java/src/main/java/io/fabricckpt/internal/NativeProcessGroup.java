@@ -58,5 +58,11 @@ public final class NativeProcessGroup extends Pointer {
     /** Rank {@code src}'s bytes on every rank; JavaCPP returns null for an empty string. */
     public native @StdString BytePointer broadcastBytes(@Cast("const signed char*") byte[] data, long length, int src);
 
+    /**
+     * Every rank's bytes on rank {@code dst}, in rank order, each as its 8-byte little-endian length then
+     * the bytes (null elsewhere, as JavaCPP maps an empty string).
+     */
+    public native @StdString BytePointer gatherBytes(@Cast("const signed char*") byte[] data, long length, int dst);
+
     public native void close();
 }

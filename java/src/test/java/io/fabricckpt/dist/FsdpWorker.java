@@ -23,11 +23,13 @@ import org.bytedeco.pytorch.global.torch;
  * and python-compat-tests). The group comes from the environment (RANK, WORLD_SIZE, MASTER_ADDR,
  * MASTER_PORT; FABRICCKPT_DIST_TIMEOUT seconds). Modes:
  * <ul>
- *   <li>{@code save-sharded DIR}: every rank trains the same Net(4, 8, 2) + Adam(lr=1e-3) for one step
+ *   <li>{@code save-sharded DIR [HIDDEN]}: every rank trains the same Net(4, 8, 2) (Net(4, HIDDEN, 2)) + Adam(lr=1e-3) for one step
  *       (seed 7), shards it by rows ({@link ShardedModule#shardRows}) and saves a
  *       torch.distributed.checkpoint directory under {@code Fsdp(SHARDED)}: "model", "optimizer",
  *       "step" = 5, "hparams" = {"lr": 1e-3, "name": "fsdp"}. Prints {@code saved} and
- *       {@code files=} (the sorted names in DIR, joined by ",").
+ *       {@code files=} (the sorted names in DIR, joined by ","). DIR may be an {@code s3://} prefix.
+ *   <li>{@code save-sharded-denied-on-last-rank URL}: the same to an {@code s3://} prefix, the last rank
+ *       with credentials the store refuses.
  *   <li>{@code save-sharded-safetensors DIR}: the same, with DCP's SAFETENSORS serialization.
  *   <li>{@code save-full FILE}: the same state, saved under {@code Fsdp(FULL)} as one torch.save file.
  *       Prints {@code saved}.
@@ -70,9 +72,17 @@ public final class FsdpWorker {
             try (ProcessGroup group = ProcessGroup.fromEnvironment()) {
                 System.out.println("joined " + group);
                 switch (mode) {
-                    case "save-sharded" -> saveSharded(group, Path.of(args[1]));
-                    case "save-sharded-safetensors" -> saveSharded(group, Path.of(args[1]),
-                            Fsdp.SerializationFormat.SAFETENSORS);
+                    case "save-sharded" -> saveSharded(group, args[1], Fsdp.SerializationFormat.TORCH_SAVE,
+                            args.length > 2 ? Integer.parseInt(args[2]) : 8);
+                    case "save-sharded-denied-on-last-rank" -> {
+                        if (group.rank() == group.worldSize() - 1) { // the SDK's first credential source
+                            System.setProperty("aws.accessKeyId", "fabricckpt-test");
+                            System.setProperty("aws.secretAccessKey", "not-the-secret");
+                        }
+                        saveSharded(group, args[1], Fsdp.SerializationFormat.TORCH_SAVE, 8);
+                    }
+                    case "save-sharded-safetensors" -> saveSharded(group, args[1],
+                            Fsdp.SerializationFormat.SAFETENSORS, 8);
                     case "save-full" -> saveFull(group, Path.of(args[1]));
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL
@@ -98,8 +108,12 @@ public final class FsdpWorker {
 
     /** The state every rank saves: Net(4, 8, 2) + Adam(lr=1e-3) after one identical step, sharded by rows. */
     private static Map<String, Object> trainedState(ProcessGroup group) {
+        return trainedState(group, 8);
+    }
+
+    private static Map<String, Object> trainedState(ProcessGroup group, int hidden) {
         torch.manual_seed(7); // replicated before sharding: the same on every rank
-        Net model = new Net(4, 8, 2);
+        Net model = new Net(4, hidden, 2);
         Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
         model.trainStep(optimizer);
         ShardedModule sharded = ShardedModule.shardRows(model, group.rank(), group.worldSize(), optimizer);
@@ -112,13 +126,18 @@ public final class FsdpWorker {
     }
 
     private static void saveSharded(ProcessGroup group, Path dir) throws Exception {
-        saveSharded(group, dir, Fsdp.SerializationFormat.TORCH_SAVE);
+        saveSharded(group, dir.toString(), Fsdp.SerializationFormat.TORCH_SAVE, 8);
     }
 
-    private static void saveSharded(ProcessGroup group, Path dir, Fsdp.SerializationFormat format) throws Exception {
-        Map<String, Object> state = trainedState(group);
-        new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED, format)).save(dir, state);
+    private static void saveSharded(ProcessGroup group, String location, Fsdp.SerializationFormat format, int hidden)
+            throws Exception {
+        Map<String, Object> state = trainedState(group, hidden);
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED, format)).save(location, state);
         System.out.println("saved");
+        if (location.startsWith("s3://")) {
+            return;
+        }
+        Path dir = Path.of(location);
         try (Stream<Path> files = Files.list(dir)) {
             System.out.println("files=" + files.map(p -> p.getFileName().toString()).sorted()
                     .collect(Collectors.joining(",")));

@@ -8,24 +8,23 @@ import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
 import io.fabricckpt.S3Server;
 import io.fabricckpt.TorchFiles;
-import io.fabricckpt.core.CheckpointException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.stream.Stream;
-import org.bytedeco.pytorch.Adam;
-import org.bytedeco.pytorch.AdamOptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import software.amazon.awssdk.core.sync.RequestBody;
 
 /**
- * A sharded directory in object storage ({@code s3://bucket/prefix/}) loaded on 2 JVMs and on 1, against
- * the real S3 server: the same state as the local directory gives, each rank fetching only the byte
- * ranges of the chunks overlapping its shards.
+ * A sharded directory in object storage ({@code s3://bucket/prefix/}) against the real S3 server: loaded
+ * on 2 JVMs and on 1, the same state as the local directory gives, each rank fetching only the byte
+ * ranges of the chunks overlapping its shards; saved by 2 JVMs, the local directory's bytes object for
+ * object; a failed save leaving the previous checkpoint.
  */
 class S3ShardedTest {
     @TempDir
@@ -106,21 +105,108 @@ class S3ShardedTest {
         assertTrue(fromS3.fc1.weight().equal(fromDisk.fc1.weight()));
     }
 
+    /** The objects under {@code prefix/} of the bucket: name to bytes. */
+    private Map<String, byte[]> objects(String bucket, String prefix) {
+        Map<String, byte[]> out = new java.util.TreeMap<>();
+        for (var o : server.client().listObjectsV2Paginator(b -> b.bucket(bucket).prefix(prefix + "/")).contents()) {
+            out.put(o.key().substring(prefix.length() + 1),
+                    server.client().getObjectAsBytes(b -> b.bucket(bucket).key(o.key())).asByteArray());
+        }
+        return out;
+    }
+
+    private Map<String, byte[]> files(Path local) throws Exception {
+        Map<String, byte[]> out = new java.util.TreeMap<>();
+        try (Stream<Path> files = Files.list(local)) {
+            for (Path file : files.toList()) {
+                out.put(file.getFileName().toString(), Files.readAllBytes(file));
+            }
+        }
+        return out;
+    }
+
+    private void assertNoUploadPending(String bucket) {
+        assertEquals(List.of(), server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads());
+    }
+
+    /**
+     * 2 JVM ranks save to {@code s3://bucket/prefix/}: every rank's shard file and meta.pt are the bytes
+     * of the local directory's files (each shard file several multipart parts, every tensor stream
+     * crossing part boundaries), the checkpoint reads back as the local one does, and a later save by
+     * one rank replaces it whole (the second rank's file removed).
+     */
     @Test
-    void aShardedSaveToObjectStorageIsRefusedClearly() throws Exception {
-        Net model = new Net(4, 8, 2);
-        Adam optimizer = new Adam(model.parameters(), new AdamOptions(1e-3));
-        int port;
-        try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
-            port = socket.getLocalPort();
+    void aShardedSaveToS3IsTheLocalDirectoryObjectForObject() throws Exception {
+        String hidden = "262144"; // fc1 1 MiB x 4 floats: about 10 MiB of shards per rank, 5 MiB parts
+        Path local = dir.resolve("sharded");
+        launch(2, "save-sharded", local.toString(), hidden);
+        String bucket = server.newBucket("sharded-save");
+        String url = "s3://" + bucket + "/run/step-5";
+        launch(2, "save-sharded", url, hidden);
+
+        Map<String, byte[]> expected = files(local);
+        Map<String, byte[]> saved = objects(bucket, "run/step-5");
+        assertEquals(expected.keySet(), saved.keySet());
+        for (String name : List.of("__0_0.distcp", "__1_0.distcp", "meta.pt")) {
+            assertTrue(expected.get(name).length > (name.equals("meta.pt") ? 0 : 5 << 20), name);
+            assertArrayEquals(expected.get(name), saved.get(name), name);
         }
-        try (ProcessGroup group = ProcessGroup.connect("127.0.0.1", port, 0, 1, Duration.ofSeconds(30))) {
-            ShardedModule sharded = ShardedModule.shardRows(model, 0, 1, optimizer);
-            Fabric fabric = new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED));
-            CheckpointException e = org.junit.jupiter.api.Assertions.assertThrows(CheckpointException.class,
-                    () -> fabric.save("s3://bucket/run/", Map.of("model", sharded, "optimizer", optimizer)));
-            assertTrue(e.getMessage().contains("s3://bucket/run") && e.getMessage().contains("not supported"),
-                    e.getMessage());
+        assertNoUploadPending(bucket);
+        assertEquals(TorchFiles.read(local).toString(), TorchFiles.read(url + "/").toString());
+
+        launch(1, "save-sharded", url); // one rank, the small model: replaces the checkpoint whole
+        assertEquals(java.util.Set.of(".metadata", "__0_0.distcp", "meta.pt"), objects(bucket, "run/step-5").keySet());
+        assertTrue(TorchFiles.verify(url).contains("OK"));
+        launch(2, "load", url, dir.resolve("loaded.ckpt").toString()); // resharded to 2 ranks: step=5 on both
+    }
+
+    /**
+     * A rank the store refuses (wrong credentials on the last rank) fails the sharded save on every
+     * rank before anything is replaced: the previous checkpoint's objects are unchanged, no upload is
+     * left pending, and the errors name the object and the failing rank.
+     */
+    @Test
+    void aRankThatCannotUploadFailsEveryRankAndKeepsThePreviousCheckpoint() throws Exception {
+        String bucket = server.newBucket("sharded-denied");
+        String url = "s3://" + bucket + "/run";
+        launch(2, "save-sharded", url);
+        Map<String, byte[]> previous = objects(bucket, "run");
+
+        LocalLauncher.Result r = launcher(2).launch(FsdpWorker.class.getName(), "save-sharded-denied-on-last-rank", url);
+        assertEquals(List.of(1, 1), r.exitCodes(), r.describe());
+        String error1 = line(r, 1, "error: ").orElseThrow(() -> new AssertionError(r.describe()));
+        assertTrue(error1.contains(url + "/__1_0.distcp") && error1.contains("access denied"), error1);
+        assertEquals("CheckpointStorageException", line(r, 1, "error-type: ").orElseThrow());
+        String error0 = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.describe()));
+        assertTrue(error0.contains("rank 1 could not write its shard file"), error0);
+        assertEquals("DistributedException rank=0 operation=sharded save: shard write on rank 1",
+                line(r, 0, "error-type: ").orElseThrow());
+
+        Map<String, byte[]> after = objects(bucket, "run");
+        assertEquals(previous.keySet(), after.keySet());
+        for (String name : previous.keySet()) {
+            assertArrayEquals(previous.get(name), after.get(name), name);
         }
+        assertNoUploadPending(bucket);
+        assertEquals(Optional.of("5"), line(launch(2, "load", url, dir.resolve("loaded.ckpt").toString()), 0,
+                "step="));
+    }
+
+    /** A prefix that holds other objects is refused before anything is written, and DCP's SAFETENSORS is refused clearly. */
+    @Test
+    void aShardedSaveRefusesAPrefixHoldingOtherObjects() throws Exception {
+        String bucket = server.newBucket("sharded-foreign");
+        server.client().putObject(b -> b.bucket(bucket).key("run/config.json"), RequestBody.fromString("{}"));
+        LocalLauncher.Result r = launcher(1).launch(FsdpWorker.class.getName(), "save-sharded", "s3://" + bucket + "/run");
+        assertEquals(List.of(1), r.exitCodes(), r.describe());
+        String error = line(r, 0, "error: ").orElseThrow(() -> new AssertionError(r.describe()));
+        assertTrue(error.contains("s3://" + bucket + "/run") && error.contains("config.json"), error);
+        assertEquals(java.util.Set.of("config.json"), objects(bucket, "run").keySet());
+
+        LocalLauncher.Result st = launcher(1).launch(FsdpWorker.class.getName(), "save-sharded-safetensors",
+                "s3://" + bucket + "/other");
+        String refused = line(st, 0, "error: ").orElseThrow(() -> new AssertionError(st.describe()));
+        assertTrue(refused.contains("SAFETENSORS") && refused.contains("not supported"), refused);
+        assertNoUploadPending(bucket);
     }
 }

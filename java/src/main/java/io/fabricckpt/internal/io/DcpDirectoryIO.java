@@ -12,6 +12,7 @@ import io.fabricckpt.internal.NativeProcessGroup;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeShardedReader;
 import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.io.s3.S3Objects;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Collection;
@@ -38,8 +39,12 @@ public final class DcpDirectoryIO implements CheckpointIO {
     public void writeSharded(CheckpointLocation location, NativeValue tensors, NativeValue meta, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options, boolean safetensors) {
         if (!location.isLocal()) {
-            throw new io.fabricckpt.core.CheckpointException(location + ": saves of sharded state to object storage"
-                    + " are not supported yet (save to a local or shared directory, or save from a single process)");
+            if (safetensors) {
+                throw new io.fabricckpt.core.CheckpointException(location + ": sharded saves to object storage with"
+                        + " SAFETENSORS serialization are not supported yet (use TORCH_SAVE, or save to a directory)");
+            }
+            ShardedObjectWriter.write(S3Objects.shared(), location, tensors, meta, plan, group, options);
+            return;
         }
         try {
             FabricNative.saveSharded(NativeCalls.path(location), tensors, meta, plan, group, options.fsync(),

@@ -166,8 +166,7 @@ public final class S3Objects implements AutoCloseable {
      * one, only when every part is in; on any failure the upload is aborted and nothing appears.
      */
     public void upload(CheckpointLocation object, long size, PartSource source) {
-        long partSize = settings.partSizeFor(size);
-        if (size <= partSize) {
+        if (size <= settings.partSizeFor(size)) {
             try (BytePointer memory = new BytePointer(Math.max(1, size))) {
                 ByteBuffer part = memory.capacity(size).limit(size).asByteBuffer();
                 source.fill(0, part.duplicate());
@@ -177,6 +176,23 @@ public final class S3Objects implements AutoCloseable {
             }
             return;
         }
+        try (StagedObject staged = stage(object, size, source)) {
+            staged.complete();
+        }
+    }
+
+    /**
+     * Sends an object's bytes as a multipart upload, as {@link #upload} does, but does not make it
+     * appear: the returned {@link StagedObject} does, on {@link StagedObject#complete()} (one small
+     * request), or drops it on close. Lets several objects be sent before any of them replaces what
+     * is there (the files of a sharded checkpoint); every part is in when this returns, so a failure
+     * to reach or write to the store shows here, not on completion. An empty object is sent on
+     * completion (there is no empty part).
+     */
+    public StagedObject stage(CheckpointLocation object, long size, PartSource source) {
+        if (size == 0) {
+            return new StagedObject(object, null, List.of());
+        }
         String uploadId;
         try {
             uploadId = client.createMultipartUpload(b -> b.bucket(object.bucket()).key(object.key())).uploadId();
@@ -184,15 +200,69 @@ public final class S3Objects implements AutoCloseable {
             throw translate(object, "starting its upload", e);
         }
         try {
-            List<CompletedPart> parts = uploadParts(object, uploadId, size, partSize, source);
-            client.completeMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId)
-                    .multipartUpload(m -> m.parts(parts)));
+            return new StagedObject(object, uploadId, uploadParts(object, uploadId, size, settings.partSizeFor(size),
+                    source));
         } catch (RuntimeException | Error e) {
             abort(object, uploadId, e);
             if (e instanceof SdkException sdk) {
                 throw translate(object, "uploading it", sdk);
             }
             throw e;
+        }
+    }
+
+    /** An object whose bytes are sent but which does not exist yet ({@link #stage}). Not thread-safe. */
+    public final class StagedObject implements AutoCloseable {
+        private final CheckpointLocation object;
+        private final String uploadId; // null: an empty object, sent on completion
+        private final List<CompletedPart> parts;
+        private boolean finished;
+
+        private StagedObject(CheckpointLocation object, String uploadId, List<CompletedPart> parts) {
+            this.object = object;
+            this.uploadId = uploadId;
+            this.parts = parts;
+        }
+
+        /** Makes the object appear, replacing any older one. */
+        public void complete() {
+            if (finished) {
+                throw new IllegalStateException(object + ": already completed or dropped");
+            }
+            finished = true;
+            try {
+                if (uploadId == null) {
+                    client.putObject(b -> b.bucket(object.bucket()).key(object.key()).contentLength(0L),
+                            RequestBody.empty());
+                } else {
+                    client.completeMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId)
+                            .multipartUpload(m -> m.parts(parts)));
+                }
+            } catch (RuntimeException | Error e) {
+                if (uploadId != null) {
+                    abort(object, uploadId, e);
+                }
+                if (e instanceof SdkException sdk) {
+                    throw translate(object, "completing its upload", sdk);
+                }
+                throw e;
+            }
+        }
+
+        /** Drops the object unless it was completed (the store discards the upload's parts). */
+        @Override
+        public void close() {
+            if (finished) {
+                return;
+            }
+            finished = true;
+            if (uploadId != null) {
+                try {
+                    client.abortMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId));
+                } catch (SdkException e) {
+                    throw translate(object, "aborting its upload " + uploadId, e);
+                }
+            }
         }
     }
 

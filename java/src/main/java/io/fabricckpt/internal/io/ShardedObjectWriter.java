@@ -1,0 +1,288 @@
+package io.fabricckpt.internal.io;
+
+import io.fabricckpt.core.CheckpointException;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.DistributedException;
+import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.NativeCalls;
+import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeProcessGroup;
+import io.fabricckpt.internal.NativeRankFile;
+import io.fabricckpt.internal.NativeShardPlan;
+import io.fabricckpt.internal.NativeShardedMetadata;
+import io.fabricckpt.internal.NativeTorchLayout;
+import io.fabricckpt.internal.NativeValue;
+import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.internal.io.s3.S3Objects.StagedObject;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.javacpp.BytePointer;
+
+/**
+ * A sharded save to object storage ({@code s3://bucket/prefix/}), called on every rank together: the
+ * objects are the files of the local directory ({@link DcpDirectoryIO}), byte for byte. Object
+ * storage has no directory to swap in whole, so the steps are ordered to keep the local promise as
+ * far as a store of single objects allows:
+ * <ol>
+ *   <li>rank 0 checks that the prefix holds nothing but checkpoint objects (the save replaces them)
+ *       and plans meta.pt;
+ *   <li>every rank sends its {@code __<rank>_0.distcp}, planned natively and filled part by part from
+ *       the tensors' memory, without completing the upload: nothing visible has changed yet;
+ *   <li>rank 0 builds {@code .metadata} from every rank's report, and every rank learns whether all
+ *       went well; if not, every rank drops its upload and the previous checkpoint is untouched;
+ *   <li>rank 0 deletes the old {@code .metadata}, every rank completes its upload (one request
+ *       each), then rank 0 writes meta.pt, {@code .metadata} last, and deletes the shard files of an
+ *       earlier save of more ranks.
+ * </ol>
+ * Only a failure inside step 4 loses the previous checkpoint, and then the prefix is no checkpoint at
+ * all (no {@code .metadata}), never one whose index disagrees with its files. Any rank's failure
+ * fails every rank (a {@link DistributedException} on those that did not fail themselves).
+ */
+final class ShardedObjectWriter {
+    private static final byte OK = 1;
+    private static final byte FAILED = 0;
+
+    private final S3Objects objects;
+    private final CheckpointLocation dir;
+    private final NativeProcessGroup group; // null: one process
+    private final int rank;
+    private final int world;
+
+    private ShardedObjectWriter(S3Objects objects, CheckpointLocation dir, NativeProcessGroup group) {
+        this.objects = objects;
+        this.dir = dir;
+        this.group = group;
+        this.rank = group == null ? 0 : group.rank();
+        this.world = group == null ? 1 : group.worldSize();
+    }
+
+    static void write(S3Objects objects, CheckpointLocation dir, NativeValue tensors, NativeValue meta,
+            NativeShardPlan plan, NativeProcessGroup group, WriteOptions options) {
+        new ShardedObjectWriter(objects, dir, group).write(tensors, meta, plan, options);
+    }
+
+    private void write(NativeValue tensors, NativeValue meta, NativeShardPlan plan, WriteOptions options) {
+        NativeTorchLayout metaLayout = null;
+        StagedObject shardFile = null;
+        try {
+            // 1. rank 0 prepares
+            RuntimeException preparation = null;
+            if (rank == 0) {
+                try {
+                    checkReplaceable();
+                    if (meta != null) {
+                        metaLayout = new NativeTorchLayout(meta, NativeCalls.utf8("meta"),
+                                options.unsafeGlobalsAllowed(), 0, NativeCalls.utf8(dir.resolve(DcpDirectoryIO.META)
+                                        .toString()));
+                    }
+                } catch (RuntimeException e) {
+                    preparation = NativeErrors.translate(e);
+                }
+            }
+            agree(preparation, null, "preparation", "could not prepare the checkpoint");
+
+            // 2. every rank sends its shard file
+            RuntimeException own = null;
+            byte[] report = null;
+            try (NativeRankFile file = new NativeRankFile(tensors, plan, rank, options.unsafeGlobalsAllowed(), 0,
+                    NativeCalls.utf8(shardFile(rank).toString()))) {
+                shardFile = objects.stage(shardFile(rank), file.size(), (offset, dest) -> {
+                    try (BytePointer memory = new BytePointer(dest)) {
+                        file.fill(offset, memory, dest.remaining());
+                    }
+                });
+                report = NativeCalls.bytes(file.report());
+            } catch (RuntimeException e) {
+                own = NativeErrors.translate(e, shardFile(rank) + ": sharded save failed");
+            }
+
+            // 3. rank 0 builds .metadata from the reports; everyone learns whether all went well
+            byte[] metadata = null;
+            RuntimeException decision = null;
+            List<byte[]> reports = gather(own == null ? withStatus(OK, report) : withStatus(FAILED, utf8(message(own))));
+            if (rank == 0) {
+                try {
+                    metadata = buildMetadata(reports, own);
+                } catch (RuntimeException e) {
+                    decision = e;
+                }
+            }
+            agree(decision, own, "shard upload", "failed the save");
+
+            // 4. the new objects replace the old ones, .metadata last
+            RuntimeException completion = null;
+            try {
+                if (rank == 0) {
+                    objects.delete(dir.resolve(ObjectStorageIO.DCP_METADATA));
+                }
+                barrier(); // no rank's file changes while the old .metadata still indexes it
+                shardFile.complete();
+            } catch (RuntimeException e) {
+                completion = e;
+            }
+            boolean allCompleted = group == null ? completion == null : group.allAgree(completion == null);
+            RuntimeException finish = completion;
+            if (rank == 0 && allCompleted) {
+                try {
+                    if (metaLayout != null) {
+                        NativeTorchLayout layout = metaLayout;
+                        objects.upload(dir.resolve(DcpDirectoryIO.META), layout.size(), (offset, dest) -> {
+                            try (BytePointer memory = new BytePointer(dest)) {
+                                layout.fill(offset, memory, dest.remaining());
+                            }
+                        });
+                    }
+                    byte[] bytes = metadata;
+                    objects.upload(dir.resolve(ObjectStorageIO.DCP_METADATA), bytes.length,
+                            (offset, dest) -> dest.put(bytes, (int) offset, dest.remaining()));
+                    deleteStaleShardFiles();
+                } catch (RuntimeException e) {
+                    finish = NativeErrors.translate(e);
+                }
+            } else if (rank == 0 && finish == null) {
+                finish = new DistributedException(dir + ": another rank could not complete its shard file's upload; the"
+                        + " prefix holds no checkpoint now (no .metadata)", rank, "sharded save: completion", null);
+            }
+            agree(rank == 0 ? finish : null, finish, "completion", "could not complete the checkpoint");
+        } finally {
+            if (shardFile != null) {
+                closeQuietly(shardFile);
+            }
+            if (metaLayout != null) {
+                metaLayout.close();
+            }
+        }
+    }
+
+    private CheckpointLocation shardFile(int r) {
+        return dir.resolve("__" + r + "_0.distcp");
+    }
+
+    /** A save replaces the prefix's checkpoint objects; anything else there (the user's objects) is refused, not lost. */
+    private void checkReplaceable() {
+        String prefix = dir.key() + "/";
+        List<String> foreign = new ArrayList<>();
+        for (String key : objects.list(dir).keySet()) {
+            String name = key.substring(prefix.length());
+            if (!io.fabricckpt.internal.FabricNative.isShardedCheckpointEntry(NativeCalls.utf8(name))) {
+                foreign.add(name);
+            }
+        }
+        if (!foreign.isEmpty()) {
+            String names = String.join(", ", foreign.subList(0, Math.min(5, foreign.size())))
+                    + (foreign.size() > 5 ? " and " + (foreign.size() - 5) + " more" : "");
+            throw new CheckpointException(dir + ": holds objects that are not part of a sharded checkpoint (" + names
+                    + "); a sharded save replaces the whole prefix, so it refuses to: save to another prefix or move"
+                    + " them");
+        }
+    }
+
+    /** Shard files this save did not write (of an earlier save by more ranks): not part of the new checkpoint. */
+    private void deleteStaleShardFiles() {
+        String prefix = dir.key() + "/";
+        java.util.regex.Pattern shard = java.util.regex.Pattern.compile("__(\\d+)_(\\d+)\\.distcp");
+        for (String key : objects.list(dir).keySet()) {
+            var m = shard.matcher(key.substring(prefix.length()));
+            if (m.matches() && !(m.group(2).equals("0") && m.group(1).length() < 10
+                    && Long.parseLong(m.group(1)) < world)) {
+                objects.delete(dir.resolve(m.group()));
+            }
+        }
+    }
+
+    /** Rank 0: .metadata's bytes, or the failure of the first rank that reported one. */
+    private byte[] buildMetadata(List<byte[]> reports, RuntimeException own) {
+        try (NativeShardedMetadata metadata = new NativeShardedMetadata()) {
+            for (int r = 0; r < reports.size(); r++) {
+                byte[] report = reports.get(r);
+                if (report.length == 0 || report[0] != OK) {
+                    if (r == rank && own != null) {
+                        throw own;
+                    }
+                    String why = new String(report, 1, Math.max(0, report.length - 1), StandardCharsets.UTF_8);
+                    throw new DistributedException(dir + ": rank " + r + " could not write its shard file: " + why, rank,
+                            "sharded save: shard write on rank " + r, null);
+                }
+                byte[] body = java.util.Arrays.copyOfRange(report, 1, report.length);
+                metadata.addReport(body, body.length);
+            }
+            try {
+                return NativeCalls.bytes(metadata.bytes(NativeCalls.utf8(dir.toString())));
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e, dir + ": sharded save failed");
+            }
+        }
+    }
+
+    /**
+     * Every rank learns rank 0's outcome of a step ({@code rankZeroFailure}, set on rank 0 only) and
+     * fails with it: with its own error of the step ({@code own}) when it had one, else rank 0 with
+     * its exception and the others with a DistributedException naming it.
+     */
+    private void agree(RuntimeException rankZeroFailure, RuntimeException own, String step, String what) {
+        byte[] outcome = rankZeroFailure == null ? new byte[] {OK} : withStatus(FAILED, utf8(message(rankZeroFailure)));
+        if (group != null && world > 1) {
+            outcome = NativeCalls.bytes(group.broadcastBytes(outcome, outcome.length, 0));
+        }
+        if (outcome.length > 0 && outcome[0] == OK && own == null) {
+            return;
+        }
+        if (own != null) {
+            throw own;
+        }
+        if (rankZeroFailure != null) {
+            throw rankZeroFailure;
+        }
+        String detail = new String(outcome, 1, Math.max(0, outcome.length - 1), StandardCharsets.UTF_8);
+        throw new DistributedException(dir + ": global rank 0 " + what + " (on rank " + rank + "): " + detail, rank,
+                "sharded save: " + step, null);
+    }
+
+    private List<byte[]> gather(byte[] mine) {
+        if (group == null || world == 1) {
+            return List.of(mine);
+        }
+        byte[] framed = NativeCalls.bytes(group.gatherBytes(mine, mine.length, 0));
+        List<byte[]> out = new ArrayList<>();
+        ByteBuffer in = ByteBuffer.wrap(framed).order(ByteOrder.LITTLE_ENDIAN);
+        while (in.hasRemaining()) {
+            byte[] one = new byte[Math.toIntExact(in.getLong())];
+            in.get(one);
+            out.add(one);
+        }
+        return out;
+    }
+
+    private void barrier() {
+        if (group != null && world > 1) {
+            group.barrier();
+        }
+    }
+
+    private static byte[] withStatus(byte status, byte[] body) {
+        byte[] out = new byte[body.length + 1];
+        out[0] = status;
+        System.arraycopy(body, 0, out, 1, body.length);
+        return out;
+    }
+
+    private static String message(Throwable e) {
+        return e.getMessage() == null ? e.toString() : e.getMessage();
+    }
+
+    private static byte[] utf8(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
+    }
+
+    private static void closeQuietly(StagedObject staged) {
+        try {
+            staged.close();
+        } catch (RuntimeException ignored) {
+            // the store drops unfinished multipart uploads by its lifecycle rules; the save's own error says more
+        }
+    }
+}

@@ -10,7 +10,8 @@ import torch
 
 from conftest import assert_same, describe, normalise
 from test_java_writes import expected_sample
-from test_sharded import assert_same_training_state, launch, lightning_sharded, rank_lines  # noqa: F401 (a fixture)
+from test_sharded import (assert_equal_trees, assert_same_training_state, java_sharded, launch,  # noqa: F401 (fixtures)
+                          lightning_sharded, rank_lines)
 
 
 def test_java_saves_lightning_loads(java, s3_server, tmp_path):
@@ -102,3 +103,102 @@ def test_cli_inspect_verify_convert_on_s3_objects(java, s3_server, tmp_path):
 
     missing = java.cli("verify", f"s3://{bucket}/nothing.ckpt", check=False)
     assert missing.returncode == 3 and f"s3://{bucket}/nothing.ckpt" in missing.stderr, missing.stderr
+
+
+def _consolidated(reader):
+    """What dcp_to_torch_save writes, read through any DCP storage reader (FsspecReader for s3://)."""
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+    state = {}
+    _load_state_dict(state, storage_reader=reader, planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    return state
+
+
+def test_java_sharded_save_to_s3_reads_in_torch_through_fsspec(java, s3_server, java_sharded):
+    """2 Java ranks save to s3://bucket/prefix: every shard file and meta.pt is the object of the local
+    directory's file, byte for byte; torch's FsspecReader (s3fs) consolidates the prefix as
+    FileSystemReader does the local directory, and the metadata records the URL as FsspecWriter does."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+    bucket = s3_server.new_bucket("java-sharded")
+    url = f"s3://{bucket}/run/step-5"
+    launch(java, 2, "save-sharded", url)
+    fs = s3_server.filesystem()
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(url)) == sorted(os.listdir(java_sharded))
+    for name in ("__0_0.distcp", "__1_0.distcp", "meta.pt"):
+        assert fs.cat(f"{url}/{name}") == (java_sharded / name).read_bytes(), name
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+
+    reader = FsspecReader(url)
+    assert reader.read_metadata().storage_meta.checkpoint_id == url
+    assert_equal_trees(_consolidated(FileSystemReader(java_sharded)), _consolidated(reader))
+    meta = torch.load(io.BytesIO(fs.cat(f"{url}/meta.pt")), weights_only=True)
+    assert meta == {"step": 5, "hparams": {"lr": 1e-3, "name": "fsdp"}}
+
+
+FSSPEC_SAVE = """
+import sys
+import warnings
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+
+from torch.distributed.checkpoint import _fsspec_filesystem
+
+
+def rename(self, path, new_path):
+    # fsspec's mv deletes with DeleteObjects, whose CRC header botocore always sends and S3Proxy refuses:
+    # the same copy, then a single-object delete.
+    self.fs.copy(path, new_path)
+    self.fs.rm_file(path)
+
+
+_fsspec_filesystem.FileSystem.rename = rename
+warnings.simplefilter("ignore")
+dist.init_process_group("gloo")
+mesh = init_device_mesh("cpu", (2,))
+torch.manual_seed(3)  # the same full tensors on both ranks; each keeps its rows
+full = {"w": torch.randn(4096, 384), "b": torch.arange(6, dtype=torch.bfloat16), "n": torch.tensor(7)}
+state = {"model": {"w": distribute_tensor(full["w"], mesh, [Shard(0)]),
+                   "b": distribute_tensor(full["b"], mesh, [Shard(0)]), "n": full["n"]},
+         "step": 5, "names": ["a", "b"]}
+dcp.save(state, storage_writer=FsspecWriter(sys.argv[1]))
+if dist.get_rank() == 0:
+    torch.save(full, sys.argv[2])
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_torch_fsspec_sharded_save_to_s3_loads_and_converts_in_java(java, s3_server, tmp_path):
+    """torch.distributed.checkpoint's FsspecWriter on 2 ranks writes a prefix (6 MiB of rows, several
+    ranged GETs per shard file); Java's convert from s3:// equals the consolidation torch itself reads
+    through FsspecReader, and equals the convert of the same files downloaded."""
+    import subprocess
+    import sys
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+    bucket = s3_server.new_bucket("torch-fsspec")
+    url = f"s3://{bucket}/dcp"
+    script = tmp_path / "save.py"
+    script.write_text(FSSPEC_SAVE)
+    full_path = tmp_path / "full.pt"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           script, url, full_path], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    full = torch.load(full_path, weights_only=True)
+
+    out = tmp_path / "from-s3" / "consolidated.pt"
+    java.cli("convert", url + "/", out)
+    loaded = torch.load(out, weights_only=True)
+    assert_equal_trees(_consolidated(FsspecReader(url)), loaded)
+    for name, tensor in full.items():
+        assert torch.equal(loaded["model"][name], tensor), name
+    assert loaded["step"] == 5 and loaded["names"] == ["a", "b"]
+    local = tmp_path / "downloaded"
+    s3_server.filesystem().get(url + "/", str(local), recursive=True)
+    java.cli("convert", local, tmp_path / "from-disk" / "consolidated.pt")
+    assert out.read_bytes() == (tmp_path / "from-disk" / "consolidated.pt").read_bytes()
+    assert java.cli("verify", url).stdout.startswith(f"{url}: OK")

@@ -87,7 +87,7 @@ public final class FsdpWorker {
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL
                     case "save-async" -> saveAsync(group, Path.of(args[1]), Path.of(args[2]));
-                    case "save-async-sharded" -> saveAsyncSharded(group, Path.of(args[1]));
+                    case "save-async-sharded" -> saveAsyncSharded(group, args[1]); // a path or an s3:// prefix
                     case "exit-during-save", "stall-during-save" -> {
                         Workers.faultOnLastRank(group, mode.startsWith("stall"));
                         saveSharded(group, Path.of(args[1]));
@@ -166,7 +166,7 @@ public final class FsdpWorker {
     }
 
     /** {@code save-async-sharded}: only the sharded background save of the trained state, awaited. */
-    private static void saveAsyncSharded(ProcessGroup group, Path dir) {
+    private static void saveAsyncSharded(ProcessGroup group, String dir) {
         Map<String, Object> state = trainedState(group);
         new Fabric(new Fsdp(group, Fsdp.StateDictType.SHARDED)).saveAsync(dir, state).awaitWritten();
         System.out.println("written");

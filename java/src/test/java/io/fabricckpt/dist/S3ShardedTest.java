@@ -160,6 +160,22 @@ class S3ShardedTest {
         launch(2, "load", url, dir.resolve("loaded.ckpt").toString()); // resharded to 2 ranks: step=5 on both
     }
 
+    /** A background save ({@code saveAsync} under Fsdp) to S3 writes what the foreground save writes. */
+    @Test
+    void aBackgroundShardedSaveToS3WritesTheForegroundObjects() throws Exception {
+        String bucket = server.newBucket("sharded-async");
+        launch(2, "save-sharded", "s3://" + bucket + "/foreground");
+        launch(2, "save-async-sharded", "s3://" + bucket + "/background");
+        Map<String, byte[]> foreground = objects(bucket, "foreground");
+        Map<String, byte[]> background = objects(bucket, "background");
+        assertEquals(foreground.keySet(), background.keySet());
+        for (String name : List.of("__0_0.distcp", "__1_0.distcp", "meta.pt")) {
+            assertArrayEquals(foreground.get(name), background.get(name), name);
+        }
+        assertEquals(TorchFiles.read("s3://" + bucket + "/foreground/").toString(),
+                TorchFiles.read("s3://" + bucket + "/background/").toString());
+    }
+
     /**
      * A rank the store refuses (wrong credentials on the last rank) fails the sharded save on every
      * rank before anything is replaced: the previous checkpoint's objects are unchanged, no upload is

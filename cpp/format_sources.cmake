@@ -19,6 +19,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/outline_convert.cpp
   src/format/outline_sharded.cpp
   src/format/outline_legacy.cpp
+  src/format/outline_ranges.cpp
   src/format/outline_safetensors.cpp
   src/io/files.cpp
   src/format/safetensors_json.cpp

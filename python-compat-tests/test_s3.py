@@ -105,6 +105,26 @@ def test_cli_inspect_verify_convert_on_s3_objects(java, s3_server, tmp_path):
     assert missing.returncode == 3 and f"s3://{bucket}/nothing.ckpt" in missing.stderr, missing.stderr
 
 
+def test_cli_inspect_of_an_s3_object_fetches_only_its_directory_and_pickle(java, s3_server, tmp_path):
+    """inspect of a 48 MiB object fetches its start, end, local headers and data.pkl (kilobytes), never a
+    tensor's bytes, and prints what inspect of the local file prints."""
+    import re
+    state = {"model": {f"layer{i}.weight": torch.randn(1024, 1024) for i in range(12)}, "step": 3,
+             "hparams": {"lr": 1e-3}}
+    local = tmp_path / "big.ckpt"
+    torch.save(state, local)
+    bucket = s3_server.new_bucket("inspect")
+    s3_server.filesystem().put_file(str(local), f"{bucket}/big.ckpt")
+    url = f"s3://{bucket}/big.ckpt"
+    remote = java.cli("inspect", "--json", url)
+    assert json.loads(remote.stdout) == json.loads(java.cli("inspect", "--json", local).stdout)
+    fetched = re.search(rf"{re.escape(url)}: read (\d+) of its (\d+) bytes", remote.stderr)
+    assert fetched, remote.stderr
+    assert int(fetched.group(2)) == local.stat().st_size
+    assert int(fetched.group(1)) < 1 << 20, remote.stderr  # 2 x 256 KiB edges, 12 local headers
+    assert java.cli("inspect", url).stdout == java.cli("inspect", local).stdout
+
+
 def _consolidated(reader):
     """What dcp_to_torch_save writes, read through any DCP storage reader (FsspecReader for s3://)."""
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner

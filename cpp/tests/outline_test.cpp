@@ -11,6 +11,8 @@
 #include <string>
 
 #include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
+#include "fabricckpt/zip.h"
 
 namespace fabricckpt {
 namespace {
@@ -56,6 +58,63 @@ TEST(Outline, DescribesTensorsWithoutReadingThem) {
   ASSERT_TRUE(t.has_value());
   EXPECT_FALSE(t->dtype.name.empty());
   EXPECT_EQ(t->nbytes(), t->numel() * t->dtype.element_size);
+}
+
+// A file fetched piece by piece, as inspect stages an object: from nothing, the end record, then the
+// directory, then the local headers and small records are asked for, and a sparse copy holding only
+// those outlines as the file does.
+TEST(Outline, RangesMissingConvergeWithoutTheStorages) {
+  TempDir dir;
+  // torch's file with every storage record grown by 200 KiB (a record may hold more than its
+  // storage), so that the storages lie between the file's first and last 256 KiB.
+  ZipReader original(MappedFile::open(data("zip/multi_tensor.pt")));
+  StringSink grown;
+  {
+    TorchZipWriter zip(grown, original.archive_name());
+    for (const ZipRecord& r : original.records()) {
+      const std::string name = r.name.substr(original.archive_name().size() + 1);
+      if (name == ".data/serialization_id") continue;  // finish() writes it
+      std::string bytes = original.data(r);
+      if (name.rfind("data/", 0) == 0) bytes.append(200 << 10, '\0');
+      zip.write_record(name, bytes.data(), bytes.size());
+    }
+    zip.finish();
+  }
+  const std::string bytes = grown.str();
+  ASSERT_GT(bytes.size(), size_t{600} << 10);
+  const std::string sparse = dir.file("sparse.pt");
+  std::string staged(bytes.size(), '\0');
+  std::vector<ByteRange> fetched;
+  int rounds = 0;
+  for (;; ++rounds) {
+    { std::ofstream(sparse, std::ios::binary) << staged; }
+    const std::vector<ByteRange> missing = outline_ranges_missing(sparse, fetched);
+    if (missing.empty()) break;
+    ASSERT_LT(rounds, 4);
+    for (const ByteRange& r : missing) {
+      ASSERT_LE(r.offset + r.length, bytes.size());
+      staged.replace(r.offset, r.length, bytes, r.offset, r.length);
+      fetched.push_back(r);
+    }
+  }
+  EXPECT_EQ(rounds, 3);  // the end record, the directory, the local headers and small records
+  auto outline = OutlineFile::open(sparse);
+  EXPECT_EQ(describe(*outline->root()), describe(*OutlineFile::open(data("zip/multi_tensor.pt"))->root()));
+  EXPECT_GT(outline->storages().size(), 1u);
+  // What was fetched: the end record's search window (64 KiB), the directory, and a few hundred bytes
+  // per record (header hints reach a little into the data), never a storage whole.
+  uint64_t total = 0;
+  for (const ByteRange& r : fetched) total += r.length;
+  EXPECT_LT(total, uint64_t{80} << 10);
+  for (const auto& storage : outline->storages()) {
+    uint64_t covered = 0;
+    for (const ByteRange& r : fetched) {
+      const uint64_t from = std::max(r.offset, storage->offset);
+      const uint64_t to = std::min(r.offset + r.length, storage->offset + storage->stored);
+      covered += to > from ? to - from : 0;
+    }
+    EXPECT_LT(covered, storage->stored / 2) << "storage " << storage->key;
+  }
 }
 
 TEST(Outline, RefusesLegacyAndBrokenFiles) {

@@ -114,6 +114,17 @@ struct FileOutline {
 // FormatError naming the file for what is not well-formed (every bound checked; a legacy file's
 // storage bytes must all lie inside it), IoError when it cannot be read.
 FileOutline read_file_outline(const std::string& path);
+// A torch.save zip file fetched piece by piece (an object in storage staged in a sparse file of its
+// size at `path`, of which only the `fetched` ranges hold its bytes): the ranges that
+// read_file_outline and unsafe_globals_of_file read and that are not fetched yet (its end record and
+// directory, every local header, data.pkl and the other small records; never a storage), merged and
+// sorted. Empty: they read nothing else. Call again after fetching them (the directory tells where
+// the rest lies). FormatError for a damaged zip, as read_file_outline.
+struct ByteRange {
+  uint64_t offset = 0, length = 0;
+};
+std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std::vector<ByteRange>& fetched);
+
 // The two formats read_file_outline adds (outline_legacy.cpp, outline_safetensors.cpp).
 FileOutline read_legacy_outline(std::shared_ptr<const MappedFile> file);
 FileOutline read_safetensors_outline(const std::string& path);

@@ -90,6 +90,27 @@ OutlineNode readOutline(const std::string& path) {
   return OutlineNode(outline.owner, outline.root);
 }
 
+std::string outlineRangesMissing(const std::string& path, const std::string& fetched) {
+  std::vector<ByteRange> ranges;
+  size_t at = 0;
+  while (at < fetched.size()) {
+    size_t end = fetched.find('\n', at);
+    if (end == std::string::npos) end = fetched.size();
+    const std::string line = fetched.substr(at, end - at);
+    const size_t tab = line.find('\t');
+    try {
+      if (tab == std::string::npos) throw std::invalid_argument(line);
+      ranges.push_back({std::stoull(line.substr(0, tab)), std::stoull(line.substr(tab + 1))});
+    } catch (const std::logic_error&) {
+      throw Error(concat("not a byte range: '", line, "' (offset<TAB>length)"));
+    }
+    at = end + 1;
+  }
+  std::string out;
+  for (const ByteRange& r : outline_ranges_missing(path, ranges)) out += concat(r.offset, "\t", r.length, "\n");
+  return out;
+}
+
 OutlineNode readShardedOutline(const std::string& dir) {
   ShardedOutline outline = read_sharded_outline(dir);
   return OutlineNode(outline.owner, outline.root);

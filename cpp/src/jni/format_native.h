@@ -63,6 +63,8 @@ class OutlineNode {
 // The outline of a checkpoint file (read_file_outline: torch.save zip or legacy, safetensors or a
 // Hugging Face sharded index); FormatError naming the file and what is wrong.
 OutlineNode readOutline(const std::string& path);
+// outline_ranges_missing: ranges as "offset<TAB>length" lines, in and out ("" out: none missing).
+std::string outlineRangesMissing(const std::string& path, const std::string& fetched);
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.

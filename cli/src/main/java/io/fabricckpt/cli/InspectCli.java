@@ -25,12 +25,32 @@ final class InspectCli implements Callable<Integer> {
     @Override
     public Integer call() {
         // Only the structure, dtypes and shapes, never a tensor's bytes: the zip directory and data.pkl
-        // are read with pread (a 10 GB file inspects as fast as a small one), without libtorch.
-        // An s3:// location is read by the library (the object fetched with parallel ranged GETs).
-        boolean remote = ObjectLocations.isRemote(location);
-        Path path = remote ? null : Path.of(location);
-        Object checkpoint = remote ? ObjectLocations.read(location) : Outlines.read(Paths.readable(path));
-        List<String> unsafe = remote ? ObjectLocations.unsafeGlobals(location) : Outlines.unsafeGlobals(path);
+        // are read with pread (a 10 GB file inspects as fast as a small one), without libtorch. An
+        // s3:// torch.save object is staged with only those ranges fetched; other objects (a sharded
+        // prefix, a legacy file) are read by the library.
+        Object checkpoint;
+        List<String> unsafe;
+        if (!ObjectLocations.isRemote(location)) {
+            Path path = Path.of(location);
+            checkpoint = Outlines.read(Paths.readable(path));
+            unsafe = Outlines.unsafeGlobals(path);
+        } else {
+            try (SparseObjectFile staged = SparseObjectFile.forOutline(location)) {
+                if (staged == null) {
+                    checkpoint = ObjectLocations.read(location);
+                    unsafe = ObjectLocations.unsafeGlobals(location);
+                } else {
+                    try {
+                        checkpoint = Outlines.read(staged.path());
+                        unsafe = Outlines.unsafeGlobals(staged.path());
+                    } catch (Outlines.FormatException e) {
+                        throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
+                    }
+                    System.err.printf("%s: read %d of its %d bytes (the zip directory, data.pkl and the small records)%n",
+                            location, staged.fetchedBytes(), staged.size());
+                }
+            }
+        }
         if (json) {
             String globals = unsafe.stream().map(g -> "\"" + g.replace("\\", "\\\\").replace("\"", "\\\"") + "\"")
                     .collect(Collectors.joining(","));

@@ -34,6 +34,10 @@ public final class FormatNative {
 
     public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
 
+    /** The ranges ("offset\tlength" lines) an outline of the sparse file at {@code path} still needs beyond {@code fetched}. */
+    public static native @StdString BytePointer outlineRangesMissing(@StdString BytePointer path,
+            @StdString BytePointer fetched);
+
     public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir);
 
     public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);

@@ -76,6 +76,27 @@ public final class Outlines {
         }
     }
 
+    /**
+     * The byte ranges ({offset, length}) an outline of the torch.save zip file at {@code sparse} still
+     * reads beyond {@code fetched}, the only ranges of it that hold the file's bytes; empty when none.
+     */
+    public static List<long[]> rangesMissing(Path sparse, List<long[]> fetched) {
+        StringBuilder lines = new StringBuilder();
+        for (long[] r : fetched) {
+            lines.append(r[0]).append('\t').append(r[1]).append('\n');
+        }
+        String missing = call(() -> string(FormatNative.outlineRangesMissing(path(sparse),
+                new BytePointer(lines.toString().getBytes(StandardCharsets.UTF_8)))));
+        java.util.ArrayList<long[]> out = new java.util.ArrayList<>();
+        for (String line : missing.split("\n")) {
+            if (!line.isEmpty()) {
+                String[] parts = line.split("\t");
+                out.add(new long[] {Long.parseLong(parts[0]), Long.parseLong(parts[1])});
+            }
+        }
+        return out;
+    }
+
     /** verify of a checkpoint file or sharded directory, record by record or item by item. */
     public static String verify(Path path) {
         if (isShardedDirectory(path)) {

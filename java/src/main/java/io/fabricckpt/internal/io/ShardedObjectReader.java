@@ -13,11 +13,8 @@ import io.fabricckpt.internal.io.s3.S3Objects;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
-import java.nio.MappedByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.Collection;
 import java.util.Comparator;
 import java.util.HashSet;
@@ -67,7 +64,7 @@ final class ShardedObjectReader implements CheckpointReader {
                     sparse.setLength(size);
                 }
                 if (name.equals(ObjectStorageIO.DCP_METADATA) || name.equals(DcpDirectoryIO.META)) {
-                    fetch(objects, location.resolve(name), file, 0, size);
+                    objects.downloadInto(location.resolve(name), file, 0, size);
                 }
             }
             CheckpointReader local = CheckpointIOs.DCP_DIRECTORY.open(CheckpointLocation.of(staging), options, listener);
@@ -78,21 +75,6 @@ final class ShardedObjectReader implements CheckpointReader {
         } catch (RuntimeException e) {
             delete(staging);
             throw e;
-        }
-    }
-
-    /** Fetches {@code [offset, offset + length)} of {@code object} into the same range of {@code file}. */
-    private static void fetch(S3Objects objects, CheckpointLocation object, Path file, long offset, long length)
-            throws IOException {
-        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
-            // Ranged GETs straight into the file's pages, in mappings of at most 1 GiB.
-            for (long done = 0; done < length; ) {
-                long start = offset + done;
-                int piece = (int) Math.min(length - done, 1L << 30);
-                MappedByteBuffer target = channel.map(FileChannel.MapMode.READ_WRITE, start, piece);
-                objects.download(object, start, piece, (at, n) -> target.slice(Math.toIntExact(at - start), n));
-                done += piece;
-            }
         }
     }
 
@@ -128,7 +110,7 @@ final class ShardedObjectReader implements CheckpointReader {
                 // A range past the object's end is left for the reader to refuse (it names the file and range).
                 long size = Files.size(file);
                 if (offset < size) {
-                    fetch(objects, location.resolve(parts[0]), file, offset, Math.min(length, size - offset));
+                    objects.downloadInto(location.resolve(parts[0]), file, offset, Math.min(length, size - offset));
                 }
             } catch (IOException e) {
                 throw new CheckpointStorageException(location.resolve(parts[0]) + ": staging bytes " + offset + "+"

@@ -7,6 +7,10 @@ import io.fabricckpt.core.CheckpointStorageException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.ByteBuffer;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -332,6 +336,23 @@ public final class S3Objects implements AutoCloseable {
             });
         } catch (SdkException e) {
             throw translate(object, "reading it", e);
+        }
+    }
+
+    /**
+     * Fetches {@code [offset, offset + length)} of the object into the same range of {@code file} (an
+     * existing file at least that long, e.g. a sparse one of the object's size), with ranged GETs straight
+     * into the file's pages, in mappings of at most 1 GiB.
+     */
+    public void downloadInto(CheckpointLocation object, Path file, long offset, long length) throws IOException {
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+            for (long done = 0; done < length; ) {
+                long start = offset + done;
+                int piece = (int) Math.min(length - done, 1L << 30);
+                MappedByteBuffer target = channel.map(FileChannel.MapMode.READ_WRITE, start, piece);
+                download(object, start, piece, (at, n) -> target.slice(Math.toIntExact(at - start), n));
+                done += piece;
+            }
         }
     }
 

@@ -1,0 +1,174 @@
+package io.fabricckpt.cli;
+
+import io.fabricckpt.cli.format.Outlines;
+import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.CheckpointNotFoundException;
+import io.fabricckpt.core.CheckpointStorageException;
+import io.fabricckpt.internal.io.s3.S3Objects;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * A torch.save object in storage staged for its outline: a sparse temporary file of the object's size
+ * into which only the byte ranges the torch-free outline reads are fetched (its end record and
+ * directory, every local header, data.pkl and the other small records; never a storage), as
+ * {@link Outlines#rangesMissing} says, round by round (the directory tells where the rest lies). So
+ * {@code inspect} of a 10 GB object fetches kilobytes. The file is removed on close.
+ */
+final class SparseObjectFile implements AutoCloseable {
+    /** The first and last bytes fetched up front: the start (data.pkl and the small records torch writes first) and the directory. */
+    private static final long EDGE = 256 << 10;
+    /** Ranges closer than this are fetched as one GET. */
+    private static final long GAP = 64 << 10;
+    private static final int MAX_ROUNDS = 8;
+
+    private final CheckpointLocation object;
+    private final Path file;
+    private final long size;
+    private final List<long[]> fetched = new ArrayList<>();
+    private long fetchedBytes;
+
+    private SparseObjectFile(CheckpointLocation object, Path file, long size) {
+        this.object = object;
+        this.file = file;
+        this.size = size;
+    }
+
+    /**
+     * The object staged for its outline, or null when there is no such object (a sharded prefix, or
+     * nothing: the library says which) or it is not a torch.save zip file (a legacy file, read whole).
+     */
+    static SparseObjectFile forOutline(String url) {
+        CheckpointLocation object = CheckpointLocation.parse(url);
+        S3Objects objects = S3Objects.shared();
+        long size;
+        try {
+            size = objects.size(object);
+        } catch (CheckpointNotFoundException e) {
+            return null;
+        }
+        Path file;
+        try {
+            file = Files.createTempFile("fabricckpt-inspect-", ".pt");
+            try (RandomAccessFile sparse = new RandomAccessFile(file.toFile(), "rw")) {
+                sparse.setLength(size);
+            }
+        } catch (IOException e) {
+            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+        }
+        SparseObjectFile staged = new SparseObjectFile(object, file, size);
+        try {
+            staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
+                    new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
+            if (!staged.isZip()) {
+                staged.close();
+                return null;
+            }
+            for (int round = 0; ; round++) {
+                List<long[]> missing = Outlines.rangesMissing(file, staged.fetched);
+                if (missing.isEmpty()) {
+                    return staged;
+                }
+                if (round == MAX_ROUNDS) {
+                    throw new CliException(ExitCodes.IO, url + ": its zip directory still names unread ranges after "
+                            + MAX_ROUNDS + " rounds of fetches");
+                }
+                staged.fetch(objects, missing);
+            }
+        } catch (RuntimeException e) {
+            staged.close();
+            throw e;
+        }
+    }
+
+    Path path() {
+        return file;
+    }
+
+    /** The object's bytes. */
+    long size() {
+        return size;
+    }
+
+    /** Bytes fetched from the object. */
+    long fetchedBytes() {
+        return fetchedBytes;
+    }
+
+    /** {@code text} (a message about the staged file) naming the object instead. */
+    String naming(String text) {
+        return text == null ? null : text.replace(file.toAbsolutePath().toString(), object.toString());
+    }
+
+    private boolean isZip() throws CheckpointStorageException {
+        try {
+            byte[] head = new byte[4];
+            try (RandomAccessFile in = new RandomAccessFile(file.toFile(), "r")) {
+                return size >= 4 && in.read(head) == 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
+            }
+        } catch (IOException e) {
+            throw new CheckpointStorageException(object + ": reading its staged start failed: " + e.getMessage(), e);
+        }
+    }
+
+    /** Fetches the ranges (near ones as one), several GETs at once. */
+    private void fetch(S3Objects objects, List<long[]> ranges) {
+        List<long[]> merged = new ArrayList<>();
+        ranges.stream().filter(r -> r[1] > 0).sorted((a, b) -> Long.compare(a[0], b[0])).forEach(r -> {
+            long[] last = merged.isEmpty() ? null : merged.get(merged.size() - 1);
+            if (last != null && r[0] <= last[0] + last[1] + GAP) {
+                last[1] = Math.max(last[0] + last[1], r[0] + r[1]) - last[0];
+            } else {
+                merged.add(new long[] {r[0], r[1]});
+            }
+        });
+        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Math.min(merged.size(),
+                objects.settings().concurrency())), r -> {
+                    Thread t = new Thread(r, "fabricckpt-inspect");
+                    t.setDaemon(true);
+                    return t;
+                });
+        try {
+            List<Future<?>> done = new ArrayList<>();
+            for (long[] r : merged) {
+                long length = Math.min(r[1], size - r[0]);
+                done.add(pool.submit(() -> {
+                    objects.downloadInto(object, file, r[0], length);
+                    return null;
+                }));
+                fetched.add(new long[] {r[0], length});
+                fetchedBytes += length;
+            }
+            for (Future<?> f : done) {
+                f.get();
+            }
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            throw new CheckpointStorageException(object + ": staging failed: " + e.getCause().getMessage(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new CheckpointStorageException(object + ": interrupted while staging", e);
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
+    @Override
+    public void close() {
+        try {
+            Files.deleteIfExists(file);
+        } catch (IOException ignored) {
+            // a file left in the temporary folder is harmless
+        }
+    }
+}

@@ -222,3 +222,53 @@ def test_torch_fsspec_sharded_save_to_s3_loads_and_converts_in_java(java, s3_ser
     java.cli("convert", local, tmp_path / "from-disk" / "consolidated.pt")
     assert out.read_bytes() == (tmp_path / "from-disk" / "consolidated.pt").read_bytes()
     assert java.cli("verify", url).stdout.startswith(f"{url}: OK")
+
+
+def test_cli_diff_of_s3_checkpoints_is_the_diff_of_the_local_ones(java, s3_server, java_sharded, tmp_path):
+    """diff takes s3:// objects and sharded prefixes (copied to disk first): the same report and exit
+    code as for the local files."""
+    bucket = s3_server.new_bucket("diff")
+    fs = s3_server.filesystem()
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    torch.save({"w": torch.ones(3, 4), "step": 1}, a)
+    torch.save({"w": torch.ones(3, 4) * 2, "step": 1, "extra": 5}, b)
+    for path in (a, b):
+        fs.put_file(str(path), f"{bucket}/{path.name}")
+    for name in sorted(os.listdir(java_sharded)):
+        fs.put_file(str(java_sharded / name), f"{bucket}/sharded/{name}")
+    converted = tmp_path / "converted.pt"
+    java.cli("convert", java_sharded, converted)
+    fs.put_file(str(converted), f"{bucket}/converted.pt")
+
+    remote = java.cli("diff", f"s3://{bucket}/a.ckpt", f"s3://{bucket}/b.ckpt", check=False)
+    local = java.cli("diff", a, b, check=False)
+    assert remote.returncode == local.returncode == 1
+    assert remote.stdout == local.stdout
+    same = java.cli("diff", f"s3://{bucket}/sharded/", f"s3://{bucket}/converted.pt")
+    assert "checkpoints are equal" in same.stdout
+    assert "checkpoints are equal" in java.cli("diff", f"s3://{bucket}/sharded", java_sharded).stdout
+    missing = java.cli("diff", f"s3://{bucket}/nothing.ckpt", a, check=False)
+    assert missing.returncode == 3 and f"s3://{bucket}/nothing.ckpt" in missing.stderr, missing.stderr
+
+
+def test_cli_clean_aborts_the_stale_uploads_of_an_s3_checkpoint(java, s3_server):
+    """What a save killed midway leaves in object storage is a pending multipart upload: clean aborts
+    those of the object (or of the prefix's objects) begun more than --older-than ago (0: all), and no
+    other. (S3Proxy reports every upload as begun at the time of the listing, so only 0 ages here.)"""
+    bucket = s3_server.new_bucket("clean")
+    fs = s3_server.filesystem()
+    for key in ("run/last.ckpt", "run/step-5/__0_0.distcp", "other/last.ckpt"):
+        fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+
+    def pending():
+        return sorted(u["Key"] for u in fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []))
+
+    fresh = java.cli("clean", f"s3://{bucket}/run/last.ckpt")  # begun just now: a save may be running
+    assert "nothing to clean" in fresh.stdout and len(pending()) == 3
+    out = java.cli("clean", "--older-than", "0s", f"s3://{bucket}/run/last.ckpt").stdout
+    assert f"aborted the upload of s3://{bucket}/run/last.ckpt" in out
+    assert pending() == ["other/last.ckpt", "run/step-5/__0_0.distcp"]
+    java.cli("clean", "--older-than", "0", f"s3://{bucket}/run/step-5/")
+    assert pending() == ["other/last.ckpt"]
+    bad = java.cli("clean", "--older-than", "soon", f"s3://{bucket}/other/last.ckpt", check=False)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr

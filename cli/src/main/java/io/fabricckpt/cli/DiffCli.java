@@ -11,16 +11,33 @@ import picocli.CommandLine.Parameters;
             "Keys only in one of them, dtype/shape changes, the largest absolute difference of each tensor.",
             "Exit code 0 when they are equal, 1 when they differ."})
 final class DiffCli implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "A", description = "a checkpoint file or sharded directory")
-    Path a;
+    @Parameters(index = "0", paramLabel = "A", description = {"a checkpoint file or sharded directory,",
+        "local or s3://bucket/key (s3://bucket/prefix/)"})
+    String a;
 
     @Parameters(index = "1", paramLabel = "B", description = "the checkpoint to compare it with")
-    Path b;
+    String b;
 
     @Override
     public Integer call() {
-        // Both as outlines: their tensors compared piece by piece from the files, without libtorch.
-        Object left = Outlines.read(Paths.readable(a)), right = Outlines.read(Paths.readable(b));
-        return Diff.run(left, right, System.out) ? ExitCodes.OK : ExitCodes.CHECK_FAILED;
+        // Both as outlines: their tensors compared piece by piece from the files, without libtorch. An
+        // s3:// checkpoint is first copied whole to the temporary folder (to disk: memory stays bounded).
+        try (StagedObject left = stage(a); StagedObject right = stage(b)) {
+            try {
+                Object x = Outlines.read(left == null ? Paths.readable(Path.of(a)) : left.path());
+                Object y = Outlines.read(right == null ? Paths.readable(Path.of(b)) : right.path());
+                return Diff.run(x, y, System.out) ? ExitCodes.OK : ExitCodes.CHECK_FAILED;
+            } catch (Outlines.FormatException e) {
+                throw new CliException(ExitCodes.IO, named(named(e.getMessage(), left), right));
+            }
+        }
+    }
+
+    private static StagedObject stage(String location) {
+        return ObjectLocations.isRemote(location) ? StagedObject.whole(location) : null;
+    }
+
+    private static String named(String text, StagedObject staged) {
+        return staged == null ? text : staged.naming(text);
     }
 }

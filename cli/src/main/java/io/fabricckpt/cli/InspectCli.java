@@ -35,7 +35,7 @@ final class InspectCli implements Callable<Integer> {
             checkpoint = Outlines.read(Paths.readable(path));
             unsafe = Outlines.unsafeGlobals(path);
         } else {
-            try (SparseObjectFile staged = SparseObjectFile.forOutline(location)) {
+            try (StagedObject staged = StagedObject.forOutline(location)) {
                 if (staged == null) {
                     checkpoint = ObjectLocations.read(location);
                     unsafe = ObjectLocations.unsafeGlobals(location);

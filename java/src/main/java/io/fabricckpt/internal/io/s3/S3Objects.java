@@ -154,6 +154,37 @@ public final class S3Objects implements AutoCloseable {
         return objects;
     }
 
+    /** A multipart upload begun and neither completed nor aborted (what a save killed midway leaves). */
+    public record PendingUpload(CheckpointLocation object, String uploadId, java.time.Instant initiated) {}
+
+    /** The pending uploads of the object at {@code location} and of the objects under its prefix. */
+    public List<PendingUpload> pendingUploads(CheckpointLocation location) {
+        List<PendingUpload> out = new ArrayList<>();
+        try {
+            for (var upload : client.listMultipartUploadsPaginator(b -> b.bucket(location.bucket())
+                    .prefix(location.key())).uploads()) {
+                String key = upload.key();
+                if (key.equals(location.key()) || key.startsWith(location.key() + "/")) {
+                    out.add(new PendingUpload(CheckpointLocation.ofObject(location.bucket(), key), upload.uploadId(),
+                            upload.initiated()));
+                }
+            }
+        } catch (SdkException e) {
+            throw translate(location, "listing its pending uploads", e);
+        }
+        return out;
+    }
+
+    /** Aborts a pending upload: the store drops its parts. */
+    public void abort(PendingUpload upload) {
+        try {
+            client.abortMultipartUpload(b -> b.bucket(upload.object().bucket()).key(upload.object().key())
+                    .uploadId(upload.uploadId()));
+        } catch (SdkException e) {
+            throw translate(upload.object(), "aborting its upload " + upload.uploadId(), e);
+        }
+    }
+
     /** Deletes the object (nothing happens when it is missing). */
     public void delete(CheckpointLocation object) {
         try {

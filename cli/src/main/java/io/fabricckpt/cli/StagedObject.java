@@ -17,13 +17,15 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 
 /**
- * A torch.save object in storage staged for its outline: a sparse temporary file of the object's size
- * into which only the byte ranges the torch-free outline reads are fetched (its end record and
- * directory, every local header, data.pkl and the other small records; never a storage), as
- * {@link Outlines#rangesMissing} says, round by round (the directory tells where the rest lies). So
- * {@code inspect} of a 10 GB object fetches kilobytes. The file is removed on close.
+ * A checkpoint in object storage staged in the temporary folder for the torch-free commands, which
+ * read local files: {@link #forOutline} a torch.save object as a sparse file of its size into which
+ * only the byte ranges the outline reads are fetched (its end record and directory, every local
+ * header, data.pkl and the other small records; never a storage), as {@link Outlines#rangesMissing}
+ * says, round by round (the directory tells where the rest lies), so that {@code inspect} of a 10 GB
+ * object fetches kilobytes; {@link #whole} an object or a sharded prefix copied whole (to disk, never
+ * into memory), for {@code diff}. Removed on close.
  */
-final class SparseObjectFile implements AutoCloseable {
+final class StagedObject implements AutoCloseable {
     /** The first and last bytes fetched up front: the start (data.pkl and the small records torch writes first) and the directory. */
     private static final long EDGE = 256 << 10;
     /** Ranges closer than this are fetched as one GET. */
@@ -36,7 +38,7 @@ final class SparseObjectFile implements AutoCloseable {
     private final List<long[]> fetched = new ArrayList<>();
     private long fetchedBytes;
 
-    private SparseObjectFile(CheckpointLocation object, Path file, long size) {
+    private StagedObject(CheckpointLocation object, Path file, long size) {
         this.object = object;
         this.file = file;
         this.size = size;
@@ -46,7 +48,7 @@ final class SparseObjectFile implements AutoCloseable {
      * The object staged for its outline, or null when there is no such object (a sharded prefix, or
      * nothing: the library says which) or it is not a torch.save zip file (a legacy file, read whole).
      */
-    static SparseObjectFile forOutline(String url) {
+    static StagedObject forOutline(String url) {
         CheckpointLocation object = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
         long size;
@@ -64,7 +66,7 @@ final class SparseObjectFile implements AutoCloseable {
         } catch (IOException e) {
             throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
         }
-        SparseObjectFile staged = new SparseObjectFile(object, file, size);
+        StagedObject staged = new StagedObject(object, file, size);
         try {
             staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
                     new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
@@ -89,11 +91,60 @@ final class SparseObjectFile implements AutoCloseable {
         }
     }
 
+    /**
+     * The object (a file) or sharded prefix (a directory of its objects) at {@code url}, fetched whole;
+     * CheckpointNotFoundException when it is neither.
+     */
+    static StagedObject whole(String url) {
+        CheckpointLocation location = CheckpointLocation.parse(url);
+        S3Objects objects = S3Objects.shared();
+        try {
+            if (objects.exists(location.resolve(".metadata"))) {
+                Path dir = Files.createTempDirectory("fabricckpt-diff-");
+                StagedObject staged = new StagedObject(location, dir, 0);
+                try {
+                    String prefix = location.key() + "/";
+                    for (var object : objects.list(location).entrySet()) {
+                        String name = object.getKey().substring(prefix.length());
+                        if (!name.isEmpty() && !name.contains("/")) { // the directory's own files, as on disk
+                            staged.copy(objects, location.resolve(name), dir.resolve(name), object.getValue());
+                        }
+                    }
+                    return staged;
+                } catch (IOException | RuntimeException e) {
+                    staged.close();
+                    throw e;
+                }
+            }
+            long size = objects.size(location);
+            Path file = Files.createTempFile("fabricckpt-diff-", ".pt");
+            StagedObject staged = new StagedObject(location, file, 0);
+            try {
+                staged.copy(objects, location, file, size);
+                return staged;
+            } catch (IOException | RuntimeException e) {
+                staged.close();
+                throw e;
+            }
+        } catch (IOException e) {
+            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+        }
+    }
+
+    private void copy(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
+        try (RandomAccessFile sparse = new RandomAccessFile(to.toFile(), "rw")) {
+            sparse.setLength(bytes);
+        }
+        objects.downloadInto(from, to, 0, bytes);
+        fetchedBytes += bytes;
+    }
+
+    /** The staged file or directory. */
     Path path() {
         return file;
     }
 
-    /** The object's bytes. */
+    /** The object's bytes (a staged outline's). */
     long size() {
         return size;
     }
@@ -165,10 +216,10 @@ final class SparseObjectFile implements AutoCloseable {
 
     @Override
     public void close() {
-        try {
-            Files.deleteIfExists(file);
-        } catch (IOException ignored) {
-            // a file left in the temporary folder is harmless
+        try (var paths = Files.walk(file)) {
+            paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        } catch (IOException | java.io.UncheckedIOException ignored) {
+            // what is left in the temporary folder is harmless
         }
     }
 }

@@ -76,6 +76,7 @@ public final class BenchCommand {
                 ReferenceBench references = new ReferenceBench(primeBytes);
                 rows.addAll(new JavaBench(primeBytes).rows(size, dir, o.reps, canDrop));
                 rows.addAll(references.ddCatRows(size, dir, o.reps, canDrop));
+                rows.addAll(new CliBench(references).rows(size, dir, o.reps));
                 if (o.python) {
                     rows.addAll(references.pythonRows(size, dir, o.reps, canDrop));
                 }

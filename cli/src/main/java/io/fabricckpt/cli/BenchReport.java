@@ -40,6 +40,10 @@ final class BenchReport {
             refs.add(find(rows, s, "fabric.load", r.cache()));
             refs.add(find(rows, s, "torch.load", r.cache()));
             refs.add(find(rows, s, "cat > /dev/null", r.cache()));
+        } else if (op.equals("CLI diff (two copies)")) {
+            refs.add(find(rows, s, "cmp (two copies)", r.cache()));
+        } else if (op.equals("CLI verify")) {
+            refs.add(find(rows, s, "cat > /dev/null", r.cache()));
         }
         return refs.stream().filter(Objects::nonNull).toList();
     }
@@ -85,6 +89,21 @@ final class BenchReport {
         t.add(BenchTarget.ratio("async save: step blocked >= 10x less than sync",
                 find(rows, size, "Java async save: step blocked", "-"), find(rows, size, "Java sync save: step blocked", "-"),
                 10));
+        // The command line (CliBench): inspect (start-up bound) done in under 0.5 s; verify, diff and
+        // convert within 64 MiB plus the largest tensor above the JVM's own footprint (inspect's peak).
+        BenchRow inspect = find(rows, size, "CLI inspect (JVM start to exit)", "cached");
+        if (inspect != null) {
+            t.add(new BenchTarget(size, "CLI inspect: start to exit < 0.5 s", inspect.label(), null,
+                    inspect.median() * 1000, inspect.best() * 1000, " ms", 500, false));
+            for (String op : List.of("CLI verify", "CLI diff (two copies)", "CLI convert")) {
+                BenchRow r = find(rows, size, op, "cached");
+                if (r != null && r.extraRss() >= 0 && inspect.extraRss() >= 0) {
+                    t.add(BenchTarget.atMost(op + ": peak RSS <= JVM + 64 MiB + largest tensor", r,
+                            (r.extraRss() - inspect.extraRss()) / (double) MIB, " MiB",
+                            64 + CliBench.LARGEST_TENSOR / (double) MIB));
+                }
+            }
+        }
         return t.stream().filter(Objects::nonNull).toList();
     }
 
@@ -121,7 +140,8 @@ final class BenchReport {
     static void printNotes(boolean primed, PrintStream out) {
         out.println();
         out.println("GB/s: state bytes / median time. +peak MiB: peak resident memory during the operation minus"
-                + " resident memory before it (page cache excluded; for dd/cat the tool's whole peak).");
+                + " resident memory before it (page cache excluded; for dd/cat/cmp and the CLI rows the process's"
+                + " whole peak, a fresh JVM for each CLI row).");
         out.println("Ratios: reference time / Java time (>1: Java faster), every reference measured in this run;"
                 + " durable saves (fsync) against durable references (Python os.fsync, dd conv=fsync)."
                 + " Cold: after dropping the page cache.");

@@ -34,19 +34,28 @@ final class ReferenceBench {
         String write = "dd if=/dev/zero of=" + f + " bs=4M count=" + blocks + " status=none";
         fresh.run();
         shellSeconds(write); // warm-up
-        rows.add(shell(size, "dd write (bs=4M)", "-", reps, fresh, write));
-        rows.add(shell(size, "dd write (bs=4M, conv=fsync)", "-", reps, fresh, write.replace(" status=", " conv=fsync status=")));
-        shellSeconds("cat " + f + " > /dev/null"); // cached from here on
-        rows.add(shell(size, "cat > /dev/null", "cached", reps, null, "cat " + f + " > /dev/null"));
+        rows.add(timed(size, "dd write (bs=4M)", "-", reps, fresh, write));
+        rows.add(timed(size, "dd write (bs=4M, conv=fsync)", "-", reps, fresh, write.replace(" status=", " conv=fsync status=")));
+        warm("cat " + f + " > /dev/null"); // cached from here on
+        rows.add(timed(size, "cat > /dev/null", "cached", reps, null, "cat " + f + " > /dev/null"));
         if (cold) {
-            rows.add(shell(size, "cat > /dev/null", "cold", reps, BenchSystem::dropCaches,
+            rows.add(timed(size, "cat > /dev/null", "cold", reps, BenchSystem::dropCaches,
                     "cat " + f + " > /dev/null"));
         }
         BenchSystem.delete(file);
         return rows;
     }
 
-    private BenchRow shell(long size, String op, String cache, int reps, Runnable before, String command)
+    /** Runs a bash command once, untimed (a warm-up, or to bring files into the page cache). */
+    void warm(String command) {
+        shellSeconds(command);
+    }
+
+    /**
+     * A bash command timed {@code reps} times (each after {@code before} and the priming), and its
+     * whole peak resident memory from one more run under /usr/bin/time (-1 without it).
+     */
+    BenchRow timed(long size, String op, String cache, int reps, Runnable before, String command)
             throws IOException {
         double[] seconds = new double[reps];
         for (int r = 0; r < reps; r++) {
@@ -77,7 +86,7 @@ final class ReferenceBench {
         return new BenchRow(size, op, cache, seconds, rss);
     }
 
-    /** Runs a bash command, timed inside bash (no process start-up in the figure). */
+    /** Runs a bash command, timed inside bash (no start-up of bash in the figure; the command's own is). */
     private static double shellSeconds(String command) {
         String script = "s=$EPOCHREALTIME; " + command + "; rc=$?; e=$EPOCHREALTIME; echo \"$s $e\"; exit $rc";
         String out = BenchSystem.exec(List.of("bash", "-c", script));

@@ -45,7 +45,8 @@ class BenchJsonTest {
                 "Java mmap load (cached)", "Java eager load (cached)", "dd write (bs=4M)",
                 "dd write (bs=4M, conv=fsync)", "cat > /dev/null (cached)", "fabric.save", "fabric.save (fsync)",
                 "torch.save", "torch.save (fsync)", "fabric.load (cached)", "torch.load (cached)",
-                "torch.load(mmap=True) (cached)")) {
+                "torch.load(mmap=True) (cached)", "CLI inspect (JVM start to exit) (cached)", "CLI verify (cached)",
+                "CLI diff (two copies) (cached)", "cmp (two copies) (cached)", "CLI convert (cached)")) {
             assertTrue(json.contains("{\"name\":\"" + row + "\",\"op\":"), "row " + row + " in " + json);
         }
         // Durable against durable, loads against the page cache's speed.
@@ -53,10 +54,14 @@ class BenchJsonTest {
         assertReference(json, "Java save", "fabric.save");
         assertReference(json, "Java eager load (cached)", "fabric.load (cached)");
         assertTrue(json.contains("{\"name\":\"cat > /dev/null (cached)\",\"ratio\":"), json);
+        assertReference(json, "CLI diff (two copies) (cached)", "cmp (two copies) (cached)");
 
         for (String target : List.of("save >= 2.5x fabric.save", "save >= 0.9x dd", "save (fsync) >= 0.9x dd conv=fsync",
                 "eager load >= 0.9x cat (cached)", "mmap load < 10 ms/GB (cached)",
-                "extra peak RSS during save <= 64 MiB", "async save: step blocked >= 10x less than sync")) {
+                "extra peak RSS during save <= 64 MiB", "async save: step blocked >= 10x less than sync",
+                "CLI inspect: start to exit < 0.5 s", "CLI verify: peak RSS <= JVM + 64 MiB + largest tensor",
+                "CLI diff (two copies): peak RSS <= JVM + 64 MiB + largest tensor",
+                "CLI convert: peak RSS <= JVM + 64 MiB + largest tensor")) {
             Matcher m = Pattern.compile("\\{\"name\":\"" + Pattern.quote(target)
                     + "\",\"size\":8388608,\"value\":[-0-9.e+]+,\"unit\":\"[^\"]+\",[^{}]*?\"target\":\"[<>]= [0-9.]+[^\"]*\","
                     + "\"met\":(true|false),").matcher(json);

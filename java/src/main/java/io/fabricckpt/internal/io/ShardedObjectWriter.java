@@ -114,12 +114,18 @@ final class ShardedObjectWriter {
             agree(decision, own, "shard upload", "failed the save");
 
             // 4. the new objects replace the old ones, .metadata last
+            RuntimeException removal = null;
+            if (rank == 0) {
+                try {
+                    objects.delete(dir.resolve(ObjectStorageIO.DCP_METADATA));
+                } catch (RuntimeException e) {
+                    removal = e;
+                }
+            }
+            // no rank's file changes while the old .metadata still indexes it
+            agree(removal, null, "completion", "could not remove the old .metadata");
             RuntimeException completion = null;
             try {
-                if (rank == 0) {
-                    objects.delete(dir.resolve(ObjectStorageIO.DCP_METADATA));
-                }
-                barrier(); // no rank's file changes while the old .metadata still indexes it
                 shardFile.complete();
             } catch (RuntimeException e) {
                 completion = e;
@@ -255,12 +261,6 @@ final class ShardedObjectWriter {
             out.add(one);
         }
         return out;
-    }
-
-    private void barrier() {
-        if (group != null && world > 1) {
-            group.barrier();
-        }
     }
 
     private static byte[] withStatus(byte status, byte[] body) {

@@ -42,17 +42,29 @@ final class ConvertCli implements Callable<Integer> {
     public Integer call() {
         WriteOptions options = WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(allowUnsafeGlobals)
                 .withMaxShardSize(parseShardSize(maxShardSize));
-        if (ObjectLocations.isRemote(sourceLocation) || ObjectLocations.isRemote(targetLocation)) {
-            // Through the library: a sharded s3:// directory fetched chunk by chunk, an s3:// target uploaded
-            // as a multipart upload (the object appears only when complete).
+        if (ObjectLocations.isRemote(targetLocation)) {
+            // Through the library: an s3:// target is uploaded as a multipart upload from the tensors'
+            // memory (the object appears only when complete).
             ProgressBar bar = new ProgressBar("convert");
             TorchFiles.convert(sourceLocation, targetLocation, options, bar);
             bar.finish();
             System.out.println("wrote " + targetLocation);
             return ExitCodes.OK;
         }
-        Path source = Paths.readable(Path.of(sourceLocation));
-        Path target = Path.of(targetLocation);
+        if (ObjectLocations.isRemote(sourceLocation)) {
+            // An s3:// source is copied whole to the temporary folder (to disk), then converted as a local one.
+            try (StagedObject staged = StagedObject.whole(sourceLocation)) {
+                try {
+                    return convertLocal(staged.path(), Path.of(targetLocation), options);
+                } catch (Outlines.FormatException e) {
+                    throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
+                }
+            }
+        }
+        return convertLocal(Paths.readable(Path.of(sourceLocation)), Path.of(targetLocation), options);
+    }
+
+    private int convertLocal(Path source, Path target, WriteOptions options) {
         // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time; a
         // safetensors target through the library (the tensors flattened).
         if (Checkpoints.isSafetensorsName(target)) {

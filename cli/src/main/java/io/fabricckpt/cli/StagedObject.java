@@ -156,7 +156,16 @@ final class StagedObject implements AutoCloseable {
 
     /** {@code text} (a message about the staged file) naming the object instead. */
     String naming(String text) {
-        return text == null ? null : text.replace(file.toAbsolutePath().toString(), object.toString());
+        return naming(text, false);
+    }
+
+    /** The same, with the object's URL put first when the text does not start with it (a summary of a directory). */
+    String naming(String text, boolean leading) {
+        if (text == null) {
+            return null;
+        }
+        String named = text.replace(file.toAbsolutePath().toString(), object.toString());
+        return leading && !named.startsWith(object.toString()) ? object + ": " + named : named;
     }
 
     private boolean isZip() throws CheckpointStorageException {

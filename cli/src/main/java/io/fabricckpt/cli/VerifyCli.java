@@ -1,6 +1,5 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointException;
 import java.nio.file.Path;
@@ -20,22 +19,17 @@ final class VerifyCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (ObjectLocations.isRemote(location)) {
+        // Record by record (or item by item) without libtorch, in bounded memory; an s3:// checkpoint is
+        // first copied whole to the temporary folder (to disk), then verified as a local one.
+        try (StagedObject staged = ObjectLocations.isRemote(location) ? StagedObject.whole(location) : null) {
+            Path path = staged != null ? staged.path() : Paths.readable(Path.of(location));
             try {
-                System.out.println(TorchFiles.verify(location)); // through the library: every CRC-32, every tensor
-            } catch (io.fabricckpt.core.CheckpointStorageException e) { // missing, denied, unreachable
-                throw new CliException(ExitCodes.IO, e.getMessage());
-            } catch (CheckpointException e) {
-                throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
+                String summary = Outlines.verify(path);
+                System.out.println(staged != null ? staged.naming(summary, true) : summary);
+            } catch (CheckpointException | Outlines.FormatException e) {
+                throw new CliException(ExitCodes.CHECK_FAILED, staged != null ? staged.naming(e.getMessage())
+                        : e.getMessage());
             }
-            return ExitCodes.OK;
-        }
-        Path path = Paths.readable(Path.of(location));
-        try {
-            // Record by record (or item by item) without libtorch, in bounded memory.
-            System.out.println(Outlines.verify(path));
-        } catch (CheckpointException | Outlines.FormatException e) {
-            throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }
         return ExitCodes.OK;
     }

@@ -365,6 +365,8 @@ class NativeShardedMetadata {
 
 // Whether a name under a sharded checkpoint's prefix is one its save writes (and may replace).
 bool isShardedCheckpointEntry(const std::string& name);
+// The name of rank `rank`'s shard file: "__<rank>_0.distcp" (dcp::rank_file_name).
+std::string shardedRankFileName(int rank);
 
 // Memory an object is downloaded into (ranged reads from several threads into data()), then
 // handed whole to loadTorchBytes, whose tensors view it.

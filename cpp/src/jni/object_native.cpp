@@ -3,6 +3,7 @@
 #include <string>
 
 #include "fabric_native.h"
+#include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
@@ -54,6 +55,8 @@ std::string NativeShardedMetadata::bytes(const std::string& checkpoint_id) const
 }
 
 bool isShardedCheckpointEntry(const std::string& name) { return sharded::is_checkpoint_file(name); }
+
+std::string shardedRankFileName(int rank) { return dcp::rank_file_name(rank); }
 
 NativeObjectBytes::NativeObjectBytes(long long size) {
   if (size < 0) throw Error(concat("negative object size ", size));

@@ -163,6 +163,9 @@ public final class FabricNative {
     /** Whether a name under a sharded checkpoint's prefix is one its save writes (and may replace). */
     @Cast("bool") public static native boolean isShardedCheckpointEntry(@StdString BytePointer name);
 
+    /** The name of a rank's shard file in a sharded checkpoint ("__RANK_0.distcp"). */
+    public static native @StdString BytePointer shardedRankFileName(int rank);
+
     /** Whether the file starts as safetensors does, or the path is a Hugging Face sharded index or its directory. */
     @Cast("bool") public static native boolean isSafetensorsFile(@StdString BytePointer path);
 

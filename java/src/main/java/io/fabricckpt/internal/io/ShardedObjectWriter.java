@@ -4,6 +4,7 @@ import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.DistributedException;
 import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeProcessGroup;
@@ -18,8 +19,9 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
-import java.util.Map;
+import java.util.Set;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -165,7 +167,7 @@ final class ShardedObjectWriter {
     }
 
     private CheckpointLocation shardFile(int r) {
-        return dir.resolve("__" + r + "_0.distcp");
+        return dir.resolve(NativeCalls.string(FabricNative.shardedRankFileName(r)));
     }
 
     /** A save replaces the prefix's checkpoint objects; anything else there (the user's objects) is refused, not lost. */
@@ -174,7 +176,7 @@ final class ShardedObjectWriter {
         List<String> foreign = new ArrayList<>();
         for (String key : objects.list(dir).keySet()) {
             String name = key.substring(prefix.length());
-            if (!io.fabricckpt.internal.FabricNative.isShardedCheckpointEntry(NativeCalls.utf8(name))) {
+            if (!FabricNative.isShardedCheckpointEntry(NativeCalls.utf8(name))) {
                 foreign.add(name);
             }
         }
@@ -189,13 +191,16 @@ final class ShardedObjectWriter {
 
     /** Shard files this save did not write (of an earlier save by more ranks): not part of the new checkpoint. */
     private void deleteStaleShardFiles() {
+        Set<String> written = new HashSet<>();
+        for (int r = 0; r < world; r++) {
+            written.add(shardFile(r).fileName());
+        }
         String prefix = dir.key() + "/";
-        java.util.regex.Pattern shard = java.util.regex.Pattern.compile("__(\\d+)_(\\d+)\\.distcp");
         for (String key : objects.list(dir).keySet()) {
-            var m = shard.matcher(key.substring(prefix.length()));
-            if (m.matches() && !(m.group(2).equals("0") && m.group(1).length() < 10
-                    && Long.parseLong(m.group(1)) < world)) {
-                objects.delete(dir.resolve(m.group()));
+            String name = key.substring(prefix.length());
+            if (name.endsWith(".distcp") && FabricNative.isShardedCheckpointEntry(NativeCalls.utf8(name))
+                    && !written.contains(name)) {
+                objects.delete(dir.resolve(name));
             }
         }
     }

@@ -37,6 +37,7 @@ set(FABRICCKPT_TORCHSAVE_SOURCES
   src/torchsave/torch_rebuild.cpp
   src/torchsave/torch_load.cpp
   src/torchsave/torch_write.cpp
+  src/torchsave/torch_layout.cpp
   src/torchsave/snapshot.cpp
   src/torchsave/safetensors_torch.cpp
 )

@@ -323,7 +323,7 @@ TEST(ShardedSave, ARankFileLayoutIsTheFileSaveWrites) {
   };
   const std::string file = bytes_of(dir / "__0_0.distcp");
 
-  RankFileLayout layout(state, plan, 0, false, 2, "s3://bucket/run/__0_0.distcp");
+  RankFileLayout layout(state, plan, 0, false, "s3://bucket/run/__0_0.distcp");
   ASSERT_EQ(layout.size(), file.size());
   std::string filled(file.size(), '\0');
   for (size_t at = 0; at < filled.size(); at += 4093) {

@@ -311,19 +311,25 @@ TEST_F(TempDir, FilesWithoutCrcsLoadButOneZeroCrcIsCorruption) {
   }
 }
 
-// The layout an object-storage upload sends part by part: any cut of it gives the bytes
-// save_torch_file writes, large storages included (placed records come from tensor memory).
-TEST_F(TempDir, LayoutFillsTheBytesOfTheFileInAnyPieces) {
+// A tree with two placed storages (large enough to span many parts), a small and an empty one.
+ValuePtr layout_tree() {
   auto root = Value::plain_dict();
   auto add = [&](const char* key, const at::Tensor& t) {
     TensorRef ref;
     ref.tensor = std::make_shared<at::Tensor>(t);
     root->dict().set(Value::string(key), Value::tensor(ref));
   };
-  add("big", at::arange(700000, at::kFloat));       // 2.8 MB: a placed record
+  add("big", at::arange(700000, at::kFloat));
   add("small", at::arange(10, at::kLong));
-  add("bigger", at::arange(1 << 20, at::kDouble));  // 8 MiB
+  add("bigger", at::arange(1 << 20, at::kDouble));
   add("empty", at::empty({0}));
+  return root;
+}
+
+// The layout an object-storage upload sends part by part: any cut of it gives the bytes
+// save_torch_file writes, large storages included (placed records come from tensor memory).
+TEST_F(TempDir, LayoutFillsTheBytesOfTheFileInAnyPieces) {
+  auto root = layout_tree();
   const auto path = (dir / "l.pt").string();
   save_torch_file(path, root, {});
   const std::string file = read_file(path);
@@ -344,6 +350,62 @@ TEST_F(TempDir, LayoutFillsTheBytesOfTheFileInAnyPieces) {
   EXPECT_TRUE(parts == file);
   char past[2];
   EXPECT_THROW(layout.fill(file.size() - 1, past, 2), FormatError);
+}
+
+// An upload's workers: four threads fill parts concurrently, taken in file order (each CRC comes
+// from the copies), in a shuffled order (descriptors wait for or compute what is missing), and the
+// whole file twice at once (overlapping fills). Every cut gives the file's bytes.
+TEST_F(TempDir, LayoutFillsFromConcurrentThreadsInAnyOrder) {
+  auto root = layout_tree();
+  const auto path = (dir / "c.pt").string();
+  save_torch_file(path, root, {});
+  const std::string file = read_file(path);
+
+  auto fill_parallel = [&](std::vector<size_t> starts, size_t part) {
+    TorchFileLayout layout(root, {}, "s3://bucket/c.pt");
+    std::string out(file.size(), '\0');
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> workers;
+    for (int w = 0; w < 4; ++w) {
+      workers.emplace_back([&] {
+        for (size_t i; (i = next++) < starts.size();) {
+          const size_t start = starts[i];
+          layout.fill(start, out.data() + start, std::min(part, file.size() - start));
+        }
+      });
+    }
+    for (auto& t : workers) t.join();
+    return out;
+  };
+  for (size_t part : {size_t{4099}, size_t{65536}, size_t{1} << 20}) {
+    std::vector<size_t> starts;
+    for (size_t s = 0; s < file.size(); s += part) starts.push_back(s);
+    EXPECT_TRUE(fill_parallel(starts, part) == file) << "in order, part " << part;
+    std::shuffle(starts.begin(), starts.end(), std::mt19937(static_cast<unsigned>(part)));
+    EXPECT_TRUE(fill_parallel(starts, part) == file) << "shuffled, part " << part;
+  }
+  EXPECT_TRUE(fill_parallel({0, 0, 0, 0}, file.size()) == file) << "overlapping";
+}
+
+// The CRCs are those of the bytes sent: a tensor changed between planning and filling (which the
+// caller must not do) gives a file whose CRCs match what it holds, never a file that fails its
+// own check.
+TEST_F(TempDir, LayoutCrcsComeFromTheBytesFilled) {
+  auto root = layout_tree();
+  TorchFileLayout layout(root, {}, "s3://bucket/m.pt");
+  at::Tensor big = tensor_at(*root, "big");
+  big.fill_(7.0f);
+  const auto expected_path = (dir / "expected.pt").string();
+  save_torch_file(expected_path, root, {});
+  const std::string expected = read_file(expected_path);
+  std::string out(layout.size(), '\0');
+  ASSERT_EQ(out.size(), expected.size());
+  layout.fill(0, out.data(), out.size());
+  EXPECT_TRUE(out == expected);
+  const auto path = (dir / "m.pt").string();
+  std::ofstream(path, std::ios::binary) << out;
+  TorchCheckpoint back = load_torch_file(path);  // checks every CRC
+  EXPECT_TRUE(at::equal(tensor_at(*back.root, "big"), big));
 }
 
 TEST_F(TempDir, BytesInMemoryLoadAsViewsAndTheirCrcsAreChecked) {

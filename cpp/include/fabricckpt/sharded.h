@@ -90,7 +90,7 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
 // alive and unchanged while the layout is used.
 class RankFileLayout {
  public:
-  RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals, int threads,
+  RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals,
                  const std::string& target);
   ~RankFileLayout();
   RankFileLayout(const RankFileLayout&) = delete;

@@ -109,10 +109,15 @@ class TorchFileWriter {
 // The bytes save_torch_file writes for `root`, produced on demand by byte range: for writers that
 // send the file in pieces from several threads (a multipart upload to object storage) without
 // ever holding it whole. The constructor plans the layout (refusing unsafe globals as
-// save_torch_file does, `target` naming the destination) and computes each large record's CRC-32
-// from tensor memory (options.threads); the headers, small records and directory are kept (a few
-// MiB at most), the storages' bytes are read from the tensors on each fill. The tree must stay
-// alive and unchanged while the layout is used. Deferred storages are refused (StateError).
+// save_torch_file does, `target` naming the destination) without reading tensor memory; fills copy
+// the storages' bytes from the tensors and compute each storage's CRC-32 from the copy, and the
+// bytes that carry a CRC (a storage's data descriptor, right after its data; the serialization id
+// and directory at the end) get it once known. Fills may come in any order and from several
+// threads; taken in file order (as an upload's workers take parts) every byte is read from tensor
+// memory once. Bytes another fill is copying are waited for, bytes nobody copies are read for
+// their CRC. Only the pickle, the headers and the directory are kept (options.threads is unused).
+// The tree must stay alive and unchanged while the layout is used. Deferred storages are refused
+// (StateError).
 class TorchFileLayout {
  public:
   TorchFileLayout(const ValuePtr& root, const TorchSaveOptions& options, const std::string& target);

@@ -151,11 +151,15 @@ void check_replaceable(const std::string& dir) {
 }
 
 // An item of this rank's file: what will be reported of it but its place in the file, and the
-// value its stream holds (a tensor as its chunk).
+// state's value (a tensor as the state holds it: see chunk_of).
 struct RankItem {
   Written written;
-  ValuePtr stored;
+  ValuePtr value;
 };
+
+// The value the item's stream holds: a tensor as its chunk. Made when the item is written, so that
+// a clone of a view lives only while its stream does.
+ValuePtr chunk_of(const RankItem& r) { return r.written.tensor ? chunk_value(tensor_of(*r.value)) : r.value; }
 
 // This rank's items in the order its file holds them: values, then tensors (DCP's order). Rank 0
 // alone holds the values and the tensors the plan does not shard (written once, as DCP
@@ -169,7 +173,7 @@ std::vector<RankItem> rank_items(int rank, const std::vector<dcp::FlatItem>& fla
     w.path = item.path;
     if (!item.value->is(Kind::Tensor)) {
       if (rank != 0) continue;
-      r.stored = item.value;
+      r.value = item.value;
       values.push_back(std::move(r));
       continue;
     }
@@ -186,7 +190,7 @@ std::vector<RankItem> rank_items(int rank, const std::vector<dcp::FlatItem>& fla
       w.global_size = w.sizes;
       w.offsets.assign(w.sizes.size(), 0);
     }
-    r.stored = chunk_value(t);
+    r.value = item.value;
     tensors.push_back(std::move(r));
   }
   for (auto& t : tensors) values.push_back(std::move(t));
@@ -217,13 +221,14 @@ std::vector<Written> write_rank_file(const std::string& dir, int rank, const std
   for (RankItem& r : rank_items(rank, flat, plan)) {
     Written& w = r.written;
     w.file_offset = sink.position();  // a blob's tensors write nothing here: the blob's start
+    ValuePtr stored = chunk_of(r);
     if (blob && w.tensor) {
-      const at::Tensor& t = tensor_of(*r.stored);
+      const at::Tensor& t = tensor_of(*stored);
       w.length = static_cast<uint64_t>(t.numel()) * t.element_size();
-      blob_tensors->dict().set(Value::string(w.key), r.stored);
+      blob_tensors->dict().set(Value::string(w.key), stored);
       blob_chunks.emplace_back(w.key, w.offsets);
     } else {
-      write_torch_save(sink, r.stored, "archive", /*allow_unsafe_globals=*/true);  // checked by save()
+      write_torch_save(sink, stored, "archive", /*allow_unsafe_globals=*/true);  // checked by save()
       w.length = sink.position() - w.file_offset;
     }
     written.push_back(std::move(w));
@@ -279,7 +284,7 @@ bool is_checkpoint_file(const std::string& name) {
 
 struct RankFileLayout::Impl {
   std::string target;
-  std::vector<RankItem> items;  // keeps the chunks the layouts read from alive
+  std::vector<ValuePtr> chunks;  // each item's stored value: keeps the chunks the layouts read from alive
   std::vector<std::unique_ptr<TorchFileLayout>> streams;
   std::vector<uint64_t> starts;  // each stream's offset in the file
   uint64_t total = 0;
@@ -287,20 +292,20 @@ struct RankFileLayout::Impl {
 };
 
 RankFileLayout::RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals,
-                               int threads, const std::string& target)
+                               const std::string& target)
     : impl_(std::make_unique<Impl>()) {
   Impl& l = *impl_;
   l.target = target;
   if (rank == 0 && !allow_unsafe_globals) check_weights_only_tree(state, target);  // rank 0 holds the values
   const std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
-  l.items = rank_items(rank, flat, plan);
+  std::vector<RankItem> items = rank_items(rank, flat, plan);
   TorchSaveOptions options;  // each item as write_rank_file streams it
   options.archive_name = "archive";
   options.allow_unsafe_globals = true;
-  options.threads = threads;
   std::vector<Written> written;
-  for (RankItem& r : l.items) {
-    l.streams.push_back(std::make_unique<TorchFileLayout>(r.stored, options, target));
+  for (RankItem& r : items) {
+    l.chunks.push_back(chunk_of(r));
+    l.streams.push_back(std::make_unique<TorchFileLayout>(l.chunks.back(), options, target));
     l.starts.push_back(l.total);
     r.written.file_offset = l.total;
     r.written.length = l.streams.back()->size();

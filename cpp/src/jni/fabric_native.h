@@ -327,7 +327,7 @@ class NativeShardedReader {
 // fill() copies any range from the planned headers and the tensors' memory; `root` must stay alive.
 class NativeTorchLayout {
  public:
-  NativeTorchLayout(const NativeValue& root, const std::string& archive_name, bool allow_unsafe_globals, int threads,
+  NativeTorchLayout(const NativeValue& root, const std::string& archive_name, bool allow_unsafe_globals,
                     const std::string& target);
   long long size() const;
   // Copies [offset, offset + size) of the file to `dest` (a direct buffer's memory).
@@ -343,7 +343,7 @@ class NativeTorchLayout {
 class NativeRankFile {
  public:
   NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank, bool allow_unsafe_globals,
-                 int threads, const std::string& target);
+                 const std::string& target);
   long long size() const;
   void fill(long long offset, void* dest, long long size) const;
   std::string report() const;

@@ -12,11 +12,10 @@
 namespace fabricckpt::jni {
 
 NativeTorchLayout::NativeTorchLayout(const NativeValue& root, const std::string& archive_name,
-                                     bool allow_unsafe_globals, int threads, const std::string& target) {
+                                     bool allow_unsafe_globals, const std::string& target) {
   TorchSaveOptions options;
   options.archive_name = archive_name.empty() ? "archive" : archive_name;
   options.allow_unsafe_globals = allow_unsafe_globals;
-  options.threads = threads;
   layout_ = std::make_shared<TorchFileLayout>(root.get(), options, target);
 }
 
@@ -29,9 +28,8 @@ void NativeTorchLayout::fill(long long offset, void* dest, long long size) const
 }
 
 NativeRankFile::NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank,
-                               bool allow_unsafe_globals, int threads, const std::string& target)
-    : layout_(std::make_shared<sharded::RankFileLayout>(state.get(), plan.get(), rank, allow_unsafe_globals, threads,
-                                                        target)) {}
+                               bool allow_unsafe_globals, const std::string& target)
+    : layout_(std::make_shared<sharded::RankFileLayout>(state.get(), plan.get(), rank, allow_unsafe_globals, target)) {}
 
 long long NativeRankFile::size() const { return static_cast<long long>(layout_->size()); }
 

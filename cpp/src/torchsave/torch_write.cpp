@@ -17,6 +17,7 @@
 #include "fabricckpt/zip.h"
 #include "parallel.h"
 #include "torch_rebuild.h"
+#include "torch_records.h"
 
 namespace fabricckpt {
 
@@ -24,21 +25,12 @@ using torchsave::pick_threads;
 using torchsave::Piece;
 using torchsave::run_parallel;
 using torchsave::split;
+using torchsave::RecordSpec;
 using torchsave::StorageCollector;
+using torchsave::torch_records;
 
-namespace {
+namespace torchsave {
 
-// One record of a torch.save file, in the order torch writes them. `deferred`: a storage without
-// memory whose bytes the caller supplies later (TorchFileWriter::write_storage).
-struct RecordSpec {
-  std::string name;
-  const void* data;
-  uint64_t size;
-  const c10::StorageImpl* storage = nullptr;
-  bool deferred = false;
-};
-
-// The pickle and the storages it refers to; `pickled` must outlive the records.
 std::vector<RecordSpec> torch_records(const ValuePtr& root, std::string& pickled, StorageCollector& storages) {
   pickled = pickle(root, storages.hooks());
   std::vector<RecordSpec> records;
@@ -56,6 +48,10 @@ std::vector<RecordSpec> torch_records(const ValuePtr& root, std::string& pickled
   return records;
 }
 
+}  // namespace torchsave
+
+namespace {
+
 // Records this large are written by the parallel writers; smaller ones go through the sink's buffer.
 constexpr uint64_t kPlacedRecord = uint64_t{1} << 20;
 
@@ -66,10 +62,10 @@ struct Placed {
   uint64_t size;
 };
 
-// Each item's CRC-32, its pieces computed on several threads; with a sink, each piece is also
-// written to its place (pwrite) right after its CRC, while it is in cache.
-std::vector<uint32_t> process_placed(AtomicFileSink* sink, const std::vector<Placed>& items, int threads,
-                                     IoProgress* progress) {
+// Writes every item from several threads (pwrite) and returns each item's CRC-32: each piece's
+// CRC is computed right before the piece is written, while it is in cache.
+std::vector<uint32_t> write_placed(AtomicFileSink& sink, const std::vector<Placed>& items, int threads,
+                                   IoProgress* progress) {
   std::vector<uint64_t> sizes;
   uint64_t bytes = 0;
   for (const auto& item : items) {
@@ -82,7 +78,7 @@ std::vector<uint32_t> process_placed(AtomicFileSink* sink, const std::vector<Pla
     const Piece& piece = pieces[p];
     const Placed& item = items[piece.item];
     piece_crcs[p] = crc32_update(0, item.data + piece.offset, piece.size);
-    if (sink) sink->write_at(item.offset + piece.offset, item.data + piece.offset, piece.size);
+    sink.write_at(item.offset + piece.offset, item.data + piece.offset, piece.size);
     if (progress) progress->add(piece.size);
   });
   std::vector<uint32_t> crc(items.size(), 0);
@@ -92,54 +88,6 @@ std::vector<uint32_t> process_placed(AtomicFileSink* sink, const std::vector<Pla
   }
   return crc;
 }
-
-// Writes every item from several threads (pwrite, CRC per piece); returns each item's CRC-32.
-std::vector<uint32_t> write_placed(AtomicFileSink& sink, const std::vector<Placed>& items, int threads,
-                                   IoProgress* progress) {
-  return process_placed(&sink, items, threads, progress);
-}
-
-// A file as consecutive segments: the bytes the zip writer emits are kept here, each range it
-// skips points at the data of the next placed record (in the order the writer reaches them).
-class SegmentSink : public OutputSink {
- public:
-  struct Segment {
-    uint64_t offset;
-    uint64_t size;
-    const uint8_t* data;  // placed data; null for kept bytes (at owned_at in bytes())
-    size_t owned_at;
-  };
-
-  explicit SegmentSink(std::vector<Placed> placed) : placed_(std::move(placed)) {}
-
-  void write(const void* data, size_t size) override {
-    if (size == 0) return;
-    if (!segments_.empty() && segments_.back().data == nullptr) {
-      segments_.back().size += size;
-    } else {
-      segments_.push_back({position_, size, nullptr, owned_.size()});
-    }
-    owned_.append(static_cast<const char*>(data), size);
-    position_ += size;
-  }
-  uint64_t position() const override { return position_; }
-  void skip(uint64_t size) override {
-    if (next_ >= placed_.size() || placed_[next_].size != size) throw Error("zip layout differs from its plan");
-    segments_.push_back({position_, size, placed_[next_++].data, 0});
-    position_ += size;
-  }
-
-  bool all_placed() const { return next_ == placed_.size(); }
-  std::vector<Segment>& segments() { return segments_; }
-  std::string& bytes() { return owned_; }
-
- private:
-  std::vector<Placed> placed_;
-  size_t next_ = 0;
-  std::vector<Segment> segments_;
-  std::string owned_;
-  uint64_t position_ = 0;
-};
 
 }  // namespace
 
@@ -260,70 +208,6 @@ void TorchFileWriter::commit() {
   if (w.sink.position() != w.total) throw Error("zip layout differs from its plan");
   if (w.options.progress) w.options.progress->done = w.total;
   w.sink.commit();
-}
-
-struct TorchFileLayout::Impl {
-  std::string target;
-  StorageCollector storages;  // keeps the storages the records point into alive
-  std::string pickled;
-  std::string kept;  // the bytes that are not placed storage data
-  std::vector<SegmentSink::Segment> segments;
-  uint64_t total = 0;
-};
-
-TorchFileLayout::TorchFileLayout(const ValuePtr& root, const TorchSaveOptions& options, const std::string& target)
-    : impl_(std::make_unique<Impl>()) {
-  if (!options.allow_unsafe_globals) check_weights_only_tree(root, target);
-  Impl& l = *impl_;
-  l.target = target;
-  const std::vector<RecordSpec> records = torch_records(root, l.pickled, l.storages);
-  std::vector<Placed> placed;
-  for (const auto& r : records) {
-    if (r.deferred) throw StateError(concat(target, ": storage ", r.name, " has no memory to write from"));
-    if (r.size >= kPlacedRecord) placed.push_back({0, static_cast<const uint8_t*>(r.data), r.size});
-  }
-  const std::vector<uint32_t> crcs = process_placed(nullptr, placed, options.threads, options.progress);
-  SegmentSink sink(placed);
-  {
-    TorchZipWriter zip(sink, options.archive_name);
-    size_t k = 0;
-    for (const auto& r : records) {
-      if (r.size >= kPlacedRecord) {
-        zip.write_record_placed(r.name, r.size, crcs[k++], r.data);
-      } else {
-        zip.write_record(r.name, r.data, r.size);
-      }
-    }
-    zip.finish();
-  }
-  if (!sink.all_placed()) throw Error("zip layout differs from its plan");
-  l.total = sink.position();
-  l.kept = std::move(sink.bytes());
-  l.segments = std::move(sink.segments());
-}
-
-TorchFileLayout::~TorchFileLayout() = default;
-
-uint64_t TorchFileLayout::size() const { return impl_->total; }
-
-void TorchFileLayout::fill(uint64_t offset, void* dest, size_t size) const {
-  const Impl& l = *impl_;
-  check_read_range(l.target, l.total, offset, size);
-  // The first segment that ends after `offset`; segments are consecutive and sorted.
-  auto it = std::upper_bound(l.segments.begin(), l.segments.end(), offset,
-                             [](uint64_t at, const SegmentSink::Segment& s) { return at < s.offset + s.size; });
-  auto* out = static_cast<uint8_t*>(dest);
-  while (size > 0) {
-    if (it == l.segments.end()) throw Error(concat(l.target, ": layout has no segment at offset ", offset));
-    const uint64_t within = offset - it->offset;
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, it->size - within));
-    const uint8_t* from = it->data ? it->data : reinterpret_cast<const uint8_t*>(l.kept.data()) + it->owned_at;
-    std::memcpy(out, from + within, n);
-    out += n;
-    offset += n;
-    size -= n;
-    ++it;
-  }
 }
 
 void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& archive_name,

@@ -26,13 +26,13 @@ public final class NativeRankFile extends Pointer {
     }
 
     /** Plans the file; {@code target} names it in errors (rank 0 refuses unsafe globals unless allowed). */
-    public NativeRankFile(NativeValue state, NativeShardPlan plan, int rank, boolean allowUnsafeGlobals, int threads,
+    public NativeRankFile(NativeValue state, NativeShardPlan plan, int rank, boolean allowUnsafeGlobals,
             BytePointer target) {
-        allocate(state, plan, rank, allowUnsafeGlobals, threads, target);
+        allocate(state, plan, rank, allowUnsafeGlobals, target);
     }
 
     private native void allocate(@Const @ByRef NativeValue state, @Const @ByRef NativeShardPlan plan, int rank,
-            @Cast("bool") boolean allowUnsafeGlobals, int threads, @StdString BytePointer target);
+            @Cast("bool") boolean allowUnsafeGlobals, @StdString BytePointer target);
 
     /** Bytes of the whole file. */
     public native long size();

@@ -25,13 +25,13 @@ public final class NativeTorchLayout extends Pointer {
     }
 
     /** Plans the file; {@code target} names it in errors (unsafe globals are refused unless allowed). */
-    public NativeTorchLayout(NativeValue root, BytePointer archiveName, boolean allowUnsafeGlobals, int threads,
+    public NativeTorchLayout(NativeValue root, BytePointer archiveName, boolean allowUnsafeGlobals,
             BytePointer target) {
-        allocate(root, archiveName, allowUnsafeGlobals, threads, target);
+        allocate(root, archiveName, allowUnsafeGlobals, target);
     }
 
     private native void allocate(@Const @ByRef NativeValue root, @StdString BytePointer archiveName,
-            @Cast("bool") boolean allowUnsafeGlobals, int threads, @StdString BytePointer target);
+            @Cast("bool") boolean allowUnsafeGlobals, @StdString BytePointer target);
 
     /** Bytes of the whole file. */
     public native long size();

@@ -34,7 +34,7 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     @Override
     public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
             ProgressListener listener) {
-        try (NativeTorchLayout layout = plan(location, checkpoint, options, threads)) {
+        try (NativeTorchLayout layout = plan(location, checkpoint, options)) {
             long total = layout.size();
             AtomicLong done = new AtomicLong();
             objects().upload(location, total, (offset, dest) -> {
@@ -51,11 +51,10 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         }
     }
 
-    private static NativeTorchLayout plan(CheckpointLocation location, NativeValue checkpoint, WriteOptions options,
-            int threads) {
+    private static NativeTorchLayout plan(CheckpointLocation location, NativeValue checkpoint, WriteOptions options) {
         try {
             return new NativeTorchLayout(checkpoint, NativeCalls.utf8(options.archiveName()),
-                    options.unsafeGlobalsAllowed(), threads, NativeCalls.utf8(location.toString()));
+                    options.unsafeGlobalsAllowed(), NativeCalls.utf8(location.toString()));
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e);
         }

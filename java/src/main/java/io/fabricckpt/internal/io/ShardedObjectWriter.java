@@ -78,7 +78,7 @@ final class ShardedObjectWriter {
                     checkReplaceable();
                     if (meta != null) {
                         metaLayout = new NativeTorchLayout(meta, NativeCalls.utf8("meta"),
-                                options.unsafeGlobalsAllowed(), 0, NativeCalls.utf8(dir.resolve(DcpDirectoryIO.META)
+                                options.unsafeGlobalsAllowed(), NativeCalls.utf8(dir.resolve(DcpDirectoryIO.META)
                                         .toString()));
                     }
                 } catch (RuntimeException e) {
@@ -90,7 +90,7 @@ final class ShardedObjectWriter {
             // 2. every rank sends its shard file
             RuntimeException own = null;
             byte[] report = null;
-            try (NativeRankFile file = new NativeRankFile(tensors, plan, rank, options.unsafeGlobalsAllowed(), 0,
+            try (NativeRankFile file = new NativeRankFile(tensors, plan, rank, options.unsafeGlobalsAllowed(),
                     NativeCalls.utf8(shardFile(rank).toString()))) {
                 shardFile = objects.stage(shardFile(rank), file.size(), (offset, dest) -> {
                     try (BytePointer memory = new BytePointer(dest)) {
@@ -229,28 +229,9 @@ final class ShardedObjectWriter {
         }
     }
 
-    /**
-     * Every rank learns rank 0's outcome of a step ({@code rankZeroFailure}, set on rank 0 only) and
-     * fails with it: with its own error of the step ({@code own}) when it had one, else rank 0 with
-     * its exception and the others with a DistributedException naming it.
-     */
+    /** Every rank learns rank 0's outcome of a step and fails with it ({@link RankZeroOutcome#share}). */
     private void agree(RuntimeException rankZeroFailure, RuntimeException own, String step, String what) {
-        byte[] outcome = rankZeroFailure == null ? new byte[] {OK} : withStatus(FAILED, utf8(message(rankZeroFailure)));
-        if (group != null && world > 1) {
-            outcome = NativeCalls.bytes(group.broadcastBytes(outcome, outcome.length, 0));
-        }
-        if (outcome.length > 0 && outcome[0] == OK && own == null) {
-            return;
-        }
-        if (own != null) {
-            throw own;
-        }
-        if (rankZeroFailure != null) {
-            throw rankZeroFailure;
-        }
-        String detail = new String(outcome, 1, Math.max(0, outcome.length - 1), StandardCharsets.UTF_8);
-        throw new DistributedException(dir + ": global rank 0 " + what + " (on rank " + rank + "): " + detail, rank,
-                "sharded save: " + step, null);
+        RankZeroOutcome.share(group, dir.toString(), rankZeroFailure, own, "sharded save: " + step, what);
     }
 
     private List<byte[]> gather(byte[] mine) {

@@ -31,8 +31,8 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code save-sharded-denied-on-last-rank URL}: the same to an {@code s3://} prefix, the last rank
  *       with credentials the store refuses.
  *   <li>{@code save-sharded-safetensors DIR}: the same, with DCP's SAFETENSORS serialization.
- *   <li>{@code save-full FILE}: the same state, saved under {@code Fsdp(FULL)} as one torch.save file.
- *       Prints {@code saved}.
+ *   <li>{@code save-full FILE [HIDDEN]}: the same state, saved under {@code Fsdp(FULL)} as one torch.save
+ *       file (a path or an {@code s3://} URL). Prints {@code saved}.
  *   <li>{@code save-full-memory FILE LAYERS}: a Module of LAYERS Linear(2048, 2048) (16 MiB weights),
  *       sharded by rows, saved under {@code Fsdp(FULL)}; prints {@code extra-kib=}: how far this
  *       process's peak resident memory rose above its resident memory before the save (the peak is
@@ -83,7 +83,7 @@ public final class FsdpWorker {
                     }
                     case "save-sharded-safetensors" -> saveSharded(group, args[1],
                             Fsdp.SerializationFormat.SAFETENSORS, 8);
-                    case "save-full" -> saveFull(group, Path.of(args[1]));
+                    case "save-full" -> saveFull(group, args[1], args.length > 2 ? Integer.parseInt(args[2]) : 8);
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL
                     case "save-async" -> saveAsync(group, Path.of(args[1]), Path.of(args[2]));
@@ -181,9 +181,9 @@ public final class FsdpWorker {
         }
     }
 
-    private static void saveFull(ProcessGroup group, Path file) {
-        Map<String, Object> state = trainedState(group);
-        new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(file, state);
+    private static void saveFull(ProcessGroup group, String location, int hidden) {
+        Map<String, Object> state = trainedState(group, hidden);
+        new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(location, state);
         System.out.println("saved");
     }
 

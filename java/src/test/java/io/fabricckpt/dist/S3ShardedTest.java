@@ -208,6 +208,41 @@ class S3ShardedTest {
                 "step="));
     }
 
+    /**
+     * 2 JVM ranks save {@code Fsdp(FULL)} to {@code s3://bucket/key}: the object is the local FULL
+     * file's bytes (a multipart upload of several parts), rank 0 leaves no temporary file behind, and
+     * no upload is left pending; to a bucket that does not exist, every rank fails naming the URL.
+     */
+    @Test
+    void aFullSaveToS3IsTheLocalFullFile() throws Exception {
+        String hidden = "262144"; // about 20 MiB of whole tensors
+        Path local = dir.resolve("full.ckpt");
+        launch(2, "save-full", local.toString(), hidden);
+        String bucket = server.newBucket("full-save");
+        String url = "s3://" + bucket + "/run/full.ckpt";
+        Path spool = Files.createDirectories(dir.resolve("tmp"));
+        LocalLauncher.Result r = launcher(2).jvmArgs(List.of("-Djava.io.tmpdir=" + spool))
+                .launch(FsdpWorker.class.getName(), "save-full", url, hidden);
+        assertTrue(r.succeeded(), r.describe());
+
+        byte[] expected = Files.readAllBytes(local);
+        assertTrue(expected.length > 10 << 20, "several parts: " + expected.length);
+        assertArrayEquals(expected, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("run/full.ckpt"))
+                .asByteArray());
+        try (Stream<Path> left = Files.list(spool)) {
+            assertEquals(List.of(), left.toList(), "the gathered file is deleted after the upload");
+        }
+        assertNoUploadPending(bucket);
+
+        String missing = "s3://" + bucket + "-missing/full.ckpt";
+        LocalLauncher.Result failed = launcher(2).launch(FsdpWorker.class.getName(), "save-full", missing);
+        assertEquals(List.of(1, 1), failed.exitCodes(), failed.describe());
+        for (int rank = 0; rank < 2; rank++) {
+            String error = line(failed, rank, "error: ").orElseThrow(() -> new AssertionError(failed.describe()));
+            assertTrue(error.contains(missing), error);
+        }
+    }
+
     /** A prefix that holds other objects is refused before anything is written, and DCP's SAFETENSORS is refused clearly. */
     @Test
     void aShardedSaveRefusesAPrefixHoldingOtherObjects() throws Exception {

@@ -1,5 +1,6 @@
 package io.fabricckpt.internal.io;
 
+import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
@@ -8,9 +9,17 @@ import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeObjectBytes;
+import io.fabricckpt.internal.NativeProcessGroup;
+import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeTorchLayout;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.javacpp.BytePointer;
 
@@ -48,6 +57,74 @@ public final class ObjectStorageIO implements FileCheckpointIO {
                     listener.onProgress(done.addAndGet(length), total);
                 }
             });
+        }
+    }
+
+    /**
+     * Collective, as {@link TorchSaveFileIO#writeGathered}, to an object: the whole tensors are assembled
+     * one at a time from every rank's shards as the file is written, so the file cannot be planned for
+     * uploading in parts before its bytes exist. Global rank 0 therefore writes it to a temporary local
+     * file ({@code java.io.tmpdir}, which needs room for it; not synced), uploads that as a multipart
+     * upload read part by part from the file, and deletes it; every rank learns the outcome. The object
+     * appears only when the upload completes.
+     */
+    public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
+            NativeProcessGroup group, WriteOptions options) {
+        boolean rankZero = group == null || group.rank() == 0;
+        Path spool = rankZero ? spoolFile(location) : null;
+        try {
+            try {
+                // only rank 0 writes; the others' path names the checkpoint in their errors
+                FabricNative.saveFull(NativeCalls.utf8(rankZero ? spool.toString() : location.toString()), checkpoint,
+                        plan, group, NativeCalls.utf8(options.archiveName()), false, options.unsafeGlobalsAllowed());
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e, location + ": full save failed");
+            }
+            RuntimeException upload = null;
+            if (rankZero) {
+                try {
+                    uploadFile(location, spool);
+                } catch (RuntimeException e) {
+                    upload = e;
+                }
+            }
+            RankZeroOutcome.share(group, location.toString(), upload, null, "full save: upload",
+                    "could not upload the checkpoint");
+        } finally {
+            if (spool != null) {
+                try {
+                    Files.deleteIfExists(spool);
+                } catch (IOException ignored) {
+                    // a leftover temporary file; the save's outcome stands
+                }
+            }
+        }
+    }
+
+    /** A fresh name in the temporary directory for the gathered file of {@code location}. */
+    private static Path spoolFile(CheckpointLocation location) {
+        String name = location.fileName().replaceAll("[^A-Za-z0-9._-]", "_");
+        return Path.of(System.getProperty("java.io.tmpdir"))
+                .resolve("fabric-ckpt-" + ProcessHandle.current().pid() + "-" + System.nanoTime() + "-" + name);
+    }
+
+    private static void uploadFile(CheckpointLocation location, Path file) {
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
+            objects().upload(location, channel.size(), (offset, dest) -> {
+                try {
+                    for (long at = offset; dest.hasRemaining();) {
+                        int n = channel.read(dest, at);
+                        if (n < 0) {
+                            throw new IOException(file + ": ends before byte " + at);
+                        }
+                        at += n;
+                    }
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+            });
+        } catch (IOException | UncheckedIOException e) {
+            throw new CheckpointException(location + ": could not read the gathered file " + file + " to upload it", e);
         }
     }
 

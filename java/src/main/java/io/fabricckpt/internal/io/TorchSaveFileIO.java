@@ -46,10 +46,6 @@ public final class TorchSaveFileIO implements FileCheckpointIO {
      */
     public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options) {
-        if (!location.isLocal()) {
-            throw new io.fabricckpt.core.CheckpointException(location + ": gathered (FULL) saves of sharded state to"
-                    + " object storage are not supported yet (save SHARDED to an s3:// prefix, or FULL to a local file)");
-        }
         try {
             FabricNative.saveFull(NativeCalls.path(location), checkpoint, plan, group,
                     NativeCalls.utf8(options.archiveName()), options.fsync(), options.unsafeGlobalsAllowed());

@@ -303,11 +303,14 @@ TEST(ShardedSave, AShardAloneDoesNotCoverItsTensor) {
   fs::remove_all(dir);
 }
 
-// A rank's file planned for object storage is the file save() writes, byte for byte, filled in
-// pieces that cross its streams' boundaries; the metadata built from its report indexes it as
-// save()'s .metadata does (a URL recorded as a str, as FsspecWriter records it).
-TEST(ShardedSave, ARankFileLayoutIsTheFileSaveWrites) {
-  fs::path dir = temp_dir("layout");
+// A rank's file planned for object storage is the file save() writes, byte for byte (with either
+// serialization), filled in pieces that cross its streams' boundaries; the metadata built from its
+// report indexes it as save()'s .metadata does (a URL recorded as a str, as FsspecWriter records it).
+class RankFileLayoutTest : public ::testing::TestWithParam<Serialization> {};
+
+TEST_P(RankFileLayoutTest, IsTheFileSaveWrites) {
+  const Serialization serialization = GetParam();
+  fs::path dir = temp_dir(serialization == Serialization::Safetensors ? "layout-st" : "layout");
   ValuePtr state = Value::plain_dict();
   ValuePtr model = Value::ordered_dict();
   model->dict().set(Value::string("w"), tensor(at::randn({300, 70})));  // large enough to be placed
@@ -316,14 +319,16 @@ TEST(ShardedSave, ARankFileLayoutIsTheFileSaveWrites) {
   state->dict().set(Value::string("names"), Value::list({Value::string("x")}));
   ShardPlan plan;
   plan.add_parameter("model", "w", Placement{{600, 70}, {300, 0}, {300, 70}});  // rows 300..599 of 600
-  save(dir.string(), state, nullptr, plan, nullptr, SaveOptions{false, dir.string()});
+  SaveOptions options{false, dir.string()};
+  options.serialization = serialization;
+  save(dir.string(), state, nullptr, plan, nullptr, options);
   auto bytes_of = [](const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
   const std::string file = bytes_of(dir / "__0_0.distcp");
 
-  RankFileLayout layout(state, plan, 0, false, "s3://bucket/run/__0_0.distcp");
+  RankFileLayout layout(state, plan, 0, serialization, false, "s3://bucket/run/__0_0.distcp");
   ASSERT_EQ(layout.size(), file.size());
   std::string filled(file.size(), '\0');
   for (size_t at = 0; at < filled.size(); at += 4093) {
@@ -350,6 +355,12 @@ TEST(ShardedSave, ARankFileLayoutIsTheFileSaveWrites) {
   EXPECT_FALSE(is_checkpoint_file("config.json"));
   fs::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(ShardedSave, RankFileLayoutTest,
+                         ::testing::Values(Serialization::TorchSave, Serialization::Safetensors),
+                         [](const auto& info) {
+                           return info.param == Serialization::Safetensors ? "Safetensors" : "TorchSave";
+                         });
 
 std::vector<std::string> names_in(const fs::path& dir) {
   std::vector<std::string> names;

@@ -83,15 +83,15 @@ void save(const std::string& dir, const ValuePtr& state, const ValuePtr& meta, c
 
 // One rank's shard file of save(), planned for a writer that sends it in parts (a multipart upload
 // to object storage, which has no directory to swap in): the bytes save() writes to
-// __<rank>_0.distcp (TorchSave serialization), produced by byte range from the tensors' memory
-// (a TorchFileLayout per item). report() is what the rank tells rank 0 of it, and
+// __<rank>_0.distcp, produced by byte range from the tensors' memory (a TorchFileLayout per item;
+// with Safetensors serialization the tensors' chunks as one SafetensorsLayout blob at the end). report() is what the rank tells rank 0 of it, and
 // metadata_from_reports() turns every rank's report into .metadata's bytes. Rank 0 refuses
 // unsafe globals in `state` unless allowed; `target` names the file in errors. `state` must stay
 // alive and unchanged while the layout is used.
 class RankFileLayout {
  public:
-  RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals,
-                 const std::string& target);
+  RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, Serialization serialization,
+                 bool allow_unsafe_globals, const std::string& target);
   ~RankFileLayout();
   RankFileLayout(const RankFileLayout&) = delete;
   RankFileLayout& operator=(const RankFileLayout&) = delete;

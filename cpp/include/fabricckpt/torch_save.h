@@ -183,6 +183,27 @@ void save_safetensors_file(const std::string& path, const ValuePtr& root, bool f
 void write_safetensors_stream(OutputSink& out, const ValuePtr& tensors, const safetensors::Metadata& metadata,
                               const std::string& target);
 
+// The bytes write_safetensors_stream writes for `tensors`, produced on demand by byte range (a shard
+// file's blob uploaded in parts, as TorchFileLayout does for torch.save streams): the header is
+// planned and kept, the tensors' bytes are copied from their memory on each fill. Refuses what
+// write_safetensors_stream refuses. The tensors must stay alive and unchanged while it is used.
+class SafetensorsLayout {
+ public:
+  SafetensorsLayout(const ValuePtr& tensors, const safetensors::Metadata& metadata, const std::string& target);
+  ~SafetensorsLayout();
+  SafetensorsLayout(const SafetensorsLayout&) = delete;
+  SafetensorsLayout& operator=(const SafetensorsLayout&) = delete;
+
+  uint64_t size() const;
+  // Copies [offset, offset + size) of the stream into `dest`; FormatError past the end. Safe from
+  // several threads at once.
+  void fill(uint64_t offset, void* dest, size_t size) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their
 // sharing (a node referenced twice stays one node), immutable leaves are shared.

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -283,34 +284,61 @@ bool is_checkpoint_file(const std::string& name) {
 }
 
 struct RankFileLayout::Impl {
+  // A part of the file: one item's torch.save stream, or the safetensors blob at the end.
+  struct Stream {
+    uint64_t start;
+    uint64_t size;
+    std::function<void(uint64_t, void*, size_t)> fill;
+  };
   std::string target;
   std::vector<ValuePtr> chunks;  // each item's stored value: keeps the chunks the layouts read from alive
-  std::vector<std::unique_ptr<TorchFileLayout>> streams;
-  std::vector<uint64_t> starts;  // each stream's offset in the file
+  std::vector<std::unique_ptr<TorchFileLayout>> items;
+  std::unique_ptr<SafetensorsLayout> blob;
+  std::vector<Stream> streams;  // in file order
   uint64_t total = 0;
   std::string report;
+
+  template <typename Layout>
+  void append(const Layout& layout) {
+    streams.push_back({total, layout.size(), [&layout](uint64_t at, void* dest, size_t n) { layout.fill(at, dest, n); }});
+    total += layout.size();
+  }
 };
 
-RankFileLayout::RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, bool allow_unsafe_globals,
-                               const std::string& target)
+RankFileLayout::RankFileLayout(const ValuePtr& state, const ShardPlan& plan, int rank, Serialization serialization,
+                               bool allow_unsafe_globals, const std::string& target)
     : impl_(std::make_unique<Impl>()) {
   Impl& l = *impl_;
   l.target = target;
   if (rank == 0 && !allow_unsafe_globals) check_weights_only_tree(state, target);  // rank 0 holds the values
+  const bool blob = serialization == Serialization::Safetensors;
   const std::vector<dcp::FlatItem> flat = dcp::flatten_state_dict(state);
   std::vector<RankItem> items = rank_items(rank, flat, plan);
   TorchSaveOptions options;  // each item as write_rank_file streams it
   options.archive_name = "archive";
   options.allow_unsafe_globals = true;
+  ValuePtr blob_tensors = Value::plain_dict();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> blob_chunks;
   std::vector<Written> written;
   for (RankItem& r : items) {
+    Written& w = r.written;
+    w.file_offset = l.total;  // a blob's tensors add no stream here: the blob's start
     l.chunks.push_back(chunk_of(r));
-    l.streams.push_back(std::make_unique<TorchFileLayout>(l.chunks.back(), options, target));
-    l.starts.push_back(l.total);
-    r.written.file_offset = l.total;
-    r.written.length = l.streams.back()->size();
-    l.total += r.written.length;
-    written.push_back(r.written);
+    if (blob && w.tensor) {
+      const at::Tensor& t = tensor_of(*l.chunks.back());
+      w.length = static_cast<uint64_t>(t.numel()) * t.element_size();
+      blob_tensors->dict().set(Value::string(w.key), l.chunks.back());
+      blob_chunks.emplace_back(w.key, w.offsets);
+    } else {
+      l.items.push_back(std::make_unique<TorchFileLayout>(l.chunks.back(), options, target));
+      l.append(*l.items.back());
+      w.length = l.items.back()->size();
+    }
+    written.push_back(w);
+  }
+  if (blob) {
+    l.blob = std::make_unique<SafetensorsLayout>(blob_tensors, dcp::safetensors_blob_metadata(blob_chunks), target);
+    l.append(*l.blob);
   }
   l.report = encode_report(in_state_order(std::move(written), flat));
 }
@@ -325,17 +353,17 @@ void RankFileLayout::fill(uint64_t offset, void* dest, size_t size) const {
   const Impl& l = *impl_;
   check_read_range(l.target, l.total, offset, size);
   auto* out = static_cast<uint8_t*>(dest);
-  // The stream holding `offset`: the last one starting at or before it.
-  size_t i = static_cast<size_t>(std::upper_bound(l.starts.begin(), l.starts.end(), offset) - l.starts.begin());
+  // The first stream that ends after `offset`, then each in turn.
+  auto it = std::upper_bound(l.streams.begin(), l.streams.end(), offset,
+                             [](uint64_t at, const Impl::Stream& s) { return at < s.start + s.size; });
   while (size > 0) {
-    const TorchFileLayout& stream = *l.streams.at(i - 1);
-    const uint64_t within = offset - l.starts[i - 1];
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, stream.size() - within));
+    const Impl::Stream& stream = *it++;
+    const uint64_t within = offset - stream.start;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, stream.size - within));
     stream.fill(within, out, n);
     out += n;
     offset += n;
     size -= n;
-    ++i;
   }
 }
 

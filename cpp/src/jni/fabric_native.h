@@ -338,12 +338,12 @@ class NativeTorchLayout {
 };
 
 // One rank's shard file of a sharded save to object storage (sharded::RankFileLayout): the bytes of
-// the local __<rank>_0.distcp by byte range, and what the rank reports to rank 0; `state` must stay
-// alive.
+// the local __<rank>_0.distcp by byte range (`safetensors`: DCP's SAFETENSORS serialization), and
+// what the rank reports to rank 0; `state` must stay alive.
 class NativeRankFile {
  public:
-  NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank, bool allow_unsafe_globals,
-                 const std::string& target);
+  NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank, bool safetensors,
+                 bool allow_unsafe_globals, const std::string& target);
   long long size() const;
   void fill(long long offset, void* dest, long long size) const;
   std::string report() const;

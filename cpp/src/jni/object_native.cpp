@@ -27,9 +27,12 @@ void NativeTorchLayout::fill(long long offset, void* dest, long long size) const
   layout_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
 }
 
-NativeRankFile::NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank,
+NativeRankFile::NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank, bool safetensors,
                                bool allow_unsafe_globals, const std::string& target)
-    : layout_(std::make_shared<sharded::RankFileLayout>(state.get(), plan.get(), rank, allow_unsafe_globals, target)) {}
+    : layout_(std::make_shared<sharded::RankFileLayout>(
+          state.get(), plan.get(), rank,
+          safetensors ? sharded::Serialization::Safetensors : sharded::Serialization::TorchSave, allow_unsafe_globals,
+          target)) {}
 
 long long NativeRankFile::size() const { return static_cast<long long>(layout_->size()); }
 

@@ -2,7 +2,9 @@
 // that view the file's mapping or own their bytes, and a Value tree flattened into entries to write.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <map>
 #include <tuple>
 #include <filesystem>
@@ -12,6 +14,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/read_source.h"
 #include "fabricckpt/safetensors.h"
 #include "fabricckpt/torch_save.h"
 #include "parallel.h"
@@ -425,6 +428,55 @@ void write_safetensors_stream(OutputSink& out, const ValuePtr& tensors, const st
   Flattened flat = flatten_state(tensors, target);
   refuse_shared_memory(target, flat);
   st::write_stream(out, flat.tensors, metadata, target);
+}
+
+struct SafetensorsLayout::Impl {
+  std::string target;
+  Flattened flat;                     // keeps the tensors (and contiguous copies) alive
+  st::Layout layout;
+  std::vector<size_t> by_offset;      // tensor indices in file order
+};
+
+SafetensorsLayout::SafetensorsLayout(const ValuePtr& tensors, const st::Metadata& metadata, const std::string& target)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& l = *impl_;
+  l.target = target;
+  l.flat = flatten_state(tensors, target);
+  refuse_shared_memory(target, l.flat);
+  l.layout = st::plan_layout(l.flat.tensors, metadata, target);
+  l.by_offset.resize(l.flat.tensors.size());
+  std::iota(l.by_offset.begin(), l.by_offset.end(), size_t{0});
+  std::sort(l.by_offset.begin(), l.by_offset.end(),
+            [&](size_t a, size_t b) { return l.layout.file_offset[a] < l.layout.file_offset[b]; });
+}
+
+SafetensorsLayout::~SafetensorsLayout() = default;
+
+uint64_t SafetensorsLayout::size() const { return impl_->layout.total; }
+
+void SafetensorsLayout::fill(uint64_t offset, void* dest, size_t size) const {
+  const Impl& l = *impl_;
+  check_read_range(l.target, l.layout.total, offset, size);
+  const uint64_t end = offset + size;
+  auto* out = static_cast<uint8_t*>(dest);
+  uint64_t done = offset;  // bytes before it are in `dest`
+  auto copy = [&](uint64_t start, const void* from, uint64_t length) {
+    const uint64_t a = std::max(start, offset);
+    const uint64_t b = std::min(start + length, end);
+    if (a >= b) return;
+    if (a != done) throw Error(concat(l.target, ": safetensors layout has a gap at byte ", done));
+    std::memcpy(out + (a - offset), static_cast<const uint8_t*>(from) + (a - start), static_cast<size_t>(b - a));
+    done = b;
+  };
+  copy(0, l.layout.prefix.data(), l.layout.prefix.size());
+  // The first tensor that ends after `offset`, then each in file order until `end`.
+  auto it = std::lower_bound(l.by_offset.begin(), l.by_offset.end(), offset, [&](size_t i, uint64_t at) {
+    return l.layout.file_offset[i] + l.flat.tensors[i].size <= at;
+  });
+  for (; it != l.by_offset.end() && l.layout.file_offset[*it] < end; ++it) {
+    copy(l.layout.file_offset[*it], l.flat.tensors[*it].data, l.flat.tensors[*it].size);
+  }
+  if (done != end) throw Error(concat(l.target, ": safetensors layout has a gap at byte ", done));
 }
 
 void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync, IoProgress* progress,

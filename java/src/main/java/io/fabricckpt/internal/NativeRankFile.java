@@ -25,14 +25,17 @@ public final class NativeRankFile extends Pointer {
         FabricNative.load();
     }
 
-    /** Plans the file; {@code target} names it in errors (rank 0 refuses unsafe globals unless allowed). */
-    public NativeRankFile(NativeValue state, NativeShardPlan plan, int rank, boolean allowUnsafeGlobals,
-            BytePointer target) {
-        allocate(state, plan, rank, allowUnsafeGlobals, target);
+    /**
+     * Plans the file ({@code safetensors}: DCP's SAFETENSORS serialization); {@code target} names it in
+     * errors (rank 0 refuses unsafe globals unless allowed).
+     */
+    public NativeRankFile(NativeValue state, NativeShardPlan plan, int rank, boolean safetensors,
+            boolean allowUnsafeGlobals, BytePointer target) {
+        allocate(state, plan, rank, safetensors, allowUnsafeGlobals, target);
     }
 
     private native void allocate(@Const @ByRef NativeValue state, @Const @ByRef NativeShardPlan plan, int rank,
-            @Cast("bool") boolean allowUnsafeGlobals, @StdString BytePointer target);
+            @Cast("bool") boolean safetensors, @Cast("bool") boolean allowUnsafeGlobals, @StdString BytePointer target);
 
     /** Bytes of the whole file. */
     public native long size();

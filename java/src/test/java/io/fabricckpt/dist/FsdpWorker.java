@@ -30,7 +30,7 @@ import org.bytedeco.pytorch.global.torch;
  *       {@code files=} (the sorted names in DIR, joined by ","). DIR may be an {@code s3://} prefix.
  *   <li>{@code save-sharded-denied-on-last-rank URL}: the same to an {@code s3://} prefix, the last rank
  *       with credentials the store refuses.
- *   <li>{@code save-sharded-safetensors DIR}: the same, with DCP's SAFETENSORS serialization.
+ *   <li>{@code save-sharded-safetensors DIR [HIDDEN]}: the same, with DCP's SAFETENSORS serialization.
  *   <li>{@code save-full FILE [HIDDEN]}: the same state, saved under {@code Fsdp(FULL)} as one torch.save
  *       file (a path or an {@code s3://} URL). Prints {@code saved}.
  *   <li>{@code save-full-memory FILE LAYERS}: a Module of LAYERS Linear(2048, 2048) (16 MiB weights),
@@ -82,7 +82,7 @@ public final class FsdpWorker {
                         saveSharded(group, args[1], Fsdp.SerializationFormat.TORCH_SAVE, 8);
                     }
                     case "save-sharded-safetensors" -> saveSharded(group, args[1],
-                            Fsdp.SerializationFormat.SAFETENSORS, 8);
+                            Fsdp.SerializationFormat.SAFETENSORS, args.length > 2 ? Integer.parseInt(args[2]) : 8);
                     case "save-full" -> saveFull(group, args[1], args.length > 2 ? Integer.parseInt(args[2]) : 8);
                     case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
                     case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL

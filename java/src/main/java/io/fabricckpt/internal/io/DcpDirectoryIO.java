@@ -39,11 +39,7 @@ public final class DcpDirectoryIO implements CheckpointIO {
     public void writeSharded(CheckpointLocation location, NativeValue tensors, NativeValue meta, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options, boolean safetensors) {
         if (!location.isLocal()) {
-            if (safetensors) {
-                throw new io.fabricckpt.core.CheckpointException(location + ": sharded saves to object storage with"
-                        + " SAFETENSORS serialization are not supported yet (use TORCH_SAVE, or save to a directory)");
-            }
-            ShardedObjectWriter.write(S3Objects.shared(), location, tensors, meta, plan, group, options);
+            ShardedObjectWriter.write(S3Objects.shared(), location, tensors, meta, plan, group, options, safetensors);
             return;
         }
         try {

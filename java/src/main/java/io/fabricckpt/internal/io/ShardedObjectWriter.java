@@ -62,12 +62,14 @@ final class ShardedObjectWriter {
         this.world = group == null ? 1 : group.worldSize();
     }
 
+    /** {@code safetensors}: DCP's SAFETENSORS serialization of the shard files, as {@link DcpDirectoryIO} writes it. */
     static void write(S3Objects objects, CheckpointLocation dir, NativeValue tensors, NativeValue meta,
-            NativeShardPlan plan, NativeProcessGroup group, WriteOptions options) {
-        new ShardedObjectWriter(objects, dir, group).write(tensors, meta, plan, options);
+            NativeShardPlan plan, NativeProcessGroup group, WriteOptions options, boolean safetensors) {
+        new ShardedObjectWriter(objects, dir, group).write(tensors, meta, plan, options, safetensors);
     }
 
-    private void write(NativeValue tensors, NativeValue meta, NativeShardPlan plan, WriteOptions options) {
+    private void write(NativeValue tensors, NativeValue meta, NativeShardPlan plan, WriteOptions options,
+            boolean safetensors) {
         NativeTorchLayout metaLayout = null;
         StagedObject shardFile = null;
         try {
@@ -90,7 +92,7 @@ final class ShardedObjectWriter {
             // 2. every rank sends its shard file
             RuntimeException own = null;
             byte[] report = null;
-            try (NativeRankFile file = new NativeRankFile(tensors, plan, rank, options.unsafeGlobalsAllowed(),
+            try (NativeRankFile file = new NativeRankFile(tensors, plan, rank, safetensors, options.unsafeGlobalsAllowed(),
                     NativeCalls.utf8(shardFile(rank).toString()))) {
                 shardFile = objects.stage(shardFile(rank), file.size(), (offset, dest) -> {
                     try (BytePointer memory = new BytePointer(dest)) {

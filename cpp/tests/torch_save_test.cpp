@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -434,6 +435,23 @@ TEST_F(TempDir, BytesInMemoryLoadAsViewsAndTheirCrcsAreChecked) {
     EXPECT_NE(std::string(e.what()).find("s3://bucket/w.pt"), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_torch_bytes("not a zip", "s3://bucket/x", {}), FormatError);
+
+  // Fresh anonymous memory filled in pieces (as a download fills it): the tensors view it and keep
+  // it alive after every other reference is gone.
+  at::Tensor viewed;
+  {
+    auto memory = MappedFile::anonymous(bytes.size(), "s3://bucket/w.pt");
+    for (size_t at = 0; at < bytes.size(); at += 65536) {
+      std::memcpy(memory->mutable_data() + at, bytes.data() + at, std::min<size_t>(65536, bytes.size() - at));
+    }
+    TorchCheckpoint mapped = load_torch_bytes(memory, {});
+    viewed = tensor_at(*mapped.root, "w");
+    const uint8_t* begin = memory->data();
+    EXPECT_TRUE(static_cast<const uint8_t*>(viewed.data_ptr()) >= begin &&
+                static_cast<const uint8_t*>(viewed.data_ptr()) < begin + bytes.size());
+  }
+  EXPECT_TRUE(at::equal(viewed, *ref.tensor));
+  EXPECT_EQ(MappedFile::anonymous(0, "empty")->size(), 0u);
 }
 
 }  // namespace

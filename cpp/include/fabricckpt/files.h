@@ -49,6 +49,12 @@ class MappedFile final : public ReadSource {
   // bytes are this object's alone (an object downloaded from storage), so a load may hand out
   // tensors viewing them (mutable_data()), as it does for a private mapping.
   static std::shared_ptr<const MappedFile> from_bytes(std::string bytes, std::string name, bool writable = false);
+  // `size` bytes of fresh, writable memory under the name `name`, for the caller to fill through
+  // mutable_data() before anything reads it (an object downloaded from storage): an anonymous
+  // mapping advised to use transparent huge pages, so that the fill itself faults the pages in, a
+  // few per 2 MiB, on the filling threads, instead of a zeroing pass first. IoError when the memory
+  // cannot be had.
+  static std::shared_ptr<const MappedFile> anonymous(size_t size, std::string name);
   // [offset, offset + size) of `parent` as a file of its own named `name`, without a copy: it
   // keeps the parent alive, reads through it, and is writable when the parent is (a private
   // mapping). For the torch.save streams inside a torch.distributed.checkpoint file. Error if

@@ -54,14 +54,18 @@ struct TorchCheckpoint {
 // Reads a torch.save file (zip or legacy). FormatError names the file and record.
 TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions& options = {});
 
-// A torch.save zip file held whole in memory (an object downloaded from storage), under the display
-// name `name`: tensors view `bytes` without a copy (the memory lives as long as any of them). With
-// options.verify_crc every record's CRC-32 is checked first (records in parallel, options.threads).
+class MappedFile;
+
+// A torch.save zip file held whole in writable memory (an object downloaded from storage into
+// MappedFile::anonymous), errors naming it as `bytes` is named: tensors view the memory without a
+// copy (it lives as long as any of them). With options.verify_crc every record's CRC-32 is checked
+// first (records in parallel, options.threads).
+TorchCheckpoint load_torch_bytes(const std::shared_ptr<const MappedFile>& bytes, const TorchLoadOptions& options);
+// The same for bytes held in a string, under the display name `name`.
 TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name, const TorchLoadOptions& options);
 
 // A torch.save zip stream that is part of a bigger file (an item of a torch.distributed.checkpoint
 // file, see MappedFile::slice); errors name the slice.
-class MappedFile;
 TorchCheckpoint load_torch_stream(const std::shared_ptr<const MappedFile>& stream, const TorchLoadOptions& options);
 
 struct TorchSaveOptions {

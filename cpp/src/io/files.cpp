@@ -178,6 +178,22 @@ std::shared_ptr<const MappedFile> MappedFile::from_bytes(std::string bytes, std:
   return file;
 }
 
+std::shared_ptr<const MappedFile> MappedFile::anonymous(size_t size, std::string name) {
+  if (size == 0) return from_bytes(std::string(), std::move(name), /*writable=*/true);
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) {
+    const int error = errno;
+    throw IoError(concat(name, ": cannot allocate ", size, " bytes of memory: ", std::strerror(error)), error, name);
+  }
+#ifdef MADV_HUGEPAGE
+  ::madvise(base, size, MADV_HUGEPAGE);
+#endif
+  std::shared_ptr<MappedFile> memory(
+      new MappedFile(std::move(name), static_cast<const uint8_t*>(base), size, /*mapped=*/true, std::string()));
+  memory->writable_ = true;
+  return memory;
+}
+
 std::shared_ptr<const MappedFile> MappedFile::slice(std::shared_ptr<const MappedFile> parent, uint64_t offset,
                                                    uint64_t size, std::string name) {
   if (!parent || offset > parent->size() || size > parent->size() - offset) {

@@ -17,6 +17,7 @@
 
 namespace fabricckpt {
 struct Value;
+class MappedFile;
 class TorchFileLayout;
 }
 
@@ -368,18 +369,19 @@ bool isShardedCheckpointEntry(const std::string& name);
 // The name of rank `rank`'s shard file: "__<rank>_0.distcp" (dcp::rank_file_name).
 std::string shardedRankFileName(int rank);
 
-// Memory an object is downloaded into (ranged reads from several threads into data()), then
-// handed whole to loadTorchBytes, whose tensors view it.
+// Memory an object is downloaded into (ranged reads from several threads into data(): fresh
+// huge-page memory, MappedFile::anonymous), then handed whole to loadTorchBytes, whose tensors
+// view it.
 class NativeObjectBytes {
  public:
   explicit NativeObjectBytes(long long size);
   void* data();
   long long size() const;
-  // The bytes, moved out (the object is empty afterwards).
-  std::string take();
+  // The memory, handed over (the object is empty afterwards).
+  std::shared_ptr<const MappedFile> take();
 
  private:
-  std::string bytes_;
+  std::shared_ptr<const MappedFile> memory_;
 };
 
 // The byte ranges of a sharded directory's files that reading top-level `key` with `plan` reads

@@ -5,6 +5,7 @@
 #include "fabric_native.h"
 #include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
+#include "fabricckpt/files.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/value.h"
@@ -61,14 +62,20 @@ std::string shardedRankFileName(int rank) { return dcp::rank_file_name(rank); }
 
 NativeObjectBytes::NativeObjectBytes(long long size) {
   if (size < 0) throw Error(concat("negative object size ", size));
-  bytes_.resize(static_cast<size_t>(size));
+  memory_ = MappedFile::anonymous(static_cast<size_t>(size), "downloaded object");
 }
 
-void* NativeObjectBytes::data() { return bytes_.data(); }
+void* NativeObjectBytes::data() {
+  if (!memory_) throw StateError("the downloaded bytes were handed over already");
+  return memory_->mutable_data();
+}
 
-long long NativeObjectBytes::size() const { return static_cast<long long>(bytes_.size()); }
+long long NativeObjectBytes::size() const { return memory_ ? static_cast<long long>(memory_->size()) : 0; }
 
-std::string NativeObjectBytes::take() { return std::move(bytes_); }
+std::shared_ptr<const MappedFile> NativeObjectBytes::take() {
+  if (!memory_) throw StateError("the downloaded bytes were handed over already");
+  return std::move(memory_);
+}
 
 std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan) {
   sharded::Reader reader(dir);
@@ -85,7 +92,10 @@ NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bo
   options.verify_crc = verify_crc;
   options.threads = threads;
   options.weights_only = weights_only;
-  return NativeValue(load_torch_bytes(bytes.take(), name, options).root);
+  std::shared_ptr<const MappedFile> memory = bytes.take();
+  const uint64_t size = memory->size();
+  // The whole memory under the object's name, for errors.
+  return NativeValue(load_torch_bytes(MappedFile::slice(std::move(memory), 0, size, name), options).root);
 }
 
 }  // namespace fabricckpt::jni

@@ -219,8 +219,13 @@ TorchCheckpoint load_torch_file(const std::string& path, const TorchLoadOptions&
 }
 
 TorchCheckpoint load_torch_bytes(std::string bytes, const std::string& name, const TorchLoadOptions& options) {
-  if (bytes.empty()) throw FormatError(concat(name, ": object is empty"));
-  auto file = MappedFile::from_bytes(std::move(bytes), name, /*writable=*/true);
+  return load_torch_bytes(MappedFile::from_bytes(std::move(bytes), name, /*writable=*/true), options);
+}
+
+TorchCheckpoint load_torch_bytes(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options) {
+  const std::string& name = file->path();
+  if (file->size() == 0) throw FormatError(concat(name, ": object is empty"));
+  if (!file->writable()) throw Error(concat(name, ": bytes to load in place must be writable"));
   if (!is_zip(*file)) throw FormatError(concat(name, ": not a torch.save zip file"));
   TorchLoadOptions views = options;
   if (options.verify_crc) {

@@ -6,6 +6,7 @@ import json
 import os
 
 import lightning as L
+import pytest
 import torch
 
 from conftest import assert_same, describe, normalise
@@ -122,6 +123,34 @@ def test_cli_inspect_of_an_s3_object_fetches_only_its_directory_and_pickle(java,
     assert fetched, remote.stderr
     assert int(fetched.group(2)) == local.stat().st_size
     assert int(fetched.group(1)) < 1 << 20, remote.stderr  # 2 x 256 KiB edges, 12 local headers
+    assert java.cli("inspect", url).stdout == java.cli("inspect", local).stdout
+
+
+@pytest.mark.parametrize("serialization", ["torch_save", "safetensors"])
+def test_cli_inspect_of_an_s3_sharded_prefix_fetches_only_its_metadata_and_item_directories(
+        java, s3_server, tmp_path, serialization):
+    """inspect of a sharded prefix (torch's own single-process dcp.save, 48 MiB of whole tensors in one
+    shard file, either serialization) fetches .metadata and each item's zip directory and pickle (or the
+    safetensors blob's header), never a chunk's bytes, and prints what inspect of the local directory prints."""
+    import re
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint.filesystem import SerializationFormat
+    state = {"model": {f"layer{i}.weight": torch.randn(1024, 1024) for i in range(12)}, "step": 3,
+             "hparams": {"lr": 1e-3, "name": "inspect"}}
+    local = tmp_path / "dcp"
+    dcp.save(state, storage_writer=FileSystemWriter(local, serialization_format=SerializationFormat(serialization)))
+    bucket = s3_server.new_bucket(f"inspect-dcp-{serialization.replace('_', '-')}")
+    fs = s3_server.filesystem()
+    for name in os.listdir(local):
+        fs.put_file(str(local / name), f"{bucket}/run/{name}")
+    url = f"s3://{bucket}/run/"
+    remote = java.cli("inspect", "--json", url)
+    assert json.loads(remote.stdout) == json.loads(java.cli("inspect", "--json", local).stdout)
+    fetched = re.search(rf"{re.escape(url.rstrip('/'))}/?: read (\d+) of its (\d+) bytes", remote.stderr)
+    assert fetched, remote.stderr
+    assert int(fetched.group(2)) == sum((local / name).stat().st_size for name in os.listdir(local))
+    assert int(fetched.group(1)) < 1 << 20, remote.stderr  # .metadata, 14 items' directories and pickles
     assert java.cli("inspect", url).stdout == java.cli("inspect", local).stdout
 
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -124,6 +125,13 @@ struct ByteRange {
   uint64_t offset = 0, length = 0;
 };
 std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std::vector<ByteRange>& fetched);
+// The same for a sharded directory staged so (`.metadata` and meta.pt whole, each data file sparse,
+// `fetched` keyed by file name): what read_sharded_outline and unsafe_globals_of_sharded read of the
+// data files and is not fetched yet (per file name): each value item's torch.save stream's
+// directory, headers and small records, the same of each tensor chunk that is a whole tensor, and
+// the start and header of a safetensors blob. FormatError for a damaged .metadata or stream.
+std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
+    const std::string& dir, const std::map<std::string, std::vector<ByteRange>>& fetched);
 
 // The two formats read_file_outline adds (outline_legacy.cpp, outline_safetensors.cpp).
 FileOutline read_legacy_outline(std::shared_ptr<const MappedFile> file);

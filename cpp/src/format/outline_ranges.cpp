@@ -1,11 +1,17 @@
-// The byte ranges an outline of a torch.save zip file reads, for a file fetched piece by piece
-// (outline.h: outline_ranges_missing): an object in storage staged in a sparse local file.
+// The byte ranges an outline of a torch.save zip file or of a sharded directory reads, for files
+// fetched piece by piece (outline.h: outline_ranges_missing, sharded_outline_ranges_missing):
+// objects in storage staged in sparse local files.
 #include <algorithm>
+#include <filesystem>
+#include <map>
 #include <mutex>
+#include <set>
 
+#include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/outline.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/zip.h"
 
 namespace fabricckpt {
@@ -89,10 +95,9 @@ bool is_storage_record(const ZipRecord& record, const std::string& archive) {
   return record.name.size() > prefix.size() && record.name.compare(0, prefix.size(), prefix) == 0;
 }
 
-}  // namespace
-
-std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std::vector<ByteRange>& fetched) {
-  auto source = std::make_shared<const FetchedSource>(MappedFile::open(path), fetched);
+// outline_ranges_missing of one torch.save zip stream (a file, or an item inside a data file).
+std::vector<ByteRange> zip_ranges_missing(std::shared_ptr<const ReadSource> file, const std::vector<ByteRange>& fetched) {
+  auto source = std::make_shared<const FetchedSource>(std::move(file), fetched);
   try {
     const ZipReader zip(source);  // the end record, the directory, every local header
     for (const ZipRecord& record : zip.records()) {
@@ -102,6 +107,93 @@ std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std
     // what the reader lacked is recorded
   }
   return source->wanted();
+}
+
+// `ranges` of a file as seen from inside [start, start + length) of it, clipped (`into`), or the
+// ranges of such a slice as ranges of the file (`into` false; `length` unused).
+std::vector<ByteRange> shifted(const std::vector<ByteRange>& ranges, uint64_t start, uint64_t length, bool into) {
+  std::vector<ByteRange> out;
+  for (const ByteRange& r : ranges) {
+    if (!into) {
+      out.push_back({r.offset + start, r.length});
+      continue;
+    }
+    const uint64_t a = std::max(r.offset, start), b = std::min(r.offset + r.length, start + length);
+    if (a < b) out.push_back({a - start, b - a});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std::vector<ByteRange>& fetched) {
+  return zip_ranges_missing(MappedFile::open(path), fetched);
+}
+
+std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
+    const std::string& dir, const std::map<std::string, std::vector<ByteRange>>& fetched) {
+  const std::string metadata_file = (std::filesystem::path(dir) / dcp::kMetadataFile).string();
+  auto opened = MappedFile::open(metadata_file);
+  const dcp::Metadata metadata = dcp::read_metadata(opened->read_string(0, opened->size()), metadata_file);
+  // The items an outline opens: values, and chunks that are their tensor whole.
+  std::vector<const dcp::StorageInfo*> items;
+  for (const dcp::Entry& entry : metadata.entries) {
+    if (!entry.tensor) {
+      items.push_back(metadata.storage_of(entry.key, nullptr));
+      continue;
+    }
+    const std::vector<int64_t> origin(entry.tensor->size.size(), 0);
+    for (const dcp::Chunk& chunk : entry.tensor->chunks) {
+      if (chunk.offsets == origin && chunk.sizes == entry.tensor->size) {
+        items.push_back(metadata.storage_of(entry.key, &chunk.offsets));
+      }
+    }
+  }
+  std::map<std::string, std::shared_ptr<const MappedFile>> files;
+  std::map<std::string, std::vector<ByteRange>> missing;
+  std::set<std::pair<std::string, uint64_t>> blobs;  // (file, offset) of safetensors blobs seen
+  static const std::vector<ByteRange> kNone;
+  for (const dcp::StorageInfo* info : items) {
+    if (!info) throw FormatError(concat(metadata_file, ": an entry has no storage recorded"));
+    auto& file = files[info->relative_path];
+    if (!file) file = MappedFile::open((std::filesystem::path(dir) / info->relative_path).string());
+    if (info->offset > file->size() || info->length > file->size() - info->offset) {
+      throw FormatError(concat(file->path(), ": an item is recorded at bytes ", info->offset, "+", info->length,
+                               " but the file has ", file->size(), " bytes"));
+    }
+    auto have = fetched.find(info->relative_path);
+    const std::vector<ByteRange>& got = have == fetched.end() ? kNone : have->second;
+    auto& out = missing[info->relative_path];
+    // Its first bytes tell a torch.save stream ("PK") from a safetensors blob (a header length).
+    FetchedSource head(file, got);
+    if (!head.want(info->offset, std::min<uint64_t>(9, info->length))) {
+      for (const ByteRange& r : head.wanted()) out.push_back(r);
+      continue;
+    }
+    uint8_t raw[9] = {};
+    file->read_at(info->offset, raw, std::min<uint64_t>(9, info->length));
+    if (raw[0] == 'P' && raw[1] == 'K') {
+      auto item = MappedFile::slice(file, info->offset, info->length, concat(file->path(), " (an item at byte ", info->offset, ")"));
+      for (const ByteRange& r : shifted(zip_ranges_missing(item, shifted(got, info->offset, info->length, true)),
+                                        info->offset, 0, false)) {
+        out.push_back(r);
+      }
+    } else if (blobs.insert({info->relative_path, info->offset}).second) {
+      uint64_t n = 0;
+      for (int i = 7; i >= 0; --i) n = (n << 8) | raw[i];
+      const uint64_t header = std::min<uint64_t>(8 + std::min(n, safetensors::kMaxHeaderSize), file->size() - info->offset);
+      FetchedSource blob(file, got);
+      if (!blob.want(info->offset, header)) {
+        for (const ByteRange& r : blob.wanted()) out.push_back(r);
+      }
+    }
+  }
+  std::map<std::string, std::vector<ByteRange>> result;
+  for (auto& [name, ranges] : missing) {
+    auto merged = FetchedSource::merged(std::move(ranges));
+    if (!merged.empty()) result.emplace(name, std::move(merged));
+  }
+  return result;
 }
 
 }  // namespace fabricckpt

@@ -1,5 +1,8 @@
 #include "format_native.h"
 
+#include <map>
+#include <stdexcept>
+
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/outline.h"
@@ -90,24 +93,46 @@ OutlineNode readOutline(const std::string& path) {
   return OutlineNode(outline.owner, outline.root);
 }
 
-std::string outlineRangesMissing(const std::string& path, const std::string& fetched) {
-  std::vector<ByteRange> ranges;
+namespace {
+
+// "[name<TAB>]offset<TAB>length" lines: each range under its name ("" without one).
+std::map<std::string, std::vector<ByteRange>> parse_ranges(const std::string& text, bool named) {
+  std::map<std::string, std::vector<ByteRange>> ranges;
   size_t at = 0;
-  while (at < fetched.size()) {
-    size_t end = fetched.find('\n', at);
-    if (end == std::string::npos) end = fetched.size();
-    const std::string line = fetched.substr(at, end - at);
-    const size_t tab = line.find('\t');
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(at, end - at);
+    const size_t name_end = named ? line.find('\t') : 0;
+    const size_t tab = name_end == std::string::npos ? name_end : line.find('\t', named ? name_end + 1 : 0);
     try {
       if (tab == std::string::npos) throw std::invalid_argument(line);
-      ranges.push_back({std::stoull(line.substr(0, tab)), std::stoull(line.substr(tab + 1))});
+      const size_t from = named ? name_end + 1 : 0;
+      ranges[line.substr(0, named ? name_end : 0)].push_back(
+          {std::stoull(line.substr(from, tab - from)), std::stoull(line.substr(tab + 1))});
     } catch (const std::logic_error&) {
-      throw Error(concat("not a byte range: '", line, "' (offset<TAB>length)"));
+      throw Error(concat("not a byte range: '", line, named ? "' (name<TAB>offset<TAB>length)" : "' (offset<TAB>length)"));
     }
     at = end + 1;
   }
+  return ranges;
+}
+
+}  // namespace
+
+std::string outlineRangesMissing(const std::string& path, const std::string& fetched) {
   std::string out;
-  for (const ByteRange& r : outline_ranges_missing(path, ranges)) out += concat(r.offset, "\t", r.length, "\n");
+  for (const ByteRange& r : outline_ranges_missing(path, parse_ranges(fetched, false)[""])) {
+    out += concat(r.offset, "\t", r.length, "\n");
+  }
+  return out;
+}
+
+std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched) {
+  std::string out;
+  for (const auto& [name, ranges] : sharded_outline_ranges_missing(dir, parse_ranges(fetched, true))) {
+    for (const ByteRange& r : ranges) out += concat(name, "\t", r.offset, "\t", r.length, "\n");
+  }
   return out;
 }
 

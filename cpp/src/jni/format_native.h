@@ -65,6 +65,8 @@ class OutlineNode {
 OutlineNode readOutline(const std::string& path);
 // outline_ranges_missing: ranges as "offset<TAB>length" lines, in and out ("" out: none missing).
 std::string outlineRangesMissing(const std::string& path, const std::string& fetched);
+// sharded_outline_ranges_missing: ranges as "file name<TAB>offset<TAB>length" lines, in and out.
+std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched);
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.

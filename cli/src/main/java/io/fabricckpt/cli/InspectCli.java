@@ -26,8 +26,8 @@ final class InspectCli implements Callable<Integer> {
     public Integer call() {
         // Only the structure, dtypes and shapes, never a tensor's bytes: the zip directory and data.pkl
         // are read with pread (a 10 GB file inspects as fast as a small one), without libtorch. An
-        // s3:// torch.save object is staged with only those ranges fetched; other objects (a sharded
-        // prefix, a legacy file) are read by the library.
+        // s3:// torch.save object or sharded prefix is staged with only those ranges fetched; a legacy
+        // object is read by the library.
         Object checkpoint;
         List<String> unsafe;
         if (!ObjectLocations.isRemote(location)) {
@@ -35,7 +35,7 @@ final class InspectCli implements Callable<Integer> {
             checkpoint = Outlines.read(Paths.readable(path));
             unsafe = Outlines.unsafeGlobals(path);
         } else {
-            try (StagedObject staged = StagedObject.forOutline(location)) {
+            try (StagedObject staged = stagedForOutline(location)) {
                 if (staged == null) {
                     checkpoint = ObjectLocations.read(location);
                     unsafe = ObjectLocations.unsafeGlobals(location);
@@ -46,7 +46,7 @@ final class InspectCli implements Callable<Integer> {
                     } catch (Outlines.FormatException e) {
                         throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
                     }
-                    System.err.printf("%s: read %d of its %d bytes (the zip directory, data.pkl and the small records)%n",
+                    System.err.printf("%s: read %d of its %d bytes (the zip directories, data.pkl and the small records)%n",
                             location, staged.fetchedBytes(), staged.size());
                 }
             }
@@ -63,5 +63,11 @@ final class InspectCli implements Callable<Integer> {
             }
         }
         return ExitCodes.OK;
+    }
+
+    /** An object staged for its outline, else a sharded prefix; null for anything else (the library reads it). */
+    private static StagedObject stagedForOutline(String location) {
+        StagedObject object = StagedObject.forOutline(location);
+        return object != null ? object : StagedObject.forShardedOutline(location);
     }
 }

@@ -11,6 +11,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -22,7 +24,8 @@ import java.util.concurrent.Future;
  * only the byte ranges the outline reads are fetched (its end record and directory, every local
  * header, data.pkl and the other small records; never a storage), as {@link Outlines#rangesMissing}
  * says, round by round (the directory tells where the rest lies), so that {@code inspect} of a 10 GB
- * object fetches kilobytes; {@link #whole} an object or a sharded prefix copied whole (to disk, never
+ * object fetches kilobytes; {@link #forShardedOutline} a sharded prefix the same way, file by file;
+ * {@link #whole} an object or a sharded prefix copied whole (to disk, never
  * into memory), for {@code diff}. Removed on close.
  */
 final class StagedObject implements AutoCloseable {
@@ -88,6 +91,70 @@ final class StagedObject implements AutoCloseable {
         } catch (RuntimeException e) {
             staged.close();
             throw e;
+        }
+    }
+
+    /**
+     * The sharded prefix at {@code url} staged for its outline, or null when it holds no {@code .metadata}:
+     * a directory of its objects, {@code .metadata} and meta.pt fetched whole, each shard file a sparse
+     * file of its size into which only the ranges the outline reads are fetched ({@link
+     * Outlines#shardedRangesMissing}: each value's and each whole tensor's torch.save directory and small
+     * records, never a chunk's data), round by round.
+     */
+    static StagedObject forShardedOutline(String url) {
+        CheckpointLocation location = CheckpointLocation.parse(url);
+        S3Objects objects = S3Objects.shared();
+        if (!objects.exists(location.resolve(".metadata"))) {
+            return null;
+        }
+        Map<String, Long> sizes = new TreeMap<>();
+        String prefix = location.key() + "/";
+        objects.list(location).forEach((key, bytes) -> {
+            String name = key.substring(prefix.length());
+            if (!name.isEmpty() && !name.contains("/")) { // the directory's own files, as on disk
+                sizes.put(name, bytes);
+            }
+        });
+        try {
+            Path dir = Files.createTempDirectory("fabricckpt-inspect-");
+            StagedObject staged = new StagedObject(location, dir, sizes.values().stream().mapToLong(Long::longValue).sum());
+            try {
+                for (var entry : sizes.entrySet()) {
+                    String name = entry.getKey();
+                    if (name.equals(".metadata") || name.equals("meta.pt")) {
+                        staged.copy(objects, location.resolve(name), dir.resolve(name), entry.getValue());
+                    } else {
+                        try (RandomAccessFile sparse = new RandomAccessFile(dir.resolve(name).toFile(), "rw")) {
+                            sparse.setLength(entry.getValue());
+                        }
+                    }
+                }
+                Map<String, List<long[]>> fetchedByFile = new TreeMap<>();
+                for (int round = 0; ; round++) {
+                    Map<String, List<long[]>> missing = Outlines.shardedRangesMissing(dir, fetchedByFile);
+                    if (missing.isEmpty()) {
+                        return staged;
+                    }
+                    if (round == MAX_ROUNDS) {
+                        throw new CliException(ExitCodes.IO, url + ": its items still name unread ranges after "
+                                + MAX_ROUNDS + " rounds of fetches");
+                    }
+                    for (var entry : missing.entrySet()) {
+                        String name = entry.getKey();
+                        if (!sizes.containsKey(name)) {
+                            throw new CliException(ExitCodes.IO, location.resolve(".metadata") + ": names "
+                                    + location.resolve(name) + ", which does not exist");
+                        }
+                        staged.fetch(objects, location.resolve(name), dir.resolve(name), sizes.get(name),
+                                entry.getValue(), fetchedByFile.computeIfAbsent(name, k -> new ArrayList<>()));
+                    }
+                }
+            } catch (IOException | RuntimeException e) {
+                staged.close();
+                throw e;
+            }
+        } catch (IOException e) {
+            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
         }
     }
 
@@ -179,8 +246,16 @@ final class StagedObject implements AutoCloseable {
         }
     }
 
-    /** Fetches the ranges (near ones as one), several GETs at once. */
     private void fetch(S3Objects objects, List<long[]> ranges) {
+        fetch(objects, object, file, size, ranges, fetched);
+    }
+
+    /**
+     * Fetches the ranges of {@code from} (near ones as one, clipped to its {@code bytes}) into the same
+     * ranges of {@code to}, several GETs at once, and adds them to {@code record}.
+     */
+    private void fetch(S3Objects objects, CheckpointLocation from, Path to, long bytes, List<long[]> ranges,
+            List<long[]> record) {
         List<long[]> merged = new ArrayList<>();
         ranges.stream().filter(r -> r[1] > 0).sorted((a, b) -> Long.compare(a[0], b[0])).forEach(r -> {
             long[] last = merged.isEmpty() ? null : merged.get(merged.size() - 1);
@@ -199,12 +274,12 @@ final class StagedObject implements AutoCloseable {
         try {
             List<Future<?>> done = new ArrayList<>();
             for (long[] r : merged) {
-                long length = Math.min(r[1], size - r[0]);
+                long length = Math.min(r[1], bytes - r[0]);
                 done.add(pool.submit(() -> {
-                    objects.downloadInto(object, file, r[0], length);
+                    objects.downloadInto(from, to, r[0], length);
                     return null;
                 }));
-                fetched.add(new long[] {r[0], length});
+                record.add(new long[] {r[0], length});
                 fetchedBytes += length;
             }
             for (Future<?> f : done) {
@@ -214,10 +289,10 @@ final class StagedObject implements AutoCloseable {
             if (e.getCause() instanceof RuntimeException r) {
                 throw r;
             }
-            throw new CheckpointStorageException(object + ": staging failed: " + e.getCause().getMessage(), e.getCause());
+            throw new CheckpointStorageException(from + ": staging failed: " + e.getCause().getMessage(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            throw new CheckpointStorageException(object + ": interrupted while staging", e);
+            throw new CheckpointStorageException(from + ": interrupted while staging", e);
         } finally {
             pool.shutdownNow();
         }

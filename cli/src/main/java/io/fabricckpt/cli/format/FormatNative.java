@@ -38,6 +38,13 @@ public final class FormatNative {
     public static native @StdString BytePointer outlineRangesMissing(@StdString BytePointer path,
             @StdString BytePointer fetched);
 
+    /**
+     * The ranges ("file name\toffset\tlength" lines) an outline of the sharded directory {@code dir},
+     * staged sparse, still needs beyond {@code fetched} (lines of the same form).
+     */
+    public static native @StdString BytePointer shardedOutlineRangesMissing(@StdString BytePointer dir,
+            @StdString BytePointer fetched);
+
     public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir);
 
     public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);

@@ -18,6 +18,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -86,12 +87,39 @@ public final class Outlines {
             lines.append(r[0]).append('\t').append(r[1]).append('\n');
         }
         String missing = call(() -> string(FormatNative.outlineRangesMissing(path(sparse),
-                new BytePointer(lines.toString().getBytes(StandardCharsets.UTF_8)))));
+                new BytePointer(lines.toString(), StandardCharsets.UTF_8))));
         java.util.ArrayList<long[]> out = new java.util.ArrayList<>();
         for (String line : missing.split("\n")) {
             if (!line.isEmpty()) {
                 String[] parts = line.split("\t");
                 out.add(new long[] {Long.parseLong(parts[0]), Long.parseLong(parts[1])});
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The byte ranges ({offset, length} by file name) an outline of the sharded directory {@code dir}
+     * still reads of its data files beyond {@code fetched}: {@code .metadata} and meta.pt are there
+     * whole, each data file is sparse and holds its bytes only in the {@code fetched} ranges under
+     * its name. Empty when none.
+     */
+    public static Map<String, List<long[]>> shardedRangesMissing(Path dir,
+            Map<String, List<long[]>> fetched) {
+        StringBuilder lines = new StringBuilder();
+        fetched.forEach((name, ranges) -> {
+            for (long[] r : ranges) {
+                lines.append(name).append('\t').append(r[0]).append('\t').append(r[1]).append('\n');
+            }
+        });
+        String missing = call(() -> string(FormatNative.shardedOutlineRangesMissing(path(dir),
+                new BytePointer(lines.toString(), StandardCharsets.UTF_8))));
+        Map<String, List<long[]>> out = new TreeMap<>();
+        for (String line : missing.split("\n")) {
+            if (!line.isEmpty()) {
+                String[] parts = line.split("\t");
+                out.computeIfAbsent(parts[0], k -> new ArrayList<>())
+                        .add(new long[] {Long.parseLong(parts[1]), Long.parseLong(parts[2])});
             }
         }
         return out;

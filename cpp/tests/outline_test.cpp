@@ -7,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -63,6 +65,38 @@ TEST(Outline, DescribesTensorsWithoutReadingThem) {
 // A file fetched piece by piece, as inspect stages an object: from nothing, the end record, then the
 // directory, then the local headers and small records are asked for, and a sparse copy holding only
 // those outlines as the file does.
+// A sharded directory staged as object storage's inspect stages it (.metadata whole, the data file
+// sparse): the ranges it is told are missing converge, and its outline is the directory's.
+TEST(Outline, ShardedRangesMissingConvergeToTheDirectorysOutline) {
+  TempDir dir;
+  const std::string original = data("dcp/single");
+  const std::string staged = dir.file("staged");
+  fs::create_directories(staged);
+  fs::copy_file(original + "/.metadata", staged + "/.metadata");
+  std::ifstream in(original + "/__0_0.distcp", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string sparse(bytes.size(), '\0');
+  std::map<std::string, std::vector<ByteRange>> fetched;
+  int rounds = 0;
+  for (;; ++rounds) {
+    { std::ofstream(staged + "/__0_0.distcp", std::ios::binary) << sparse; }
+    const auto missing = sharded_outline_ranges_missing(staged, fetched);
+    if (missing.empty()) break;
+    ASSERT_LT(rounds, 6);
+    for (const auto& [name, ranges] : missing) {
+      ASSERT_EQ(name, "__0_0.distcp");
+      for (const ByteRange& r : ranges) {
+        ASSERT_LE(r.offset + r.length, bytes.size());
+        sparse.replace(r.offset, r.length, bytes, r.offset, r.length);
+        fetched[name].push_back(r);
+      }
+    }
+  }
+  EXPECT_GE(rounds, 2);  // each item's first bytes, then its directory and small records
+  EXPECT_EQ(describe(*read_sharded_outline(staged).root), describe(*read_sharded_outline(original).root));
+  EXPECT_THROW(sharded_outline_ranges_missing(dir.file("nothing"), {}), Error);
+}
+
 TEST(Outline, RangesMissingConvergeWithoutTheStorages) {
   TempDir dir;
   // torch's file with every storage record grown by 200 KiB (a record may hold more than its

@@ -109,19 +109,39 @@ std::vector<ByteRange> zip_ranges_missing(std::shared_ptr<const ReadSource> file
   return source->wanted();
 }
 
-// `ranges` of a file as seen from inside [start, start + length) of it, clipped (`into`), or the
-// ranges of such a slice as ranges of the file (`into` false; `length` unused).
-std::vector<ByteRange> shifted(const std::vector<ByteRange>& ranges, uint64_t start, uint64_t length, bool into) {
+// The parts of `ranges` (of a file) inside [start, start + length), as ranges of that slice.
+std::vector<ByteRange> within(const std::vector<ByteRange>& ranges, uint64_t start, uint64_t length) {
   std::vector<ByteRange> out;
   for (const ByteRange& r : ranges) {
-    if (!into) {
-      out.push_back({r.offset + start, r.length});
-      continue;
-    }
     const uint64_t a = std::max(r.offset, start), b = std::min(r.offset + r.length, start + length);
     if (a < b) out.push_back({a - start, b - a});
   }
   return out;
+}
+
+// What the sharded outline reads of one item of a data file (outline_sharded.cpp's
+// ShardedSource::item), as ranges of the file: the header of the safetensors blob that starts at
+// the item and runs to the end of the file, or else the item's torch.save stream as
+// outline_ranges_missing reads a file. `got`: the file's fetched ranges.
+std::vector<ByteRange> item_ranges_missing(const std::shared_ptr<const MappedFile>& file, const dcp::StorageInfo& item,
+                                           const std::vector<ByteRange>& got) {
+  const uint64_t to_end = file->size() - item.offset;
+  auto blob = std::make_shared<const FetchedSource>(MappedFile::slice(file, item.offset, to_end, file->path()),
+                                                    within(got, item.offset, to_end));
+  std::vector<ByteRange> wanted;
+  try {
+    if (safetensors::looks_like_safetensors(*blob)) {
+      safetensors::read_header(*blob);
+    } else {
+      wanted = zip_ranges_missing(MappedFile::slice(file, item.offset, item.length, file->path()),
+                                  within(got, item.offset, item.length));
+    }
+  } catch (const NotFetched&) {
+    // what the reader lacked is recorded
+  }
+  for (const ByteRange& r : blob->wanted()) wanted.push_back(r);
+  for (ByteRange& r : wanted) r.offset += item.offset;
+  return wanted;
 }
 
 }  // namespace
@@ -151,10 +171,11 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
   }
   std::map<std::string, std::shared_ptr<const MappedFile>> files;
   std::map<std::string, std::vector<ByteRange>> missing;
-  std::set<std::pair<std::string, uint64_t>> blobs;  // (file, offset) of safetensors blobs seen
+  std::set<std::pair<std::string, uint64_t>> seen;  // a safetensors blob's tensors all start at the blob
   static const std::vector<ByteRange> kNone;
   for (const dcp::StorageInfo* info : items) {
     if (!info) throw FormatError(concat(metadata_file, ": an entry has no storage recorded"));
+    if (!seen.insert({info->relative_path, info->offset}).second) continue;
     auto& file = files[info->relative_path];
     if (!file) file = MappedFile::open((std::filesystem::path(dir) / info->relative_path).string());
     if (info->offset > file->size() || info->length > file->size() - info->offset) {
@@ -162,30 +183,9 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
                                " but the file has ", file->size(), " bytes"));
     }
     auto have = fetched.find(info->relative_path);
-    const std::vector<ByteRange>& got = have == fetched.end() ? kNone : have->second;
     auto& out = missing[info->relative_path];
-    // Its first bytes tell a torch.save stream ("PK") from a safetensors blob (a header length).
-    FetchedSource head(file, got);
-    if (!head.want(info->offset, std::min<uint64_t>(9, info->length))) {
-      for (const ByteRange& r : head.wanted()) out.push_back(r);
-      continue;
-    }
-    uint8_t raw[9] = {};
-    file->read_at(info->offset, raw, std::min<uint64_t>(9, info->length));
-    if (raw[0] == 'P' && raw[1] == 'K') {
-      auto item = MappedFile::slice(file, info->offset, info->length, concat(file->path(), " (an item at byte ", info->offset, ")"));
-      for (const ByteRange& r : shifted(zip_ranges_missing(item, shifted(got, info->offset, info->length, true)),
-                                        info->offset, 0, false)) {
-        out.push_back(r);
-      }
-    } else if (blobs.insert({info->relative_path, info->offset}).second) {
-      uint64_t n = 0;
-      for (int i = 7; i >= 0; --i) n = (n << 8) | raw[i];
-      const uint64_t header = std::min<uint64_t>(8 + std::min(n, safetensors::kMaxHeaderSize), file->size() - info->offset);
-      FetchedSource blob(file, got);
-      if (!blob.want(info->offset, header)) {
-        for (const ByteRange& r : blob.wanted()) out.push_back(r);
-      }
+    for (const ByteRange& r : item_ranges_missing(file, *info, have == fetched.end() ? kNone : have->second)) {
+      out.push_back(r);
     }
   }
   std::map<std::string, std::vector<ByteRange>> result;

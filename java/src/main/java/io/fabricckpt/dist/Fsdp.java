@@ -154,14 +154,8 @@ public final class Fsdp extends GroupStrategy {
             CheckpointIOs.DCP_DIRECTORY.writeSharded(location, prepared.tree(TENSORS), prepared.tree(META),
                     prepared.plan(), over.nativeGroup(), options, serializationFormat == SerializationFormat.SAFETENSORS);
         } else {
-            WriteOptions named = options.withArchiveName(TorchSaveFileIO.archiveNameFor(location));
-            if (location.isLocal()) {
-                CheckpointIOs.TORCH_SAVE_FILE.writeGathered(location, prepared.tree(CHECKPOINT), prepared.plan(),
-                        over.nativeGroup(), named);
-            } else {
-                CheckpointIOs.OBJECT_STORAGE.writeGathered(location, prepared.tree(CHECKPOINT), prepared.plan(),
-                        over.nativeGroup(), named);
-            }
+            CheckpointIOs.TORCH_SAVE_FILE.writeGathered(location, prepared.tree(CHECKPOINT), prepared.plan(),
+                    over.nativeGroup(), options.withArchiveName(TorchSaveFileIO.archiveNameFor(location)));
         }
     }
 

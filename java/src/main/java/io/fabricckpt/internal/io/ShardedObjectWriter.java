@@ -45,9 +45,6 @@ import org.bytedeco.javacpp.BytePointer;
  * fails every rank (a {@link DistributedException} on those that did not fail themselves).
  */
 final class ShardedObjectWriter {
-    private static final byte OK = 1;
-    private static final byte FAILED = 0;
-
     private final S3Objects objects;
     private final CheckpointLocation dir;
     private final NativeProcessGroup group; // null: one process
@@ -107,7 +104,7 @@ final class ShardedObjectWriter {
             // 3. rank 0 builds .metadata from the reports; everyone learns whether all went well
             byte[] metadata = null;
             RuntimeException decision = null;
-            List<byte[]> reports = gather(own == null ? withStatus(OK, report) : withStatus(FAILED, utf8(message(own))));
+            List<byte[]> reports = gather(own == null ? RankZeroOutcome.ok(report) : RankZeroOutcome.failed(own));
             if (rank == 0) {
                 try {
                     metadata = buildMetadata(reports, own);
@@ -212,15 +209,15 @@ final class ShardedObjectWriter {
         try (NativeShardedMetadata metadata = new NativeShardedMetadata()) {
             for (int r = 0; r < reports.size(); r++) {
                 byte[] report = reports.get(r);
-                if (report.length == 0 || report[0] != OK) {
+                if (!RankZeroOutcome.isOk(report)) {
                     if (r == rank && own != null) {
                         throw own;
                     }
-                    String why = new String(report, 1, Math.max(0, report.length - 1), StandardCharsets.UTF_8);
+                    String why = new String(RankZeroOutcome.body(report), StandardCharsets.UTF_8);
                     throw new DistributedException(dir + ": rank " + r + " could not write its shard file: " + why, rank,
                             "sharded save: shard write on rank " + r, null);
                 }
-                byte[] body = java.util.Arrays.copyOfRange(report, 1, report.length);
+                byte[] body = RankZeroOutcome.body(report);
                 metadata.addReport(body, body.length);
             }
             try {
@@ -249,21 +246,6 @@ final class ShardedObjectWriter {
             out.add(one);
         }
         return out;
-    }
-
-    private static byte[] withStatus(byte status, byte[] body) {
-        byte[] out = new byte[body.length + 1];
-        out[0] = status;
-        System.arraycopy(body, 0, out, 1, body.length);
-        return out;
-    }
-
-    private static String message(Throwable e) {
-        return e.getMessage() == null ? e.toString() : e.getMessage();
-    }
-
-    private static byte[] utf8(String s) {
-        return s.getBytes(StandardCharsets.UTF_8);
     }
 
     private static void closeQuietly(StagedObject staged) {

@@ -42,10 +42,15 @@ public final class TorchSaveFileIO implements FileCheckpointIO {
     /**
      * Collective: global rank 0 writes {@code checkpoint} as one file with its sharded tensors whole,
      * each assembled from every rank's shards as the file is written (rank 0 holds one whole tensor at a
-     * time, not a copy of the state); every rank learns the outcome. Atomic as {@link #write}.
+     * time, not a copy of the state); every rank learns the outcome. Atomic as {@link #write}. To object
+     * storage through {@link ObjectStorageIO#writeGathered}.
      */
     public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options) {
+        if (!location.isLocal()) {
+            CheckpointIOs.OBJECT_STORAGE.writeGathered(location, checkpoint, plan, group, options);
+            return;
+        }
         try {
             FabricNative.saveFull(NativeCalls.path(location), checkpoint, plan, group,
                     NativeCalls.utf8(options.archiveName()), options.fsync(), options.unsafeGlobalsAllowed());

@@ -4,6 +4,7 @@ file and Lightning loads them; what Lightning writes, Java loads and writes back
 import io
 import json
 import os
+import re
 
 import lightning as L
 import pytest
@@ -106,10 +107,61 @@ def test_cli_inspect_verify_convert_on_s3_objects(java, s3_server, tmp_path):
     assert missing.returncode == 3 and f"s3://{bucket}/nothing.ckpt" in missing.stderr, missing.stderr
 
 
+def test_safetensors_objects_are_the_files_safetensors_writes_and_reads(java, s3_server, tmp_path):
+    """A .safetensors key is a safetensors object: what Python's save_file wrote and s3fs uploaded, Java
+    reads (its bytes say what it is) and writes back byte for byte; what Java writes to s3:// is what
+    save_file writes for the same tensors and loads with safetensors.torch.load; inspect fetches its
+    header, not its tensors."""
+    from safetensors.torch import load, save_file
+    torch.manual_seed(3)
+    tensors = {"model.weight": torch.randn(2048, 1024), "model.bias": torch.randn(1024).to(torch.bfloat16),
+               "step": torch.tensor(7)}  # 8 MiB: several 5 MiB parts
+    python = tmp_path / "python.safetensors"
+    save_file(tensors, python)
+    bucket = s3_server.new_bucket("safetensors")
+    fs = s3_server.filesystem()
+    fs.put_file(str(python), f"{bucket}/python.safetensors")
+    url = f"s3://{bucket}/python.safetensors"
+
+    assert java.describe_location(url) == java.describe(python)
+    java.tool("roundtrip-location", url, f"s3://{bucket}/java.safetensors")
+    assert fs.cat(f"s3://{bucket}/java.safetensors") == python.read_bytes()
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+
+    state = tmp_path / "state.pt"
+    torch.save({"model": {"weight": tensors["model.weight"].t()}, "note": "from torch"}, state)
+    java.cli("convert", state, f"s3://{bucket}/converted.safetensors")
+    reference = tmp_path / "reference.safetensors"
+    save_file({"model.weight": tensors["model.weight"].t().contiguous()}, reference, metadata={"note": "from torch"})
+    converted = fs.cat(f"s3://{bucket}/converted.safetensors")
+    assert converted == reference.read_bytes()
+    assert torch.equal(load(converted)["model.weight"], tensors["model.weight"].t())
+
+    remote = java.cli("inspect", "--json", url)
+    assert json.loads(remote.stdout) == json.loads(java.cli("inspect", "--json", python).stdout)
+    fetched = re.search(rf"{re.escape(url)}: read (\d+) of its (\d+) bytes", remote.stderr)
+    assert fetched and int(fetched.group(1)) <= 512 << 10 < int(fetched.group(2)), remote.stderr  # the edges only
+    verified = java.cli("verify", url).stdout
+    assert verified.startswith(url) and "safetensors" in verified, verified
+
+
+def test_cli_inspect_of_a_legacy_s3_object_stages_it_whole_and_reads_it_without_torch(java, s3_server, tmp_path):
+    """A pre-1.6 torch.save file (its storages' sizes lie between the storages) is fetched whole into the
+    staged file, then outlined as the local file is."""
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.arange(6.0).reshape(2, 3), "step": 3}, legacy, _use_new_zipfile_serialization=False)
+    bucket = s3_server.new_bucket("legacy")
+    s3_server.filesystem().put_file(str(legacy), f"{bucket}/legacy.pt")
+    url = f"s3://{bucket}/legacy.pt"
+    remote = java.cli("inspect", "--json", url)
+    assert json.loads(remote.stdout) == json.loads(java.cli("inspect", "--json", legacy).stdout)
+    size = legacy.stat().st_size
+    assert f"{url}: read {size} of its {size} bytes" in remote.stderr, remote.stderr
+
+
 def test_cli_inspect_of_an_s3_object_fetches_only_its_directory_and_pickle(java, s3_server, tmp_path):
     """inspect of a 48 MiB object fetches its start, end, local headers and data.pkl (kilobytes), never a
     tensor's bytes, and prints what inspect of the local file prints."""
-    import re
     state = {"model": {f"layer{i}.weight": torch.randn(1024, 1024) for i in range(12)}, "step": 3,
              "hparams": {"lr": 1e-3}}
     local = tmp_path / "big.ckpt"
@@ -132,7 +184,6 @@ def test_cli_inspect_of_an_s3_sharded_prefix_fetches_only_its_metadata_and_item_
     """inspect of a sharded prefix (torch's own single-process dcp.save, 48 MiB of whole tensors in one
     shard file, either serialization) fetches .metadata and each item's zip directory and pickle (or the
     safetensors blob's header), never a chunk's bytes, and prints what inspect of the local directory prints."""
-    import re
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import FileSystemWriter
     from torch.distributed.checkpoint.filesystem import SerializationFormat

@@ -14,6 +14,7 @@
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/zip.h"
 
 namespace fabricckpt {
@@ -41,6 +42,35 @@ class TempDir {
  private:
   fs::path path_;
 };
+
+// `bytes` staged in the sparse file `sparse` as the CLI stages an object: its first 16 bytes fetched
+// up front, then what outline_ranges_missing names, round by round, until nothing is missing.
+struct Staged {
+  int rounds = 0;
+  std::vector<ByteRange> fetched;
+};
+Staged stage_for_outline(const std::string& bytes, const std::string& sparse, int max_rounds) {
+  Staged out;
+  std::string staged(bytes.size(), '\0');
+  std::vector<ByteRange> missing{{0, std::min<uint64_t>(16, bytes.size())}};
+  for (;; ++out.rounds) {
+    for (const ByteRange& r : missing) {
+      if (r.offset + r.length > bytes.size()) throw std::runtime_error("a range past the end");
+      staged.replace(r.offset, r.length, bytes, r.offset, r.length);
+      out.fetched.push_back(r);
+    }
+    { std::ofstream(sparse, std::ios::binary) << staged; }
+    missing = outline_ranges_missing(sparse, out.fetched);
+    if (missing.empty()) return out;
+    if (out.rounds == max_rounds) throw std::runtime_error("ranges still missing after the last round");
+  }
+}
+
+uint64_t total_length(const std::vector<ByteRange>& ranges) {
+  uint64_t total = 0;
+  for (const ByteRange& r : ranges) total += r.length;
+  return total;
+}
 
 // The first tensor found in a depth-first walk of the tree.
 std::optional<TensorOutline> first_tensor(const ValuePtr& v) {
@@ -117,29 +147,15 @@ TEST(Outline, RangesMissingConvergeWithoutTheStorages) {
   const std::string bytes = grown.str();
   ASSERT_GT(bytes.size(), size_t{600} << 10);
   const std::string sparse = dir.file("sparse.pt");
-  std::string staged(bytes.size(), '\0');
-  std::vector<ByteRange> fetched;
-  int rounds = 0;
-  for (;; ++rounds) {
-    { std::ofstream(sparse, std::ios::binary) << staged; }
-    const std::vector<ByteRange> missing = outline_ranges_missing(sparse, fetched);
-    if (missing.empty()) break;
-    ASSERT_LT(rounds, 4);
-    for (const ByteRange& r : missing) {
-      ASSERT_LE(r.offset + r.length, bytes.size());
-      staged.replace(r.offset, r.length, bytes, r.offset, r.length);
-      fetched.push_back(r);
-    }
-  }
-  EXPECT_EQ(rounds, 3);  // the end record, the directory, the local headers and small records
+  const Staged staged = stage_for_outline(bytes, sparse, 4);
+  const std::vector<ByteRange>& fetched = staged.fetched;
+  EXPECT_EQ(staged.rounds, 3);  // the end record, the directory, the local headers and small records
   auto outline = OutlineFile::open(sparse);
   EXPECT_EQ(describe(*outline->root()), describe(*OutlineFile::open(data("zip/multi_tensor.pt"))->root()));
   EXPECT_GT(outline->storages().size(), 1u);
   // What was fetched: the end record's search window (64 KiB), the directory, and a few hundred bytes
   // per record (header hints reach a little into the data), never a storage whole.
-  uint64_t total = 0;
-  for (const ByteRange& r : fetched) total += r.length;
-  EXPECT_LT(total, uint64_t{80} << 10);
+  EXPECT_LT(total_length(fetched), uint64_t{80} << 10);
   for (const auto& storage : outline->storages()) {
     uint64_t covered = 0;
     for (const ByteRange& r : fetched) {
@@ -149,6 +165,32 @@ TEST(Outline, RangesMissingConvergeWithoutTheStorages) {
     }
     EXPECT_LT(covered, storage->stored / 2) << "storage " << storage->key;
   }
+}
+
+TEST(Outline, RangesMissingOfASafetensorsFileAreItsHeaderAndOfALegacyFileAllOfIt) {
+  TempDir dir;
+  const std::vector<float> big(1 << 18, 1.5f);  // 1 MiB
+  const std::vector<int64_t> small{1, 2, 3};
+  std::vector<safetensors::TensorData> tensors(2);
+  tensors[0] = {"model.big", safetensors::Dtype::F32, {1 << 18}, big.data(), big.size() * sizeof(float)};
+  tensors[1] = {"step", safetensors::Dtype::I64, {3}, small.data(), small.size() * sizeof(int64_t)};
+  const std::string original = dir.file("weights.safetensors");
+  safetensors::write_file(original, tensors, safetensors::Metadata{{"note", "java"}}, false);
+  const std::string bytes = slurp(original);
+  const uint64_t header_end = 8 + safetensors::read_header(*MappedFile::open(original)).header_size;
+
+  const Staged staged = stage_for_outline(bytes, dir.file("sparse.safetensors"), 3);
+  EXPECT_EQ(staged.rounds, 1);  // the first bytes say how long the header is
+  EXPECT_EQ(total_length(staged.fetched), header_end);
+  EXPECT_EQ(describe(*read_file_outline(dir.file("sparse.safetensors")).root),
+            describe(*read_file_outline(original).root));
+
+  const std::string legacy = slurp(data("torch/legacy.pt"));
+  const Staged whole = stage_for_outline(legacy, dir.file("sparse-legacy.pt"), 3);
+  EXPECT_EQ(whole.rounds, 1);
+  EXPECT_EQ(total_length(whole.fetched), legacy.size());
+  EXPECT_EQ(describe(*read_file_outline(dir.file("sparse-legacy.pt")).root),
+            describe(*read_file_outline(data("torch/legacy.pt")).root));
 }
 
 TEST(Outline, RefusesLegacyAndBrokenFiles) {

@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
@@ -94,6 +96,50 @@ TEST_F(SafetensorsTorch, MappedTensorsViewTheFileAndNeverWriteIt) {
   w.fill_(7.0f);  // copy-on-write: stays in this process
   const ValuePtr again = load_safetensors_file(path("big.safetensors"));
   EXPECT_EQ(tensor_at(again, "w")[0].item<float>(), 3.0f);
+}
+
+TEST_F(SafetensorsTorch, FileLayoutIsTheSavedFileAndLoadsInPlaceFromMemory) {
+  for (const bool strings : {false, true}) {
+    ValuePtr model = Value::ordered_dict();
+    model->dict().set(Value::string("fc.weight"), tensor(torch::randn({64, 33}).t()));  // made contiguous
+    model->dict().set(Value::string("fc.bias"), tensor(torch::arange(64, torch::kBFloat16)));
+    ValuePtr state = Value::plain_dict();
+    state->dict().set(Value::string("model"), model);
+    state->dict().set(Value::string("odd"), tensor(torch::ones({3}, torch::kUInt8)));  // leaves later data unaligned
+    state->dict().set(Value::string("step"), tensor(torch::tensor(7, torch::kInt64)));
+    if (strings) state->dict().set(Value::string("note"), Value::string("trained in Java"));
+    save_safetensors_file(path("saved.safetensors"), state, false);
+    std::string saved;
+    {
+      std::ifstream in(path("saved.safetensors"), std::ios::binary);
+      saved.assign(std::istreambuf_iterator<char>(in), {});
+    }
+
+    const auto layout = SafetensorsLayout::of_file(state, "s3://bucket/saved.safetensors");
+    ASSERT_EQ(layout->size(), saved.size());
+    std::string parts(saved.size(), '\0');
+    for (uint64_t at = 0; at < parts.size(); at += 1000) {  // parts that cut the header and the tensors
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(1000, parts.size() - at));
+      layout->fill(at, parts.data() + at, n);
+    }
+    EXPECT_EQ(parts, saved) << "strings " << strings;
+    EXPECT_THROW(layout->fill(saved.size() - 1, parts.data(), 2), FormatError);
+
+    const auto memory = MappedFile::anonymous(saved.size(), "s3://bucket/saved.safetensors");
+    std::memcpy(memory->mutable_data(), saved.data(), saved.size());
+    const ValuePtr root = load_safetensors_bytes(memory);
+    const ValuePtr expected = load_safetensors_file(path("saved.safetensors"));
+    ASSERT_EQ(root->dict().size(), expected->dict().size());
+    for (size_t i = 0; i < root->dict().size(); ++i) {
+      const auto& [key, value] = root->dict().items()[i];
+      EXPECT_EQ(key->as_string(), expected->dict().items()[i].first->as_string());
+      EXPECT_TRUE(value->tensor_ref().tensor->equal(*expected->dict().items()[i].second->tensor_ref().tensor));
+    }
+    // The aligned tensors view the memory (no copy); the loaded tree keeps it alive.
+    const auto* weight = static_cast<const uint8_t*>(tensor_at(root, "model.fc.weight").const_data_ptr());
+    EXPECT_TRUE(weight >= memory->data() && weight < memory->data() + memory->size());
+  }
+  EXPECT_THROW(load_safetensors_bytes(MappedFile::from_bytes("x", "read-only")), Error);
 }
 
 TEST_F(SafetensorsTorch, RefusesWhatSafetensorsCannotHoldNamingEveryKey) {

@@ -115,12 +115,14 @@ struct FileOutline {
 // FormatError naming the file for what is not well-formed (every bound checked; a legacy file's
 // storage bytes must all lie inside it), IoError when it cannot be read.
 FileOutline read_file_outline(const std::string& path);
-// A torch.save zip file fetched piece by piece (an object in storage staged in a sparse file of its
+// A checkpoint file fetched piece by piece (an object in storage staged in a sparse file of its
 // size at `path`, of which only the `fetched` ranges hold its bytes): the ranges that
-// read_file_outline and unsafe_globals_of_file read and that are not fetched yet (its end record and
-// directory, every local header, data.pkl and the other small records; never a storage), merged and
-// sorted. Empty: they read nothing else. Call again after fetching them (the directory tells where
-// the rest lies). FormatError for a damaged zip, as read_file_outline.
+// read_file_outline and unsafe_globals_of_file read and that are not fetched yet, merged and sorted:
+// of a torch.save zip file its end record and directory, every local header, data.pkl and the other
+// small records (never a storage); of a safetensors file its header; of a legacy file all of it (the
+// sizes of its storages lie between them). Its first bytes tell which; until they are fetched they
+// are what is missing. Empty: they read nothing else. Call again after fetching them (the directory
+// tells where the rest lies). FormatError for a damaged zip, as read_file_outline.
 struct ByteRange {
   uint64_t offset = 0, length = 0;
 };

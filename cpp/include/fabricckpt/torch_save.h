@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "fabricckpt/safetensors.h"
@@ -155,6 +156,11 @@ void write_torch_save(OutputSink& out, const ValuePtr& root, const std::string& 
 // merge_shards); a tensor in two shards, or one the index maps to a shard that lacks it, is a FormatError.
 ValuePtr load_safetensors_file(const std::string& path, const TorchLoadOptions& options = {});
 
+// A safetensors file already in writable memory (an object downloaded from storage,
+// MappedFile::anonymous), as load_safetensors_file gives it: the tensors view `file` (entries not
+// aligned for their dtype are copied), which they keep alive. FormatError naming `file`.
+ValuePtr load_safetensors_bytes(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options = {});
+
 // torch.distributed.checkpoint's SAFETENSORS serialization writes a shard file's tensors as one
 // safetensors file at the end of it (after the torch.save streams of its other items); .metadata
 // records that blob's start as each tensor's offset (safetensors::looks_like_safetensors tells one
@@ -193,7 +199,11 @@ void write_safetensors_stream(OutputSink& out, const ValuePtr& tensors, const sa
 // write_safetensors_stream refuses. The tensors must stay alive and unchanged while it is used.
 class SafetensorsLayout {
  public:
+  // A blob of `tensors` with the given `metadata` (DCP's); string values are not written.
   SafetensorsLayout(const ValuePtr& tensors, const safetensors::Metadata& metadata, const std::string& target);
+  // The single file save_safetensors_file writes for `root` at a `.safetensors` path: nested dicts
+  // flattened, strings as `__metadata__` (none when it holds no string), refusing what it refuses.
+  static std::unique_ptr<SafetensorsLayout> of_file(const ValuePtr& root, const std::string& target);
   ~SafetensorsLayout();
   SafetensorsLayout(const SafetensorsLayout&) = delete;
   SafetensorsLayout& operator=(const SafetensorsLayout&) = delete;
@@ -204,6 +214,10 @@ class SafetensorsLayout {
   void fill(uint64_t offset, void* dest, size_t size) const;
 
  private:
+  enum class MetadataFrom { Given, Strings };
+  SafetensorsLayout(const ValuePtr& root, const std::optional<safetensors::Metadata>& metadata, MetadataFrom from,
+                    const std::string& target);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

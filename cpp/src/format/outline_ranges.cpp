@@ -1,4 +1,4 @@
-// The byte ranges an outline of a torch.save zip file or of a sharded directory reads, for files
+// The byte ranges an outline of a checkpoint file or of a sharded directory reads, for files
 // fetched piece by piece (outline.h: outline_ranges_missing, sharded_outline_ranges_missing):
 // objects in storage staged in sparse local files.
 #include <algorithm>
@@ -147,7 +147,19 @@ std::vector<ByteRange> item_ranges_missing(const std::shared_ptr<const MappedFil
 }  // namespace
 
 std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std::vector<ByteRange>& fetched) {
-  return zip_ranges_missing(MappedFile::open(path), fetched);
+  const auto file = MappedFile::open(path);
+  const auto source = std::make_shared<const FetchedSource>(file, fetched);
+  try {
+    if (is_zip(*source)) return zip_ranges_missing(file, fetched);
+    if (safetensors::looks_like_safetensors(*source)) {
+      safetensors::read_header(*source);
+    } else {
+      source->want(0, file->size());  // a legacy file: its storages' sizes are spread through it
+    }
+  } catch (const NotFetched&) {
+    // what the reader lacked is recorded
+  }
+  return source->wanted();
 }
 
 std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(

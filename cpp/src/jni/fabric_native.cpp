@@ -315,11 +315,15 @@ void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool 
 }
 
 NativeValue safetensorsMetadata(const std::string& path) {
-  ValuePtr dict = Value::plain_dict();
   const std::string index = safetensors_index_of(path);
   const safetensors::Metadata metadata =
       index.empty() ? safetensors::read_header(*MappedFile::open(path)).metadata.value_or(safetensors::Metadata{})
                     : safetensors::read_index(index).metadata;
+  return metadataDict(metadata);
+}
+
+NativeValue metadataDict(const std::vector<std::pair<std::string, std::string>>& metadata) {
+  ValuePtr dict = Value::plain_dict();
   for (const auto& [key, value] : metadata) dict->dict().set(Value::string(key), Value::string(value));
   return NativeValue(dict);
 }

@@ -13,12 +13,14 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fabricckpt {
 struct Value;
 class MappedFile;
 class TorchFileLayout;
+class SafetensorsLayout;
 }
 
 namespace fabricckpt::jni {
@@ -287,6 +289,8 @@ void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool 
                          NativeProgress* progress);
 // The file's __metadata__ (an index: the string entries of its "metadata") as a dict of strings.
 NativeValue safetensorsMetadata(const std::string& path);
+// `metadata` (a safetensors header's or index's) as a dict of strings.
+NativeValue metadataDict(const std::vector<std::pair<std::string, std::string>>& metadata);
 
 // The module's parameter names (named_parameters() order), one per line, and a parameter's shape
 // (-1 dimensions: no such parameter).
@@ -324,18 +328,21 @@ class NativeShardedReader {
 
 // --- object storage: files sent and received in byte ranges (io.fabricckpt.internal.io.s3) ---------
 
-// The bytes of torch.save(root) planned for a writer that sends them in parts (a multipart upload):
-// fill() copies any range from the planned headers and the tensors' memory; `root` must stay alive.
-class NativeTorchLayout {
+// The bytes of a single-file checkpoint planned for a writer that sends them in parts (a multipart
+// upload): torch.save(root), or with `safetensors` the file saveSafetensorsFile writes for it at a
+// `.safetensors` path. fill() copies any range from the planned headers and the tensors' memory;
+// `root` must stay alive.
+class NativeFileLayout {
  public:
-  NativeTorchLayout(const NativeValue& root, const std::string& archive_name, bool allow_unsafe_globals,
-                    const std::string& target);
+  NativeFileLayout(const NativeValue& root, bool safetensors, const std::string& archive_name,
+                   bool allow_unsafe_globals, const std::string& target);
   long long size() const;
   // Copies [offset, offset + size) of the file to `dest` (a direct buffer's memory).
   void fill(long long offset, void* dest, long long size) const;
 
  private:
-  std::shared_ptr<TorchFileLayout> layout_;
+  std::shared_ptr<TorchFileLayout> torch_;            // one of the two
+  std::shared_ptr<SafetensorsLayout> safetensors_;
 };
 
 // One rank's shard file of a sharded save to object storage (sharded::RankFileLayout): the bytes of
@@ -370,17 +377,22 @@ bool isShardedCheckpointEntry(const std::string& name);
 std::string shardedRankFileName(int rank);
 
 // Memory an object is downloaded into (ranged reads from several threads into data(): fresh
-// huge-page memory, MappedFile::anonymous), then handed whole to loadTorchBytes, whose tensors
-// view it.
+// huge-page memory, MappedFile::anonymous, named `name`, the object's URL, in errors), then handed
+// whole to loadTorchBytes or loadSafetensorsBytes, whose tensors view it.
 class NativeObjectBytes {
  public:
-  explicit NativeObjectBytes(long long size);
+  NativeObjectBytes(long long size, const std::string& name);
   void* data();
   long long size() const;
+  // Whether the bytes start as a safetensors file does (a plausible header length, then '{').
+  bool isSafetensors() const;
+  // The safetensors file's `__metadata__` as a dict of strings (empty when it has none); the bytes stay.
+  NativeValue safetensorsMetadata() const;
   // The memory, handed over (the object is empty afterwards).
   std::shared_ptr<const MappedFile> take();
 
  private:
+  const MappedFile& memory() const;
   std::shared_ptr<const MappedFile> memory_;
 };
 
@@ -388,8 +400,9 @@ class NativeObjectBytes {
 // (`plan` null: reading everything; `key` ignored then), one "relative path\toffset\tlength" a line.
 std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan);
 
-// Parses the downloaded torch.save file named `name` (its URL); the tensors view `bytes`, which is emptied.
-NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bool verify_crc, int threads,
-                           bool weights_only);
+// Parses the downloaded torch.save file; the tensors view `bytes`, which is emptied.
+NativeValue loadTorchBytes(NativeObjectBytes& bytes, bool verify_crc, int threads, bool weights_only);
+// The downloaded safetensors file's tensors, as loadSafetensorsFile gives them; they view `bytes`, which is emptied.
+NativeValue loadSafetensorsBytes(NativeObjectBytes& bytes);
 
 }  // namespace fabricckpt::jni

@@ -1,31 +1,42 @@
-// The object-storage entry points (fabric_native.h): torch.save files planned for multipart
-// uploads, and downloaded files parsed where they lie.
+// The object-storage entry points (fabric_native.h): torch.save and safetensors files planned for
+// multipart uploads, and downloaded files parsed where they lie.
 #include <string>
 
 #include "fabric_native.h"
 #include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
 #include "fabricckpt/value.h"
 
 namespace fabricckpt::jni {
 
-NativeTorchLayout::NativeTorchLayout(const NativeValue& root, const std::string& archive_name,
-                                     bool allow_unsafe_globals, const std::string& target) {
+NativeFileLayout::NativeFileLayout(const NativeValue& root, bool safetensors, const std::string& archive_name,
+                                   bool allow_unsafe_globals, const std::string& target) {
+  if (safetensors) {
+    safetensors_ = SafetensorsLayout::of_file(root.get(), target);
+    return;
+  }
   TorchSaveOptions options;
   options.archive_name = archive_name.empty() ? "archive" : archive_name;
   options.allow_unsafe_globals = allow_unsafe_globals;
-  layout_ = std::make_shared<TorchFileLayout>(root.get(), options, target);
+  torch_ = std::make_shared<TorchFileLayout>(root.get(), options, target);
 }
 
-long long NativeTorchLayout::size() const { return static_cast<long long>(layout_->size()); }
+long long NativeFileLayout::size() const {
+  return static_cast<long long>(torch_ ? torch_->size() : safetensors_->size());
+}
 
-void NativeTorchLayout::fill(long long offset, void* dest, long long size) const {
+void NativeFileLayout::fill(long long offset, void* dest, long long size) const {
   if (offset < 0 || size < 0) throw Error(concat("negative range ", offset, "+", size));
   if (size > 0 && dest == nullptr) throw Error("fill into a null buffer");
-  layout_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+  if (torch_) {
+    torch_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+  } else {
+    safetensors_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+  }
 }
 
 NativeRankFile::NativeRankFile(const NativeValue& state, const NativeShardPlan& plan, int rank, bool safetensors,
@@ -60,20 +71,28 @@ bool isShardedCheckpointEntry(const std::string& name) { return sharded::is_chec
 
 std::string shardedRankFileName(int rank) { return dcp::rank_file_name(rank); }
 
-NativeObjectBytes::NativeObjectBytes(long long size) {
-  if (size < 0) throw Error(concat("negative object size ", size));
-  memory_ = MappedFile::anonymous(static_cast<size_t>(size), "downloaded object");
+NativeObjectBytes::NativeObjectBytes(long long size, const std::string& name) {
+  if (size < 0) throw Error(concat(name, ": negative object size ", size));
+  memory_ = MappedFile::anonymous(static_cast<size_t>(size), name);
 }
 
-void* NativeObjectBytes::data() {
+const MappedFile& NativeObjectBytes::memory() const {
   if (!memory_) throw StateError("the downloaded bytes were handed over already");
-  return memory_->mutable_data();
+  return *memory_;
 }
+
+void* NativeObjectBytes::data() { return memory().mutable_data(); }
 
 long long NativeObjectBytes::size() const { return memory_ ? static_cast<long long>(memory_->size()) : 0; }
 
+bool NativeObjectBytes::isSafetensors() const { return safetensors::looks_like_safetensors(memory()); }
+
+NativeValue NativeObjectBytes::safetensorsMetadata() const {
+  return metadataDict(safetensors::read_header(memory()).metadata.value_or(safetensors::Metadata{}));
+}
+
 std::shared_ptr<const MappedFile> NativeObjectBytes::take() {
-  if (!memory_) throw StateError("the downloaded bytes were handed over already");
+  memory();  // handed over already: StateError
   return std::move(memory_);
 }
 
@@ -86,16 +105,14 @@ std::string shardedRanges(const std::string& dir, const std::string& key, const 
   return out;
 }
 
-NativeValue loadTorchBytes(NativeObjectBytes& bytes, const std::string& name, bool verify_crc, int threads,
-                           bool weights_only) {
+NativeValue loadTorchBytes(NativeObjectBytes& bytes, bool verify_crc, int threads, bool weights_only) {
   TorchLoadOptions options;
   options.verify_crc = verify_crc;
   options.threads = threads;
   options.weights_only = weights_only;
-  std::shared_ptr<const MappedFile> memory = bytes.take();
-  const uint64_t size = memory->size();
-  // The whole memory under the object's name, for errors.
-  return NativeValue(load_torch_bytes(MappedFile::slice(std::move(memory), 0, size, name), options).root);
+  return NativeValue(load_torch_bytes(bytes.take(), options).root);
 }
+
+NativeValue loadSafetensorsBytes(NativeObjectBytes& bytes) { return NativeValue(load_safetensors_bytes(bytes.take())); }
 
 }  // namespace fabricckpt::jni

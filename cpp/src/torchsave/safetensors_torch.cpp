@@ -273,8 +273,8 @@ at::Tensor entry_tensor(const std::shared_ptr<const MappedFile>& file, const st:
   return tensor;
 }
 
-ValuePtr load_single(const std::string& path, const TorchLoadOptions& options) {
-  const auto file = options.mmap ? MappedFile::open_private(path) : MappedFile::open(path);
+// The tensors of an opened file: views of it with options.mmap, else read into their own memory.
+ValuePtr load_opened(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options) {
   const st::Header header = st::read_header(*file);
   ValuePtr root = Value::plain_dict();
   std::vector<Fill> fills;
@@ -297,7 +297,18 @@ ValuePtr load_single(const std::string& path, const TorchLoadOptions& options) {
   return root;
 }
 
+ValuePtr load_single(const std::string& path, const TorchLoadOptions& options) {
+  return load_opened(options.mmap ? MappedFile::open_private(path) : MappedFile::open(path), options);
+}
+
 }  // namespace
+
+ValuePtr load_safetensors_bytes(const std::shared_ptr<const MappedFile>& file, const TorchLoadOptions& options) {
+  if (!file->writable() || !file->mapped()) throw Error(concat(file->name(), ": bytes to load in place must be writable"));
+  TorchLoadOptions views = options;
+  views.mmap = true;  // the tensors view the downloaded bytes
+  return load_opened(file, views);
+}
 
 ValuePtr load_embedded_safetensor(const std::shared_ptr<const MappedFile>& file, uint64_t offset,
                                   const std::string& name, bool mmap) {
@@ -438,12 +449,22 @@ struct SafetensorsLayout::Impl {
 };
 
 SafetensorsLayout::SafetensorsLayout(const ValuePtr& tensors, const st::Metadata& metadata, const std::string& target)
+    : SafetensorsLayout(tensors, metadata, MetadataFrom::Given, target) {}
+
+std::unique_ptr<SafetensorsLayout> SafetensorsLayout::of_file(const ValuePtr& root, const std::string& target) {
+  return std::unique_ptr<SafetensorsLayout>(new SafetensorsLayout(root, std::nullopt, MetadataFrom::Strings, target));
+}
+
+SafetensorsLayout::SafetensorsLayout(const ValuePtr& root, const std::optional<st::Metadata>& metadata,
+                                     MetadataFrom from, const std::string& target)
     : impl_(std::make_unique<Impl>()) {
   Impl& l = *impl_;
   l.target = target;
-  l.flat = flatten_state(tensors, target);
+  l.flat = flatten_state(root, target);
   refuse_shared_memory(target, l.flat);
-  l.layout = st::plan_layout(l.flat.tensors, metadata, target);
+  std::optional<st::Metadata> written = metadata;
+  if (from == MetadataFrom::Strings && !l.flat.metadata.empty()) written = l.flat.metadata;  // as save_single
+  l.layout = st::plan_layout(l.flat.tensors, written, target);
   l.by_offset.resize(l.flat.tensors.size());
   std::iota(l.by_offset.begin(), l.by_offset.end(), size_t{0});
   std::sort(l.by_offset.begin(), l.by_offset.end(),

@@ -11,6 +11,7 @@ import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.ValueConverter;
 import io.fabricckpt.internal.io.CheckpointIOs;
 import io.fabricckpt.internal.io.CheckpointReader;
+import io.fabricckpt.internal.io.SafetensorsFileIO;
 import io.fabricckpt.internal.io.TorchSaveFileIO;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -201,32 +202,31 @@ public final class TorchFiles {
 
     private static void convert(CheckpointLocation from, CheckpointLocation to, WriteOptions options,
             ProgressListener listener) {
-        String archive;
-        if (CheckpointIOs.isShardedDirectory(from)) {
-            archive = TorchSaveFileIO.archiveNameFor(to);
-        } else if (CheckpointIOs.isSafetensorsFile(from)) {
-            archive = "archive"; // what Lightning's torch.save of a state writes
-        } else {
-            String saved = from.isLocal() ? CheckpointIOs.TORCH_SAVE_FILE.archiveName(from)
-                    : CheckpointIOs.OBJECT_STORAGE.archiveName(from);
-            archive = saved.isEmpty() ? "archive" : saved; // legacy files are written in the current format
-        }
         // Read eagerly: CRCs are checked before anything is rewritten.
         try (CheckpointReader reader = CheckpointIOs.forReading(from).open(from, ReadOptions.DEFAULT, null);
                 NativeValue root = reader.readAll()) {
-            if (CheckpointIOs.forWriting(to) == CheckpointIOs.SAFETENSORS_FILE && CheckpointIOs.isSafetensorsFile(from)) {
-                keepMetadata(from, root); // safetensors to safetensors: the __metadata__ too
+            NativeValue safetensorsMetadata = reader.safetensorsMetadata();
+            String archive;
+            if (CheckpointIOs.isShardedDirectory(from)) {
+                archive = TorchSaveFileIO.archiveNameFor(to);
+            } else if (safetensorsMetadata != null) {
+                archive = "archive"; // what Lightning's torch.save of a state writes
+                if (SafetensorsFileIO.isSafetensorsName(to)) {
+                    keepMetadata(safetensorsMetadata, root); // safetensors to safetensors: the __metadata__ too
+                }
+            } else {
+                String saved = from.isLocal() ? CheckpointIOs.TORCH_SAVE_FILE.archiveName(from)
+                        : CheckpointIOs.OBJECT_STORAGE.archiveName(from);
+                archive = saved.isEmpty() ? "archive" : saved; // legacy files are written in the current format
             }
             CheckpointIOs.forWriting(to).write(to, root, options.withArchiveName(archive), listener);
         }
     }
 
     /** Adds a safetensors file's {@code __metadata__} to its tensors, as the string entries a save writes back. */
-    private static void keepMetadata(CheckpointLocation from, NativeValue tensors) {
-        try (NativeValue metadata = CheckpointIOs.SAFETENSORS_FILE.metadata(from)) {
-            for (int i = 0; i < metadata.size(); i++) {
-                tensors.put(metadata.key(i), metadata.value(i));
-            }
+    private static void keepMetadata(NativeValue metadata, NativeValue tensors) {
+        for (int i = 0; i < metadata.size(); i++) {
+            tensors.put(metadata.key(i), metadata.value(i));
         }
     }
 

@@ -8,12 +8,15 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.fabricckpt.core.AsyncSave;
+import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.CheckpointNotFoundException;
 import io.fabricckpt.core.CorruptCheckpointException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.bytedeco.pytorch.Adam;
 import org.bytedeco.pytorch.AdamOptions;
@@ -93,6 +96,57 @@ class S3CheckpointTest {
         AsyncSave save = fabric.saveAsync("s3://" + bucket + "/async.ckpt", state);
         save.written().join();
         assertArrayEquals(Files.readAllBytes(local), object(bucket, "async.ckpt"));
+    }
+
+    @Test
+    void aSafetensorsObjectIsTheLocalFileAndRestoresTheState() throws Exception {
+        String bucket = server.newBucket("safetensors");
+        torch.manual_seed(4);
+        Net model = new Net(64, 32, 4);
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("model", model);
+        state.put("big", torch.randn(5L << 20)); // 20 MiB: several parts
+        state.put("note", "trained in Java");
+        Path local = dir.resolve("weights.safetensors");
+        fabric.save(local, state);
+        String url = "s3://" + bucket + "/run/weights.safetensors";
+        fabric.save(url, state);
+        assertArrayEquals(Files.readAllBytes(local), object(bucket, "run/weights.safetensors"));
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+
+        // Read as what its bytes are, whatever its name, as a local file is.
+        server.client().putObject(b -> b.bucket(bucket).key("renamed.bin"),
+                software.amazon.awssdk.core.sync.RequestBody.fromFile(local));
+        @SuppressWarnings("unchecked")
+        Map<String, Object> flat = (Map<String, Object>) TorchFiles.read("s3://" + bucket + "/renamed.bin");
+        @SuppressWarnings("unchecked")
+        Map<String, Object> fromDisk = (Map<String, Object>) TorchFiles.read(local);
+        assertEquals(List.copyOf(fromDisk.keySet()), List.copyOf(flat.keySet()));
+        assertTrue(((Tensor) flat.get("big")).equal((Tensor) state.get("big")));
+
+        torch.manual_seed(5);
+        Net restored = new Net(64, 32, 4);
+        Map<String, Object> target = new HashMap<>();
+        target.put("model", restored);
+        target.put("note", null);
+        Map<String, Object> remainder = fabric.load(url, target);
+        assertTrue(restored.fc1.weight().equal(model.fc1.weight()));
+        assertEquals("trained in Java", target.get("note"));
+        assertEquals(List.of("big"), List.copyOf(remainder.keySet()));
+
+        // Refused before anything is uploaded, naming the URL: what safetensors cannot hold, and an index.
+        state.put("step", 12L);
+        CheckpointException unfit = assertThrows(CheckpointException.class,
+                () -> fabric.save("s3://" + bucket + "/unfit.safetensors", state));
+        assertTrue(unfit.getMessage().contains("step (int)") && unfit.getMessage().contains("unfit.safetensors"),
+                unfit.getMessage());
+        CheckpointException index = assertThrows(CheckpointException.class,
+                () -> fabric.save("s3://" + bucket + "/hf/model.safetensors.index.json", Map.of("w", torch.ones(2))));
+        assertTrue(index.getMessage().contains("s3://" + bucket + "/hf/model.safetensors.index.json"), index.getMessage());
+        assertEquals(List.of("renamed.bin", "run/weights.safetensors"), server.client()
+                .listObjectsV2(b -> b.bucket(bucket)).contents().stream().map(o -> o.key())
+                .filter(k -> !k.endsWith("/")).sorted().toList()); // S3Proxy's filesystem lists its folders
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
     }
 
     @Test

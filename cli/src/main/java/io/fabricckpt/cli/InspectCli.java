@@ -26,8 +26,8 @@ final class InspectCli implements Callable<Integer> {
     public Integer call() {
         // Only the structure, dtypes and shapes, never a tensor's bytes: the zip directory and data.pkl
         // are read with pread (a 10 GB file inspects as fast as a small one), without libtorch. An
-        // s3:// torch.save object or sharded prefix is staged with only those ranges fetched; a legacy
-        // object is read by the library.
+        // s3:// object or sharded prefix is staged with only those ranges fetched (a safetensors
+        // object's header; a legacy object, whose storage sizes lie between the storages, whole).
         Object checkpoint;
         List<String> unsafe;
         if (!ObjectLocations.isRemote(location)) {
@@ -46,8 +46,8 @@ final class InspectCli implements Callable<Integer> {
                     } catch (Outlines.FormatException e) {
                         throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
                     }
-                    System.err.printf("%s: read %d of its %d bytes (the zip directories, data.pkl and the small records)%n",
-                            location, staged.fetchedBytes(), staged.size());
+                    System.err.printf("%s: read %d of its %d bytes for its outline%n", location,
+                            staged.fetchedBytes(), staged.size());
                 }
             }
         }
@@ -65,7 +65,7 @@ final class InspectCli implements Callable<Integer> {
         return ExitCodes.OK;
     }
 
-    /** An object staged for its outline, else a sharded prefix; null for anything else (the library reads it). */
+    /** An object staged for its outline, else a sharded prefix; null for neither (the library says what is missing). */
     private static StagedObject stagedForOutline(String location) {
         StagedObject object = StagedObject.forOutline(location);
         return object != null ? object : StagedObject.forShardedOutline(location);

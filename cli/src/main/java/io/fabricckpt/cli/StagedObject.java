@@ -20,11 +20,11 @@ import java.util.concurrent.Future;
 
 /**
  * A checkpoint in object storage staged in the temporary folder for the torch-free commands, which
- * read local files: {@link #forOutline} a torch.save object as a sparse file of its size into which
- * only the byte ranges the outline reads are fetched (its end record and directory, every local
- * header, data.pkl and the other small records; never a storage), as {@link Outlines#rangesMissing}
- * says, round by round (the directory tells where the rest lies), so that {@code inspect} of a 10 GB
- * object fetches kilobytes; {@link #forShardedOutline} a sharded prefix the same way, file by file;
+ * read local files: {@link #forOutline} an object as a sparse file of its size into which only the
+ * byte ranges the outline reads are fetched (of a torch.save file its end record and directory, every
+ * local header, data.pkl and the other small records, never a storage; of a safetensors file its
+ * header; a legacy file whole), as {@link Outlines#rangesMissing} says, round by round (the directory
+ * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes; {@link #forShardedOutline} a sharded prefix the same way, file by file;
  * {@link #whole} an object or a sharded prefix copied whole (to disk, never
  * into memory), for {@code diff}. Removed on close.
  */
@@ -49,7 +49,7 @@ final class StagedObject implements AutoCloseable {
 
     /**
      * The object staged for its outline, or null when there is no such object (a sharded prefix, or
-     * nothing: the library says which) or it is not a torch.save zip file (a legacy file, read whole).
+     * nothing: the library says which).
      */
     static StagedObject forOutline(String url) {
         CheckpointLocation object = CheckpointLocation.parse(url);
@@ -73,10 +73,6 @@ final class StagedObject implements AutoCloseable {
         try {
             staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
                     new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
-            if (!staged.isZip()) {
-                staged.close();
-                return null;
-            }
             for (int round = 0; ; round++) {
                 List<long[]> missing = Outlines.rangesMissing(file, staged.fetched);
                 if (missing.isEmpty()) {
@@ -233,17 +229,6 @@ final class StagedObject implements AutoCloseable {
         }
         String named = text.replace(file.toAbsolutePath().toString(), object.toString());
         return leading && !named.startsWith(object.toString()) ? object + ": " + named : named;
-    }
-
-    private boolean isZip() throws CheckpointStorageException {
-        try {
-            byte[] head = new byte[4];
-            try (RandomAccessFile in = new RandomAccessFile(file.toFile(), "r")) {
-                return size >= 4 && in.read(head) == 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
-            }
-        } catch (IOException e) {
-            throw new CheckpointStorageException(object + ": reading its staged start failed: " + e.getMessage(), e);
-        }
     }
 
     private void fetch(S3Objects objects, List<long[]> ranges) {

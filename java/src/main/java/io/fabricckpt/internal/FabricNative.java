@@ -202,11 +202,14 @@ public final class FabricNative {
     // --- object storage ------------------------------------------------------------------------
 
     /**
-     * Parses a torch.save file downloaded into {@code bytes} (emptied: the tensors view its memory);
-     * {@code name} (the URL) names it in errors. With {@code verifyCrc} every record's CRC-32 is checked.
+     * Parses a torch.save file downloaded into {@code bytes} (emptied: the tensors view its memory).
+     * With {@code verifyCrc} every record's CRC-32 is checked.
      */
-    public static native @ByVal NativeValue loadTorchBytes(@ByRef NativeObjectBytes bytes, @StdString BytePointer name,
+    public static native @ByVal NativeValue loadTorchBytes(@ByRef NativeObjectBytes bytes,
             @Cast("bool") boolean verifyCrc, int threads, @Cast("bool") boolean weightsOnly);
+
+    /** The tensors of a safetensors file downloaded into {@code bytes} (emptied: the tensors view its memory). */
+    public static native @ByVal NativeValue loadSafetensorsBytes(@ByRef NativeObjectBytes bytes);
 
     /**
      * The byte ranges of a sharded directory's files that reading top-level {@code key} with {@code plan}

@@ -78,8 +78,9 @@ public final class Outlines {
     }
 
     /**
-     * The byte ranges ({offset, length}) an outline of the torch.save zip file at {@code sparse} still
-     * reads beyond {@code fetched}, the only ranges of it that hold the file's bytes; empty when none.
+     * The byte ranges ({offset, length}) an outline of the checkpoint file at {@code sparse} (torch.save,
+     * safetensors or legacy, by its first bytes) still reads beyond {@code fetched}, the only ranges of
+     * it that hold the file's bytes; empty when none.
      */
     public static List<long[]> rangesMissing(Path sparse, List<long[]> fetched) {
         StringBuilder lines = new StringBuilder();

@@ -1,6 +1,5 @@
 package io.fabricckpt.internal.io;
 
-import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
@@ -17,11 +16,12 @@ public final class CheckpointIOs {
 
     /**
      * The IO that reads what is at {@code location}: a sharded directory, a safetensors file (by its
-     * first bytes, whatever its name) or a torch.save file.
+     * first bytes, whatever its name) or a torch.save file; an object or a sharded prefix when the
+     * location is in object storage (which tells safetensors and torch.save apart by the same bytes).
      */
     public static CheckpointIO forReading(CheckpointLocation location) {
         if (!location.isLocal()) {
-            return OBJECT_STORAGE; // torch.save objects and sharded prefixes
+            return OBJECT_STORAGE;
         }
         if (isShardedDirectory(location)) {
             return DCP_DIRECTORY;
@@ -31,31 +31,21 @@ public final class CheckpointIOs {
 
     /**
      * The IO that writes a single-file checkpoint to {@code location}: safetensors by its name, else
-     * torch.save; an object (torch.save) when the location is in object storage.
-     *
-     * @throws CheckpointException for a safetensors object (not supported yet)
+     * torch.save, both as objects when the location is in object storage.
      */
     public static FileCheckpointIO forWriting(CheckpointLocation location) {
-        boolean safetensors = SafetensorsFileIO.isSafetensorsName(location);
         if (!location.isLocal()) {
-            if (safetensors) {
-                throw new CheckpointException(location + ": safetensors objects are not supported yet (write"
-                        + " a local .safetensors file, or a torch.save object)");
-            }
             return OBJECT_STORAGE;
         }
-        return safetensors ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
+        return SafetensorsFileIO.isSafetensorsName(location) ? SAFETENSORS_FILE : TORCH_SAVE_FILE;
     }
 
     /**
-     * A regular file that starts as a safetensors file does (an 8-byte header length, then '{'), or a
-     * Hugging Face sharded checkpoint: its {@code *.safetensors.index.json}, or a directory holding
+     * A local regular file that starts as a safetensors file does (an 8-byte header length, then '{'),
+     * or a Hugging Face sharded checkpoint: its {@code *.safetensors.index.json}, or a directory holding
      * {@code model.safetensors.index.json}.
      */
-    public static boolean isSafetensorsFile(CheckpointLocation location) {
-        if (!location.isLocal()) {
-            return false; // safetensors objects are not read yet
-        }
+    private static boolean isSafetensorsFile(CheckpointLocation location) {
         return (Files.isRegularFile(location.path()) || Files.isDirectory(location.path()))
                 && FabricNative.isSafetensorsFile(NativeCalls.path(location));
     }

@@ -33,6 +33,14 @@ public interface CheckpointReader extends AutoCloseable {
         return read(key, plan);
     }
 
+    /**
+     * A safetensors file's {@code __metadata__} (a dict of strings, the reader's to close), or null
+     * for every other kind of checkpoint.
+     */
+    default NativeValue safetensorsMetadata() {
+        return null;
+    }
+
     /** The top-level entries other than {@code restored}: what a load returns as the remainder (the reader's to close). */
     NativeValue remainder(Collection<String> restored);
 

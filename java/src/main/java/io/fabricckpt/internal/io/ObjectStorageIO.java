@@ -8,10 +8,10 @@ import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeFileLayout;
 import io.fabricckpt.internal.NativeObjectBytes;
 import io.fabricckpt.internal.NativeProcessGroup;
 import io.fabricckpt.internal.NativeShardPlan;
-import io.fabricckpt.internal.NativeTorchLayout;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
 import java.io.IOException;
@@ -24,11 +24,13 @@ import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
- * torch.save files in S3-compatible object storage ({@code s3://bucket/key}): the same bytes as the
- * local file. A save plans the file natively ({@link NativeTorchLayout}) and uploads it as a multipart
- * upload whose parts are filled straight from tensor memory, several at once (extra memory: the parts in
- * flight); the object appears only when the upload completes. A load fetches the object with parallel
- * ranged GETs into one native buffer that the loaded tensors then view (no further copy).
+ * torch.save and safetensors files in S3-compatible object storage ({@code s3://bucket/key}): the same
+ * bytes as the local file (safetensors for a {@code .safetensors} key, as for local paths). A save
+ * plans the file natively ({@link NativeFileLayout}) and uploads it as a multipart upload whose parts
+ * are filled straight from tensor memory, several at once (extra memory: the parts in flight); the
+ * object appears only when the upload completes. A load fetches the object with parallel ranged GETs
+ * into one native buffer that the loaded tensors then view (no further copy), and reads it as what its
+ * first bytes say it is, whatever its name, as for local files.
  */
 public final class ObjectStorageIO implements FileCheckpointIO {
     /** The object that marks a prefix as a torch.distributed.checkpoint directory, as on disk. */
@@ -43,7 +45,7 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     @Override
     public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
             ProgressListener listener) {
-        try (NativeTorchLayout layout = plan(location, checkpoint, options)) {
+        try (NativeFileLayout layout = plan(location, checkpoint, options)) {
             long total = layout.size();
             AtomicLong done = new AtomicLong();
             objects().upload(location, total, (offset, dest) -> {
@@ -128,19 +130,32 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         }
     }
 
-    private static NativeTorchLayout plan(CheckpointLocation location, NativeValue checkpoint, WriteOptions options) {
+    /**
+     * The file {@code location} gets: safetensors for a {@code .safetensors} name, else torch.save.
+     *
+     * @throws CheckpointException for a Hugging Face index name (sharded safetensors objects are not written yet)
+     */
+    private static NativeFileLayout plan(CheckpointLocation location, NativeValue checkpoint, WriteOptions options) {
+        String name = location.fileName();
+        if (name != null && name.endsWith(SafetensorsFileIO.INDEX_EXTENSION)) {
+            throw new CheckpointException(location + ": Hugging Face sharded checkpoints ("
+                    + SafetensorsFileIO.INDEX_EXTENSION + ") cannot be saved to object storage yet; save one "
+                    + SafetensorsFileIO.EXTENSION + " object, or the index to a local path");
+        }
         try {
-            return new NativeTorchLayout(checkpoint, NativeCalls.utf8(options.archiveName()),
-                    options.unsafeGlobalsAllowed(), NativeCalls.utf8(location.toString()));
+            return new NativeFileLayout(checkpoint, SafetensorsFileIO.isSafetensorsName(location),
+                    NativeCalls.utf8(options.archiveName()), options.unsafeGlobalsAllowed(),
+                    NativeCalls.utf8(location.toString()));
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e);
         }
     }
 
-    /** The object's tree: downloaded whole into native memory, parsed where it lies. */
-    public NativeValue read(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
+    /** The whole object, fetched with parallel ranged GETs into native memory. */
+    private static NativeObjectBytes download(CheckpointLocation location, ProgressListener listener) {
         long size = objects().size(location);
-        try (NativeObjectBytes bytes = new NativeObjectBytes(size)) {
+        NativeObjectBytes bytes = new NativeObjectBytes(size, NativeCalls.utf8(location.toString()));
+        try {
             AtomicLong done = new AtomicLong();
             objects().download(location, size, (offset, length) -> {
                 var window = bytes.window(offset, length);
@@ -149,12 +164,27 @@ public final class ObjectStorageIO implements FileCheckpointIO {
                 }
                 return window;
             });
-            try {
-                return FabricNative.loadTorchBytes(bytes, NativeCalls.utf8(location.toString()), options.verifyCrc(),
-                        options.threads(), options.weightsOnly());
-            } catch (RuntimeException e) {
-                throw NativeErrors.translate(e);
-            }
+            return bytes;
+        } catch (RuntimeException e) {
+            bytes.close();
+            throw e;
+        }
+    }
+
+    /** The downloaded file's tree: a torch.save file's, or a safetensors file's tensors (name -> tensor). */
+    private static NativeValue parse(NativeObjectBytes bytes, ReadOptions options) {
+        try {
+            return bytes.isSafetensors() ? FabricNative.loadSafetensorsBytes(bytes)
+                    : FabricNative.loadTorchBytes(bytes, options.verifyCrc(), options.threads(), options.weightsOnly());
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e);
+        }
+    }
+
+    /** The object's tree, downloaded whole into native memory and parsed where it lies. */
+    public NativeValue read(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
+        try (NativeObjectBytes bytes = download(location, listener)) {
+            return parse(bytes, options);
         }
     }
 
@@ -163,7 +193,23 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         if (isShardedDirectory(location)) {
             return ShardedObjectReader.open(objects(), location, options, listener);
         }
-        return new TorchSaveFileIO.TreeReader(read(location, options, listener));
+        try (NativeObjectBytes bytes = download(location, listener)) {
+            if (!bytes.isSafetensors()) {
+                return new TorchSaveFileIO.TreeReader(parse(bytes, options));
+            }
+            NativeValue metadata;
+            try {
+                metadata = bytes.safetensorsMetadata();
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e);
+            }
+            try {
+                return new FlatReader(parse(bytes, options), () -> metadata);
+            } catch (RuntimeException e) {
+                metadata.close();
+                throw e;
+            }
+        }
     }
 
     @Override
@@ -173,9 +219,14 @@ public final class ObjectStorageIO implements FileCheckpointIO {
                 return reader.verify();
             }
         }
-        long size = objects().size(location);
-        try (NativeValue root = read(location, ReadOptions.DEFAULT, null)) {
-            return location + ": OK: " + size + " bytes, every record's CRC-32 checked, the pickle and every tensor read";
+        try (NativeObjectBytes bytes = download(location, null)) {
+            long size = bytes.size();
+            boolean safetensors = bytes.isSafetensors();
+            try (NativeValue root = parse(bytes, ReadOptions.DEFAULT)) {
+                return location + ": OK: " + size + (safetensors
+                        ? " bytes, a safetensors file: its header checked and every tensor read"
+                        : " bytes, every record's CRC-32 checked, the pickle and every tensor read");
+            }
         }
     }
 

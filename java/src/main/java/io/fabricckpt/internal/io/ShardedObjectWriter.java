@@ -7,11 +7,11 @@ import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
+import io.fabricckpt.internal.NativeFileLayout;
 import io.fabricckpt.internal.NativeProcessGroup;
 import io.fabricckpt.internal.NativeRankFile;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeShardedMetadata;
-import io.fabricckpt.internal.NativeTorchLayout;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
 import io.fabricckpt.internal.io.s3.S3Objects.StagedObject;
@@ -67,7 +67,7 @@ final class ShardedObjectWriter {
 
     private void write(NativeValue tensors, NativeValue meta, NativeShardPlan plan, WriteOptions options,
             boolean safetensors) {
-        NativeTorchLayout metaLayout = null;
+        NativeFileLayout metaLayout = null;
         StagedObject shardFile = null;
         try {
             // 1. rank 0 prepares
@@ -76,7 +76,7 @@ final class ShardedObjectWriter {
                 try {
                     checkReplaceable();
                     if (meta != null) {
-                        metaLayout = new NativeTorchLayout(meta, NativeCalls.utf8("meta"),
+                        metaLayout = new NativeFileLayout(meta, false, NativeCalls.utf8("meta"),
                                 options.unsafeGlobalsAllowed(), NativeCalls.utf8(dir.resolve(DcpDirectoryIO.META)
                                         .toString()));
                     }
@@ -136,7 +136,7 @@ final class ShardedObjectWriter {
             if (rank == 0 && allCompleted) {
                 try {
                     if (metaLayout != null) {
-                        NativeTorchLayout layout = metaLayout;
+                        NativeFileLayout layout = metaLayout;
                         objects.upload(dir.resolve(DcpDirectoryIO.META), layout.size(), (offset, dest) -> {
                             try (BytePointer memory = new BytePointer(dest)) {
                                 layout.fill(offset, memory, dest.remaining());

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -386,6 +387,89 @@ TEST_F(TempDir, LayoutFillsFromConcurrentThreadsInAnyOrder) {
     EXPECT_TRUE(fill_parallel(starts, part) == file) << "shuffled, part " << part;
   }
   EXPECT_TRUE(fill_parallel({0, 0, 0, 0}, file.size()) == file) << "overlapping";
+}
+
+// A stand-in for `like` as an FSDP full save plans with: its storage has the size but no memory.
+at::Tensor memoryless(const at::Tensor& like) {
+  c10::Storage storage(c10::Storage::use_byte_size_t(), like.nbytes(), c10::DataPtr(nullptr, c10::Device(c10::kCPU)),
+                       /*allocator=*/nullptr, /*resizable=*/false);
+  at::Tensor t = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                          like.dtype());
+  t.unsafeGetTensorImpl()->set_sizes_contiguous(like.sizes());
+  return t;
+}
+
+// An FSDP full save sent in parts: "big" and "bigger" are deferred (planned without memory) and
+// arrive while four threads fill 64 KiB parts in file order, as an upload's workers do. The bytes
+// are the file's whether they arrive in the file's order or the reverse (then the layout takes the
+// second before the first is sent, instead of waiting forever), each arrival is let go of once all
+// its bytes are in parts, and abandon() fails the fills still waiting.
+TEST_F(TempDir, LayoutWaitsForDeferredStoragesAndLetsGoOfThemOnceSent) {
+  auto root = layout_tree();
+  const auto path = (dir / "d.pt").string();
+  save_torch_file(path, root, {});
+  const std::string file = read_file(path);
+  const at::Tensor big = tensor_at(*root, "big");
+  const at::Tensor bigger = tensor_at(*root, "bigger");
+  for (const bool reversed : {false, true}) {
+    auto deferred = layout_tree();
+    const at::Tensor big_in = memoryless(big), bigger_in = memoryless(bigger);
+    deferred->dict().get("big")->tensor_ref().tensor = std::make_shared<at::Tensor>(big_in);
+    deferred->dict().get("bigger")->tensor_ref().tensor = std::make_shared<at::Tensor>(bigger_in);
+    TorchFileLayout layout(deferred, {}, "s3://bucket/d.pt");
+    ASSERT_EQ(layout.size(), file.size());
+    std::string out(file.size(), '\0');
+    std::atomic<size_t> next{0};
+    const size_t part = 65536;
+    std::vector<std::thread> workers;
+    for (int w = 0; w < 4; ++w) {
+      workers.emplace_back([&] {
+        for (size_t start; (start = part * next++) < file.size();) {
+          layout.fill(start, out.data() + start, std::min(part, file.size() - start));
+        }
+      });
+    }
+    auto big_copy = std::make_shared<at::Tensor>(big.clone());
+    auto bigger_copy = std::make_shared<at::Tensor>(bigger.clone());
+    const std::weak_ptr<at::Tensor> big_held = big_copy, bigger_held = bigger_copy;
+    auto provide = [&](const at::Tensor& stand_in, std::shared_ptr<at::Tensor>& copy) {
+      const void* data = copy->const_data_ptr();
+      layout.provide(stand_in.storage().unsafeGetStorageImpl(), std::move(copy), data);
+    };
+    if (reversed) {
+      provide(bigger_in, bigger_copy);
+      provide(big_in, big_copy);
+    } else {
+      provide(big_in, big_copy);
+      provide(bigger_in, bigger_copy);
+    }
+    for (auto& t : workers) t.join();
+    EXPECT_TRUE(out == file) << (reversed ? "reversed" : "in order");
+    EXPECT_TRUE(big_held.expired() && bigger_held.expired()) << "let go of once sent";
+    EXPECT_THROW(layout.fill(0, out.data(), out.size()), StateError);  // the deferred bytes are gone
+    EXPECT_THROW(layout.provide(tensor_at(*deferred, "small").storage().unsafeGetStorageImpl(), nullptr,
+                                out.data()), StateError);  // not deferred
+  }
+
+  auto deferred = layout_tree();
+  const at::Tensor big_in = memoryless(big);
+  deferred->dict().get("big")->tensor_ref().tensor = std::make_shared<at::Tensor>(big_in);
+  TorchFileLayout layout(deferred, {}, "s3://bucket/d.pt");
+  std::string out(layout.size(), '\0');
+  std::atomic<bool> failed{false};
+  std::thread waiting([&] {
+    try {
+      layout.fill(0, out.data(), out.size());
+    } catch (const StateError& e) {
+      failed = std::string(e.what()).find("the upload failed") != std::string::npos;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  layout.abandon("s3://bucket/d.pt: the upload failed");
+  waiting.join();
+  EXPECT_TRUE(failed);
+  EXPECT_THROW(layout.provide(big_in.storage().unsafeGetStorageImpl(), std::make_shared<at::Tensor>(big), big.const_data_ptr()),
+               StateError);
 }
 
 // The CRCs are those of the bytes sent: a tensor changed between planning and filling (which the

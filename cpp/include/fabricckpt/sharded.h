@@ -123,6 +123,34 @@ bool is_checkpoint_file(const std::string& name);
 void save_full(const std::string& path, const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group,
                const TorchSaveOptions& options);
 
+// save_full's file for a writer that sends it in parts (a multipart upload to object storage): the
+// constructor (collective) checks the ranks' shards as save_full does and plans, on rank 0, the
+// file's layout with the whole tensors deferred; gather() (collective, on its own thread on rank 0)
+// sends the shards to rank 0, which hands each whole tensor to the layout as it is assembled, and
+// every rank learns its outcome; meanwhile rank 0's fill() (from the upload's threads) gives the
+// file by byte range, waiting for the tensors it needs. Rank 0 holds the whole tensors being sent,
+// two in the usual case (TorchFileLayout::provide). A failed gather makes fills fail; abandon() (the
+// upload failed) makes the layout drop what arrives while gather() goes on receiving.
+class FullFileLayout {
+ public:
+  FullFileLayout(const ValuePtr& state, const ShardPlan& plan, ProcessGroup* group, const TorchSaveOptions& options,
+                 const std::string& target);
+  ~FullFileLayout();
+  FullFileLayout(const FullFileLayout&) = delete;
+  FullFileLayout& operator=(const FullFileLayout&) = delete;
+
+  // Rank 0: whether the file was planned (false: planning failed, which gather() reports to every rank).
+  bool planned() const;
+  uint64_t size() const;
+  void fill(uint64_t offset, void* dest, size_t size) const;
+  void gather();
+  void abandon(const std::string& why);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // The tensors of a checkpoint value cut to this rank's regions: a tensor at a sharded path whose
 // size is the global size becomes a copy of its region; everything else is left as it is.
 // For loading a full file into a sharded state.

@@ -121,8 +121,12 @@ class TorchFileWriter {
 // threads; taken in file order (as an upload's workers take parts) every byte is read from tensor
 // memory once. Bytes another fill is copying are waited for, bytes nobody copies are read for
 // their CRC. Only the pickle, the headers and the directory are kept (options.threads is unused).
-// The tree must stay alive and unchanged while the layout is used. Deferred storages are refused
-// (StateError).
+// The tree must stay alive and unchanged while the layout is used.
+//
+// Deferred storages (no memory, as TorchFileWriter takes them: an FSDP full save's whole tensors,
+// assembled while the file is sent) get their bytes from provide(); a fill that needs them waits
+// until then, and once every byte of one has been copied into a fill the layout lets go of it, so
+// that only the tensors being sent are held.
 class TorchFileLayout {
  public:
   TorchFileLayout(const ValuePtr& root, const TorchSaveOptions& options, const std::string& target);
@@ -133,8 +137,17 @@ class TorchFileLayout {
   // Bytes of the whole file.
   uint64_t size() const;
   // Copies [offset, offset + size) of the file into `dest`; FormatError past the end. Safe from
-  // several threads at once.
+  // several threads at once. StateError once abandoned, or for the bytes of a deferred storage
+  // already let go of.
   void fill(uint64_t offset, void* dest, size_t size) const;
+
+  // The bytes of deferred storage `storage` (all of them at `data`, kept alive by `owner`). Waits
+  // first while another provided storage is still being sent, unless a fill waits for one not
+  // provided yet (the order of the file then differs from the order of provision): at most two are
+  // held in the usual case. StateError for a storage that is not deferred or was provided already.
+  void provide(const c10::StorageImpl* storage, std::shared_ptr<const void> owner, const void* data);
+  // Gives up: waiting and later fills and provides fail with StateError(`why`), held bytes are let go.
+  void abandon(const std::string& why);
 
  private:
   struct Impl;

@@ -238,6 +238,7 @@ namespace fabricckpt::sharded {
 class ShardPlan;
 class Reader;
 class RankFileLayout;
+class FullFileLayout;
 }  // namespace fabricckpt::sharded
 
 namespace fabricckpt::jni {
@@ -358,6 +359,24 @@ class NativeRankFile {
 
  private:
   std::shared_ptr<sharded::RankFileLayout> layout_;
+};
+
+// A gathered (FSDP FULL) save's one torch.save file planned for a writer that sends it in parts
+// (sharded::FullFileLayout): constructed by every rank (collective), gather() by every rank (rank 0:
+// on a thread of its own while the upload's threads call fill(), which waits for the whole tensors
+// as they arrive); `state` must stay alive.
+class NativeFullFileLayout {
+ public:
+  NativeFullFileLayout(const NativeValue& state, const NativeShardPlan& plan, NativeProcessGroup* group,
+                       const std::string& archive_name, bool allow_unsafe_globals, const std::string& target);
+  bool planned() const;
+  long long size() const;
+  void fill(long long offset, void* dest, long long size) const;
+  void gather();
+  void abandon(const std::string& why);
+
+ private:
+  std::shared_ptr<sharded::FullFileLayout> layout_;
 };
 
 // .metadata's bytes from every rank's NativeRankFile report, added in rank order

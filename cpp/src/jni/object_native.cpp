@@ -56,6 +56,30 @@ void NativeRankFile::fill(long long offset, void* dest, long long size) const {
 
 std::string NativeRankFile::report() const { return layout_->report(); }
 
+NativeFullFileLayout::NativeFullFileLayout(const NativeValue& state, const NativeShardPlan& plan,
+                                           NativeProcessGroup* group, const std::string& archive_name,
+                                           bool allow_unsafe_globals, const std::string& target) {
+  TorchSaveOptions options;
+  options.archive_name = archive_name.empty() ? "archive" : archive_name;
+  options.allow_unsafe_globals = allow_unsafe_globals;
+  layout_ = std::make_shared<sharded::FullFileLayout>(state.get(), plan.get(), group ? group->get() : nullptr,
+                                                      options, target);
+}
+
+bool NativeFullFileLayout::planned() const { return layout_->planned(); }
+
+long long NativeFullFileLayout::size() const { return static_cast<long long>(layout_->size()); }
+
+void NativeFullFileLayout::fill(long long offset, void* dest, long long size) const {
+  if (offset < 0 || size < 0) throw Error(concat("negative range ", offset, "+", size));
+  if (size > 0 && dest == nullptr) throw Error("fill into a null buffer");
+  layout_->fill(static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+}
+
+void NativeFullFileLayout::gather() { layout_->gather(); }
+
+void NativeFullFileLayout::abandon(const std::string& why) { layout_->abandon(why); }
+
 void NativeShardedMetadata::addReport(const signed char* data, long long length) {
   if (length < 0 || (length > 0 && data == nullptr)) throw Error("invalid byte string from the JVM");
   reports_.emplace_back(reinterpret_cast<const char*>(data), static_cast<size_t>(length));

@@ -6,13 +6,17 @@
 // follows every record, so a fill only ever needs bytes that come before it: fills taken in file
 // order (as an upload's workers take parts) find them recorded or being copied by another fill,
 // and wait for it; bytes nobody copies are read from tensor memory by the fill that needs them.
+// Deferred storages (an FSDP full save's whole tensors) arrive while the file is sent: fills wait for
+// them, and each is let go of once all its bytes went into fills.
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fabricckpt/crc32.h"
@@ -37,8 +41,10 @@ constexpr size_t kCrcStep = size_t{256} << 10;
 
 // A storage's data in the file.
 struct PlacedData {
-  const uint8_t* data;
+  const uint8_t* data;  // null for a deferred storage: see Arrival
   uint64_t size;
+  const c10::StorageImpl* storage;
+  bool deferred;
   uint64_t offset = 0;  // in the file, once planned
 };
 
@@ -98,6 +104,18 @@ bool overlaps(const Ranges& ranges, uint64_t start, uint64_t end) {
   return after != ranges.begin() && std::prev(after)->second.end > start;
 }
 
+// Adds [start, end) to `ranges`, merging it with the ranges it touches.
+void add_range(Ranges& ranges, uint64_t start, uint64_t end) {
+  auto it = ranges.lower_bound(start);
+  if (it != ranges.begin() && std::prev(it)->second.end >= start) --it;
+  while (it != ranges.end() && it->first <= end) {
+    start = std::min(start, it->first);
+    end = std::max(end, it->second.end);
+    it = ranges.erase(it);
+  }
+  ranges.emplace(start, Span{end});
+}
+
 void put_le32(uint8_t* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(v >> (8 * i));
 }
@@ -123,19 +141,77 @@ struct TorchFileLayout::Impl {
     Ranges copying;
     std::optional<uint32_t> crc;
   };
+  // A deferred storage's bytes from provide() until all of them went into fills. Guarded by `mutex`.
+  struct Arrival {
+    std::shared_ptr<const void> owner;
+    const uint8_t* data = nullptr;
+    bool provided = false;
+    bool released = false;
+    Ranges sent;  // the ranges copied into fills (merged; no CRC)
+    std::array<uint8_t, 8> head{};  // the first bytes, kept for the serialization id (zeros until provided)
+    int waiters = 0;                // fills waiting for it
+  };
   mutable std::mutex mutex;
-  mutable std::condition_variable piece_done;
+  mutable std::condition_variable changed;  // a piece copied, a storage provided or let go of, a fill waiting
   mutable std::vector<StorageCrc> crcs;
+  mutable std::vector<Arrival> arrivals;  // per placed storage (used for deferred ones)
+  mutable size_t held = 0;                // provided deferred storages not let go of yet
+  mutable std::optional<std::string> abandoned;
   mutable std::optional<std::string> final_kept;  // `kept` with the real CRCs, once all are known
 
-  // The zip writer's output for `crc` (one per placed storage): the same layout whatever the CRCs.
+  // Where storage k's bytes are, and what keeps them alive while they are read: a deferred storage's
+  // are waited for. `lock` holds `mutex`.
+  std::pair<const uint8_t*, std::shared_ptr<const void>> source(size_t k, std::unique_lock<std::mutex>& lock) const {
+    if (!placed[k].deferred) return {placed[k].data, nullptr};
+    Arrival& a = arrivals[k];
+    if (!a.provided && !abandoned) {
+      ++a.waiters;
+      changed.notify_all();  // a provide() held back may go on: the file needs a storage it has not got
+      changed.wait(lock, [&] { return a.provided || abandoned.has_value(); });
+      --a.waiters;
+    }
+    if (abandoned) throw StateError(*abandoned);
+    if (a.released) {
+      throw StateError(concat(target, ": the bytes of storage ", k, " were sent and let go of already"));
+    }
+    return {a.data, a.owner};
+  }
+
+  // Records that [from, from + n) of storage k went into a fill; lets go of a deferred storage once
+  // all of it did (its CRC taken first, while its bytes are here).
+  void sent(size_t k, uint64_t from, uint64_t n) const {
+    if (!placed[k].deferred) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      Ranges& sent = arrivals[k].sent;
+      add_range(sent, from, from + n);
+      if (sent.size() != 1 || sent.begin()->first != 0 || sent.begin()->second.end != placed[k].size) return;
+    }
+    crc_of(k);
+    std::shared_ptr<const void> drop;  // freed outside the lock
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      Arrival& a = arrivals[k];
+      if (a.released) return;
+      drop = std::move(a.owner);
+      a.data = nullptr;
+      a.released = true;
+      --held;
+    }
+    changed.notify_all();
+  }
+
+  // The zip writer's output for `crc` (one per placed storage): the same layout whatever the CRCs
+  // and the data's first bytes (which only the serialization id, in the tail, is made of).
   SegmentSink replay(const std::vector<uint32_t>& crc, uint64_t* tail_at) const {
     SegmentSink sink(placed.size());
     TorchZipWriter zip(sink, archive_name);
     size_t k = 0;
     for (const auto& r : records) {
       if (r.storage != nullptr && r.size > 0) {
-        zip.write_record_placed(r.name, r.size, crc[k++], r.data);
+        const void* head = placed[k].deferred ? arrivals[k].head.data() : r.data;
+        zip.write_record_placed(r.name, r.size, crc[k], head);
+        ++k;
       } else {
         zip.write_record(r.name, r.data, r.size);
       }
@@ -149,22 +225,25 @@ struct TorchFileLayout::Impl {
   // Copies [from, from + n) of storage k's data to `out`; records the piece's CRC unless another
   // fill copies or copied any of it (then this copy only moves bytes).
   void copy_data(size_t k, uint64_t from, uint8_t* out, size_t n) const {
-    const uint8_t* source = placed[k].data + from;
+    const uint8_t* bytes = nullptr;
+    std::shared_ptr<const void> keep;  // a deferred storage's memory, while this reads it
     bool record = false;
     {
-      std::lock_guard<std::mutex> lock(mutex);
+      std::unique_lock<std::mutex> lock(mutex);
+      std::tie(bytes, keep) = source(k, lock);
       StorageCrc& s = crcs[k];
       record = !s.crc && !overlaps(s.pieces, from, from + n) && !overlaps(s.copying, from, from + n);
       if (record) s.copying.emplace(from, Span{from + n});
     }
     if (!record) {
-      std::memcpy(out, source, n);
+      std::memcpy(out, bytes + from, n);
+      sent(k, from, n);
       return;
     }
     uint32_t crc = 0;
     for (size_t at = 0; at < n; at += kCrcStep) {
       const size_t step = std::min(kCrcStep, n - at);
-      std::memcpy(out + at, source + at, step);
+      std::memcpy(out + at, bytes + from + at, step);
       crc = crc32_update(crc, out + at, step);  // the bytes sent, read back from cache
     }
     {
@@ -172,7 +251,8 @@ struct TorchFileLayout::Impl {
       crcs[k].copying.erase(from);
       crcs[k].pieces.emplace(from, Span{from + n, crc});
     }
-    piece_done.notify_all();
+    changed.notify_all();
+    sent(k, from, n);
   }
 
   // Storage k's CRC-32 from its pieces: waits for pieces other fills are copying, computes the rest
@@ -183,6 +263,7 @@ struct TorchFileLayout::Impl {
     const uint64_t size = placed[k].size;
     for (;;) {
       if (s.crc) return *s.crc;
+      if (abandoned) throw StateError(*abandoned);
       uint64_t at = 0;
       uint32_t crc = 0;
       auto it = s.pieces.begin();
@@ -197,16 +278,18 @@ struct TorchFileLayout::Impl {
       }
       const uint64_t gap_end = it == s.pieces.end() ? size : it->first;
       if (overlaps(s.copying, at, gap_end)) {
-        piece_done.wait(lock);
+        changed.wait(lock);
         continue;
       }
+      const auto [bytes, keep] = source(k, lock);  // may wait (unlocked) for a deferred storage
+      if (overlaps(s.copying, at, gap_end) || (s.pieces.count(at) != 0)) continue;  // changed meanwhile
       s.copying.emplace(at, Span{gap_end});  // nobody copies these bytes: read them here
       lock.unlock();
-      const uint32_t gap = crc32_update(0, placed[k].data + at, gap_end - at);
+      const uint32_t gap = crc32_update(0, bytes + at, gap_end - at);
       lock.lock();
       s.copying.erase(at);
       s.pieces.emplace(at, Span{gap_end, gap});
-      piece_done.notify_all();
+      changed.notify_all();
     }
   }
 
@@ -236,9 +319,11 @@ TorchFileLayout::TorchFileLayout(const ValuePtr& root, const TorchSaveOptions& o
   l.archive_name = options.archive_name;
   l.records = torchsave::torch_records(root, l.pickled, l.storages);
   for (const auto& r : l.records) {
-    if (r.deferred) throw StateError(concat(target, ": storage ", r.name, " has no memory to write from"));
-    if (r.storage != nullptr && r.size > 0) l.placed.push_back({static_cast<const uint8_t*>(r.data), r.size});
+    if (r.storage != nullptr && r.size > 0) {
+      l.placed.push_back({static_cast<const uint8_t*>(r.data), r.size, r.storage, r.deferred});
+    }
   }
+  l.arrivals.resize(l.placed.size());
   SegmentSink sink = l.replay(std::vector<uint32_t>(l.placed.size(), 0), &l.tail);
   l.total = sink.position();
   l.kept = std::move(sink.bytes());
@@ -252,6 +337,44 @@ TorchFileLayout::TorchFileLayout(const ValuePtr& root, const TorchSaveOptions& o
 TorchFileLayout::~TorchFileLayout() = default;
 
 uint64_t TorchFileLayout::size() const { return impl_->total; }
+
+void TorchFileLayout::provide(const c10::StorageImpl* storage, std::shared_ptr<const void> owner, const void* data) {
+  Impl& l = *impl_;
+  auto placed = std::find_if(l.placed.begin(), l.placed.end(),
+                             [&](const PlacedData& p) { return p.deferred && p.storage == storage; });
+  if (placed == l.placed.end()) throw StateError(concat(l.target, ": provide() of a storage that is not deferred"));
+  if (data == nullptr) throw StateError(concat(l.target, ": provide() without bytes"));
+  Impl::Arrival& a = l.arrivals[static_cast<size_t>(placed - l.placed.begin())];
+  {
+    std::unique_lock<std::mutex> lock(l.mutex);
+    if (a.provided) throw StateError(concat(l.target, ": a deferred storage was provided twice"));
+    l.changed.wait(lock, [&] {
+      return l.abandoned.has_value() || l.held == 0 ||
+             std::any_of(l.arrivals.begin(), l.arrivals.end(), [](const Impl::Arrival& w) { return !w.provided && w.waiters > 0; });
+    });
+    if (l.abandoned) throw StateError(*l.abandoned);
+    a.owner = std::move(owner);
+    a.data = static_cast<const uint8_t*>(data);
+    std::memcpy(a.head.data(), data, static_cast<size_t>(std::min<uint64_t>(a.head.size(), placed->size)));
+    a.provided = true;
+    ++l.held;
+  }
+  l.changed.notify_all();
+}
+
+void TorchFileLayout::abandon(const std::string& why) {
+  Impl& l = *impl_;
+  std::vector<std::shared_ptr<const void>> drop;  // freed outside the lock
+  {
+    std::lock_guard<std::mutex> lock(l.mutex);
+    if (!l.abandoned) l.abandoned = why;
+    for (auto& a : l.arrivals) {
+      if (a.owner) drop.push_back(std::move(a.owner));
+      a.data = nullptr;
+    }
+  }
+  l.changed.notify_all();
+}
 
 void TorchFileLayout::fill(uint64_t offset, void* dest, size_t size) const {
   const Impl& l = *impl_;

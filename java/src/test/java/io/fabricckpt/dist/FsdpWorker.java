@@ -33,7 +33,7 @@ import org.bytedeco.pytorch.global.torch;
  *   <li>{@code save-sharded-safetensors DIR [HIDDEN]}: the same, with DCP's SAFETENSORS serialization.
  *   <li>{@code save-full FILE [HIDDEN]}: the same state, saved under {@code Fsdp(FULL)} as one torch.save
  *       file (a path or an {@code s3://} URL). Prints {@code saved}.
- *   <li>{@code save-full-memory FILE LAYERS}: a Module of LAYERS Linear(2048, 2048) (16 MiB weights),
+ *   <li>{@code save-full-memory FILE LAYERS}: (FILE a path or an s3:// URL) a Module of LAYERS Linear(2048, 2048) (16 MiB weights),
  *       sharded by rows, saved under {@code Fsdp(FULL)}; prints {@code extra-kib=}: how far this
  *       process's peak resident memory rose above its resident memory before the save (the peak is
  *       reset first through /proc/self/clear_refs).
@@ -84,7 +84,7 @@ public final class FsdpWorker {
                     case "save-sharded-safetensors" -> saveSharded(group, args[1],
                             Fsdp.SerializationFormat.SAFETENSORS, args.length > 2 ? Integer.parseInt(args[2]) : 8);
                     case "save-full" -> saveFull(group, args[1], args.length > 2 ? Integer.parseInt(args[2]) : 8);
-                    case "save-full-memory" -> saveFullMemory(group, Path.of(args[1]), Integer.parseInt(args[2]));
+                    case "save-full-memory" -> saveFullMemory(group, args[1], Integer.parseInt(args[2])); // or s3://
                     case "load" -> load(group, args[1], Path.of(args[2])); // a path or an s3:// URL
                     case "save-async" -> saveAsync(group, Path.of(args[1]), Path.of(args[2]));
                     case "save-async-sharded" -> saveAsyncSharded(group, args[1]); // a path or an s3:// prefix
@@ -187,7 +187,7 @@ public final class FsdpWorker {
         System.out.println("saved");
     }
 
-    private static void saveFullMemory(ProcessGroup group, Path file, int layers) throws Exception {
+    private static void saveFullMemory(ProcessGroup group, String location, int layers) throws Exception {
         torch.manual_seed(11); // the same layers on every rank, and in every run
         Module model = new Module();
         for (int i = 0; i < layers; i++) {
@@ -198,11 +198,14 @@ public final class FsdpWorker {
         state.put("model", sharded);
         state.put("step", 1L);
         Fabric fabric = new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL));
+        if (location.startsWith("s3://")) {
+            fabric.save(location, state); // warm-up: the SDK's classes and connections, the Java heap's growth
+        }
         System.gc();
         group.barrier();
         Files.writeString(Path.of("/proc/self/clear_refs"), "5"); // VmHWM := VmRSS
         long before = statusKib("VmRSS");
-        fabric.save(file, state);
+        fabric.save(location, state);
         long peak = statusKib("VmHWM");
         System.out.println("rss-before-kib=" + before + " hwm-after-kib=" + peak);
         System.out.println("extra-kib=" + (peak - before));

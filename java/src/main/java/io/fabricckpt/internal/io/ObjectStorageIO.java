@@ -9,18 +9,14 @@ import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeFileLayout;
+import io.fabricckpt.internal.NativeFullFileLayout;
 import io.fabricckpt.internal.NativeObjectBytes;
 import io.fabricckpt.internal.NativeProcessGroup;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.channels.FileChannel;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -63,70 +59,93 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     }
 
     /**
-     * Collective, as {@link TorchSaveFileIO#writeGathered}, to an object: the whole tensors are assembled
-     * one at a time from every rank's shards as the file is written, so the file cannot be planned for
-     * uploading in parts before its bytes exist. Global rank 0 therefore writes it to a temporary local
-     * file ({@code java.io.tmpdir}, which needs room for it; not synced), uploads that as a multipart
-     * upload read part by part from the file, and deletes it; every rank learns the outcome. The object
-     * appears only when the upload completes.
+     * Collective, as {@link TorchSaveFileIO#writeGathered}, to an object: global rank 0 plans the file
+     * with the whole tensors deferred ({@link NativeFullFileLayout}) and uploads it as a multipart upload
+     * while the shards arrive, on a thread of its own: a part is filled as soon as the tensors it holds
+     * are assembled, and a whole tensor is let go of once all its bytes are in parts, so rank 0 holds
+     * the tensors being sent (two in the usual case) and the parts in flight, never the file. Every rank
+     * learns the outcome; the object appears only when the upload completes.
      */
     public void writeGathered(CheckpointLocation location, NativeValue checkpoint, NativeShardPlan plan,
             NativeProcessGroup group, WriteOptions options) {
         boolean rankZero = group == null || group.rank() == 0;
-        Path spool = rankZero ? spoolFile(location) : null;
-        try {
-            try {
-                // only rank 0 writes; the others' path names the checkpoint in their errors
-                FabricNative.saveFull(NativeCalls.utf8(rankZero ? spool.toString() : location.toString()), checkpoint,
-                        plan, group, NativeCalls.utf8(options.archiveName()), false, options.unsafeGlobalsAllowed());
-            } catch (RuntimeException e) {
-                throw NativeErrors.translate(e, location + ": full save failed");
-            }
+        try (NativeFullFileLayout layout = fullLayout(location, checkpoint, plan, group, options)) {
             RuntimeException upload = null;
             if (rankZero) {
-                try {
-                    uploadFile(location, spool);
-                } catch (RuntimeException e) {
-                    upload = e;
+                AtomicReference<RuntimeException> gathered = new AtomicReference<>();
+                Thread gatherer = new Thread(() -> {
+                    try {
+                        gather(layout, location);
+                    } catch (RuntimeException e) {
+                        gathered.set(e);
+                    }
+                }, "fabric-ckpt-full-gather");
+                gatherer.start();
+                if (layout.planned()) {
+                    try {
+                        uploadGathered(location, layout);
+                    } catch (RuntimeException e) {
+                        upload = e;
+                        layout.abandon(NativeCalls.utf8(location + ": the upload failed: " + e.getMessage()));
+                    }
                 }
+                joinUninterruptibly(gatherer);
+                if (gathered.get() != null) { // every rank fails with the gather (it shared its outcome)
+                    RuntimeException cause = upload != null ? upload : gathered.get();
+                    if (cause != gathered.get()) {
+                        cause.addSuppressed(gathered.get());
+                    }
+                    throw cause;
+                }
+            } else {
+                gather(layout, location);
             }
             RankZeroOutcome.share(group, location.toString(), upload, null, "full save: upload",
                     "could not upload the checkpoint");
-        } finally {
-            if (spool != null) {
-                try {
-                    Files.deleteIfExists(spool);
-                } catch (IOException ignored) {
-                    // a leftover temporary file; the save's outcome stands
-                }
-            }
         }
     }
 
-    /** A fresh name in the temporary directory for the gathered file of {@code location}. */
-    private static Path spoolFile(CheckpointLocation location) {
-        String name = location.fileName().replaceAll("[^A-Za-z0-9._-]", "_");
-        return Path.of(System.getProperty("java.io.tmpdir"))
-                .resolve("fabric-ckpt-" + ProcessHandle.current().pid() + "-" + System.nanoTime() + "-" + name);
+    private static NativeFullFileLayout fullLayout(CheckpointLocation location, NativeValue checkpoint,
+            NativeShardPlan plan, NativeProcessGroup group, WriteOptions options) {
+        try {
+            return new NativeFullFileLayout(checkpoint, plan, group, NativeCalls.utf8(options.archiveName()),
+                    options.unsafeGlobalsAllowed(), NativeCalls.utf8(location.toString()));
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e, location + ": full save failed");
+        }
     }
 
-    private static void uploadFile(CheckpointLocation location, Path file) {
-        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
-            objects().upload(location, channel.size(), (offset, dest) -> {
-                try {
-                    for (long at = offset; dest.hasRemaining();) {
-                        int n = channel.read(dest, at);
-                        if (n < 0) {
-                            throw new IOException(file + ": ends before byte " + at);
-                        }
-                        at += n;
-                    }
-                } catch (IOException e) {
-                    throw new UncheckedIOException(e);
-                }
-            });
-        } catch (IOException | UncheckedIOException e) {
-            throw new CheckpointException(location + ": could not read the gathered file " + file + " to upload it", e);
+    private static void gather(NativeFullFileLayout layout, CheckpointLocation location) {
+        try {
+            layout.gather();
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e, location + ": full save failed");
+        }
+    }
+
+    private static void uploadGathered(CheckpointLocation location, NativeFullFileLayout layout) {
+        objects().upload(location, layout.size(), (offset, dest) -> {
+            int length = dest.remaining();
+            try (BytePointer memory = new BytePointer(dest)) {
+                layout.fill(offset, memory, length);
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e, location + ": bytes " + offset + "+" + length);
+            }
+        });
+    }
+
+    private static void joinUninterruptibly(Thread thread) {
+        boolean interrupted = false;
+        while (true) {
+            try {
+                thread.join();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true; // the gather is collective: it must end before the save returns
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
         }
     }
 

@@ -145,6 +145,39 @@ def test_safetensors_objects_are_the_files_safetensors_writes_and_reads(java, s3
     assert verified.startswith(url) and "safetensors" in verified, verified
 
 
+def test_hugging_face_sharded_checkpoints_in_s3_are_the_files_huggingface_hub_writes(java, s3_server, tmp_path):
+    """convert to s3://.../model.safetensors.index.json writes the shard objects and the index
+    save_torch_state_dict writes locally (tied weights, metadata), byte for byte; the library loads the
+    index object with its shards, and inspect (each shard's header), verify and convert (staged as a
+    directory) take it as they take the local directory."""
+    from huggingface_hub import save_torch_state_dict
+    from test_safetensors import files_of, hub_state
+    state = hub_state()
+    python_dir = tmp_path / "python"
+    python_dir.mkdir()
+    save_torch_state_dict(dict(state), python_dir, max_shard_size=3000, metadata={"note": "v1"})
+    expected = files_of(python_dir)
+    source = tmp_path / "state.pt"
+    torch.save({**state, "note": "v1"}, source)
+    bucket = s3_server.new_bucket("hf-index")
+    url = f"s3://{bucket}/hf/model.safetensors.index.json"
+    java.cli("convert", source, url, "--max-shard-size", "3000")
+    fs = s3_server.filesystem()
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{bucket}/hf")) == sorted(expected)
+    for name, data in expected.items():
+        assert fs.cat(f"{bucket}/hf/{name}") == data, name
+
+    local_index = python_dir / "model.safetensors.index.json"
+    assert java.describe_location(url) == java.describe(local_index)
+    remote = java.cli("inspect", "--json", url)
+    assert json.loads(remote.stdout) == json.loads(java.cli("inspect", "--json", local_index).stdout)
+    verified = java.cli("verify", url).stdout
+    assert verified.startswith(url) and "safetensors index of" in verified, verified
+    java.cli("convert", url, tmp_path / "whole.safetensors")
+    java.cli("convert", local_index, tmp_path / "whole-local.safetensors")
+    assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "whole-local.safetensors").read_bytes()
+
+
 def test_cli_inspect_of_a_legacy_s3_object_stages_it_whole_and_reads_it_without_torch(java, s3_server, tmp_path):
     """A pre-1.6 torch.save file (its storages' sizes lie between the storages) is fetched whole into the
     staged file, then outlined as the local file is."""

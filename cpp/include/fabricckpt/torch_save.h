@@ -235,6 +235,37 @@ class SafetensorsLayout {
   std::unique_ptr<Impl> impl_;
 };
 
+// A Hugging Face sharded checkpoint, what save_safetensors_file writes for `root` at the index path
+// `index_target`, planned for writers that send each file in parts (object storage): the shard files
+// (named as beside the index) by byte range, straight from the tensors' memory, and the index's
+// bytes, which go last. Refuses what save_safetensors_file refuses, before any byte is produced.
+// The tensors must stay alive and unchanged while it is used.
+class SafetensorsIndexLayout {
+ public:
+  SafetensorsIndexLayout(const ValuePtr& root, const std::string& index_target,
+                         uint64_t max_shard_size = safetensors::kDefaultMaxShardSize);
+  ~SafetensorsIndexLayout();
+  SafetensorsIndexLayout(const SafetensorsIndexLayout&) = delete;
+  SafetensorsIndexLayout& operator=(const SafetensorsIndexLayout&) = delete;
+
+  size_t shard_count() const;
+  const std::string& shard_name(size_t i) const;
+  uint64_t shard_size(size_t i) const;
+  // Copies [offset, offset + size) of shard i into `dest`; safe from several threads at once.
+  void fill(size_t i, uint64_t offset, void* dest, size_t size) const;
+  const std::string& index_json() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A Hugging Face sharded checkpoint downloaded into memory: `index` (parsed from the index object
+// `index_name`) and its shard files, in the order of index.files, as load_safetensors_bytes reads
+// each; the tensors in the order load_safetensors_file gives them (safetensors::merge_shards).
+ValuePtr load_safetensors_index_bytes(const safetensors::ShardIndex& index, const std::string& index_name,
+                                      const std::vector<std::shared_ptr<const MappedFile>>& shards);
+
 // A copy of the tree that owns its tensor data: each distinct storage is copied
 // once (views keep sharing, offsets and strides), containers are copied with their
 // sharing (a node referenced twice stays one node), immutable leaves are shared.

@@ -21,6 +21,10 @@ struct Value;
 class MappedFile;
 class TorchFileLayout;
 class SafetensorsLayout;
+class SafetensorsIndexLayout;
+namespace safetensors {
+struct ShardIndex;
+}
 }
 
 namespace fabricckpt::jni {
@@ -290,6 +294,9 @@ void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool 
                          NativeProgress* progress);
 // The file's __metadata__ (an index: the string entries of its "metadata") as a dict of strings.
 NativeValue safetensorsMetadata(const std::string& path);
+// Whether `name` is a file a Hugging Face sharded save under `stem` writes (and replaces):
+// <stem>.safetensors or <stem>-NNNNN-of-NNNNN.safetensors, possibly followed by .index.json.
+bool isSafetensorsFileOf(const std::string& name, const std::string& stem);
 // `metadata` (a safetensors header's or index's) as a dict of strings.
 NativeValue metadataDict(const std::vector<std::pair<std::string, std::string>>& metadata);
 
@@ -413,6 +420,40 @@ class NativeObjectBytes {
  private:
   const MappedFile& memory() const;
   std::shared_ptr<const MappedFile> memory_;
+};
+
+// A Hugging Face sharded checkpoint (`index_target` a *.safetensors.index.json) planned for object
+// storage (SafetensorsIndexLayout): each shard file by byte range, then the index's bytes.
+class NativeSafetensorsIndexLayout {
+ public:
+  NativeSafetensorsIndexLayout(const NativeValue& root, const std::string& index_target, long long max_shard_size);
+  int shardCount() const;
+  std::string shardName(int i) const;
+  long long shardSize(int i) const;
+  void fill(int i, long long offset, void* dest, long long size) const;
+  std::string indexJson() const;
+
+ private:
+  std::shared_ptr<SafetensorsIndexLayout> layout_;
+};
+
+// A downloaded Hugging Face index (`name`: its URL) and its shard files, added in files() order as
+// they are downloaded, then loaded together (load_safetensors_index_bytes).
+class NativeSafetensorsIndex {
+ public:
+  NativeSafetensorsIndex(const signed char* json, long long length, const std::string& name);
+  // The shard file names, one a line, in the order addShard takes them.
+  std::string files() const;
+  // The next shard's bytes (emptied: the loaded tensors view them).
+  void addShard(NativeObjectBytes& bytes);
+  NativeValue load();
+  // The index's string metadata (tied weights' names among them).
+  NativeValue metadata() const;
+
+ private:
+  std::string name_;
+  std::shared_ptr<const safetensors::ShardIndex> index_;
+  std::vector<std::shared_ptr<const MappedFile>> shards_;
 };
 
 // The byte ranges of a sharded directory's files that reading top-level `key` with `plan` reads

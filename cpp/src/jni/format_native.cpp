@@ -6,6 +6,7 @@
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/outline.h"
+#include "fabricckpt/safetensors.h"
 #include "fabricckpt/safety.h"
 #include "fabricckpt/value.h"
 #include "fabricckpt/zip.h"
@@ -139,6 +140,12 @@ std::string shardedOutlineRangesMissing(const std::string& dir, const std::strin
 OutlineNode readShardedOutline(const std::string& dir) {
   ShardedOutline outline = read_sharded_outline(dir);
   return OutlineNode(outline.owner, outline.root);
+}
+
+std::string safetensorsIndexFiles(const std::string& path) {
+  std::string out;
+  for (const auto& file : safetensors::read_index(path).files) out += file + "\n";
+  return out;
 }
 
 std::string verifyFile(const std::string& path) { return verify_outline(path); }

@@ -67,6 +67,9 @@ OutlineNode readOutline(const std::string& path);
 std::string outlineRangesMissing(const std::string& path, const std::string& fetched);
 // sharded_outline_ranges_missing: ranges as "file name<TAB>offset<TAB>length" lines, in and out.
 std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched);
+// The shard files a Hugging Face index (`path`, a *.safetensors.index.json) names, one a line
+// (safetensors::read_index: each a plain name beside the index).
+std::string safetensorsIndexFiles(const std::string& path);
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.

@@ -95,6 +95,57 @@ bool isShardedCheckpointEntry(const std::string& name) { return sharded::is_chec
 
 std::string shardedRankFileName(int rank) { return dcp::rank_file_name(rank); }
 
+NativeSafetensorsIndexLayout::NativeSafetensorsIndexLayout(const NativeValue& root, const std::string& index_target,
+                                                           long long max_shard_size) {
+  if (max_shard_size <= 0) throw StateError(concat(index_target, ": the largest shard size must be positive"));
+  layout_ = std::make_shared<SafetensorsIndexLayout>(root.get(), index_target, static_cast<uint64_t>(max_shard_size));
+}
+
+int NativeSafetensorsIndexLayout::shardCount() const { return static_cast<int>(layout_->shard_count()); }
+
+std::string NativeSafetensorsIndexLayout::shardName(int i) const {
+  if (i < 0) throw Error(concat("no shard ", i));
+  return layout_->shard_name(static_cast<size_t>(i));
+}
+
+long long NativeSafetensorsIndexLayout::shardSize(int i) const {
+  if (i < 0) throw Error(concat("no shard ", i));
+  return static_cast<long long>(layout_->shard_size(static_cast<size_t>(i)));
+}
+
+void NativeSafetensorsIndexLayout::fill(int i, long long offset, void* dest, long long size) const {
+  if (i < 0 || offset < 0 || size < 0) throw Error(concat("negative shard or range ", i, ": ", offset, "+", size));
+  if (size > 0 && dest == nullptr) throw Error("fill into a null buffer");
+  layout_->fill(static_cast<size_t>(i), static_cast<uint64_t>(offset), dest, static_cast<size_t>(size));
+}
+
+std::string NativeSafetensorsIndexLayout::indexJson() const { return layout_->index_json(); }
+
+NativeSafetensorsIndex::NativeSafetensorsIndex(const signed char* json, long long length, const std::string& name)
+    : name_(name) {
+  if (length < 0 || (length > 0 && json == nullptr)) throw Error("invalid byte string from the JVM");
+  if (static_cast<uint64_t>(length) > safetensors::kMaxHeaderSize) {
+    throw FormatError(concat(name, ": safetensors index of ", length, " bytes is over the limit"));
+  }
+  index_ = std::make_shared<const safetensors::ShardIndex>(
+      safetensors::parse_index(std::string_view(reinterpret_cast<const char*>(json), static_cast<size_t>(length)), name));
+}
+
+std::string NativeSafetensorsIndex::files() const {
+  std::string out;
+  for (const auto& file : index_->files) out += file + "\n";
+  return out;
+}
+
+void NativeSafetensorsIndex::addShard(NativeObjectBytes& bytes) {
+  if (shards_.size() >= index_->files.size()) throw StateError(concat(name_, ": more shard files than the index names"));
+  shards_.push_back(bytes.take());
+}
+
+NativeValue NativeSafetensorsIndex::load() { return NativeValue(load_safetensors_index_bytes(*index_, name_, shards_)); }
+
+NativeValue NativeSafetensorsIndex::metadata() const { return metadataDict(index_->metadata); }
+
 NativeObjectBytes::NativeObjectBytes(long long size, const std::string& name) {
   if (size < 0) throw Error(concat(name, ": negative object size ", size));
   memory_ = MappedFile::anonymous(static_cast<size_t>(size), name);

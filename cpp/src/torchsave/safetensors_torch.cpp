@@ -345,25 +345,43 @@ void save_single(const std::string& path, Flattened flat, bool fsync, IoProgress
   st::write_file(path, flat.tensors, metadata, fsync, progress);
 }
 
-void save_index(const std::string& index_path, const std::string& stem, Flattened flat, uint64_t max_shard_size,
-                bool fsync, IoProgress* progress) {
+// One shard file of a Hugging Face sharded checkpoint: its name beside the index, its tensors and layout.
+struct IndexShard {
+  std::string file, path;
+  std::vector<st::TensorData> tensors;
+  st::Layout layout;
+};
+
+// What save_torch_state_dict writes for `flat` at `index_path`: the shards and the index's bytes,
+// every check made before any file exists. Of the tensors sharing memory only the alphabetically
+// first that covers it whole is kept (_remove_duplicate_names), the others named in the metadata.
+struct IndexPlan {
+  Flattened flat;  // keeps the tensors (and contiguous copies) alive
+  std::vector<IndexShard> shards;
+  std::string index;
+  uint64_t bytes = 0;  // of every shard
+};
+
+IndexPlan plan_index(const std::string& index_path, const std::string& stem, Flattened flat, uint64_t max_shard_size) {
   if (max_shard_size == 0) throw StateError(concat(index_path, ": the largest shard size must be positive"));
-  // Of the tensors sharing memory, the alphabetically first that covers it whole is kept (_remove_duplicate_names).
-  st::Metadata metadata = std::move(flat.metadata);
+  IndexPlan plan;
+  plan.flat = std::move(flat);
+  Flattened& f = plan.flat;
+  st::Metadata metadata = std::move(f.metadata);
   std::unordered_set<std::string> metadata_keys;
   for (const auto& [key, value] : metadata) metadata_keys.insert(key);
   if (metadata_keys.count("total_size")) {
     throw StateError(concat(index_path, ": 'total_size' names the index's own metadata entry; rename that string"));
   }
-  std::vector<bool> dropped(flat.tensors.size(), false);
-  for (const auto& group : shared_groups(flat, /*alone=*/true)) {
+  std::vector<bool> dropped(f.tensors.size(), false);
+  for (const auto& group : shared_groups(f, /*alone=*/true)) {
     std::vector<std::string> names, whole;
     for (const size_t i : group) {
-      names.push_back(flat.tensors[i].name);
-      if (covers_storage(flat.given[i])) whole.push_back(flat.tensors[i].name);
+      names.push_back(f.tensors[i].name);
+      if (covers_storage(f.given[i])) whole.push_back(f.tensors[i].name);
     }
     if (whole.empty()) {  // a view of a larger storage, alone or with others
-      throw StateError(concat(index_path, ": ", names_of(flat, group), group.size() > 1 ? " view" : " views",
+      throw StateError(concat(index_path, ": ", names_of(f, group), group.size() > 1 ? " view" : " views",
                               " part of a larger storage, which huggingface_hub refuses to save (it would "
                               "store more than the tensors hold); clone ", group.size() > 1 ? "them" : "it", " first"));
     }
@@ -373,56 +391,58 @@ void save_index(const std::string& index_path, const std::string& stem, Flattene
       if (name == keep) continue;
       if (metadata_keys.insert(name).second) metadata.emplace_back(name, keep);  // the user's own entry wins
       for (const size_t i : group) {
-        if (flat.tensors[i].name == name) dropped[i] = true;
+        if (f.tensors[i].name == name) dropped[i] = true;
       }
     }
   }
   std::vector<size_t> kept;
   std::vector<st::ShardItem> items;
-  for (size_t i = 0; i < flat.tensors.size(); ++i) {
+  for (size_t i = 0; i < f.tensors.size(); ++i) {
     if (dropped[i]) continue;
     kept.push_back(i);
-    items.push_back({flat.tensors[i].name, storage_address(flat.keep[i]), flat.keep[i].storage().nbytes()});
+    items.push_back({f.tensors[i].name, storage_address(f.keep[i]), f.keep[i].storage().nbytes()});
   }
   const st::ShardSplit split = st::split_into_shards(items, max_shard_size);
   const fs::path dir = fs::path(index_path).parent_path();
   const std::string stem_name = fs::path(stem).filename().string();
   const st::Metadata shard_metadata{{"format", "pt"}};
-
-  struct Shard {
-    std::string file, path;
-    std::vector<st::TensorData> tensors;
-    st::Layout layout;
-  };
-  std::vector<Shard> shards;
   std::vector<std::pair<std::string, std::string>> weight_map;
-  uint64_t bytes = 0;
   for (size_t k = 0; k < split.shards.size(); ++k) {
-    Shard shard;
+    IndexShard shard;
     shard.file = st::shard_file_name(stem_name, k + 1, split.shards.size());
     shard.path = (dir / shard.file).string();
     for (const size_t item : split.shards[k]) {
-      shard.tensors.push_back(flat.tensors[kept[item]]);
-      weight_map.emplace_back(flat.tensors[kept[item]].name, shard.file);
+      shard.tensors.push_back(f.tensors[kept[item]]);
+      weight_map.emplace_back(f.tensors[kept[item]].name, shard.file);
     }
-    shard.layout = st::plan_layout(shard.tensors, shard_metadata, shard.path);  // every check before any file
-    bytes += shard.layout.total;
-    shards.push_back(std::move(shard));
+    shard.layout = st::plan_layout(shard.tensors, shard_metadata, shard.path);
+    plan.bytes += shard.layout.total;
+    plan.shards.push_back(std::move(shard));
   }
-  const std::string index = st::index_json(split.total_size, metadata, weight_map);
-  if (progress) progress->total = bytes;
+  plan.index = st::index_json(split.total_size, metadata, weight_map);
+  return plan;
+}
+
+void save_index(const std::string& index_path, const std::string& stem, Flattened flat, uint64_t max_shard_size,
+                bool fsync, IoProgress* progress) {
+  const IndexPlan plan = plan_index(index_path, stem, std::move(flat), max_shard_size);
+  if (progress) progress->total = plan.bytes;
+  const fs::path dir = fs::path(index_path).parent_path();
+  const std::string stem_name = fs::path(stem).filename().string();
 
   // Every shard in full first (the long part): until the renames below the previous checkpoint stands whole.
   std::vector<std::unique_ptr<AtomicFileSink>> written;
-  for (const auto& shard : shards) written.push_back(st::write_planned(shard.path, shard.tensors, shard.layout, fsync, progress));
+  for (const auto& shard : plan.shards) {
+    written.push_back(st::write_planned(shard.path, shard.tensors, shard.layout, fsync, progress));
+  }
   for (auto& sink : written) sink->commit();
   AtomicFileSink index_sink(index_path, fsync);
-  index_sink.write(index.data(), index.size());
+  index_sink.write(plan.index.data(), plan.index.size());
   index_sink.commit();
 
   // What an earlier save under this name left (other shard counts, a single file) would be read instead.
   std::unordered_set<std::string> current{fs::path(index_path).filename().string()};
-  for (const auto& shard : shards) current.insert(shard.file);
+  for (const auto& shard : plan.shards) current.insert(shard.file);
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir.empty() ? fs::path(".") : dir, ec)) {
     const std::string name = entry.path().filename().string();
@@ -430,6 +450,41 @@ void save_index(const std::string& index_path, const std::string& stem, Flattene
       fs::remove(entry.path(), ec);
     }
   }
+}
+
+// Copies [offset, offset + size) of a planned safetensors file (`layout` of `tensors`, whose indices
+// `by_offset` lists in file order) into `dest`: the header, then the tensors' bytes from their memory.
+void fill_planned(const std::string& target, const st::Layout& layout, const std::vector<st::TensorData>& tensors,
+                  const std::vector<size_t>& by_offset, uint64_t offset, void* dest, size_t size) {
+  check_read_range(target, layout.total, offset, size);
+  const uint64_t end = offset + size;
+  auto* out = static_cast<uint8_t*>(dest);
+  uint64_t done = offset;  // bytes before it are in `dest`
+  auto copy = [&](uint64_t start, const void* from, uint64_t length) {
+    const uint64_t a = std::max(start, offset);
+    const uint64_t b = std::min(start + length, end);
+    if (a >= b) return;
+    if (a != done) throw Error(concat(target, ": safetensors layout has a gap at byte ", done));
+    std::memcpy(out + (a - offset), static_cast<const uint8_t*>(from) + (a - start), static_cast<size_t>(b - a));
+    done = b;
+  };
+  copy(0, layout.prefix.data(), layout.prefix.size());
+  // The first tensor that ends after `offset`, then each in file order until `end`.
+  auto it = std::lower_bound(by_offset.begin(), by_offset.end(), offset, [&](size_t i, uint64_t at) {
+    return layout.file_offset[i] + tensors[i].size <= at;
+  });
+  for (; it != by_offset.end() && layout.file_offset[*it] < end; ++it) {
+    copy(layout.file_offset[*it], tensors[*it].data, tensors[*it].size);
+  }
+  if (done != end) throw Error(concat(target, ": safetensors layout has a gap at byte ", done));
+}
+
+// The tensors' indices in file order.
+std::vector<size_t> file_order(const st::Layout& layout) {
+  std::vector<size_t> order(layout.file_offset.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return layout.file_offset[a] < layout.file_offset[b]; });
+  return order;
 }
 
 }  // namespace
@@ -465,10 +520,7 @@ SafetensorsLayout::SafetensorsLayout(const ValuePtr& root, const std::optional<s
   std::optional<st::Metadata> written = metadata;
   if (from == MetadataFrom::Strings && !l.flat.metadata.empty()) written = l.flat.metadata;  // as save_single
   l.layout = st::plan_layout(l.flat.tensors, written, target);
-  l.by_offset.resize(l.flat.tensors.size());
-  std::iota(l.by_offset.begin(), l.by_offset.end(), size_t{0});
-  std::sort(l.by_offset.begin(), l.by_offset.end(),
-            [&](size_t a, size_t b) { return l.layout.file_offset[a] < l.layout.file_offset[b]; });
+  l.by_offset = file_order(l.layout);
 }
 
 SafetensorsLayout::~SafetensorsLayout() = default;
@@ -476,28 +528,55 @@ SafetensorsLayout::~SafetensorsLayout() = default;
 uint64_t SafetensorsLayout::size() const { return impl_->layout.total; }
 
 void SafetensorsLayout::fill(uint64_t offset, void* dest, size_t size) const {
-  const Impl& l = *impl_;
-  check_read_range(l.target, l.layout.total, offset, size);
-  const uint64_t end = offset + size;
-  auto* out = static_cast<uint8_t*>(dest);
-  uint64_t done = offset;  // bytes before it are in `dest`
-  auto copy = [&](uint64_t start, const void* from, uint64_t length) {
-    const uint64_t a = std::max(start, offset);
-    const uint64_t b = std::min(start + length, end);
-    if (a >= b) return;
-    if (a != done) throw Error(concat(l.target, ": safetensors layout has a gap at byte ", done));
-    std::memcpy(out + (a - offset), static_cast<const uint8_t*>(from) + (a - start), static_cast<size_t>(b - a));
-    done = b;
-  };
-  copy(0, l.layout.prefix.data(), l.layout.prefix.size());
-  // The first tensor that ends after `offset`, then each in file order until `end`.
-  auto it = std::lower_bound(l.by_offset.begin(), l.by_offset.end(), offset, [&](size_t i, uint64_t at) {
-    return l.layout.file_offset[i] + l.flat.tensors[i].size <= at;
-  });
-  for (; it != l.by_offset.end() && l.layout.file_offset[*it] < end; ++it) {
-    copy(l.layout.file_offset[*it], l.flat.tensors[*it].data, l.flat.tensors[*it].size);
+  fill_planned(impl_->target, impl_->layout, impl_->flat.tensors, impl_->by_offset, offset, dest, size);
+}
+
+struct SafetensorsIndexLayout::Impl {
+  IndexPlan plan;
+  std::vector<std::vector<size_t>> by_offset;  // per shard
+};
+
+SafetensorsIndexLayout::SafetensorsIndexLayout(const ValuePtr& root, const std::string& index_target,
+                                               uint64_t max_shard_size)
+    : impl_(std::make_unique<Impl>()) {
+  std::string stem;
+  if (!is_safetensors_index_name(index_target, &stem)) {
+    throw StateError(concat(index_target, ": not a Hugging Face index name (*.safetensors.index.json)"));
   }
-  if (done != end) throw Error(concat(l.target, ": safetensors layout has a gap at byte ", done));
+  impl_->plan = plan_index(index_target, stem, flatten_state(root, index_target), max_shard_size);
+  for (const auto& shard : impl_->plan.shards) impl_->by_offset.push_back(file_order(shard.layout));
+}
+
+SafetensorsIndexLayout::~SafetensorsIndexLayout() = default;
+
+size_t SafetensorsIndexLayout::shard_count() const { return impl_->plan.shards.size(); }
+
+namespace {
+const IndexShard& shard_at(const std::vector<IndexShard>& shards, size_t i) {
+  if (i >= shards.size()) throw Error(concat("no shard ", i, " of ", shards.size()));
+  return shards[i];
+}
+}  // namespace
+
+const std::string& SafetensorsIndexLayout::shard_name(size_t i) const { return shard_at(impl_->plan.shards, i).file; }
+
+uint64_t SafetensorsIndexLayout::shard_size(size_t i) const { return shard_at(impl_->plan.shards, i).layout.total; }
+
+void SafetensorsIndexLayout::fill(size_t i, uint64_t offset, void* dest, size_t size) const {
+  const IndexShard& shard = shard_at(impl_->plan.shards, i);
+  fill_planned(shard.path, shard.layout, shard.tensors, impl_->by_offset[i], offset, dest, size);
+}
+
+const std::string& SafetensorsIndexLayout::index_json() const { return impl_->plan.index; }
+
+ValuePtr load_safetensors_index_bytes(const st::ShardIndex& index, const std::string& index_name,
+                                      const std::vector<std::shared_ptr<const MappedFile>>& shards) {
+  if (shards.size() != index.files.size()) {
+    throw Error(concat(index_name, ": ", shards.size(), " shard files given for the index's ", index.files.size()));
+  }
+  std::vector<ValuePtr> loaded;
+  for (const auto& shard : shards) loaded.push_back(load_safetensors_bytes(shard));
+  return st::merge_shards(index, loaded, index_name);
 }
 
 void save_safetensors_file(const std::string& path, const ValuePtr& root, bool fsync, IoProgress* progress,

@@ -134,18 +134,63 @@ class S3CheckpointTest {
         assertEquals("trained in Java", target.get("note"));
         assertEquals(List.of("big"), List.copyOf(remainder.keySet()));
 
-        // Refused before anything is uploaded, naming the URL: what safetensors cannot hold, and an index.
+        // Refused before anything is uploaded, naming the URL: what safetensors cannot hold.
         state.put("step", 12L);
         CheckpointException unfit = assertThrows(CheckpointException.class,
                 () -> fabric.save("s3://" + bucket + "/unfit.safetensors", state));
         assertTrue(unfit.getMessage().contains("step (int)") && unfit.getMessage().contains("unfit.safetensors"),
                 unfit.getMessage());
-        CheckpointException index = assertThrows(CheckpointException.class,
-                () -> fabric.save("s3://" + bucket + "/hf/model.safetensors.index.json", Map.of("w", torch.ones(2))));
-        assertTrue(index.getMessage().contains("s3://" + bucket + "/hf/model.safetensors.index.json"), index.getMessage());
-        assertEquals(List.of("renamed.bin", "run/weights.safetensors"), server.client()
-                .listObjectsV2(b -> b.bucket(bucket)).contents().stream().map(o -> o.key())
-                .filter(k -> !k.endsWith("/")).sorted().toList()); // S3Proxy's filesystem lists its folders
+        assertEquals(List.of("renamed.bin", "run/weights.safetensors"), keys(bucket));
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+    }
+
+    /** The keys of the bucket's objects, sorted (not S3Proxy's filesystem folders, which it lists too). */
+    private List<String> keys(String bucket) {
+        return server.client().listObjectsV2(b -> b.bucket(bucket)).contents().stream().map(o -> o.key())
+                .filter(k -> !k.endsWith("/")).sorted().toList();
+    }
+
+    /**
+     * A Hugging Face sharded checkpoint in object storage: its shards and index are the local save's
+     * files byte for byte, it loads back in place with its metadata string, and a save in fewer shards
+     * deletes the shards the earlier one left (not the other objects beside them).
+     */
+    @Test
+    void aHuggingFaceIndexInS3IsTheLocalFilesAndLoadsBack() throws Exception {
+        String bucket = server.newBucket("hf-index");
+        torch.manual_seed(6);
+        Net model = new Net(64, 32, 4);
+        Map<String, Object> state = Map.of("model", model, "big", torch.randn(3L << 20), "note", "v1"); // 12 MiB
+        Path local = Files.createDirectories(dir.resolve("hf")).resolve("model.safetensors.index.json");
+        Fabric sharded = new Fabric().maxShardSize(5 << 20);
+        sharded.save(local, state);
+        String url = "s3://" + bucket + "/hf/model.safetensors.index.json";
+        server.client().putObject(b -> b.bucket(bucket).key("hf/config.json"),
+                software.amazon.awssdk.core.sync.RequestBody.fromString("{}"));
+        sharded.save(url, state);
+        List<String> names;
+        try (var files = Files.list(local.getParent())) {
+            names = files.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+        assertTrue(names.size() >= 3, "an index and two shards at least: " + names);
+        for (String name : names) {
+            assertArrayEquals(Files.readAllBytes(local.resolveSibling(name)), object(bucket, "hf/" + name), name);
+        }
+
+        torch.manual_seed(7);
+        Net restored = new Net(64, 32, 4);
+        Map<String, Object> target = new HashMap<>();
+        target.put("model", restored);
+        target.put("note", null);
+        Map<String, Object> remainder = fabric.load(url, target);
+        assertTrue(restored.fc2.weight().equal(model.fc2.weight()));
+        assertEquals("v1", target.get("note"));
+        assertEquals(List.of("big"), List.copyOf(remainder.keySet()));
+        assertTrue(TorchFiles.verify(url).startsWith(url + ": OK"), TorchFiles.verify(url));
+
+        new Fabric().save(url, Map.of("model", model)); // one shard now
+        assertEquals(List.of("hf/config.json", "hf/model-00001-of-00001.safetensors", "hf/model.safetensors.index.json"),
+                keys(bucket));
         assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
     }
 

@@ -24,7 +24,8 @@ import java.util.concurrent.Future;
  * byte ranges the outline reads are fetched (of a torch.save file its end record and directory, every
  * local header, data.pkl and the other small records, never a storage; of a safetensors file its
  * header; a legacy file whole), as {@link Outlines#rangesMissing} says, round by round (the directory
- * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes; {@link #forShardedOutline} a sharded prefix the same way, file by file;
+ * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes (a Hugging
+ * Face index object: a directory of the index and its shards, each shard's header fetched); {@link #forShardedOutline} a sharded prefix the same way, file by file;
  * {@link #whole} an object or a sharded prefix copied whole (to disk, never
  * into memory), for {@code diff}. Removed on close.
  */
@@ -36,14 +37,22 @@ final class StagedObject implements AutoCloseable {
     private static final int MAX_ROUNDS = 8;
 
     private final CheckpointLocation object;
-    private final Path file;
-    private final long size;
+    private final Path file;     // what close() removes: the staged file or directory
+    private final Path read;     // what the commands read: `file`, or the index inside it
+    private final String shown;  // what messages name instead of `file`
+    private long size;
     private final List<long[]> fetched = new ArrayList<>();
     private long fetchedBytes;
 
     private StagedObject(CheckpointLocation object, Path file, long size) {
+        this(object, file, file, object.toString(), size);
+    }
+
+    private StagedObject(CheckpointLocation object, Path file, Path read, String shown, long size) {
         this.object = object;
         this.file = file;
+        this.read = read;
+        this.shown = shown;
         this.size = size;
     }
 
@@ -54,6 +63,9 @@ final class StagedObject implements AutoCloseable {
     static StagedObject forOutline(String url) {
         CheckpointLocation object = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
+        if (isIndex(object)) {
+            return index(object, false);
+        }
         long size;
         try {
             size = objects.size(object);
@@ -161,6 +173,9 @@ final class StagedObject implements AutoCloseable {
     static StagedObject whole(String url) {
         CheckpointLocation location = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
+        if (isIndex(location)) {
+            return index(location, true);
+        }
         try {
             if (objects.exists(location.resolve(".metadata"))) {
                 Path dir = Files.createTempDirectory("fabricckpt-diff-");
@@ -194,6 +209,72 @@ final class StagedObject implements AutoCloseable {
         }
     }
 
+    private static boolean isIndex(CheckpointLocation location) {
+        return location.fileName().endsWith(".safetensors.index.json");
+    }
+
+    /**
+     * A Hugging Face index object staged as a directory, as on disk: the index fetched whole, each shard
+     * object it names (beside it) fetched whole, or for an outline ({@code whole} false) as a sparse file
+     * into which only its header is fetched.
+     */
+    private static StagedObject index(CheckpointLocation index, boolean whole) {
+        S3Objects objects = S3Objects.shared();
+        long indexSize = objects.size(index); // CheckpointNotFoundException when missing
+        String key = index.key();
+        String prefix = key.substring(0, key.lastIndexOf('/') + 1);
+        String shown = "s3://" + index.bucket() + "/" + prefix;
+        try {
+            Path dir = Files.createTempDirectory("fabricckpt-index-");
+            Path indexFile = dir.resolve(index.fileName());
+            StagedObject staged = new StagedObject(index, dir, indexFile, shown.substring(0, shown.length() - 1), 0);
+            try {
+                staged.copy(objects, index, indexFile, indexSize);
+                long total = indexSize;
+                for (String name : Outlines.safetensorsIndexFiles(indexFile)) {
+                    CheckpointLocation shard = CheckpointLocation.ofObject(index.bucket(), prefix + name);
+                    long size = objects.size(shard);
+                    total += size;
+                    if (whole) {
+                        staged.copy(objects, shard, dir.resolve(name), size);
+                    } else {
+                        staged.fetchOutline(objects, shard, dir.resolve(name), size);
+                    }
+                }
+                staged.size = total;
+                return staged;
+            } catch (Outlines.FormatException e) {
+                staged.close();
+                throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
+            } catch (IOException | RuntimeException e) {
+                staged.close();
+                throw e;
+            }
+        } catch (IOException e) {
+            throw new CheckpointStorageException(index + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+        }
+    }
+
+    /** Stages {@code from} in the sparse file {@code to}: its first bytes, then what its outline reads, round by round. */
+    private void fetchOutline(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
+        try (RandomAccessFile sparse = new RandomAccessFile(to.toFile(), "rw")) {
+            sparse.setLength(bytes);
+        }
+        List<long[]> record = new ArrayList<>();
+        fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}), record);
+        for (int round = 0; ; round++) {
+            List<long[]> missing = Outlines.rangesMissing(to, record);
+            if (missing.isEmpty()) {
+                return;
+            }
+            if (round == MAX_ROUNDS) {
+                throw new CliException(ExitCodes.IO, from + ": still names unread ranges after " + MAX_ROUNDS
+                        + " rounds of fetches");
+            }
+            fetch(objects, from, to, bytes, missing, record);
+        }
+    }
+
     private void copy(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
         try (RandomAccessFile sparse = new RandomAccessFile(to.toFile(), "rw")) {
             sparse.setLength(bytes);
@@ -202,9 +283,9 @@ final class StagedObject implements AutoCloseable {
         fetchedBytes += bytes;
     }
 
-    /** The staged file or directory. */
+    /** The staged file or directory (a staged Hugging Face index: the index file inside its directory). */
     Path path() {
-        return file;
+        return read;
     }
 
     /** The object's bytes (a staged outline's). */
@@ -227,8 +308,8 @@ final class StagedObject implements AutoCloseable {
         if (text == null) {
             return null;
         }
-        String named = text.replace(file.toAbsolutePath().toString(), object.toString());
-        return leading && !named.startsWith(object.toString()) ? object + ": " + named : named;
+        String named = text.replace(file.toAbsolutePath().toString(), shown);
+        return leading && !named.startsWith(shown) ? object + ": " + named : named;
     }
 
     private void fetch(S3Objects objects, List<long[]> ranges) {

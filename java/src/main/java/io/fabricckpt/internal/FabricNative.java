@@ -183,6 +183,13 @@ public final class FabricNative {
     /** A safetensors file's {@code __metadata__} (an index's string metadata) as a dict of strings. */
     public static native @ByVal NativeValue safetensorsMetadata(@StdString BytePointer path);
 
+    /**
+     * Whether {@code name} is a file a Hugging Face sharded save under {@code stem} writes:
+     * {@code <stem>.safetensors} or {@code <stem>-NNNNN-of-NNNNN.safetensors}, possibly followed by {@code .index.json}.
+     */
+    @Cast("bool") public static native boolean isSafetensorsFileOf(@StdString BytePointer name,
+            @StdString BytePointer stem);
+
     /** The module's parameter names, one per line. */
     public static native @StdString BytePointer parameterNames(Pointer module);
 

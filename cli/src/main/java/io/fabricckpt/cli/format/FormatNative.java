@@ -32,6 +32,9 @@ public final class FormatNative {
 
     public static native @StdString BytePointer verifyFile(@StdString BytePointer path);
 
+    /** The shard files the Hugging Face index at {@code path} names, one a line. */
+    public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
+
     public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
 
     /** The ranges ("offset\tlength" lines) an outline of the sparse file at {@code path} still needs beyond {@code fetched}. */

@@ -126,6 +126,12 @@ public final class Outlines {
         return out;
     }
 
+    /** The shard files the Hugging Face index at {@code index} names (plain names beside it), in its order. */
+    public static List<String> safetensorsIndexFiles(Path index) {
+        String files = call(() -> string(FormatNative.safetensorsIndexFiles(path(index))));
+        return java.util.Arrays.stream(files.split("\n")).filter(f -> !f.isEmpty()).toList();
+    }
+
     /** verify of a checkpoint file or sharded directory, record by record or item by item. */
     public static String verify(Path path) {
         if (isShardedDirectory(path)) {

@@ -1,5 +1,7 @@
 package io.fabricckpt.internal.io;
 
+import io.fabricckpt.internal.FabricNative;
+import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import java.util.Collection;
@@ -46,4 +48,19 @@ public interface CheckpointReader extends AutoCloseable {
 
     @Override
     void close();
+
+    /**
+     * {@code value}, read under {@code key} from a file of whole tensors, with those at sharded places
+     * cut to {@code plan}'s regions (a full file loaded into sharded models; unchanged without shards).
+     */
+    static NativeValue cutToPlan(String key, NativeValue value, NativeShardPlan plan) {
+        NativeValue one = NativeValue.newDict(false);
+        one.put(NativeValue.newKey(key), value);
+        try {
+            FabricNative.sliceToPlan(one, plan);
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e, "'" + key + "'");
+        }
+        return one.getKey(key);
+    }
 }

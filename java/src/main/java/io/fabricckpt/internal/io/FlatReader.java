@@ -1,8 +1,6 @@
 package io.fabricckpt.internal.io;
 
-import io.fabricckpt.internal.FabricNative;
 import io.fabricckpt.internal.NativeCalls;
-import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import java.util.ArrayList;
@@ -95,24 +93,18 @@ final class FlatReader implements CheckpointReader {
 
     @Override
     public NativeValue read(String key, NativeShardPlan plan) {
-        NativeValue one = NativeValue.newDict(false);
+        NativeValue value;
         if (tensorName(key) != null) {
-            one.put(NativeValue.newKey(key), tensors.getKey(tensorName(key)));
+            value = tensors.getKey(tensorName(key));
         } else if (!under(key).isEmpty()) {
-            NativeValue dict = NativeValue.newDict(true); // a state dict, as state_dict() gives it
+            value = NativeValue.newDict(true); // a state dict, as state_dict() gives it
             for (String name : under(key)) {
-                dict.put(NativeValue.newKey(name.substring(key.length() + 1)), tensors.getKey(tensorName(name)));
+                value.put(NativeValue.newKey(name.substring(key.length() + 1)), tensors.getKey(tensorName(name)));
             }
-            one.put(NativeValue.newKey(key), dict);
         } else {
-            one.put(NativeValue.newKey(key), safetensorsMetadata().getKey(key));
+            value = safetensorsMetadata().getKey(key);
         }
-        try {
-            FabricNative.sliceToPlan(one, plan);
-        } catch (RuntimeException e) {
-            throw NativeErrors.translate(e, "'" + key + "'");
-        }
-        return one.getKey(key);
+        return CheckpointReader.cutToPlan(key, value, plan);
     }
 
     @Override

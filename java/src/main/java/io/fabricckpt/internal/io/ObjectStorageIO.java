@@ -1,6 +1,5 @@
 package io.fabricckpt.internal.io;
 
-import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
@@ -12,9 +11,15 @@ import io.fabricckpt.internal.NativeFileLayout;
 import io.fabricckpt.internal.NativeFullFileLayout;
 import io.fabricckpt.internal.NativeObjectBytes;
 import io.fabricckpt.internal.NativeProcessGroup;
+import io.fabricckpt.internal.NativeSafetensorsIndex;
+import io.fabricckpt.internal.NativeSafetensorsIndexLayout;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.bytedeco.javacpp.BytePointer;
@@ -41,6 +46,10 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     @Override
     public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
             ProgressListener listener) {
+        if (isIndexName(location)) {
+            writeIndex(location, checkpoint, options, listener);
+            return;
+        }
         try (NativeFileLayout layout = plan(location, checkpoint, options)) {
             long total = layout.size();
             AtomicLong done = new AtomicLong();
@@ -149,22 +158,128 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         }
     }
 
-    /**
-     * The file {@code location} gets: safetensors for a {@code .safetensors} name, else torch.save.
-     *
-     * @throws CheckpointException for a Hugging Face index name (sharded safetensors objects are not written yet)
-     */
+    /** The file {@code location} gets: safetensors for a {@code .safetensors} name, else torch.save. */
     private static NativeFileLayout plan(CheckpointLocation location, NativeValue checkpoint, WriteOptions options) {
-        String name = location.fileName();
-        if (name != null && name.endsWith(SafetensorsFileIO.INDEX_EXTENSION)) {
-            throw new CheckpointException(location + ": Hugging Face sharded checkpoints ("
-                    + SafetensorsFileIO.INDEX_EXTENSION + ") cannot be saved to object storage yet; save one "
-                    + SafetensorsFileIO.EXTENSION + " object, or the index to a local path");
-        }
         try {
             return new NativeFileLayout(checkpoint, SafetensorsFileIO.isSafetensorsName(location),
                     NativeCalls.utf8(options.archiveName()), options.unsafeGlobalsAllowed(),
                     NativeCalls.utf8(location.toString()));
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e);
+        }
+    }
+
+    private static boolean isIndexName(CheckpointLocation location) {
+        return location.fileName().endsWith(SafetensorsFileIO.INDEX_EXTENSION);
+    }
+
+    /** The object {@code name} beside {@code object} (under the same prefix). */
+    private static CheckpointLocation beside(CheckpointLocation object, String name) {
+        String key = object.key();
+        return CheckpointLocation.ofObject(object.bucket(), key.substring(0, key.lastIndexOf('/') + 1) + name);
+    }
+
+    /**
+     * A Hugging Face sharded checkpoint, as a local index save writes it: shards of at most the options'
+     * largest shard size beside the index. Every shard object is sent (multipart uploads from the tensors'
+     * memory) before any appears, then each is completed and the index comes last; shard objects an
+     * earlier save under the same name left (another shard count) are deleted once the index is in place.
+     */
+    private static void writeIndex(CheckpointLocation index, NativeValue checkpoint, WriteOptions options,
+            ProgressListener listener) {
+        try (NativeSafetensorsIndexLayout layout = planIndex(index, checkpoint, options)) {
+            long total = 0;
+            for (int i = 0; i < layout.shardCount(); i++) {
+                total += layout.shardSize(i);
+            }
+            long bytes = total;
+            AtomicLong done = new AtomicLong();
+            Set<String> current = new HashSet<>(Set.of(index.fileName()));
+            List<S3Objects.StagedObject> staged = new ArrayList<>();
+            try {
+                for (int i = 0; i < layout.shardCount(); i++) {
+                    int shard = i;
+                    String name = NativeCalls.string(layout.shardName(i));
+                    current.add(name);
+                    CheckpointLocation object = beside(index, name);
+                    staged.add(objects().stage(object, layout.shardSize(i), (offset, dest) -> {
+                        int length = dest.remaining();
+                        try (BytePointer memory = new BytePointer(dest)) {
+                            layout.fill(shard, offset, memory, length);
+                        } catch (RuntimeException e) {
+                            throw NativeErrors.translate(e, object + ": bytes " + offset + "+" + length);
+                        }
+                        if (listener != null) {
+                            listener.onProgress(done.addAndGet(length), bytes);
+                        }
+                    }));
+                }
+                for (S3Objects.StagedObject object : staged) {
+                    object.complete();
+                }
+            } finally {
+                for (S3Objects.StagedObject object : staged) {
+                    object.close(); // drops what was not completed
+                }
+            }
+            byte[] json = NativeCalls.bytes(layout.indexJson());
+            objects().upload(index, json.length, (offset, dest) -> dest.put(json, (int) offset, dest.remaining()));
+            String name = index.fileName();
+            BytePointer stem = NativeCalls.utf8(name.substring(0, name.length() - SafetensorsFileIO.INDEX_EXTENSION.length()));
+            for (String key : objects().listBeside(index).keySet()) {
+                CheckpointLocation other = CheckpointLocation.ofObject(index.bucket(), key);
+                String otherName = other.fileName();
+                if (beside(index, otherName).equals(other) && !current.contains(otherName)
+                        && FabricNative.isSafetensorsFileOf(NativeCalls.utf8(otherName), stem)) {
+                    objects().delete(other);
+                }
+            }
+        }
+    }
+
+    private static NativeSafetensorsIndexLayout planIndex(CheckpointLocation index, NativeValue checkpoint,
+            WriteOptions options) {
+        try {
+            return new NativeSafetensorsIndexLayout(checkpoint, NativeCalls.utf8(index.toString()),
+                    options.maxShardSize());
+        } catch (RuntimeException e) {
+            throw NativeErrors.translate(e);
+        }
+    }
+
+    /**
+     * A Hugging Face sharded checkpoint's tensors: the index object, then each shard object it names
+     * (beside it) downloaded into memory the tensors view; the index's string metadata beside them.
+     */
+    private static FlatReader readIndex(CheckpointLocation index, ProgressListener listener) {
+        long size = objects().size(index);
+        if (size > Integer.MAX_VALUE - 8) {
+            throw new io.fabricckpt.core.CorruptCheckpointException(index + ": an index of " + size + " bytes", null);
+        }
+        java.nio.ByteBuffer buffer = objects().read(index, 0, (int) size);
+        byte[] json = new byte[buffer.remaining()];
+        buffer.get(json);
+        try (NativeSafetensorsIndex parsed = newIndex(json, index)) {
+            for (String file : NativeCalls.string(parsed.files()).split("\n")) {
+                if (!file.isEmpty()) {
+                    try (NativeObjectBytes bytes = download(beside(index, file), listener)) {
+                        parsed.addShard(bytes);
+                    }
+                }
+            }
+            try {
+                NativeValue tensors = parsed.load();
+                NativeValue metadata = parsed.metadata();
+                return new FlatReader(tensors, () -> metadata);
+            } catch (RuntimeException e) {
+                throw NativeErrors.translate(e);
+            }
+        }
+    }
+
+    private static NativeSafetensorsIndex newIndex(byte[] json, CheckpointLocation index) {
+        try {
+            return new NativeSafetensorsIndex(json, NativeCalls.utf8(index.toString()));
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e);
         }
@@ -202,6 +317,11 @@ public final class ObjectStorageIO implements FileCheckpointIO {
 
     /** The object's tree, downloaded whole into native memory and parsed where it lies. */
     public NativeValue read(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
+        if (isIndexName(location)) {
+            try (CheckpointReader reader = readIndex(location, listener)) {
+                return reader.readAll();
+            }
+        }
         try (NativeObjectBytes bytes = download(location, listener)) {
             return parse(bytes, options);
         }
@@ -211,6 +331,9 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     public CheckpointReader open(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
         if (isShardedDirectory(location)) {
             return ShardedObjectReader.open(objects(), location, options, listener);
+        }
+        if (isIndexName(location)) {
+            return readIndex(location, listener);
         }
         try (NativeObjectBytes bytes = download(location, listener)) {
             if (!bytes.isSafetensors()) {
@@ -236,6 +359,12 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         if (isShardedDirectory(location)) {
             try (ShardedObjectReader reader = ShardedObjectReader.open(objects(), location, ReadOptions.DEFAULT, null)) {
                 return reader.verify();
+            }
+        }
+        if (isIndexName(location)) {
+            try (CheckpointReader reader = readIndex(location, null); NativeValue tensors = reader.readAll()) {
+                return location + ": OK: a Hugging Face sharded checkpoint of " + tensors.size()
+                        + " tensors, every shard's header checked and every tensor read";
             }
         }
         try (NativeObjectBytes bytes = download(location, null)) {

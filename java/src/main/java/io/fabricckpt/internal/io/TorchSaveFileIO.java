@@ -156,14 +156,7 @@ public final class TorchSaveFileIO implements FileCheckpointIO {
         @Override
         public NativeValue read(String key, NativeShardPlan plan) {
             // A full file into sharded models: each rank keeps its regions (nothing to do without shards).
-            NativeValue one = NativeValue.newDict(false);
-            one.put(NativeValue.newKey(key), root.getKey(key));
-            try {
-                FabricNative.sliceToPlan(one, plan);
-            } catch (RuntimeException e) {
-                throw NativeErrors.translate(e, "'" + key + "'");
-            }
-            return one.getKey(key);
+            return CheckpointReader.cutToPlan(key, root.getKey(key), plan);
         }
 
         @Override

@@ -142,14 +142,22 @@ public final class S3Objects implements AutoCloseable {
 
     /** The objects under the directory's prefix (its key followed by '/'): key to size, in lexicographic order. */
     public Map<String, Long> list(CheckpointLocation directory) {
-        String prefix = directory.key() + "/";
+        return list(directory, directory.key() + "/");
+    }
+
+    /** The objects beside {@code object}: under the prefix its key's last '/' ends (the whole bucket if none). */
+    public Map<String, Long> listBeside(CheckpointLocation object) {
+        return list(object, object.key().substring(0, object.key().lastIndexOf('/') + 1));
+    }
+
+    private Map<String, Long> list(CheckpointLocation location, String prefix) {
         Map<String, Long> objects = new LinkedHashMap<>();
         try {
-            for (S3Object o : client.listObjectsV2Paginator(b -> b.bucket(directory.bucket()).prefix(prefix)).contents()) {
+            for (S3Object o : client.listObjectsV2Paginator(b -> b.bucket(location.bucket()).prefix(prefix)).contents()) {
                 objects.put(o.key(), o.size());
             }
         } catch (SdkException e) {
-            throw translate(directory, "listing it", e);
+            throw translate(location, "listing it", e);
         }
         return objects;
     }

@@ -142,6 +142,54 @@ TEST_F(SafetensorsTorch, FileLayoutIsTheSavedFileAndLoadsInPlaceFromMemory) {
   EXPECT_THROW(load_safetensors_bytes(MappedFile::from_bytes("x", "read-only")), Error);
 }
 
+// The Hugging Face layout planned for object storage: the shards and index a local index save
+// writes (tied weights kept once, the string in the index's metadata), and the index read back from
+// memory as the local index reads.
+TEST_F(SafetensorsTorch, IndexLayoutIsTheLocalIndexSaveAndLoadsFromMemory) {
+  const at::Tensor embed = torch::randn({64, 16});
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("embed.weight"), tensor(embed));
+  state->dict().set(Value::string("lm_head.weight"), tensor(embed));  // tied: one storage
+  state->dict().set(Value::string("layer.w"), tensor(torch::randn({32, 32}, torch::kFloat64)));
+  state->dict().set(Value::string("layer.b"), tensor(torch::arange(32, torch::kBFloat16)));
+  state->dict().set(Value::string("note"), Value::string("v1"));
+  fs::create_directories(dir_ / "hf");
+  const std::string index_path = (dir_ / "hf" / "model.safetensors.index.json").string();
+  save_safetensors_file(index_path, state, false, nullptr, 6000);
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+
+  const SafetensorsIndexLayout layout(state, "s3://bucket/hf/model.safetensors.index.json", 6000);
+  ASSERT_GE(layout.shard_count(), 2u);
+  std::vector<std::shared_ptr<const MappedFile>> shards;
+  for (size_t i = 0; i < layout.shard_count(); ++i) {
+    const std::string file = slurp(dir_ / "hf" / layout.shard_name(i));
+    ASSERT_EQ(layout.shard_size(i), file.size()) << layout.shard_name(i);
+    const auto memory = MappedFile::anonymous(file.size(), layout.shard_name(i));
+    for (uint64_t at = 0; at < file.size(); at += 777) {
+      layout.fill(i, at, memory->mutable_data() + at, static_cast<size_t>(std::min<uint64_t>(777, file.size() - at)));
+    }
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(memory->data()), memory->size()), file) << layout.shard_name(i);
+    shards.push_back(memory);
+  }
+  EXPECT_EQ(layout.index_json(), slurp(index_path));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "hf"), fs::directory_iterator{}),
+            static_cast<long>(layout.shard_count() + 1));
+
+  const auto index = safetensors::parse_index(layout.index_json(), "s3://bucket/hf/model.safetensors.index.json");
+  const ValuePtr loaded = load_safetensors_index_bytes(index, "s3://bucket/hf/model.safetensors.index.json", shards);
+  const ValuePtr expected = load_safetensors_file(index_path);
+  ASSERT_EQ(loaded->dict().size(), expected->dict().size());
+  for (size_t i = 0; i < loaded->dict().size(); ++i) {
+    EXPECT_EQ(loaded->dict().items()[i].first->as_string(), expected->dict().items()[i].first->as_string());
+  }
+  EXPECT_TRUE(tensor_at(loaded, "embed.weight").equal(embed));
+  EXPECT_THROW(load_safetensors_index_bytes(index, "s3://bucket/hf/model.safetensors.index.json", {}), Error);
+  EXPECT_THROW(SafetensorsIndexLayout(state, "s3://bucket/hf/model.safetensors", 6000), StateError);
+}
+
 TEST_F(SafetensorsTorch, RefusesWhatSafetensorsCannotHoldNamingEveryKey) {
   ValuePtr state = Value::plain_dict();
   state->dict().set(Value::string("w"), tensor(torch::ones({2})));

@@ -124,15 +124,7 @@ class S3CheckpointTest {
         assertEquals(List.copyOf(fromDisk.keySet()), List.copyOf(flat.keySet()));
         assertTrue(((Tensor) flat.get("big")).equal((Tensor) state.get("big")));
 
-        torch.manual_seed(5);
-        Net restored = new Net(64, 32, 4);
-        Map<String, Object> target = new HashMap<>();
-        target.put("model", restored);
-        target.put("note", null);
-        Map<String, Object> remainder = fabric.load(url, target);
-        assertTrue(restored.fc1.weight().equal(model.fc1.weight()));
-        assertEquals("trained in Java", target.get("note"));
-        assertEquals(List.of("big"), List.copyOf(remainder.keySet()));
+        assertRestoresModelAndNote(url, model, "trained in Java");
 
         // Refused before anything is uploaded, naming the URL: what safetensors cannot hold.
         state.put("step", 12L);
@@ -142,6 +134,22 @@ class S3CheckpointTest {
                 unfit.getMessage());
         assertEquals(List.of("renamed.bin", "run/weights.safetensors"), keys(bucket));
         assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+    }
+
+    /**
+     * A fresh Net and a "note" entry restored in place from the flat (safetensors) checkpoint at {@code url}:
+     * the model's weights, the note's string, and "big" left as the remainder.
+     */
+    private void assertRestoresModelAndNote(String url, Net model, String note) {
+        torch.manual_seed(99);
+        Net restored = new Net(64, 32, 4);
+        Map<String, Object> target = new HashMap<>();
+        target.put("model", restored);
+        target.put("note", null);
+        Map<String, Object> remainder = fabric.load(url, target);
+        assertTrue(restored.fc1.weight().equal(model.fc1.weight()) && restored.fc2.bias().equal(model.fc2.bias()));
+        assertEquals(note, target.get("note"));
+        assertEquals(List.of("big"), List.copyOf(remainder.keySet()));
     }
 
     /** The keys of the bucket's objects, sorted (not S3Proxy's filesystem folders, which it lists too). */
@@ -177,15 +185,7 @@ class S3CheckpointTest {
             assertArrayEquals(Files.readAllBytes(local.resolveSibling(name)), object(bucket, "hf/" + name), name);
         }
 
-        torch.manual_seed(7);
-        Net restored = new Net(64, 32, 4);
-        Map<String, Object> target = new HashMap<>();
-        target.put("model", restored);
-        target.put("note", null);
-        Map<String, Object> remainder = fabric.load(url, target);
-        assertTrue(restored.fc2.weight().equal(model.fc2.weight()));
-        assertEquals("v1", target.get("note"));
-        assertEquals(List.of("big"), List.copyOf(remainder.keySet()));
+        assertRestoresModelAndNote(url, model, "v1");
         assertTrue(TorchFiles.verify(url).startsWith(url + ": OK"), TorchFiles.verify(url));
 
         new Fabric().save(url, Map.of("model", model)); // one shard now

@@ -11,15 +11,9 @@ import io.fabricckpt.internal.NativeFileLayout;
 import io.fabricckpt.internal.NativeFullFileLayout;
 import io.fabricckpt.internal.NativeObjectBytes;
 import io.fabricckpt.internal.NativeProcessGroup;
-import io.fabricckpt.internal.NativeSafetensorsIndex;
-import io.fabricckpt.internal.NativeSafetensorsIndexLayout;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
-import java.util.ArrayList;
-import java.util.HashSet;
-import java.util.List;
-import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.bytedeco.javacpp.BytePointer;
@@ -31,7 +25,8 @@ import org.bytedeco.javacpp.BytePointer;
  * are filled straight from tensor memory, several at once (extra memory: the parts in flight); the
  * object appears only when the upload completes. A load fetches the object with parallel ranged GETs
  * into one native buffer that the loaded tensors then view (no further copy), and reads it as what its
- * first bytes say it is, whatever its name, as for local files.
+ * first bytes say it is, whatever its name, as for local files. A Hugging Face index key is a sharded
+ * checkpoint of objects ({@link IndexObjects}).
  */
 public final class ObjectStorageIO implements FileCheckpointIO {
     /** The object that marks a prefix as a torch.distributed.checkpoint directory, as on disk. */
@@ -46,8 +41,8 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     @Override
     public void write(CheckpointLocation location, NativeValue checkpoint, WriteOptions options, int threads,
             ProgressListener listener) {
-        if (isIndexName(location)) {
-            writeIndex(location, checkpoint, options, listener);
+        if (IndexObjects.isIndex(location)) {
+            IndexObjects.write(objects(), location, checkpoint, options, listener);
             return;
         }
         try (NativeFileLayout layout = plan(location, checkpoint, options)) {
@@ -169,124 +164,8 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         }
     }
 
-    private static boolean isIndexName(CheckpointLocation location) {
-        return location.fileName().endsWith(SafetensorsFileIO.INDEX_EXTENSION);
-    }
-
-    /** The object {@code name} beside {@code object} (under the same prefix). */
-    private static CheckpointLocation beside(CheckpointLocation object, String name) {
-        String key = object.key();
-        return CheckpointLocation.ofObject(object.bucket(), key.substring(0, key.lastIndexOf('/') + 1) + name);
-    }
-
-    /**
-     * A Hugging Face sharded checkpoint, as a local index save writes it: shards of at most the options'
-     * largest shard size beside the index. Every shard object is sent (multipart uploads from the tensors'
-     * memory) before any appears, then each is completed and the index comes last; shard objects an
-     * earlier save under the same name left (another shard count) are deleted once the index is in place.
-     */
-    private static void writeIndex(CheckpointLocation index, NativeValue checkpoint, WriteOptions options,
-            ProgressListener listener) {
-        try (NativeSafetensorsIndexLayout layout = planIndex(index, checkpoint, options)) {
-            long total = 0;
-            for (int i = 0; i < layout.shardCount(); i++) {
-                total += layout.shardSize(i);
-            }
-            long bytes = total;
-            AtomicLong done = new AtomicLong();
-            Set<String> current = new HashSet<>(Set.of(index.fileName()));
-            List<S3Objects.StagedObject> staged = new ArrayList<>();
-            try {
-                for (int i = 0; i < layout.shardCount(); i++) {
-                    int shard = i;
-                    String name = NativeCalls.string(layout.shardName(i));
-                    current.add(name);
-                    CheckpointLocation object = beside(index, name);
-                    staged.add(objects().stage(object, layout.shardSize(i), (offset, dest) -> {
-                        int length = dest.remaining();
-                        try (BytePointer memory = new BytePointer(dest)) {
-                            layout.fill(shard, offset, memory, length);
-                        } catch (RuntimeException e) {
-                            throw NativeErrors.translate(e, object + ": bytes " + offset + "+" + length);
-                        }
-                        if (listener != null) {
-                            listener.onProgress(done.addAndGet(length), bytes);
-                        }
-                    }));
-                }
-                for (S3Objects.StagedObject object : staged) {
-                    object.complete();
-                }
-            } finally {
-                for (S3Objects.StagedObject object : staged) {
-                    object.close(); // drops what was not completed
-                }
-            }
-            byte[] json = NativeCalls.bytes(layout.indexJson());
-            objects().upload(index, json.length, (offset, dest) -> dest.put(json, (int) offset, dest.remaining()));
-            String name = index.fileName();
-            BytePointer stem = NativeCalls.utf8(name.substring(0, name.length() - SafetensorsFileIO.INDEX_EXTENSION.length()));
-            for (String key : objects().listBeside(index).keySet()) {
-                CheckpointLocation other = CheckpointLocation.ofObject(index.bucket(), key);
-                String otherName = other.fileName();
-                if (beside(index, otherName).equals(other) && !current.contains(otherName)
-                        && FabricNative.isSafetensorsFileOf(NativeCalls.utf8(otherName), stem)) {
-                    objects().delete(other);
-                }
-            }
-        }
-    }
-
-    private static NativeSafetensorsIndexLayout planIndex(CheckpointLocation index, NativeValue checkpoint,
-            WriteOptions options) {
-        try {
-            return new NativeSafetensorsIndexLayout(checkpoint, NativeCalls.utf8(index.toString()),
-                    options.maxShardSize());
-        } catch (RuntimeException e) {
-            throw NativeErrors.translate(e);
-        }
-    }
-
-    /**
-     * A Hugging Face sharded checkpoint's tensors: the index object, then each shard object it names
-     * (beside it) downloaded into memory the tensors view; the index's string metadata beside them.
-     */
-    private static FlatReader readIndex(CheckpointLocation index, ProgressListener listener) {
-        long size = objects().size(index);
-        if (size > Integer.MAX_VALUE - 8) {
-            throw new io.fabricckpt.core.CorruptCheckpointException(index + ": an index of " + size + " bytes", null);
-        }
-        java.nio.ByteBuffer buffer = objects().read(index, 0, (int) size);
-        byte[] json = new byte[buffer.remaining()];
-        buffer.get(json);
-        try (NativeSafetensorsIndex parsed = newIndex(json, index)) {
-            for (String file : NativeCalls.string(parsed.files()).split("\n")) {
-                if (!file.isEmpty()) {
-                    try (NativeObjectBytes bytes = download(beside(index, file), listener)) {
-                        parsed.addShard(bytes);
-                    }
-                }
-            }
-            try {
-                NativeValue tensors = parsed.load();
-                NativeValue metadata = parsed.metadata();
-                return new FlatReader(tensors, () -> metadata);
-            } catch (RuntimeException e) {
-                throw NativeErrors.translate(e);
-            }
-        }
-    }
-
-    private static NativeSafetensorsIndex newIndex(byte[] json, CheckpointLocation index) {
-        try {
-            return new NativeSafetensorsIndex(json, NativeCalls.utf8(index.toString()));
-        } catch (RuntimeException e) {
-            throw NativeErrors.translate(e);
-        }
-    }
-
     /** The whole object, fetched with parallel ranged GETs into native memory. */
-    private static NativeObjectBytes download(CheckpointLocation location, ProgressListener listener) {
+    static NativeObjectBytes download(CheckpointLocation location, ProgressListener listener) {
         long size = objects().size(location);
         NativeObjectBytes bytes = new NativeObjectBytes(size, NativeCalls.utf8(location.toString()));
         try {
@@ -317,8 +196,8 @@ public final class ObjectStorageIO implements FileCheckpointIO {
 
     /** The object's tree, downloaded whole into native memory and parsed where it lies. */
     public NativeValue read(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
-        if (isIndexName(location)) {
-            try (CheckpointReader reader = readIndex(location, listener)) {
+        if (IndexObjects.isIndex(location)) {
+            try (CheckpointReader reader = IndexObjects.open(objects(), location, listener)) {
                 return reader.readAll();
             }
         }
@@ -332,8 +211,8 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         if (isShardedDirectory(location)) {
             return ShardedObjectReader.open(objects(), location, options, listener);
         }
-        if (isIndexName(location)) {
-            return readIndex(location, listener);
+        if (IndexObjects.isIndex(location)) {
+            return IndexObjects.open(objects(), location, listener);
         }
         try (NativeObjectBytes bytes = download(location, listener)) {
             if (!bytes.isSafetensors()) {
@@ -361,8 +240,9 @@ public final class ObjectStorageIO implements FileCheckpointIO {
                 return reader.verify();
             }
         }
-        if (isIndexName(location)) {
-            try (CheckpointReader reader = readIndex(location, null); NativeValue tensors = reader.readAll()) {
+        if (IndexObjects.isIndex(location)) {
+            try (CheckpointReader reader = IndexObjects.open(objects(), location, null);
+                    NativeValue tensors = reader.readAll()) {
                 return location + ": OK: a Hugging Face sharded checkpoint of " + tensors.size()
                         + " tensors, every shard's header checked and every tensor read";
             }

@@ -282,7 +282,7 @@ struct TorchFileLayout::Impl {
         continue;
       }
       const auto [bytes, keep] = source(k, lock);  // may wait (unlocked) for a deferred storage
-      if (overlaps(s.copying, at, gap_end) || (s.pieces.count(at) != 0)) continue;  // changed meanwhile
+      if (overlaps(s.copying, at, gap_end) || overlaps(s.pieces, at, gap_end)) continue;  // copied meanwhile
       s.copying.emplace(at, Span{gap_end});  // nobody copies these bytes: read them here
       lock.unlock();
       const uint32_t gap = crc32_update(0, bytes + at, gap_end - at);

@@ -207,7 +207,8 @@ public final class FsdpWorker {
         long before = statusKib("VmRSS");
         fabric.save(location, state);
         long peak = statusKib("VmHWM");
-        System.out.println("rss-before-kib=" + before + " hwm-after-kib=" + peak);
+        System.out.println("rss-before-kib=" + before + " hwm-after-kib=" + peak + " heap-committed-kib="
+                + Runtime.getRuntime().totalMemory() / 1024);
         System.out.println("extra-kib=" + (peak - before));
     }
 

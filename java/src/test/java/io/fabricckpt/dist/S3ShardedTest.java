@@ -243,8 +243,11 @@ class S3ShardedTest {
         Map<String, String> env = new HashMap<>(S3Server.environment());
         env.put("FABRICCKPT_DIST_TIMEOUT", "60");
         env.put("MALLOC_MMAP_THRESHOLD_", "1048576"); // freed tensors leave RSS (see FsdpTest)
-        LocalLauncher.Result r = launcher(2).environment(env).launch(FsdpWorker.class.getName(), "save-full-memory",
-                url, "16");
+        // The Java heap fixed and resident from the start: what rises is native memory (tensors, parts),
+        // not the heap growing to hold the SDK's garbage, which depends on when G1 collects.
+        List<String> fixedHeap = List.of("-Xms256m", "-Xmx256m", "-XX:+AlwaysPreTouch");
+        LocalLauncher.Result r = launcher(2).environment(env).jvmArgs(fixedHeap)
+                .launch(FsdpWorker.class.getName(), "save-full-memory", url, "16");
         assertTrue(r.succeeded(), r.describe());
         long extraKib = Long.parseLong(line(r, 0, "extra-kib=").orElseThrow(() -> new AssertionError(r.output(0))));
         System.out.println("rank 0 extra peak during the full save to S3: " + extraKib / 1024 + " MiB");

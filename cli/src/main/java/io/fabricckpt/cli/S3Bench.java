@@ -6,6 +6,8 @@ import static io.fabricckpt.cli.BenchSystem.human;
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.core.WriteOptions;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.URI;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -25,7 +27,8 @@ import software.amazon.awssdk.services.s3.model.BucketAlreadyOwnedByYouException
  * {@code fabric-ckpt bench-s3}: saves and loads of an {@code s3://} object on the S3 server the
  * environment names (AWS_ENDPOINT_URL and credentials, as for every s3:// location), against Lightning's
  * {@code fabric.save/load} of the same state to the same server (bench/s3_bench.py, through s3fs) and a
- * single-stream PUT of the same file (what a plain {@code aws s3 cp} of one stream does), in the same
+ * single-stream PUT of the same file (what a plain {@code aws s3 cp} of one stream does) and a single-stream
+ * GET of it whose bytes are dropped (the server's own read rate, nothing parsed or filled), in the same
  * run after a warm-up round, with the extra peak resident memory of each, and the targets: save and
  * load >= 3x Lightning, extra memory of a save <= 128 MiB.
  */
@@ -72,6 +75,18 @@ final class S3Bench {
                 client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file));
                 return null;
             }));
+            // The server's own read rate: one GET stream, its bytes dropped (no parse, no memory to fill).
+            byte[] discard = new byte[1 << 20];
+            rows.add(java.repeat(size, "single-stream GET (discarded)", "-", reps, null, () -> {
+                try (var in = client.getObject(b -> b.bucket(bucket).key(key))) {
+                    while (in.read(discard) >= 0) {
+                        // dropped
+                    }
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+                return null;
+            }));
         } finally {
             Files.deleteIfExists(file);
         }
@@ -91,8 +106,8 @@ final class S3Bench {
         Function<BenchRow, List<BenchRow>> references = r -> r.op().startsWith("Java save")
                 ? Stream.of(find(rows, "fabric.save to S3"), find(rows, "single-stream PUT (one file)"))
                         .filter(Objects::nonNull).toList()
-                : r.op().startsWith("Java load") ? Stream.of(find(rows, "fabric.load from S3")).filter(Objects::nonNull)
-                        .toList() : List.of();
+                : r.op().startsWith("Java load") ? Stream.of(find(rows, "fabric.load from S3"),
+                        find(rows, "single-stream GET (discarded)")).filter(Objects::nonNull).toList() : List.of();
         if (json) {
             Map<String, Object> settings = new LinkedHashMap<>();
             settings.put("sizes", List.of(size));

@@ -347,7 +347,7 @@ public final class S3Objects implements AutoCloseable {
 
     /**
      * Reads the object's {@code size} bytes into {@code sink}'s memory with ranged GETs of
-     * {@link S3Settings#partSize} bytes, {@link S3Settings#concurrency} at once.
+     * {@link S3Settings#rangeSizeFor} bytes, {@link S3Settings#concurrency} at once.
      */
     public void download(CheckpointLocation object, long size, RangeSink sink) {
         download(object, 0, size, sink);
@@ -355,7 +355,7 @@ public final class S3Objects implements AutoCloseable {
 
     /** {@link #download(CheckpointLocation, long, RangeSink)} of {@code [start, start + size)} of the object. */
     public void download(CheckpointLocation object, long start, long size, RangeSink sink) {
-        long range = settings.partSize();
+        long range = settings.rangeSizeFor(size);
         int count = (int) ((size + range - 1) / range);
         AtomicInteger next = new AtomicInteger();
         AtomicBoolean failed = new AtomicBoolean();

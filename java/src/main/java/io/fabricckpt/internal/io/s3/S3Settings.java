@@ -13,7 +13,8 @@ import java.util.regex.Pattern;
  *   <li>{@code AWS_S3_FORCE_PATH_STYLE=true}: bucket in the path, not the host name (always when the
  *       endpoint's host is an IP address, which cannot carry a bucket name);
  *   <li>{@code FABRICCKPT_S3_PART_SIZE} (bytes, suffixes K/M/G; default 16M, at least 5M as S3 requires):
- *       the size of each multipart-upload part and of each ranged GET;
+ *       the size of each multipart-upload part, and the least size of each ranged GET
+ *       ({@link #rangeSizeFor});
  *   <li>{@code FABRICCKPT_S3_CONCURRENCY} (default 4): parts uploaded or ranges fetched at once; a save
  *       holds at most this many parts in memory.
  * </ul>
@@ -73,6 +74,21 @@ public record S3Settings(String region, URI endpoint, boolean pathStyle, long pa
         long least = (size + MAX_PARTS - 1) / MAX_PARTS;
         return Math.max(partSize, least);
     }
+
+    /**
+     * The ranged GET size for a read of {@code size} bytes: the part size, grown until each of the
+     * {@link #concurrency} workers fetches about {@value #RANGES_PER_WORKER} ranges, at most
+     * {@value #MAX_GROWN_RANGE} bytes. Fewer, longer requests: against both S3Proxy and versitygw on
+     * loopback, 4 workers fetched 1 GiB in 64 MiB ranges in ~700 ms and in 16 MiB ranges in ~900 ms;
+     * four ranges a worker keep every worker busy until the end.
+     */
+    public long rangeSizeFor(long size) {
+        long even = (size + RANGES_PER_WORKER * concurrency - 1) / (RANGES_PER_WORKER * concurrency);
+        return Math.max(partSize, Math.min(even, MAX_GROWN_RANGE));
+    }
+
+    private static final int RANGES_PER_WORKER = 4;
+    private static final long MAX_GROWN_RANGE = 64L << 20;
 
     static long parseSize(String text) {
         String t = text.trim().toUpperCase(java.util.Locale.ROOT);

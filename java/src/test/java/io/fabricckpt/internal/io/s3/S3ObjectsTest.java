@@ -155,5 +155,13 @@ class S3ObjectsTest {
         assertEquals(4, S3Settings.from(Map.of()).concurrency());
         assertEquals((1L << 40) / 10_000 + 1, S3Settings.from(Map.of()).partSizeFor(1L << 40));
         assertThrows(IllegalArgumentException.class, () -> S3Settings.from(Map.of("FABRICCKPT_S3_PART_SIZE", "1M")));
+        // Ranged GETs: 4 ranges a worker, between the part size and 64 MiB (or the part size if larger).
+        S3Settings defaults = S3Settings.from(Map.of());
+        assertEquals(64L << 20, defaults.rangeSizeFor(1L << 30));
+        assertEquals(64L << 20, defaults.rangeSizeFor(100L << 30));
+        assertEquals(32L << 20, defaults.rangeSizeFor(512L << 20));
+        assertEquals(16L << 20, defaults.rangeSizeFor(100L << 20));
+        assertEquals(16L << 20, defaults.rangeSizeFor(1));
+        assertEquals(128L << 20, S3Settings.from(Map.of("FABRICCKPT_S3_PART_SIZE", "128M")).rangeSizeFor(1L << 30));
     }
 }

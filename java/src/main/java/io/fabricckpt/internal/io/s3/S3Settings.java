@@ -26,6 +26,10 @@ public record S3Settings(String region, URI endpoint, boolean pathStyle, long pa
     public static final long MIN_PART_SIZE = 5L << 20;
     /** S3's most parts in one upload. */
     public static final int MAX_PARTS = 10_000;
+    /** About how many ranged GETs each download worker fetches ({@link #rangeSizeFor}). */
+    private static final long RANGES_PER_WORKER = 4;
+    /** The largest a ranged GET grows beyond the part size. */
+    private static final long MAX_GROWN_RANGE = 64L << 20;
 
     private static final Pattern IP_HOST = Pattern.compile("\\d{1,3}(\\.\\d{1,3}){3}|\\[?[0-9a-fA-F:]+\\]?");
 
@@ -83,12 +87,10 @@ public record S3Settings(String region, URI endpoint, boolean pathStyle, long pa
      * four ranges a worker keep every worker busy until the end.
      */
     public long rangeSizeFor(long size) {
-        long even = (size + RANGES_PER_WORKER * concurrency - 1) / (RANGES_PER_WORKER * concurrency);
+        long ranges = RANGES_PER_WORKER * concurrency;
+        long even = (size + ranges - 1) / ranges;
         return Math.max(partSize, Math.min(even, MAX_GROWN_RANGE));
     }
-
-    private static final int RANGES_PER_WORKER = 4;
-    private static final long MAX_GROWN_RANGE = 64L << 20;
 
     static long parseSize(String text) {
         String t = text.trim().toUpperCase(java.util.Locale.ROOT);

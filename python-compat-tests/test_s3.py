@@ -62,6 +62,37 @@ def test_lightning_saves_java_loads_and_writes_back_the_same_object(java, s3_ser
         assert torch.equal(a, b)
 
 
+def test_an_https_store_with_a_private_ca_serves_java_and_lightning_from_one_environment(
+        java, s3_server, monkeypatch, tmp_path):
+    """AWS_CA_BUNDLE, which botocore (so s3fs and Lightning) reads, Java reads too: one environment points
+    both sides at an https store whose self-signed certificate only that bundle trusts."""
+    import s3fs
+    bucket = s3_server.new_bucket("https")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.secure_endpoint)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(s3_server.ca_bundle))
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec would reuse the http one Lightning made before
+    try:
+        url = f"s3://{bucket}/java.ckpt"
+        java.tool("write-sample", url)
+        java.tool("write-sample", tmp_path / "java.ckpt")
+        fabric = L.Fabric(accelerator="cpu", devices=1)
+        assert_same(expected_sample(), fabric.load(url))
+        fabric.save(f"s3://{bucket}/lightning.ckpt", _lightning_state(0))
+        java.tool("roundtrip-location", f"s3://{bucket}/lightning.ckpt", f"s3://{bucket}/back.ckpt")
+
+        plain = s3_server.filesystem()  # the same objects, over http
+        assert plain.cat(url) == (tmp_path / "java.ckpt").read_bytes()
+        assert plain.cat(f"s3://{bucket}/back.ckpt") == plain.cat(f"s3://{bucket}/lightning.ckpt")
+
+        monkeypatch.delenv("AWS_CA_BUNDLE")  # the JVM's own roots do not trust the server
+        refused = java.cli("inspect", url, check=False)
+        assert refused.returncode != 0
+        assert url in refused.stderr and f"cannot reach {s3_server.secure_endpoint}" in refused.stderr, refused.stderr
+        assert "AWS_CA_BUNDLE" in refused.stderr, refused.stderr
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
 def test_lightning_sharded_directory_in_s3_loads_in_java_and_converts(java, s3_server, lightning_sharded, tmp_path):
     """Lightning's ModelParallel save (a local directory: Lightning 2.6.6 writes sharded checkpoints
     through torch.distributed.checkpoint's FileSystemWriter, local paths only) uploaded as it is."""

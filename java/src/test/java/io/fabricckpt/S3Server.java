@@ -24,7 +24,8 @@ import software.amazon.awssdk.services.s3.S3Client;
 /**
  * A real S3 server for the tests: S3Proxy (the jar Maven copies to build/s3proxy/s3proxy.jar, named by
  * FABRICCKPT_S3PROXY_JAR) with its filesystem backend in a temporary folder, listening on a free loopback
- * port, as its own process. One per test JVM, started on first use and stopped when the JVM exits; this
+ * port over http and on another over https (a self-signed certificate for 127.0.0.1 made with the JDK's
+ * keytool, its PEM file {@link #caBundle()}), as its own process. One per test JVM, started on first use and stopped when the JVM exits; this
  * JVM's S3 settings (system properties the library and the SDK read) point at it, and
  * {@link #environment()} gives the same to child processes. Each test takes buckets of its own.
  */
@@ -36,15 +37,19 @@ public final class S3Server {
     private static S3Server instance;
     private static final AtomicInteger BUCKETS = new AtomicInteger();
 
+    private static final String KEYSTORE_PASSWORD = "fabricckpt-test";
+
     private final Process process;
     private final Path dir;
     private final URI endpoint;
+    private final URI secureEndpoint;
     private final S3Client client;
 
-    private S3Server(Process process, Path dir, URI endpoint) {
+    private S3Server(Process process, Path dir, URI endpoint, URI secureEndpoint) {
         this.process = process;
         this.dir = dir;
         this.endpoint = endpoint;
+        this.secureEndpoint = secureEndpoint;
         this.client = S3Client.builder().endpointOverride(endpoint).forcePathStyle(true).region(Region.of(REGION))
                 .credentialsProvider(StaticCredentialsProvider.create(AwsBasicCredentials.create(ACCESS_KEY, SECRET_KEY)))
                 .requestChecksumCalculation(RequestChecksumCalculation.WHEN_REQUIRED)
@@ -100,6 +105,16 @@ public final class S3Server {
         return endpoint;
     }
 
+    /** The same server over https; its certificate is trusted only through {@link #caBundle()}. */
+    public URI secureEndpoint() {
+        return secureEndpoint;
+    }
+
+    /** The PEM file of the https endpoint's self-signed certificate (what AWS_CA_BUNDLE names). */
+    public Path caBundle() {
+        return dir.resolve("ca.pem");
+    }
+
     /** A client of the server's own, to look at what the library wrote. */
     public S3Client client() {
         return client;
@@ -124,11 +139,17 @@ public final class S3Server {
             try {
                 Path dir = Files.createTempDirectory("fabricckpt-s3proxy-");
                 Files.createDirectories(dir.resolve("data"));
+                Path keystore = makeCertificate(dir);
                 int port = freePort();
+                int securePort = freePort();
                 URI endpoint = URI.create("http://127.0.0.1:" + port);
+                URI secureEndpoint = URI.create("https://127.0.0.1:" + securePort);
                 Path properties = dir.resolve("s3proxy.properties");
                 Files.writeString(properties, String.join("\n",
                         "s3proxy.endpoint=" + endpoint,
+                        "s3proxy.secure-endpoint=" + secureEndpoint,
+                        "s3proxy.keystore-path=" + keystore,
+                        "s3proxy.keystore-password=" + KEYSTORE_PASSWORD,
                         "s3proxy.authorization=aws-v2-or-v4",
                         "s3proxy.identity=" + ACCESS_KEY,
                         "s3proxy.credential=" + SECRET_KEY,
@@ -137,17 +158,46 @@ public final class S3Server {
                 String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
                 Process process = new ProcessBuilder(java, "-Xmx512m", "-jar", jar, "--properties", properties.toString())
                         .redirectErrorStream(true).redirectOutput(dir.resolve("s3proxy.log").toFile()).start();
-                if (awaitListening(process, port)) {
-                    return new S3Server(process, dir, endpoint);
+                if (awaitListening(process, port) && awaitListening(process, securePort)) {
+                    return new S3Server(process, dir, endpoint, secureEndpoint);
                 }
                 process.destroyForcibly();
-                last = new IOException("S3Proxy did not start on port " + port + ":\n"
+                last = new IOException("S3Proxy did not start on ports " + port + " and " + securePort + ":\n"
                         + Files.readString(dir.resolve("s3proxy.log")));
             } catch (IOException e) {
                 last = e;
             }
         }
         throw new UncheckedIOException(last);
+    }
+
+    /**
+     * A PKCS#12 keystore in {@code dir} holding a new self-signed certificate for 127.0.0.1 (valid for a
+     * few days: the server lives as long as one test JVM), and the certificate as {@code dir/ca.pem}.
+     */
+    private static Path makeCertificate(Path dir) throws IOException {
+        Path keystore = dir.resolve("keystore.p12");
+        String keytool = Path.of(System.getProperty("java.home"), "bin", "keytool").toString();
+        run(dir, keytool, "-genkeypair", "-alias", "s3proxy", "-keyalg", "EC", "-groupname", "secp256r1",
+                "-dname", "CN=127.0.0.1", "-ext", "SAN=ip:127.0.0.1", "-validity", "3", "-storetype", "PKCS12",
+                "-keystore", keystore.toString(), "-storepass", KEYSTORE_PASSWORD);
+        run(dir, keytool, "-exportcert", "-rfc", "-alias", "s3proxy", "-keystore", keystore.toString(),
+                "-storepass", KEYSTORE_PASSWORD, "-file", dir.resolve("ca.pem").toString());
+        return keystore;
+    }
+
+    private static void run(Path dir, String... command) throws IOException {
+        Path log = dir.resolve("keytool.log");
+        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        try {
+            if (!p.waitFor(60, TimeUnit.SECONDS) || p.exitValue() != 0) {
+                p.destroyForcibly();
+                throw new IOException(String.join(" ", command) + " failed:\n" + Files.readString(log));
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted", e);
+        }
     }
 
     private static boolean awaitListening(Process process, int port) throws IOException {

@@ -6,9 +6,10 @@ import static io.fabricckpt.cli.BenchSystem.human;
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.internal.io.s3.S3Settings;
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.net.URI;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -139,16 +140,7 @@ final class S3Bench {
 
     /** A client for the bench's own bucket and reference PUT, configured from the environment as the library's. */
     private static S3Client client() {
-        var builder = S3Client.builder().forcePathStyle(true);
-        String endpoint = Objects.requireNonNullElse(System.getenv("AWS_ENDPOINT_URL_S3"),
-                Objects.requireNonNullElse(System.getenv("AWS_ENDPOINT_URL"), ""));
-        if (!endpoint.isEmpty()) {
-            builder.endpointOverride(URI.create(endpoint));
-        }
-        if (System.getenv("AWS_REGION") == null) {
-            builder.region(software.amazon.awssdk.regions.Region.US_EAST_1);
-        }
-        return builder.build();
+        return S3Objects.clientBuilder(S3Settings.fromEnvironment()).build();
     }
 
     private static List<BenchRow> pythonRows(long size, int reps, String url) {

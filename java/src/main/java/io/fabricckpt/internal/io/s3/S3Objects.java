@@ -22,6 +22,8 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import javax.net.ssl.SSLException;
+import javax.net.ssl.TrustManager;
 import org.bytedeco.javacpp.BytePointer;
 import software.amazon.awssdk.auth.credentials.AwsCredentialsProvider;
 import software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider;
@@ -33,6 +35,7 @@ import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.http.apache.ApacheHttpClient;
 import software.amazon.awssdk.regions.Region;
 import software.amazon.awssdk.services.s3.S3Client;
+import software.amazon.awssdk.services.s3.S3ClientBuilder;
 import software.amazon.awssdk.services.s3.model.CompletedPart;
 import software.amazon.awssdk.services.s3.model.GetObjectResponse;
 import software.amazon.awssdk.services.s3.model.HeadObjectResponse;
@@ -76,16 +79,29 @@ public final class S3Objects implements AutoCloseable {
 
     public S3Objects(S3Settings settings, AwsCredentialsProvider credentials) {
         this.settings = settings;
+        this.client = clientBuilder(settings).credentialsProvider(credentials).build();
+    }
+
+    /**
+     * A builder of SDK clients configured as this class's: region, endpoint, addressing, trusted
+     * certificates, connections for {@code concurrency} requests in flight, standard retries; the SDK's
+     * default credential chain unless the caller sets other credentials.
+     */
+    public static S3ClientBuilder clientBuilder(S3Settings settings) {
+        var http = ApacheHttpClient.builder().maxConnections(Math.max(50, 2 * settings.concurrency()));
+        if (settings.caBundle() != null) {
+            TrustManager[] trust = CaBundle.trustManagers(settings.caBundle());
+            http.tlsTrustManagersProvider(() -> trust);
+        }
         var builder = S3Client.builder()
                 .region(Region.of(settings.region()))
-                .credentialsProvider(credentials)
                 .forcePathStyle(settings.pathStyle())
-                .httpClientBuilder(ApacheHttpClient.builder().maxConnections(Math.max(50, 2 * settings.concurrency())))
+                .httpClientBuilder(http)
                 .overrideConfiguration(o -> o.retryStrategy(RetryMode.STANDARD));
         if (settings.endpoint() != null) {
             builder.endpointOverride(settings.endpoint());
         }
-        this.client = builder.build();
+        return builder;
     }
 
     /** The process's client, configured from its environment on first use ({@link S3Settings#fromEnvironment}). */
@@ -519,10 +535,21 @@ public final class S3Objects implements AutoCloseable {
         }
         if (e instanceof SdkClientException) {
             String where = settings.endpoint() == null ? "S3 (" + settings.region() + ")" : settings.endpoint().toString();
-            return new CheckpointStorageException(url + ": " + doing + " failed: cannot reach " + where + ": "
+            String tls = !causedByTls(e) ? "" : " (TLS: is its certificate trusted? A private CA's PEM file goes in"
+                    + " AWS_CA_BUNDLE" + (settings.caBundle() == null ? "" : ", now " + settings.caBundle()) + ")";
+            return new CheckpointStorageException(url + ": " + doing + " failed: cannot reach " + where + tls + ": "
                     + e.getMessage(), e);
         }
         return new CheckpointStorageException(url + ": " + doing + " failed: " + e.getMessage(), e);
+    }
+
+    private static boolean causedByTls(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof SSLException) {
+                return true;
+            }
+        }
+        return false;
     }
 
     @Override

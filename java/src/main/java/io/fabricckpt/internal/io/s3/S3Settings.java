@@ -1,6 +1,7 @@
 package io.fabricckpt.internal.io.s3;
 
 import java.net.URI;
+import java.nio.file.Path;
 import java.util.Map;
 import java.util.regex.Pattern;
 
@@ -12,6 +13,9 @@ import java.util.regex.Pattern;
  *   <li>{@code AWS_ENDPOINT_URL_S3} or {@code AWS_ENDPOINT_URL}: an S3-compatible store;
  *   <li>{@code AWS_S3_FORCE_PATH_STYLE=true}: bucket in the path, not the host name (always when the
  *       endpoint's host is an IP address, which cannot carry a bucket name);
+ *   <li>{@code AWS_CA_BUNDLE}: a PEM file of the certificates an https endpoint is trusted by, in place of
+ *       the JVM's trust store, as the AWS CLI and botocore (s3fs) read it: one environment serves both
+ *       sides of a store with a private CA;
  *   <li>{@code FABRICCKPT_S3_PART_SIZE} (bytes, suffixes K/M/G; default 16M, at least 5M as S3 requires):
  *       the size of each multipart-upload part, and the least size of each ranged GET
  *       ({@link #rangeSizeFor});
@@ -19,9 +23,11 @@ import java.util.regex.Pattern;
  *       holds at most this many parts in memory.
  * </ul>
  * Java system properties override them as the SDK's do: {@code aws.region}, {@code aws.endpointUrl},
- * {@code fabricckpt.s3.forcePathStyle}, {@code fabricckpt.s3.partSize}, {@code fabricckpt.s3.concurrency}.
+ * {@code fabricckpt.s3.forcePathStyle}, {@code fabricckpt.s3.caBundle}, {@code fabricckpt.s3.partSize},
+ * {@code fabricckpt.s3.concurrency}. {@code endpoint} and {@code caBundle} are null when not set.
  */
-public record S3Settings(String region, URI endpoint, boolean pathStyle, long partSize, int concurrency) {
+public record S3Settings(String region, URI endpoint, boolean pathStyle, Path caBundle, long partSize,
+        int concurrency) {
     /** S3's smallest part but the last. */
     public static final long MIN_PART_SIZE = 5L << 20;
     /** S3's most parts in one upload. */
@@ -48,6 +54,7 @@ public record S3Settings(String region, URI endpoint, boolean pathStyle, long pa
         putProperty(env, "AWS_REGION", "aws.region");
         putProperty(env, "AWS_ENDPOINT_URL_S3", "aws.endpointUrl");
         putProperty(env, "AWS_S3_FORCE_PATH_STYLE", "fabricckpt.s3.forcePathStyle");
+        putProperty(env, "AWS_CA_BUNDLE", "fabricckpt.s3.caBundle");
         putProperty(env, "FABRICCKPT_S3_PART_SIZE", "fabricckpt.s3.partSize");
         putProperty(env, "FABRICCKPT_S3_CONCURRENCY", "fabricckpt.s3.concurrency");
         return from(env);
@@ -68,9 +75,11 @@ public record S3Settings(String region, URI endpoint, boolean pathStyle, long pa
         boolean pathStyle = "true".equalsIgnoreCase(env.getOrDefault("AWS_S3_FORCE_PATH_STYLE", ""))
                 || endpoint != null && endpoint.getHost() != null && IP_HOST.matcher(endpoint.getHost()).matches()
                 || endpoint != null && "localhost".equals(endpoint.getHost());
+        String caBundle = first(env.get("AWS_CA_BUNDLE"), null, null);
         long partSize = parseSize(first(env.get("FABRICCKPT_S3_PART_SIZE"), null, "16M"));
         int concurrency = Integer.parseInt(first(env.get("FABRICCKPT_S3_CONCURRENCY"), null, "4").trim());
-        return new S3Settings(region, endpoint, pathStyle, partSize, concurrency);
+        return new S3Settings(region, endpoint, pathStyle, caBundle == null ? null : Path.of(caBundle), partSize,
+                concurrency);
     }
 
     /** The part size for an object of {@code size} bytes: the configured one, grown to stay within S3's 10,000 parts. */

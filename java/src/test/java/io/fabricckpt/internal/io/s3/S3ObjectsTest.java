@@ -12,11 +12,14 @@ import io.fabricckpt.core.CheckpointStorageException;
 import java.io.IOException;
 import java.net.ServerSocket;
 import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import software.amazon.awssdk.auth.credentials.AwsBasicCredentials;
 import software.amazon.awssdk.auth.credentials.StaticCredentialsProvider;
 
@@ -107,6 +110,52 @@ class S3ObjectsTest {
         assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
     }
 
+    /** An https store with a private CA (as many S3-compatible stores have) is trusted through AWS_CA_BUNDLE. */
+    @Test
+    void anHttpsStoreIsTrustedThroughItsCaBundle() {
+        String bucket = server.newBucket("tls");
+        byte[] bytes = random((11 << 20) + 7); // three parts
+        CheckpointLocation object = CheckpointLocation.ofObject(bucket, "tls.bin");
+        Map<String, String> env = new HashMap<>(S3Server.environment());
+        env.put("AWS_ENDPOINT_URL", server.secureEndpoint().toString());
+        env.put("AWS_CA_BUNDLE", server.caBundle().toString());
+        try (S3Objects tls = new S3Objects(S3Settings.from(env))) {
+            tls.upload(object, bytes.length, (offset, dest) -> dest.put(bytes, (int) offset, dest.remaining()));
+            ByteBuffer back = ByteBuffer.allocate(bytes.length);
+            tls.download(object, bytes.length, (offset, length) -> back.slice((int) offset, length));
+            assertArrayEquals(bytes, back.array());
+        }
+        // The same object, read over plain http: it is the server's, not a client-side artefact.
+        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("tls.bin")).asByteArray());
+    }
+
+    /** Without the bundle the JVM's roots do not trust the server: an error naming the URL, endpoint and remedy. */
+    @Test
+    void anUntrustedHttpsStoreIsRefusedNamingTheRemedy() {
+        String bucket = server.newBucket("untrusted");
+        try (S3Objects untrusted = new S3Objects(settings(server.secureEndpoint().toString()))) {
+            CheckpointLocation object = CheckpointLocation.ofObject(bucket, "x.ckpt");
+            CheckpointStorageException e = assertThrows(CheckpointStorageException.class, () -> untrusted.size(object));
+            assertTrue(e.getMessage().contains("s3://" + bucket + "/x.ckpt"), e.getMessage());
+            assertTrue(e.getMessage().contains("cannot reach " + server.secureEndpoint()), e.getMessage());
+            assertTrue(e.getMessage().contains("AWS_CA_BUNDLE"), e.getMessage());
+        }
+    }
+
+    @Test
+    void aCaBundleThatIsMissingOrNotPemIsRefusedNamingTheFile(@TempDir Path dir) throws IOException {
+        Path notPem = Files.writeString(dir.resolve("bundle.pem"), "not a certificate\n");
+        Path missing = dir.resolve("missing.pem");
+        for (Path bundle : new Path[] {notPem, missing}) {
+            Map<String, String> env = new HashMap<>(S3Server.environment());
+            env.put("AWS_ENDPOINT_URL", server.secureEndpoint().toString());
+            env.put("AWS_CA_BUNDLE", bundle.toString());
+            CheckpointStorageException e = assertThrows(CheckpointStorageException.class,
+                    () -> new S3Objects(S3Settings.from(env)).close());
+            assertTrue(e.getMessage().startsWith("AWS_CA_BUNDLE=" + bundle + ": "), e.getMessage());
+        }
+    }
+
     @Test
     void wrongCredentialsAreDeniedNamingTheUrl() {
         String bucket = server.newBucket("denied");
@@ -153,6 +202,9 @@ class S3ObjectsTest {
                 "true")).pathStyle());
         assertEquals(16L << 20, S3Settings.from(Map.of()).partSize());
         assertEquals(4, S3Settings.from(Map.of()).concurrency());
+        assertEquals(null, S3Settings.from(Map.of()).caBundle());
+        assertEquals(Path.of("/etc/ssl/store-ca.pem"),
+                S3Settings.from(Map.of("AWS_CA_BUNDLE", "/etc/ssl/store-ca.pem")).caBundle());
         assertEquals((1L << 40) / 10_000 + 1, S3Settings.from(Map.of()).partSizeFor(1L << 40));
         assertThrows(IllegalArgumentException.class, () -> S3Settings.from(Map.of("FABRICCKPT_S3_PART_SIZE", "1M")));
         // Ranged GETs: 4 ranges a worker, between the part size and 64 MiB (or the part size if larger).

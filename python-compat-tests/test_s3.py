@@ -114,6 +114,9 @@ def test_lightning_sharded_directory_in_s3_loads_in_java_and_converts(java, s3_s
     java.cli("convert", url, tmp_path / "from-s3" / "converted.pt")
     java.cli("convert", local, tmp_path / "from-disk" / "converted.pt")
     assert (tmp_path / "from-s3" / "converted.pt").read_bytes() == (tmp_path / "from-disk" / "converted.pt").read_bytes()
+    # ... and into S3 (the archive folder inside follows the key's file name, as torch.save's does)
+    java.cli("convert", url, f"s3://{bucket}/consolidated/converted.pt")
+    assert fs.cat(f"s3://{bucket}/consolidated/converted.pt") == (tmp_path / "from-disk" / "converted.pt").read_bytes()
     converted = torch.load(tmp_path / "from-s3" / "converted.pt", weights_only=True)
     assert converted["step"] == 5 and converted["hparams"] == {"lr": 1e-3, "name": "lightning"}
     assert "OK: sharded checkpoint" in java.cli("verify", url).stdout

@@ -2,10 +2,14 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
+import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.io.s3.S3Objects;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.Locale;
 import java.util.Map;
-import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -42,29 +46,76 @@ final class ConvertCli implements Callable<Integer> {
     public Integer call() {
         WriteOptions options = WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(allowUnsafeGlobals)
                 .withMaxShardSize(parseShardSize(maxShardSize));
-        if (ObjectLocations.isRemote(targetLocation)) {
-            // Through the library: an s3:// target is uploaded as a multipart upload from the tensors'
-            // memory (the object appears only when complete).
+        if (ObjectLocations.isRemote(targetLocation) && Checkpoints.isSafetensorsName(Path.of(targetLocation))) {
+            // Through the library: uploaded as a multipart upload from the tensors' memory (the
+            // object, or a Hugging Face index's shards, appear only when complete).
             ProgressBar bar = new ProgressBar("convert");
             TorchFiles.convert(sourceLocation, targetLocation, options, bar);
             bar.finish();
             System.out.println("wrote " + targetLocation);
             return ExitCodes.OK;
         }
+        if (ObjectLocations.isRemote(targetLocation)) {
+            // A torch.save object: written without libtorch to the temporary folder (bounded memory), under
+            // the key's file name (a consolidation's archive folder follows it, as torch.save's does), then
+            // uploaded as a multipart upload read from that file; the object appears only when complete.
+            CheckpointLocation target = CheckpointLocation.parse(targetLocation);
+            if (target.fileName().isEmpty()) {
+                throw new CliException(ExitCodes.USAGE, targetLocation + ": names no object (s3://bucket/key)");
+            }
+            Path dir = createTempDirectory();
+            Path local = dir.resolve(target.fileName());
+            try {
+                convertFrom(sourceLocation, local, options);
+                S3Objects.shared().uploadFile(target, local);
+            } catch (IOException e) {
+                throw new CliException(ExitCodes.IO, targetLocation + ": " + e.getMessage());
+            } finally {
+                deleteQuietly(local);
+                deleteQuietly(dir);
+            }
+            System.out.println("wrote " + targetLocation);
+            return ExitCodes.OK;
+        }
+        convertFrom(sourceLocation, Path.of(targetLocation), options);
+        System.out.println("wrote " + targetLocation);
+        return ExitCodes.OK;
+    }
+
+    /** Converts a local or s3:// source into the local {@code target}. */
+    private void convertFrom(String sourceLocation, Path target, WriteOptions options) {
         if (ObjectLocations.isRemote(sourceLocation)) {
             // An s3:// source is copied whole to the temporary folder (to disk), then converted as a local one.
             try (StagedObject staged = StagedObject.whole(sourceLocation)) {
                 try {
-                    return convertLocal(staged.path(), Path.of(targetLocation), options);
+                    convertLocal(staged.path(), target, options);
                 } catch (Outlines.FormatException e) {
                     throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
                 }
             }
+        } else {
+            convertLocal(Paths.readable(Path.of(sourceLocation)), target, options);
         }
-        return convertLocal(Paths.readable(Path.of(sourceLocation)), Path.of(targetLocation), options);
     }
 
-    private int convertLocal(Path source, Path target, WriteOptions options) {
+    private static Path createTempDirectory() {
+        try {
+            return Files.createTempDirectory("fabricckpt-convert-");
+        } catch (IOException e) {
+            throw new CliException(ExitCodes.IO, "cannot create a folder in the temporary folder "
+                    + System.getProperty("java.io.tmpdir") + ": " + e.getMessage());
+        }
+    }
+
+    private static void deleteQuietly(Path path) {
+        try {
+            Files.deleteIfExists(path);
+        } catch (IOException ignored) {
+            // a file left in the temporary folder is harmless
+        }
+    }
+
+    private void convertLocal(Path source, Path target, WriteOptions options) {
         // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time; a
         // safetensors target through the library (the tensors flattened).
         if (Checkpoints.isSafetensorsName(target)) {
@@ -76,8 +127,6 @@ final class ConvertCli implements Callable<Integer> {
         } else {
             Outlines.convert(source, target, allowUnsafeGlobals);
         }
-        System.out.println("wrote " + target);
-        return ExitCodes.OK;
     }
 
     private static final Map<String, Long> SHARD_UNITS = Map.of("KB", 1_000L, "MB", 1_000_000L, "GB", 1_000_000_000L,

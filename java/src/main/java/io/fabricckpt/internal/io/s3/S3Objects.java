@@ -36,6 +36,7 @@ import software.amazon.awssdk.http.apache.ApacheHttpClient;
 import software.amazon.awssdk.regions.Region;
 import software.amazon.awssdk.services.s3.S3Client;
 import software.amazon.awssdk.services.s3.S3ClientBuilder;
+import software.amazon.awssdk.services.s3.S3Configuration;
 import software.amazon.awssdk.services.s3.model.CompletedPart;
 import software.amazon.awssdk.services.s3.model.GetObjectResponse;
 import software.amazon.awssdk.services.s3.model.HeadObjectResponse;
@@ -96,6 +97,10 @@ public final class S3Objects implements AutoCloseable {
         var builder = S3Client.builder()
                 .region(Region.of(settings.region()))
                 .forcePathStyle(settings.pathStyle())
+                // Over http the SDK signs the payload; chunked (aws-chunked), it copies every 128 KiB chunk
+                // into a new array, as much garbage as bytes sent. Unchunked, it hashes each part where it
+                // lies, then sends it. (Over https the payload is not signed, so neither applies.)
+                .serviceConfiguration(S3Configuration.builder().chunkedEncodingEnabled(false).build())
                 .httpClientBuilder(http)
                 .overrideConfiguration(o -> o.retryStrategy(RetryMode.STANDARD));
         if (settings.endpoint() != null) {
@@ -237,6 +242,31 @@ public final class S3Objects implements AutoCloseable {
         }
         try (StagedObject staged = stage(object, size, source)) {
             staged.complete();
+        }
+    }
+
+    /**
+     * Writes the local {@code file} as the object, as {@link #upload} does (parts read from the file
+     * as they are sent; the object appears only when complete).
+     */
+    public void uploadFile(CheckpointLocation object, Path file) throws IOException {
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
+            long size = channel.size();
+            upload(object, size, (offset, dest) -> {
+                try {
+                    for (long at = offset; dest.hasRemaining(); ) {
+                        int n = channel.read(dest, at);
+                        if (n < 0) {
+                            throw new CheckpointStorageException(file + ": ended at byte " + at + " while it was"
+                                    + " uploaded to " + object + " (it was " + size + " bytes)", null);
+                        }
+                        at += n;
+                    }
+                } catch (IOException e) {
+                    throw new CheckpointStorageException(file + ": reading it to upload to " + object + " failed: "
+                            + e.getMessage(), e);
+                }
+            });
         }
     }
 

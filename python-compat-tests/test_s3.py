@@ -5,12 +5,14 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
 
 import lightning as L
 import pytest
 import torch
 
-from conftest import assert_same, describe, normalise
+from conftest import _cli_classpath, assert_same, describe, normalise
 from test_java_writes import expected_sample
 from test_sharded import (assert_equal_trees, assert_same_training_state, java_sharded, launch,  # noqa: F401 (fixtures)
                           lightning_sharded, rank_lines)
@@ -369,6 +371,39 @@ def test_torch_fsspec_sharded_save_to_s3_loads_and_converts_in_java(java, s3_ser
     java.cli("convert", local, tmp_path / "from-disk" / "consolidated.pt")
     assert out.read_bytes() == (tmp_path / "from-disk" / "consolidated.pt").read_bytes()
     assert java.cli("verify", url).stdout.startswith(f"{url}: OK")
+
+
+def _user_namespaces_work():
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+
+
+def test_cli_copy_of_an_s3_checkpoint_to_a_disk_too_small_fails_naming_the_space(java, s3_server, tmp_path):
+    """verify, diff and convert copy an s3:// source to the temporary folder first, through a mapping, where
+    a full disk would fault the JVM. On a real small disk (a 20 MiB tmpfs, mounted in a user namespace of
+    its own) each fails naming the object, the folder, the bytes needed and free, and leaves nothing there."""
+    if not _user_namespaces_work():
+        pytest.skip("no user namespaces here (unshare --user --mount), so no small disk can be mounted")
+    bucket = s3_server.new_bucket("small-disk")
+    local = tmp_path / "big.pt"
+    torch.save({"w": torch.zeros(8 << 20)}, local)  # 32 MiB
+    url = f"s3://{bucket}/big.pt"
+    s3_server.filesystem().put_file(str(local), f"{bucket}/big.pt")
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    # Mount, run the CLI with its temporary folder there, then list what the folder holds afterwards.
+    script = f'mount -t tmpfs -o size=20m tmpfs "{small}" || exit 99; "$@"; rc=$?; ls -A "{small}"; exit $rc'
+    for args in (["verify", url], ["diff", url, local], ["convert", url, tmp_path / "out.pt"]):
+        cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
+               "java", f"-Djava.io.tmpdir={small}", "-cp", _cli_classpath(), "io.fabricckpt.cli.Main", *map(str, args)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        what = f"{args[0]}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 3, what
+        assert (f"{url}: it is copied to the temporary folder {small} first, which needs {local.stat().st_size} "
+                f"bytes there; 20971520 are free") in proc.stderr, what
+        assert "InternalError" not in proc.stderr and "\tat " not in proc.stderr, what
+        assert proc.stdout.strip() == "", what  # no output, and nothing left on the small disk
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_cli_diff_of_s3_checkpoints_is_the_diff_of_the_local_ones(java, s3_server, java_sharded, tmp_path):

@@ -276,6 +276,13 @@ final class StagedObject implements AutoCloseable {
     }
 
     private void copy(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
+        // The copy is written through a mapping, where a full disk would fault: refuse it up front.
+        long free = Files.getFileStore(to.getParent()).getUsableSpace();
+        if (bytes > free) {
+            throw new CheckpointStorageException(from + ": it is copied to the temporary folder " + to.getParent()
+                    + " first, which needs " + bytes + " bytes there; " + free + " are free (another folder:"
+                    + " FABRICCKPT_JAVA_OPTS=-Djava.io.tmpdir=DIR)", null);
+        }
         try (RandomAccessFile sparse = new RandomAccessFile(to.toFile(), "rw")) {
             sparse.setLength(bytes);
         }

@@ -9,6 +9,7 @@ import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.MappedByteBuffer;
 import java.nio.channels.FileChannel;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
@@ -435,7 +436,14 @@ public final class S3Objects implements AutoCloseable {
                 long start = offset + done;
                 int piece = (int) Math.min(length - done, 1L << 30);
                 MappedByteBuffer target = channel.map(FileChannel.MapMode.READ_WRITE, start, piece);
-                download(object, start, piece, (at, n) -> target.slice(Math.toIntExact(at - start), n));
+                try {
+                    download(object, start, piece, (at, n) -> target.slice(Math.toIntExact(at - start), n));
+                } catch (InternalError e) {
+                    // A write into a mapped page its disk cannot hold faults (SIGBUS); the JVM reports it so.
+                    throw new CheckpointStorageException(file + ": writing the bytes of " + object + " into it failed"
+                            + " (its disk full? " + Files.getFileStore(file).getUsableSpace() + " bytes free): "
+                            + e.getMessage(), e);
+                }
                 done += piece;
             }
         }

@@ -14,6 +14,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/dcp_flatten.cpp
   src/format/safe_globals.cpp
   src/io/read_source.cpp
+  src/format/byte_checks.cpp
   src/format/outline.cpp
   src/format/outline_compare.cpp
   src/format/outline_convert.cpp

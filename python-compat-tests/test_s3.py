@@ -379,9 +379,10 @@ def _user_namespaces_work():
 
 
 def test_cli_copy_of_an_s3_checkpoint_to_a_disk_too_small_fails_naming_the_space(java, s3_server, tmp_path):
-    """verify, diff and convert copy an s3:// source to the temporary folder first, through a mapping, where
-    a full disk would fault the JVM. On a real small disk (a 20 MiB tmpfs, mounted in a user namespace of
-    its own) each fails naming the object, the folder, the bytes needed and free, and leaves nothing there."""
+    """diff and convert copy an s3:// source to the temporary folder first, through a mapping, where a full
+    disk would fault the JVM. On a real small disk (a 20 MiB tmpfs, mounted in a user namespace of its own)
+    each fails naming the object, the folder, the bytes needed and free, and leaves nothing there. verify
+    streams the bytes it checks instead: the 32 MiB object verifies there."""
     if not _user_namespaces_work():
         pytest.skip("no user namespaces here (unshare --user --mount), so no small disk can be mounted")
     bucket = s3_server.new_bucket("small-disk")
@@ -393,10 +394,19 @@ def test_cli_copy_of_an_s3_checkpoint_to_a_disk_too_small_fails_naming_the_space
     small.mkdir()
     # Mount, run the CLI with its temporary folder there, then list what the folder holds afterwards.
     script = f'mount -t tmpfs -o size=20m tmpfs "{small}" || exit 99; "$@"; rc=$?; ls -A "{small}"; exit $rc'
-    for args in (["verify", url], ["diff", url, local], ["convert", url, tmp_path / "out.pt"]):
+    def run(*args):
         cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
                "java", f"-Djava.io.tmpdir={small}", "-cp", _cli_classpath(), "io.fabricckpt.cli.Main", *map(str, args)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    verified = run("verify", url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # the summary, then nothing left on the small disk
+    assert verified.stdout.strip().splitlines() == [f"{url}: OK (7 records, CRC-32 verified, 1 tensors over 1 storages "
+                                                    f"of {32 << 20} bytes)"], verified.stdout
+    assert "none written to disk" in verified.stderr, verified.stderr
+    for args in (["diff", url, local], ["convert", url, tmp_path / "out.pt"]):
+        proc = run(*args)
         what = f"{args[0]}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert proc.returncode == 3, what
         assert (f"{url}: it is copied to the temporary folder {small} first, which needs {local.stat().st_size} "
@@ -404,6 +414,54 @@ def test_cli_copy_of_an_s3_checkpoint_to_a_disk_too_small_fails_naming_the_space
         assert "InternalError" not in proc.stderr and "\tat " not in proc.stderr, what
         assert proc.stdout.strip() == "", what  # no output, and nothing left on the small disk
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_cli_verify_of_s3_checkpoints_streams_their_bytes_and_finds_what_a_local_verify_finds(java, s3_server, tmp_path):
+    """verify of an s3:// object or sharded prefix fetches its structure, then streams the bytes it checks from
+    the store (never to disk) and gives what verify of the local copy gives: the summary when intact, and for
+    one flipped byte in a tensor's data the same CRC-32 mismatch, naming the object."""
+    import torch.distributed.checkpoint as dcp
+
+    bucket = s3_server.new_bucket("verify-streamed")
+    fs = s3_server.filesystem()
+    single = tmp_path / "single.pt"
+    torch.save({"w": torch.arange(1 << 20, dtype=torch.float32), "step": 3, "names": ["a", "b"]}, single)
+    sharded = tmp_path / "sharded"
+    dcp.save({"w": torch.arange(1 << 20, dtype=torch.float32), "v": torch.ones(3, 5), "step": 3}, checkpoint_id=sharded)
+
+    def flipped(path):
+        bytes_ = bytearray(path.read_bytes())
+        bytes_[len(bytes_) // 2] ^= 0x5A  # the middle of the 4 MiB tensor
+        out = path.with_name("flipped-" + path.name)
+        out.write_bytes(bytes_)
+        return out
+
+    cases = [(single, f"s3://{bucket}/single.pt", lambda: fs.put_file(str(single), f"{bucket}/single.pt")),
+             (sharded, f"s3://{bucket}/sharded", lambda: fs.put(str(sharded) + "/", f"{bucket}/sharded/", recursive=True))]
+    for local, url, upload in cases:
+        upload()
+        expected = java.cli("verify", local).stdout.strip()
+        got = java.cli("verify", url)
+        assert got.stdout.strip() == expected.replace(str(local), url) if expected.startswith(str(local)) \
+            else got.stdout.strip() == f"{url}: {expected}", (got.stdout, expected)
+        assert "none written to disk" in got.stderr, got.stderr
+
+    # One byte flipped in the tensor's data: exit code 1, the mismatch of the local verify, named by URL.
+    bad_single = flipped(single)
+    fs.put_file(str(bad_single), f"{bucket}/bad.pt")
+    shard = sharded / "__0_0.distcp"
+    bad_dir = tmp_path / "bad-sharded"
+    bad_dir.mkdir()
+    for f in sharded.iterdir():
+        (bad_dir / f.name).write_bytes(f.read_bytes())
+    (bad_dir / shard.name).write_bytes(flipped(shard).read_bytes())
+    fs.put(str(bad_dir) + "/", f"{bucket}/bad-sharded/", recursive=True)
+    for local, url in ((bad_single, f"s3://{bucket}/bad.pt"), (bad_dir, f"s3://{bucket}/bad-sharded")):
+        here = java.cli("verify", local, check=False)
+        there = java.cli("verify", url, check=False)
+        assert here.returncode == 1 and there.returncode == 1, (here.stderr, there.stderr)
+        assert "CRC-32 mismatch" in there.stderr, there.stderr
+        assert there.stderr.strip() == here.stderr.strip().replace(str(local), url), (here.stderr, there.stderr)
 
 
 def test_cli_diff_of_s3_checkpoints_is_the_diff_of_the_local_ones(java, s3_server, java_sharded, tmp_path):

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fabricckpt/read_source.h"
@@ -72,6 +73,9 @@ class MappedFile final : public ReadSource {
   bool mapped() const { return readable_mapping_; }
   uint64_t size() const override { return size_; }
   const std::string& path() const { return path_; }
+  // The file a slice lies in (through slices of slices) and where `offset` of the slice is in it;
+  // (this, offset) for anything else.
+  std::pair<const MappedFile*, uint64_t> origin(uint64_t offset) const;
   const std::string& name() const override { return path_; }
   // Tells the kernel how the mapping will be read (madvise). Parsing touches a few
   // scattered pages (the directory, each record's local header); with the default

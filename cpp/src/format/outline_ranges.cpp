@@ -163,11 +163,11 @@ std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std
 }
 
 std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
-    const std::string& dir, const std::map<std::string, std::vector<ByteRange>>& fetched) {
+    const std::string& dir, const std::map<std::string, std::vector<ByteRange>>& fetched, bool every_item) {
   const std::string metadata_file = (std::filesystem::path(dir) / dcp::kMetadataFile).string();
   auto opened = MappedFile::open(metadata_file);
   const dcp::Metadata metadata = dcp::read_metadata(opened->read_string(0, opened->size()), metadata_file);
-  // The items an outline opens: values, and chunks that are their tensor whole.
+  // The items an outline opens: values, and chunks that are their tensor whole (verify: every chunk).
   std::vector<const dcp::StorageInfo*> items;
   for (const dcp::Entry& entry : metadata.entries) {
     if (!entry.tensor) {
@@ -176,7 +176,7 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
     }
     const std::vector<int64_t> origin(entry.tensor->size.size(), 0);
     for (const dcp::Chunk& chunk : entry.tensor->chunks) {
-      if (chunk.offsets == origin && chunk.sizes == entry.tensor->size) {
+      if (every_item || (chunk.offsets == origin && chunk.sizes == entry.tensor->size)) {
         items.push_back(metadata.storage_of(entry.key, &chunk.offsets));
       }
     }

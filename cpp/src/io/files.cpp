@@ -211,6 +211,15 @@ std::shared_ptr<const MappedFile> MappedFile::slice(std::shared_ptr<const Mapped
   return view;
 }
 
+std::pair<const MappedFile*, uint64_t> MappedFile::origin(uint64_t offset) const {
+  const MappedFile* file = this;
+  while (file->parent_) {
+    offset += file->parent_offset_;
+    file = file->parent_.get();
+  }
+  return {file, offset};
+}
+
 // --- DirectFile ----------------------------------------------------------------------------
 
 std::unique_ptr<DirectFile> DirectFile::open(const MappedFile& file) {

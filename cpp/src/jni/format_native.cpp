@@ -129,9 +129,9 @@ std::string outlineRangesMissing(const std::string& path, const std::string& fet
   return out;
 }
 
-std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched) {
+std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched, bool every_item) {
   std::string out;
-  for (const auto& [name, ranges] : sharded_outline_ranges_missing(dir, parse_ranges(fetched, true))) {
+  for (const auto& [name, ranges] : sharded_outline_ranges_missing(dir, parse_ranges(fetched, true), every_item)) {
     for (const ByteRange& r : ranges) out += concat(name, "\t", r.offset, "\t", r.length, "\n");
   }
   return out;
@@ -148,10 +148,67 @@ std::string safetensorsIndexFiles(const std::string& path) {
   return out;
 }
 
-std::string verifyFile(const std::string& path) { return verify_outline(path); }
+namespace {
 
-std::string verifyShardedDirectory(const std::string& dir) {
-  return verify_sharded_outline(dir) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
+// "path<TAB>offset<TAB>length" lines, one a range.
+std::string range_lines(const ByteChecks& checks) {
+  std::string out;
+  for (const auto& r : checks.listed()) out += concat(r.path, "\t", r.offset, "\t", r.length, "\n");
+  return out;
+}
+
+// "path<TAB>offset<TAB>length<TAB>crc" lines (crc in decimal) as ByteChecks that take them.
+ByteChecks given_checks(const std::string& text) {
+  ByteChecks checks = ByteChecks::reading();
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(at, end - at);
+    // From the right: the path may hold anything but a newline.
+    auto tab_before = [&](size_t end) {
+      return end == std::string::npos || end == 0 ? std::string::npos : line.rfind('\t', end - 1);
+    };
+    const size_t crc_tab = line.rfind('\t');
+    const size_t length_tab = tab_before(crc_tab);
+    const size_t offset_tab = tab_before(length_tab);
+    try {
+      if (offset_tab == std::string::npos) throw std::invalid_argument(line);
+      const auto crc = std::stoull(line.substr(crc_tab + 1));
+      if (crc > 0xffffffffULL) throw std::out_of_range(line);
+      checks.give({line.substr(0, offset_tab), std::stoull(line.substr(offset_tab + 1, length_tab - offset_tab - 1)),
+                   std::stoull(line.substr(length_tab + 1, crc_tab - length_tab - 1))},
+                  static_cast<uint32_t>(crc));
+    } catch (const std::logic_error&) {
+      throw Error(concat("not a checked range: '", line, "' (path<TAB>offset<TAB>length<TAB>crc)"));
+    }
+    at = end + 1;
+  }
+  return checks;
+}
+
+}  // namespace
+
+std::string verifyFile(const std::string& path, const std::string& given) {
+  ByteChecks checks = given_checks(given);
+  return verify_outline(path, checks);
+}
+
+std::string verifyShardedDirectory(const std::string& dir, const std::string& given) {
+  ByteChecks checks = given_checks(given);
+  return verify_sharded_outline(dir, checks) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
+}
+
+std::string verifyFileRanges(const std::string& path) {
+  ByteChecks checks = ByteChecks::listing();
+  verify_outline(path, checks);
+  return range_lines(checks);
+}
+
+std::string verifyShardedRanges(const std::string& dir) {
+  ByteChecks checks = ByteChecks::listing();
+  verify_sharded_outline(dir, checks);
+  return range_lines(checks);
 }
 
 std::string unsafeGlobalsOfShardedDirectory(const std::string& dir) {

@@ -66,17 +66,24 @@ OutlineNode readOutline(const std::string& path);
 // outline_ranges_missing: ranges as "offset<TAB>length" lines, in and out ("" out: none missing).
 std::string outlineRangesMissing(const std::string& path, const std::string& fetched);
 // sharded_outline_ranges_missing: ranges as "file name<TAB>offset<TAB>length" lines, in and out.
-std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched);
+std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched, bool every_item);
 // The shard files a Hugging Face index (`path`, a *.safetensors.index.json) names, one a line
 // (safetensors::read_index: each a plain name beside the index).
 std::string safetensorsIndexFiles(const std::string& path);
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.
-std::string verifyShardedDirectory(const std::string& dir);
+// `given`: CRC-32s computed elsewhere, "path<TAB>offset<TAB>length<TAB>crc" lines, for ranges as
+// verifyShardedRanges lists them ("": every range read here).
+std::string verifyShardedDirectory(const std::string& dir, const std::string& given);
+// The ranges verifyShardedDirectory checks, "path<TAB>offset<TAB>length" lines, after checking the
+// structure only (for a directory staged from storage with holes where those bytes lie).
+std::string verifyShardedRanges(const std::string& dir);
 std::string unsafeGlobalsOfShardedDirectory(const std::string& dir);
 // verify_outline: the one-line summary; throws naming the file, record or offset.
-std::string verifyFile(const std::string& path);
+// `given` and verifyFileRanges: as for verifyShardedDirectory.
+std::string verifyFile(const std::string& path, const std::string& given);
+std::string verifyFileRanges(const std::string& path);
 // The globals outside torch's weights_only allowlist, one "module.name" per line ("" when none).
 std::string unsafeGlobalsOfFile(const std::string& path);
 // max_abs_difference of two tensor nodes of outlines, of one dtype and shape.

@@ -1,5 +1,6 @@
 package io.fabricckpt.cli;
 
+import io.fabricckpt.cli.format.CheckedRange;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.CheckpointNotFoundException;
@@ -10,6 +11,8 @@ import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -26,8 +29,9 @@ import java.util.concurrent.Future;
  * header; a legacy file whole), as {@link Outlines#rangesMissing} says, round by round (the directory
  * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes (a Hugging
  * Face index object: a directory of the index and its shards, each shard's header fetched); {@link #forShardedOutline} a sharded prefix the same way, file by file;
+ * {@link #forVerify} either, for {@code verify}, which streams the bytes in the holes ({@link #inHoles});
  * {@link #whole} an object or a sharded prefix copied whole (to disk, never
- * into memory), for {@code diff}. Removed on close.
+ * into memory), for {@code diff} and {@code convert}. Removed on close.
  */
 final class StagedObject implements AutoCloseable {
     /** The first and last bytes fetched up front: the start (data.pkl and the small records torch writes first) and the directory. */
@@ -43,6 +47,9 @@ final class StagedObject implements AutoCloseable {
     private long size;
     private final List<long[]> fetched = new ArrayList<>();
     private long fetchedBytes;
+    /** Each staged file's object, and the ranges of it that hold the object's bytes (the rest are holes). */
+    private final Map<Path, CheckpointLocation> objectOfFile = new HashMap<>();
+    private final Map<Path, List<long[]>> bytesInFile = new HashMap<>();
 
     private StagedObject(CheckpointLocation object, Path file, long size) {
         this(object, file, file, object.toString(), size);
@@ -75,14 +82,12 @@ final class StagedObject implements AutoCloseable {
         Path file;
         try {
             file = Files.createTempFile("fabricckpt-inspect-", ".pt");
-            try (RandomAccessFile sparse = new RandomAccessFile(file.toFile(), "rw")) {
-                sparse.setLength(size);
-            }
         } catch (IOException e) {
             throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
         }
         StagedObject staged = new StagedObject(object, file, size);
         try {
+            staged.createSparse(object, file, size);
             staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
                     new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
             for (int round = 0; ; round++) {
@@ -96,10 +101,33 @@ final class StagedObject implements AutoCloseable {
                 }
                 staged.fetch(objects, missing);
             }
+        } catch (IOException e) {
+            staged.close();
+            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+        } catch (Outlines.FormatException e) {
+            staged.close();
+            throw new Outlines.FormatException(staged.naming(e.getMessage()), e);
         } catch (RuntimeException e) {
             staged.close();
             throw e;
         }
+    }
+
+    /**
+     * The object or sharded prefix at {@code url} staged for its verify: as {@link #forOutline}, else as
+     * {@link #forShardedOutline} with every tensor chunk's structure fetched too; the bytes verify checks
+     * ({@link Outlines#verifyRanges}) are holes. CheckpointNotFoundException naming the URL when it is neither.
+     */
+    static StagedObject forVerify(String url) {
+        StagedObject object = forOutline(url);
+        if (object == null) {
+            object = forShardedOutline(url, true);
+        }
+        if (object == null) {
+            S3Objects.shared().size(CheckpointLocation.parse(url)); // the error that names what is missing
+            throw new CheckpointNotFoundException(url + ": no such object or sharded checkpoint", null);
+        }
+        return object;
     }
 
     /**
@@ -110,6 +138,11 @@ final class StagedObject implements AutoCloseable {
      * records, never a chunk's data), round by round.
      */
     static StagedObject forShardedOutline(String url) {
+        return forShardedOutline(url, false);
+    }
+
+    /** {@link #forShardedOutline}; {@code everyItem}: every tensor chunk's structure fetched too (for verify). */
+    private static StagedObject forShardedOutline(String url, boolean everyItem) {
         CheckpointLocation location = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
         if (!objects.exists(location.resolve(".metadata"))) {
@@ -132,14 +165,12 @@ final class StagedObject implements AutoCloseable {
                     if (name.equals(".metadata") || name.equals("meta.pt")) {
                         staged.copy(objects, location.resolve(name), dir.resolve(name), entry.getValue());
                     } else {
-                        try (RandomAccessFile sparse = new RandomAccessFile(dir.resolve(name).toFile(), "rw")) {
-                            sparse.setLength(entry.getValue());
-                        }
+                        staged.createSparse(location.resolve(name), dir.resolve(name), entry.getValue());
                     }
                 }
                 Map<String, List<long[]>> fetchedByFile = new TreeMap<>();
                 for (int round = 0; ; round++) {
-                    Map<String, List<long[]>> missing = Outlines.shardedRangesMissing(dir, fetchedByFile);
+                    Map<String, List<long[]>> missing = Outlines.shardedRangesMissing(dir, fetchedByFile, everyItem);
                     if (missing.isEmpty()) {
                         return staged;
                     }
@@ -157,6 +188,9 @@ final class StagedObject implements AutoCloseable {
                                 entry.getValue(), fetchedByFile.computeIfAbsent(name, k -> new ArrayList<>()));
                     }
                 }
+            } catch (Outlines.FormatException e) {
+                staged.close();
+                throw new Outlines.FormatException(staged.naming(e.getMessage()), e);
             } catch (IOException | RuntimeException e) {
                 staged.close();
                 throw e;
@@ -257,9 +291,7 @@ final class StagedObject implements AutoCloseable {
 
     /** Stages {@code from} in the sparse file {@code to}: its first bytes, then what its outline reads, round by round. */
     private void fetchOutline(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
-        try (RandomAccessFile sparse = new RandomAccessFile(to.toFile(), "rw")) {
-            sparse.setLength(bytes);
-        }
+        createSparse(from, to, bytes);
         List<long[]> record = new ArrayList<>();
         fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}), record);
         for (int round = 0; ; round++) {
@@ -288,6 +320,40 @@ final class StagedObject implements AutoCloseable {
         }
         objects.downloadInto(from, to, 0, bytes);
         fetchedBytes += bytes;
+        staged(from, to, 0, bytes);
+    }
+
+    /** Creates {@code to} as a sparse file of {@code bytes}, all holes, to hold bytes of {@code from}. */
+    private void createSparse(CheckpointLocation from, Path to, long bytes) throws IOException {
+        try (RandomAccessFile sparse = new RandomAccessFile(to.toFile(), "rw")) {
+            sparse.setLength(bytes);
+        }
+        objectOfFile.put(to.toAbsolutePath(), from);
+    }
+
+    /** Records that {@code [offset, offset + length)} of {@code to} holds those bytes of {@code from}. */
+    private void staged(CheckpointLocation from, Path to, long offset, long length) {
+        Path file = to.toAbsolutePath();
+        objectOfFile.put(file, from);
+        bytesInFile.computeIfAbsent(file, k -> new ArrayList<>()).add(new long[] {offset, length});
+    }
+
+    /**
+     * The ranges of {@code ranges} that lie in holes of the staged files, each with the object whose
+     * bytes they are (a range in a file staged whole, or in its fetched parts, is read from the file).
+     */
+    Map<CheckedRange, CheckpointLocation> inHoles(List<CheckedRange> ranges) {
+        Map<CheckedRange, CheckpointLocation> out = new LinkedHashMap<>();
+        for (CheckedRange r : ranges) {
+            Path file = r.path().toAbsolutePath();
+            CheckpointLocation from = objectOfFile.get(file);
+            boolean held = bytesInFile.getOrDefault(file, List.of()).stream()
+                    .anyMatch(b -> b[0] <= r.offset() && r.offset() + r.length() <= b[0] + b[1]);
+            if (from != null && !held) {
+                out.put(r, from);
+            }
+        }
+        return out;
     }
 
     /** The staged file or directory (a staged Hugging Face index: the index file inside its directory). */
@@ -353,6 +419,7 @@ final class StagedObject implements AutoCloseable {
                     return null;
                 }));
                 record.add(new long[] {r[0], length});
+                staged(from, to, r[0], length);
                 fetchedBytes += length;
             }
             for (Future<?> f : done) {

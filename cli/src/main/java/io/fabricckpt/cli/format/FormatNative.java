@@ -30,7 +30,14 @@ public final class FormatNative {
 
     public static native @ByVal OutlineNode readOutline(@StdString BytePointer path);
 
-    public static native @StdString BytePointer verifyFile(@StdString BytePointer path);
+    /**
+     * The verify summary; {@code given}: "path\toffset\tlength\tcrc" lines, CRC-32s computed elsewhere for
+     * ranges as {@link #verifyFileRanges} lists them (empty: every range read here).
+     */
+    public static native @StdString BytePointer verifyFile(@StdString BytePointer path, @StdString BytePointer given);
+
+    /** The ranges ("path\toffset\tlength" lines) verify checks, after checking only the structure. */
+    public static native @StdString BytePointer verifyFileRanges(@StdString BytePointer path);
 
     /** The shard files the Hugging Face index at {@code path} names, one a line. */
     public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
@@ -43,12 +50,18 @@ public final class FormatNative {
 
     /**
      * The ranges ("file name\toffset\tlength" lines) an outline of the sharded directory {@code dir},
-     * staged sparse, still needs beyond {@code fetched} (lines of the same form).
+     * staged sparse, still needs beyond {@code fetched} (lines of the same form); {@code everyItem}: what
+     * its verify needs too (every tensor chunk's stream, beyond the bytes verify checks).
      */
     public static native @StdString BytePointer shardedOutlineRangesMissing(@StdString BytePointer dir,
-            @StdString BytePointer fetched);
+            @StdString BytePointer fetched, @Cast("bool") boolean everyItem);
 
-    public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir);
+    /** As {@link #verifyFile} for a sharded directory. */
+    public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir,
+            @StdString BytePointer given);
+
+    /** As {@link #verifyFileRanges} for a sharded directory. */
+    public static native @StdString BytePointer verifyShardedRanges(@StdString BytePointer dir);
 
     public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);
 

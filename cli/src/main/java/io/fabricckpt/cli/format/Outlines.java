@@ -35,7 +35,7 @@ public final class Outlines {
     public static final class FormatException extends RuntimeException {
         private static final long serialVersionUID = 1L;
 
-        FormatException(String message, Throwable cause) {
+        public FormatException(String message, Throwable cause) {
             super(message, cause);
         }
     }
@@ -103,10 +103,11 @@ public final class Outlines {
      * The byte ranges ({offset, length} by file name) an outline of the sharded directory {@code dir}
      * still reads of its data files beyond {@code fetched}: {@code .metadata} and meta.pt are there
      * whole, each data file is sparse and holds its bytes only in the {@code fetched} ranges under
-     * its name. Empty when none.
+     * its name. Empty when none. {@code everyItem}: also what its {@link #verifyRanges} and {@link
+     * #verify} read (every tensor chunk's torch.save directory, headers and small records).
      */
     public static Map<String, List<long[]>> shardedRangesMissing(Path dir,
-            Map<String, List<long[]>> fetched) {
+            Map<String, List<long[]>> fetched, boolean everyItem) {
         StringBuilder lines = new StringBuilder();
         fetched.forEach((name, ranges) -> {
             for (long[] r : ranges) {
@@ -114,7 +115,7 @@ public final class Outlines {
             }
         });
         String missing = call(() -> string(FormatNative.shardedOutlineRangesMissing(path(dir),
-                new BytePointer(lines.toString(), StandardCharsets.UTF_8))));
+                new BytePointer(lines.toString(), StandardCharsets.UTF_8), everyItem)));
         Map<String, List<long[]>> out = new TreeMap<>();
         for (String line : missing.split("\n")) {
             if (!line.isEmpty()) {
@@ -134,10 +135,42 @@ public final class Outlines {
 
     /** verify of a checkpoint file or sharded directory, record by record or item by item. */
     public static String verify(Path path) {
+        return verify(path, Map.of());
+    }
+
+    /**
+     * {@link #verify(Path)} with the CRC-32s of some of the ranges {@link #verifyRanges} lists computed
+     * elsewhere (the bytes of a checkpoint staged from object storage, streamed from the store); the
+     * other ranges are read from the files.
+     */
+    public static String verify(Path path, Map<CheckedRange, Integer> crcs) {
+        StringBuilder lines = new StringBuilder();
+        crcs.forEach((r, crc) -> lines.append(r.file()).append('\t').append(r.offset()).append('\t').append(r.length())
+                .append('\t').append(Integer.toUnsignedLong(crc)).append('\n'));
+        BytePointer given = new BytePointer(lines.toString(), StandardCharsets.UTF_8);
         if (isShardedDirectory(path)) {
-            return call(() -> string(FormatNative.verifyShardedDirectory(path(path))));
+            return call(() -> string(FormatNative.verifyShardedDirectory(path(path), given)));
         }
-        return call(() -> string(FormatNative.verifyFile(path(path))));
+        return call(() -> string(FormatNative.verifyFile(path(path), given)));
+    }
+
+    /**
+     * The ranges {@link #verify} checks, in the order it checks them, after checking everything but
+     * those bytes: for a checkpoint staged with holes where they lie.
+     */
+    public static List<CheckedRange> verifyRanges(Path path) {
+        String lines = call(() -> string(isShardedDirectory(path) ? FormatNative.verifyShardedRanges(path(path))
+                : FormatNative.verifyFileRanges(path(path))));
+        List<CheckedRange> out = new ArrayList<>();
+        for (String line : lines.split("\n")) {
+            if (!line.isEmpty()) {
+                int length = line.lastIndexOf('\t');
+                int offset = line.lastIndexOf('\t', length - 1);
+                out.add(new CheckedRange(line.substring(0, offset), Long.parseLong(line.substring(offset + 1, length)),
+                        Long.parseLong(line.substring(length + 1))));
+            }
+        }
+        return out;
     }
 
     /** The globals outside torch's weights_only allowlist of a checkpoint file or sharded directory. */

@@ -14,7 +14,6 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/dcp_flatten.cpp
   src/format/safe_globals.cpp
   src/io/read_source.cpp
-  src/format/byte_checks.cpp
   src/format/outline.cpp
   src/format/outline_compare.cpp
   src/format/outline_convert.cpp
@@ -23,6 +22,7 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/outline_ranges.cpp
   src/format/outline_safetensors.cpp
   src/io/files.cpp
+  src/io/staged_files.cpp
   src/format/safetensors_json.cpp
   src/format/safetensors_reader.cpp
   src/format/safetensors_writer.cpp

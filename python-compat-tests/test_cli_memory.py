@@ -1,7 +1,7 @@
 """The CLI converts a sharded directory that two torch.distributed.checkpoint ranks wrote (every tensor in
 two chunks) tensor by tensor: its peak RSS stays below its own baseline + 64 MiB + the largest tensor
 while the directory is larger than that bound, and the file is the library's convert byte for byte;
-the same into an s3:// object, and verify of both in object storage."""
+the same into an s3:// object, and verify and convert of them in object storage."""
 import os
 import re
 import socket
@@ -89,11 +89,21 @@ def test_convert_of_a_sharded_directory_is_bounded_by_its_largest_tensor(java, s
     assert s3_peak < s3_bound, f"convert to S3 peaked at {s3_peak} bytes, above {s3_bound}"
     assert s3_server.filesystem().cat(f"s3://{bucket}/run/consolidated.pt") == out.read_bytes()
 
-    # verify of both in object storage streams the bytes it checks through one window of parts (4 x 16 MiB):
-    # the same bound, where a copy to disk first (through a mapping: its pages count) would exceed it.
+    # verify of both in object storage reads their tensors' bytes from the store into memory, through read
+    # windows of concurrency x part size bytes (64 MiB) in all: that much over the same bound, where a copy
+    # to disk first (written through a mapping, whose pages count) or a whole object in memory exceeds it.
     s3_server.filesystem().put(str(directory) + "/", f"{bucket}/run/sharded/", recursive=True)
+    read_bound = s3_bound + (64 << 20)
+    assert size > read_bound
     for url in (f"s3://{bucket}/run/consolidated.pt", f"s3://{bucket}/run/sharded"):
         proc, verify_peak = _peak_rss("verify", url)
         assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
-        print(f"verify of {url}: peak RSS {verify_peak >> 20} MiB (bound {s3_bound >> 20} MiB)")
-        assert verify_peak < s3_bound, f"verify of {url} peaked at {verify_peak} bytes, above {s3_bound}"
+        print(f"verify of {url}: peak RSS {verify_peak >> 20} MiB (bound {read_bound >> 20} MiB)")
+        assert verify_peak < read_bound, f"verify of {url} peaked at {verify_peak} bytes, above {read_bound}"
+    # ... and so does convert of the prefix in S3, its bytes those of the local convert
+    from_s3 = tmp_path / "from-s3" / "consolidated.pt"
+    proc, convert_peak = _peak_rss("convert", f"s3://{bucket}/run/sharded", from_s3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"convert of s3://{bucket}/run/sharded: peak RSS {convert_peak >> 20} MiB (bound {read_bound >> 20} MiB)")
+    assert convert_peak < read_bound, f"convert from S3 peaked at {convert_peak} bytes, above {read_bound}"
+    assert from_s3.read_bytes() == out.read_bytes()

@@ -10,10 +10,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "fabricckpt/read_source.h"
+#include "fabricckpt/staged_files.h"
 
 namespace fabricckpt {
 
@@ -38,7 +38,8 @@ class MappedFile final : public ReadSource {
  public:
   // Read with read_at() only: the mapping it also holds is never dereferenced (it serves
   // resident_bytes() and advise()). IoError naming the path and the system's reason.
-  // Empty files are allowed.
+  // Empty files are allowed. A file staged from object storage (staged_files.h) reads its holes
+  // from there.
   static std::shared_ptr<const MappedFile> open(const std::string& path);
   // A private copy-on-write mapping (what torch.load(mmap=True) uses): the bytes can be
   // changed through mutable_data() without ever reaching the file. Pages are read on
@@ -73,9 +74,6 @@ class MappedFile final : public ReadSource {
   bool mapped() const { return readable_mapping_; }
   uint64_t size() const override { return size_; }
   const std::string& path() const { return path_; }
-  // The file a slice lies in (through slices of slices) and where `offset` of the slice is in it;
-  // (this, offset) for anything else.
-  std::pair<const MappedFile*, uint64_t> origin(uint64_t offset) const;
   const std::string& name() const override { return path_; }
   // Tells the kernel how the mapping will be read (madvise). Parsing touches a few
   // scattered pages (the directory, each record's local header); with the default
@@ -102,6 +100,7 @@ class MappedFile final : public ReadSource {
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size, bool mapped, std::string owned);
+  void pread_all(uint64_t offset, void* dest, size_t size) const;
   static std::shared_ptr<const MappedFile> open_mode(const std::string& path, bool writable);
 
   std::string path_;
@@ -112,6 +111,7 @@ class MappedFile final : public ReadSource {
   bool writable_ = false;
   bool readable_mapping_ = true;  // false for open(): data() is not to be dereferenced
   int fd_ = -1;        // kept open for read_at(); -1 for in-memory content and slices
+  std::shared_ptr<const StagedFile> staged_;  // where its holes are read from, for a staged file
   std::shared_ptr<const MappedFile> parent_;  // what a slice views
   uint64_t parent_offset_ = 0;                // where a slice starts in its parent
 

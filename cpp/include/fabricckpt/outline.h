@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "fabricckpt/byte_checks.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/safetensors.h"
 #include "fabricckpt/value.h"
@@ -133,8 +132,7 @@ std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std
 // data files and is not fetched yet (per file name): each value item's torch.save stream's
 // directory, headers and small records, the same of each tensor chunk that is a whole tensor, and
 // the start and header of a safetensors blob. FormatError for a damaged .metadata or stream.
-// `every_item`: those of every tensor chunk too, what verify_sharded_outline reads beyond the bytes it
-// checks (ByteChecks).
+// `every_item`: those of every tensor chunk too (what verify and convert read, data aside).
 std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
     const std::string& dir, const std::map<std::string, std::vector<ByteRange>>& fetched, bool every_item = false);
 
@@ -144,7 +142,7 @@ FileOutline read_safetensors_outline(const std::string& path);
 // One safetensors file already opened (a blob inside a torch.distributed.checkpoint shard file).
 FileOutline read_safetensors_outline(std::shared_ptr<const MappedFile> file);
 // verify_outline's part for what read_safetensors_outline gave for `path`.
-std::string verify_safetensors_outline(const std::string& path, const FileOutline& outline, ByteChecks& checks);
+std::string verify_safetensors_outline(const std::string& path, const FileOutline& outline);
 
 // The recipe the libtorch writer pickles for a tensor (torch_rebuild.cpp's StorageCollector::tensor_args):
 // _rebuild_tensor_v2 over a typed storage, _rebuild_tensor_v3 with the dtype over an UntypedStorage.
@@ -162,11 +160,6 @@ std::optional<TensorOutline> tensor_of(const Value& node);
 // A safetensors file or sharded checkpoint (read_safetensors_outline checked its headers, dtypes and
 // index): every tensor byte read (the format carries no checksum), "ok: safetensors, N tensors, ...".
 std::string verify_outline(const std::string& path);
-// The same with the record and storage bytes checked through `checks` (ByteChecks::listing(): only
-// the structure checked, the ranges to stream listed; the summary is then not to be shown).
-std::string verify_outline(const std::string& path, ByteChecks& checks);
-// The CRC-32 check of one record of a zip file, its bytes checked through `checks`.
-void verify_record(const ZipReader& zip, const ZipRecord& record, ByteChecks& checks);
 
 // The globals of the file's data.pkl outside torch's weights_only allowlist (unsafe_globals_of_file for zip files).
 std::vector<std::string> unsafe_globals_of_zip_file(const std::string& path);
@@ -213,7 +206,6 @@ ShardedOutline read_sharded_outline(const std::string& dir);
 // verify of a sharded directory without libtorch: every item's records' CRC-32s (in pieces), every chunk
 // a tensor of its shape, every tensor covered; the summary sharded::verify gives.
 std::string verify_sharded_outline(const std::string& dir);
-std::string verify_sharded_outline(const std::string& dir, ByteChecks& checks);
 // sharded::unsafe_globals without libtorch: those of meta.pt and of the value items' pickles.
 std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir);
 

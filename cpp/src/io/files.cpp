@@ -120,6 +120,14 @@ void MappedFile::read_at(uint64_t offset, void* dest, size_t size) const {
     if (size > 0) std::memcpy(dest, data_ + offset, size);
     return;
   }
+  if (staged_) {
+    staged_->read(offset, dest, size, [this](uint64_t at, void* out, size_t n) { pread_all(at, out, n); });
+    return;
+  }
+  pread_all(offset, dest, size);
+}
+
+void MappedFile::pread_all(uint64_t offset, void* dest, size_t size) const {
   char* p = static_cast<char*>(dest);
   while (size > 0) {
     ssize_t n = ::pread(fd_, p, size < (size_t{1} << 30) ? size : (size_t{1} << 30), static_cast<off_t>(offset));
@@ -169,6 +177,9 @@ std::shared_ptr<const MappedFile> MappedFile::open_mode(const std::string& path,
     throw IoError(concat("cannot keep ", path, " open: ", reason(error)), error);
   }
   file->fd_ = kept;
+  file->staged_ = staged_file(path);
+  // A mapping would show a staged file's holes as zeros: only read_at() knows where its bytes are.
+  if (file->staged_ && writable) throw Error(concat(path, ": staged from object storage, so it cannot be mapped"));
   return file;
 }
 
@@ -211,19 +222,10 @@ std::shared_ptr<const MappedFile> MappedFile::slice(std::shared_ptr<const Mapped
   return view;
 }
 
-std::pair<const MappedFile*, uint64_t> MappedFile::origin(uint64_t offset) const {
-  const MappedFile* file = this;
-  while (file->parent_) {
-    offset += file->parent_offset_;
-    file = file->parent_.get();
-  }
-  return {file, offset};
-}
-
 // --- DirectFile ----------------------------------------------------------------------------
 
 std::unique_ptr<DirectFile> DirectFile::open(const MappedFile& file) {
-  if (file.fd_ < 0) return nullptr;
+  if (file.fd_ < 0 || file.staged_) return nullptr;  // a staged file's holes are not in it
   // Through /proc/self/fd: the very inode the mapping shows, whatever the path names now.
   const std::string self = "/proc/self/fd/" + std::to_string(file.fd_);
   int fd = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);

@@ -8,6 +8,7 @@
 #include "fabricckpt/outline.h"
 #include "fabricckpt/safetensors.h"
 #include "fabricckpt/safety.h"
+#include "fabricckpt/staged_files.h"
 #include "fabricckpt/value.h"
 #include "fabricckpt/zip.h"
 
@@ -148,68 +149,25 @@ std::string safetensorsIndexFiles(const std::string& path) {
   return out;
 }
 
-namespace {
+std::string verifyFile(const std::string& path) { return verify_outline(path); }
 
-// "path<TAB>offset<TAB>length" lines, one a range.
-std::string range_lines(const ByteChecks& checks) {
-  std::string out;
-  for (const auto& r : checks.listed()) out += concat(r.path, "\t", r.offset, "\t", r.length, "\n");
-  return out;
+std::string verifyShardedDirectory(const std::string& dir) {
+  return verify_sharded_outline(dir) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
 }
 
-// "path<TAB>offset<TAB>length<TAB>crc" lines (crc in decimal) as ByteChecks that take them.
-ByteChecks given_checks(const std::string& text) {
-  ByteChecks checks = ByteChecks::reading();
-  size_t at = 0;
-  while (at < text.size()) {
-    size_t end = text.find('\n', at);
-    if (end == std::string::npos) end = text.size();
-    const std::string line = text.substr(at, end - at);
-    // From the right: the path may hold anything but a newline.
-    auto tab_before = [&](size_t end) {
-      return end == std::string::npos || end == 0 ? std::string::npos : line.rfind('\t', end - 1);
-    };
-    const size_t crc_tab = line.rfind('\t');
-    const size_t length_tab = tab_before(crc_tab);
-    const size_t offset_tab = tab_before(length_tab);
-    try {
-      if (offset_tab == std::string::npos) throw std::invalid_argument(line);
-      const auto crc = std::stoull(line.substr(crc_tab + 1));
-      if (crc > 0xffffffffULL) throw std::out_of_range(line);
-      checks.give({line.substr(0, offset_tab), std::stoull(line.substr(offset_tab + 1, length_tab - offset_tab - 1)),
-                   std::stoull(line.substr(length_tab + 1, crc_tab - length_tab - 1))},
-                  static_cast<uint32_t>(crc));
-    } catch (const std::logic_error&) {
-      throw Error(concat("not a checked range: '", line, "' (path<TAB>offset<TAB>length<TAB>crc)"));
+void registerStagedFile(const std::string& path, const std::string& held, HoleReader reader) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  auto parsed = parse_ranges(held, false);
+  for (const ByteRange& r : parsed[""]) ranges.emplace_back(r.offset, r.length);
+  auto read_hole = [path, reader](uint64_t offset, void* dest, size_t size) {
+    if (reader(path.c_str(), static_cast<int64_t>(offset), static_cast<int64_t>(size), dest) != 0) {
+      throw IoError(concat(path, ": reading bytes ", offset, "+", size, " of it from object storage failed"));
     }
-    at = end + 1;
-  }
-  return checks;
+  };
+  register_staged_file(path, std::make_shared<const StagedFile>(std::move(ranges), std::move(read_hole)));
 }
 
-}  // namespace
-
-std::string verifyFile(const std::string& path, const std::string& given) {
-  ByteChecks checks = given_checks(given);
-  return verify_outline(path, checks);
-}
-
-std::string verifyShardedDirectory(const std::string& dir, const std::string& given) {
-  ByteChecks checks = given_checks(given);
-  return verify_sharded_outline(dir, checks) + unsafe_globals_warning(unsafe_globals_of_sharded(dir));
-}
-
-std::string verifyFileRanges(const std::string& path) {
-  ByteChecks checks = ByteChecks::listing();
-  verify_outline(path, checks);
-  return range_lines(checks);
-}
-
-std::string verifyShardedRanges(const std::string& dir) {
-  ByteChecks checks = ByteChecks::listing();
-  verify_sharded_outline(dir, checks);
-  return range_lines(checks);
-}
+void unregisterStagedFile(const std::string& path) { unregister_staged_file(path); }
 
 std::string unsafeGlobalsOfShardedDirectory(const std::string& dir) {
   std::string out;

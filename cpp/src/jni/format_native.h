@@ -4,6 +4,7 @@
 // Wrapped by cli/.../format/FormatNative.java. Strings cross as UTF-8 bytes.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -73,17 +74,10 @@ std::string safetensorsIndexFiles(const std::string& path);
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.
-// `given`: CRC-32s computed elsewhere, "path<TAB>offset<TAB>length<TAB>crc" lines, for ranges as
-// verifyShardedRanges lists them ("": every range read here).
-std::string verifyShardedDirectory(const std::string& dir, const std::string& given);
-// The ranges verifyShardedDirectory checks, "path<TAB>offset<TAB>length" lines, after checking the
-// structure only (for a directory staged from storage with holes where those bytes lie).
-std::string verifyShardedRanges(const std::string& dir);
+std::string verifyShardedDirectory(const std::string& dir);
 std::string unsafeGlobalsOfShardedDirectory(const std::string& dir);
 // verify_outline: the one-line summary; throws naming the file, record or offset.
-// `given` and verifyFileRanges: as for verifyShardedDirectory.
-std::string verifyFile(const std::string& path, const std::string& given);
-std::string verifyFileRanges(const std::string& path);
+std::string verifyFile(const std::string& path);
 // The globals outside torch's weights_only allowlist, one "module.name" per line ("" when none).
 std::string unsafeGlobalsOfFile(const std::string& path);
 // max_abs_difference of two tensor nodes of outlines, of one dtype and shape.
@@ -95,5 +89,13 @@ void convertShardedDirectory(const std::string& dir, const std::string& target, 
                              bool allow_unsafe_globals);
 // remove_stale_temporaries (files.h): the paths removed or restored, one a line.
 std::string removeStaleTemporaries(const std::string& target);
+
+// Reads [offset, offset + size) of the object the staged file `path` holds into `dest`: 0, or
+// nonzero when that failed (the Java side keeps what went wrong).
+typedef int (*HoleReader)(const char* path, int64_t offset, int64_t size, void* dest);
+// register_staged_file: the file at `path` holds its object's bytes in the `held` ranges
+// ("offset<TAB>length" lines); its other bytes are read through `reader` until unregisterStagedFile.
+void registerStagedFile(const std::string& path, const std::string& held, HoleReader reader);
+void unregisterStagedFile(const std::string& path);
 
 }  // namespace fabricckpt::formatjni

@@ -85,8 +85,9 @@ final class ConvertCli implements Callable<Integer> {
     /** Converts a local or s3:// source into the local {@code target}. */
     private void convertFrom(String sourceLocation, Path target, WriteOptions options) {
         if (ObjectLocations.isRemote(sourceLocation)) {
-            // An s3:// source is copied whole to the temporary folder (to disk), then converted as a local one.
-            try (StagedObject staged = StagedObject.whole(sourceLocation)) {
+            // An s3:// source is staged with its structure only; the converter reads its tensors' bytes from
+            // the store into memory as it writes them (nothing of them on disk).
+            try (StagedObject staged = StagedObject.forReading(sourceLocation)) {
                 try {
                     convertLocal(staged.path(), target, options);
                 } catch (Outlines.FormatException e) {

@@ -21,7 +21,8 @@ final class DiffCli implements Callable<Integer> {
     @Override
     public Integer call() {
         // Both as outlines: their tensors compared piece by piece from the files, without libtorch. An
-        // s3:// checkpoint is first copied whole to the temporary folder (to disk: memory stays bounded).
+        // s3:// checkpoint is staged with its structure only; its tensors' bytes are read from the store
+        // into memory as they are compared (nothing of them on disk).
         try (StagedObject left = stage(a); StagedObject right = stage(b)) {
             try {
                 Object x = Outlines.read(left == null ? Paths.readable(Path.of(a)) : left.path());
@@ -34,7 +35,7 @@ final class DiffCli implements Callable<Integer> {
     }
 
     private static StagedObject stage(String location) {
-        return ObjectLocations.isRemote(location) ? StagedObject.whole(location) : null;
+        return ObjectLocations.isRemote(location) ? StagedObject.forReading(location) : null;
     }
 
     private static String named(String text, StagedObject staged) {

@@ -1,7 +1,7 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.cli.format.CheckedRange;
 import io.fabricckpt.cli.format.Outlines;
+import io.fabricckpt.cli.format.StagedFiles;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.CheckpointNotFoundException;
 import io.fabricckpt.core.CheckpointStorageException;
@@ -12,7 +12,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -29,9 +28,10 @@ import java.util.concurrent.Future;
  * header; a legacy file whole), as {@link Outlines#rangesMissing} says, round by round (the directory
  * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes (a Hugging
  * Face index object: a directory of the index and its shards, each shard's header fetched); {@link #forShardedOutline} a sharded prefix the same way, file by file;
- * {@link #forVerify} either, for {@code verify}, which streams the bytes in the holes ({@link #inHoles});
- * {@link #whole} an object or a sharded prefix copied whole (to disk, never
- * into memory), for {@code diff} and {@code convert}. Removed on close.
+ * {@link #forReading} either, for {@code verify}, {@code diff} and {@code convert}, which read every
+ * byte: the holes, the bytes not fetched, are read from the store into memory as the readers ask for
+ * them ({@link StagedFiles}, {@link ObjectReadahead}), so the disk holds only the structure. Removed on
+ * close.
  */
 final class StagedObject implements AutoCloseable {
     /** The first and last bytes fetched up front: the start (data.pkl and the small records torch writes first) and the directory. */
@@ -47,9 +47,12 @@ final class StagedObject implements AutoCloseable {
     private long size;
     private final List<long[]> fetched = new ArrayList<>();
     private long fetchedBytes;
-    /** Each staged file's object, and the ranges of it that hold the object's bytes (the rest are holes). */
+    /** Each staged file's object and size, and the ranges of it that hold the object's bytes (the rest are holes). */
     private final Map<Path, CheckpointLocation> objectOfFile = new HashMap<>();
+    private final Map<Path, Long> sizeOfFile = new HashMap<>();
     private final Map<Path, List<long[]>> bytesInFile = new HashMap<>();
+    /** Set once the holes are read from the store ({@link #readHolesFromStore}). */
+    private ObjectReadahead holes;
 
     private StagedObject(CheckpointLocation object, Path file, long size) {
         this(object, file, file, object.toString(), size);
@@ -71,7 +74,7 @@ final class StagedObject implements AutoCloseable {
         CheckpointLocation object = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
         if (isIndex(object)) {
-            return index(object, false);
+            return index(object);
         }
         long size;
         try {
@@ -114,11 +117,11 @@ final class StagedObject implements AutoCloseable {
     }
 
     /**
-     * The object or sharded prefix at {@code url} staged for its verify: as {@link #forOutline}, else as
-     * {@link #forShardedOutline} with every tensor chunk's structure fetched too; the bytes verify checks
-     * ({@link Outlines#verifyRanges}) are holes. CheckpointNotFoundException naming the URL when it is neither.
+     * The object or sharded prefix at {@code url} staged for reading every byte: as {@link #forOutline},
+     * else as {@link #forShardedOutline} with every tensor chunk's structure fetched too, and its holes
+     * read from the store from then on. CheckpointNotFoundException naming the URL when it is neither.
      */
-    static StagedObject forVerify(String url) {
+    static StagedObject forReading(String url) {
         StagedObject object = forOutline(url);
         if (object == null) {
             object = forShardedOutline(url, true);
@@ -127,7 +130,23 @@ final class StagedObject implements AutoCloseable {
             S3Objects.shared().size(CheckpointLocation.parse(url)); // the error that names what is missing
             throw new CheckpointNotFoundException(url + ": no such object or sharded checkpoint", null);
         }
+        try {
+            object.readHolesFromStore();
+        } catch (RuntimeException e) {
+            object.close();
+            throw e;
+        }
         return object;
+    }
+
+    /** From now on until close, the native readers read the staged files' holes from their objects. */
+    private void readHolesFromStore() {
+        holes = new ObjectReadahead(S3Objects.shared());
+        objectOfFile.forEach((path, from) -> {
+            long bytes = sizeOfFile.get(path);
+            StagedFiles.register(path, bytesInFile.getOrDefault(path, List.of()),
+                    (offset, dest) -> holes.read(from, bytes, offset, dest));
+        });
     }
 
     /**
@@ -200,59 +219,15 @@ final class StagedObject implements AutoCloseable {
         }
     }
 
-    /**
-     * The object (a file) or sharded prefix (a directory of its objects) at {@code url}, fetched whole;
-     * CheckpointNotFoundException when it is neither.
-     */
-    static StagedObject whole(String url) {
-        CheckpointLocation location = CheckpointLocation.parse(url);
-        S3Objects objects = S3Objects.shared();
-        if (isIndex(location)) {
-            return index(location, true);
-        }
-        try {
-            if (objects.exists(location.resolve(".metadata"))) {
-                Path dir = Files.createTempDirectory("fabricckpt-diff-");
-                StagedObject staged = new StagedObject(location, dir, 0);
-                try {
-                    String prefix = location.key() + "/";
-                    for (var object : objects.list(location).entrySet()) {
-                        String name = object.getKey().substring(prefix.length());
-                        if (!name.isEmpty() && !name.contains("/")) { // the directory's own files, as on disk
-                            staged.copy(objects, location.resolve(name), dir.resolve(name), object.getValue());
-                        }
-                    }
-                    return staged;
-                } catch (IOException | RuntimeException e) {
-                    staged.close();
-                    throw e;
-                }
-            }
-            long size = objects.size(location);
-            Path file = Files.createTempFile("fabricckpt-diff-", ".pt");
-            StagedObject staged = new StagedObject(location, file, 0);
-            try {
-                staged.copy(objects, location, file, size);
-                return staged;
-            } catch (IOException | RuntimeException e) {
-                staged.close();
-                throw e;
-            }
-        } catch (IOException e) {
-            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
-        }
-    }
-
     private static boolean isIndex(CheckpointLocation location) {
         return location.fileName().endsWith(".safetensors.index.json");
     }
 
     /**
      * A Hugging Face index object staged as a directory, as on disk: the index fetched whole, each shard
-     * object it names (beside it) fetched whole, or for an outline ({@code whole} false) as a sparse file
-     * into which only its header is fetched.
+     * object it names (beside it) as a sparse file into which only its header is fetched.
      */
-    private static StagedObject index(CheckpointLocation index, boolean whole) {
+    private static StagedObject index(CheckpointLocation index) {
         S3Objects objects = S3Objects.shared();
         long indexSize = objects.size(index); // CheckpointNotFoundException when missing
         String key = index.key();
@@ -269,11 +244,7 @@ final class StagedObject implements AutoCloseable {
                     CheckpointLocation shard = CheckpointLocation.ofObject(index.bucket(), prefix + name);
                     long size = objects.size(shard);
                     total += size;
-                    if (whole) {
-                        staged.copy(objects, shard, dir.resolve(name), size);
-                    } else {
-                        staged.fetchOutline(objects, shard, dir.resolve(name), size);
-                    }
+                    staged.fetchOutline(objects, shard, dir.resolve(name), size);
                 }
                 staged.size = total;
                 return staged;
@@ -329,31 +300,15 @@ final class StagedObject implements AutoCloseable {
             sparse.setLength(bytes);
         }
         objectOfFile.put(to.toAbsolutePath(), from);
+        sizeOfFile.put(to.toAbsolutePath(), bytes);
     }
 
     /** Records that {@code [offset, offset + length)} of {@code to} holds those bytes of {@code from}. */
     private void staged(CheckpointLocation from, Path to, long offset, long length) {
         Path file = to.toAbsolutePath();
         objectOfFile.put(file, from);
+        sizeOfFile.putIfAbsent(file, offset + length);
         bytesInFile.computeIfAbsent(file, k -> new ArrayList<>()).add(new long[] {offset, length});
-    }
-
-    /**
-     * The ranges of {@code ranges} that lie in holes of the staged files, each with the object whose
-     * bytes they are (a range in a file staged whole, or in its fetched parts, is read from the file).
-     */
-    Map<CheckedRange, CheckpointLocation> inHoles(List<CheckedRange> ranges) {
-        Map<CheckedRange, CheckpointLocation> out = new LinkedHashMap<>();
-        for (CheckedRange r : ranges) {
-            Path file = r.path().toAbsolutePath();
-            CheckpointLocation from = objectOfFile.get(file);
-            boolean held = bytesInFile.getOrDefault(file, List.of()).stream()
-                    .anyMatch(b -> b[0] <= r.offset() && r.offset() + r.length() <= b[0] + b[1]);
-            if (from != null && !held) {
-                out.put(r, from);
-            }
-        }
-        return out;
     }
 
     /** The staged file or directory (a staged Hugging Face index: the index file inside its directory). */
@@ -366,9 +321,9 @@ final class StagedObject implements AutoCloseable {
         return size;
     }
 
-    /** Bytes fetched from the object. */
+    /** Bytes fetched from the object: its staged structure, and what was read of its holes. */
     long fetchedBytes() {
-        return fetchedBytes;
+        return fetchedBytes + (holes != null ? holes.fetchedBytes() : 0);
     }
 
     /** {@code text} (a message about the staged file) naming the object instead. */
@@ -440,6 +395,9 @@ final class StagedObject implements AutoCloseable {
 
     @Override
     public void close() {
+        if (holes != null) {
+            objectOfFile.keySet().forEach(StagedFiles::unregister);
+        }
         try (var paths = Files.walk(file)) {
             paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
         } catch (IOException | java.io.UncheckedIOException ignored) {

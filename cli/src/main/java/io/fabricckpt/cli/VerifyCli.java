@@ -1,14 +1,11 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.cli.format.CheckedRange;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointException;
-import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.core.CheckpointStorageException;
 import java.nio.file.Path;
-import java.util.List;
-import java.util.Map;
-import java.util.function.Supplier;
 import java.util.concurrent.Callable;
+import java.util.function.Supplier;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Parameters;
 
@@ -33,24 +30,21 @@ final class VerifyCli implements Callable<Integer> {
             }
             return ExitCodes.OK;
         }
-        // An s3:// checkpoint is staged as for inspect (its structure fetched, holes where the record and
-        // tensor bytes lie); its structure is checked, then those bytes are streamed from the store and
-        // checksummed on the way (no copy on disk), and the verify takes their CRC-32s.
+        // An s3:// checkpoint is staged with its structure only (as for inspect, a sharded prefix with every
+        // chunk's); the bytes verify checksums are read from the store into memory as it reads them.
         try (StagedObject staged = stage(location)) {
-            List<CheckedRange> ranges = corruptUnless(staged, () -> Outlines.verifyRanges(staged.path()));
-            StreamedChecksums streamed = new StreamedChecksums();
-            Map<CheckedRange, Integer> crcs = streamed.compute(S3Objects.shared(), staged.inHoles(ranges));
-            System.out.println(staged.naming(corruptUnless(staged, () -> Outlines.verify(staged.path(), crcs)), true));
-            System.err.printf("%s: read %d of its %d bytes, none written to disk%n", location,
-                    staged.fetchedBytes() + streamed.streamedBytes(), staged.size());
+            String summary = corruptUnless(staged, () -> Outlines.verify(staged.path()));
+            System.out.println(staged.naming(summary, true));
+            System.err.printf("%s: read %d of its %d bytes, none written to disk but its structure%n", location,
+                    staged.fetchedBytes(), staged.size());
         }
         return ExitCodes.OK;
     }
 
-    /** The checkpoint staged for its outline; a structure too broken for that is corrupt. */
+    /** The checkpoint staged for reading; a structure too broken for that is corrupt. */
     private static StagedObject stage(String location) {
         try {
-            return StagedObject.forVerify(location);
+            return StagedObject.forReading(location);
         } catch (Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }
@@ -60,6 +54,8 @@ final class VerifyCli implements Callable<Integer> {
     private static <T> T corruptUnless(StagedObject staged, Supplier<T> check) {
         try {
             return check.get();
+        } catch (CheckpointStorageException e) {
+            throw e; // the store failed, not the checkpoint
         } catch (CheckpointException | Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, staged.naming(e.getMessage()));
         }

@@ -1,7 +1,9 @@
 package io.fabricckpt.cli.format;
 
 import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FunctionPointer;
 import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.annotation.ByRef;
 import org.bytedeco.javacpp.annotation.ByVal;
 import org.bytedeco.javacpp.annotation.Cast;
@@ -30,14 +32,7 @@ public final class FormatNative {
 
     public static native @ByVal OutlineNode readOutline(@StdString BytePointer path);
 
-    /**
-     * The verify summary; {@code given}: "path\toffset\tlength\tcrc" lines, CRC-32s computed elsewhere for
-     * ranges as {@link #verifyFileRanges} lists them (empty: every range read here).
-     */
-    public static native @StdString BytePointer verifyFile(@StdString BytePointer path, @StdString BytePointer given);
-
-    /** The ranges ("path\toffset\tlength" lines) verify checks, after checking only the structure. */
-    public static native @StdString BytePointer verifyFileRanges(@StdString BytePointer path);
+    public static native @StdString BytePointer verifyFile(@StdString BytePointer path);
 
     /** The shard files the Hugging Face index at {@code path} names, one a line. */
     public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
@@ -56,12 +51,7 @@ public final class FormatNative {
     public static native @StdString BytePointer shardedOutlineRangesMissing(@StdString BytePointer dir,
             @StdString BytePointer fetched, @Cast("bool") boolean everyItem);
 
-    /** As {@link #verifyFile} for a sharded directory. */
-    public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir,
-            @StdString BytePointer given);
-
-    /** As {@link #verifyFileRanges} for a sharded directory. */
-    public static native @StdString BytePointer verifyShardedRanges(@StdString BytePointer dir);
+    public static native @StdString BytePointer verifyShardedDirectory(@StdString BytePointer dir);
 
     public static native @StdString BytePointer unsafeGlobalsOfShardedDirectory(@StdString BytePointer dir);
 
@@ -76,4 +66,35 @@ public final class FormatNative {
             @StdString BytePointer archiveName, @Cast("bool") boolean allowUnsafeGlobals);
 
     public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);
+
+    /**
+     * Reads the holes of staged files ({@link #registerStagedFile}); native code calls {@link #call},
+     * possibly from threads of its own.
+     */
+    public static class HoleReader extends FunctionPointer {
+        static {
+            Loader.load();
+        }
+
+        protected HoleReader() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        /** Reads {@code [offset, offset + size)} of the object behind {@code path} into {@code dest}: 0, or nonzero. */
+        public int call(@Cast("const char*") BytePointer path, @Cast("int64_t") long offset, @Cast("int64_t") long size,
+                Pointer dest) {
+            return 1;
+        }
+    }
+
+    /**
+     * The file at {@code path} holds its object's bytes only in the {@code held} ranges ("offset\tlength"
+     * lines); until {@link #unregisterStagedFile}, the native readers read its other bytes through {@code reader}.
+     */
+    public static native void registerStagedFile(@StdString BytePointer path, @StdString BytePointer held,
+            HoleReader reader);
+
+    public static native void unregisterStagedFile(@StdString BytePointer path);
 }

@@ -135,42 +135,10 @@ public final class Outlines {
 
     /** verify of a checkpoint file or sharded directory, record by record or item by item. */
     public static String verify(Path path) {
-        return verify(path, Map.of());
-    }
-
-    /**
-     * {@link #verify(Path)} with the CRC-32s of some of the ranges {@link #verifyRanges} lists computed
-     * elsewhere (the bytes of a checkpoint staged from object storage, streamed from the store); the
-     * other ranges are read from the files.
-     */
-    public static String verify(Path path, Map<CheckedRange, Integer> crcs) {
-        StringBuilder lines = new StringBuilder();
-        crcs.forEach((r, crc) -> lines.append(r.file()).append('\t').append(r.offset()).append('\t').append(r.length())
-                .append('\t').append(Integer.toUnsignedLong(crc)).append('\n'));
-        BytePointer given = new BytePointer(lines.toString(), StandardCharsets.UTF_8);
         if (isShardedDirectory(path)) {
-            return call(() -> string(FormatNative.verifyShardedDirectory(path(path), given)));
+            return call(() -> string(FormatNative.verifyShardedDirectory(path(path))));
         }
-        return call(() -> string(FormatNative.verifyFile(path(path), given)));
-    }
-
-    /**
-     * The ranges {@link #verify} checks, in the order it checks them, after checking everything but
-     * those bytes: for a checkpoint staged with holes where they lie.
-     */
-    public static List<CheckedRange> verifyRanges(Path path) {
-        String lines = call(() -> string(isShardedDirectory(path) ? FormatNative.verifyShardedRanges(path(path))
-                : FormatNative.verifyFileRanges(path(path))));
-        List<CheckedRange> out = new ArrayList<>();
-        for (String line : lines.split("\n")) {
-            if (!line.isEmpty()) {
-                int length = line.lastIndexOf('\t');
-                int offset = line.lastIndexOf('\t', length - 1);
-                out.add(new CheckedRange(line.substring(0, offset), Long.parseLong(line.substring(offset + 1, length)),
-                        Long.parseLong(line.substring(length + 1))));
-            }
-        }
-        return out;
+        return call(() -> string(FormatNative.verifyFile(path(path))));
     }
 
     /** The globals outside torch's weights_only allowlist of a checkpoint file or sharded directory. */
@@ -227,7 +195,8 @@ public final class Outlines {
         try {
             return call.run();
         } catch (RuntimeException e) {
-            throw new FormatException(e.getMessage(), e);
+            RuntimeException holeRead = StagedFiles.takeFailure(); // what made a read of a staged file fail
+            throw holeRead != null ? holeRead : new FormatException(e.getMessage(), e);
         }
     }
 

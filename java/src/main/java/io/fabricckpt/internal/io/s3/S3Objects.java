@@ -402,7 +402,11 @@ public final class S3Objects implements AutoCloseable {
 
     /** {@link #download(CheckpointLocation, long, RangeSink)} of {@code [start, start + size)} of the object. */
     public void download(CheckpointLocation object, long start, long size, RangeSink sink) {
-        long range = settings.rangeSizeFor(size);
+        download(object, start, size, settings.rangeSizeFor(size), sink);
+    }
+
+    /** The same in ranged GETs of {@code range} bytes ({@link S3Settings#concurrency} at once). */
+    public void download(CheckpointLocation object, long start, long size, long range, RangeSink sink) {
         int count = (int) ((size + range - 1) / range);
         AtomicInteger next = new AtomicInteger();
         AtomicBoolean failed = new AtomicBoolean();

@@ -1,0 +1,77 @@
+#include "fabricckpt/staged_files.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+namespace fabricckpt {
+
+namespace {
+
+std::mutex registry_mutex;
+std::map<std::string, std::shared_ptr<const StagedFile>>& registry() {
+  static std::map<std::string, std::shared_ptr<const StagedFile>> files;
+  return files;
+}
+
+std::string key_of(const std::string& path) { return std::filesystem::path(path).lexically_normal().string(); }
+
+}  // namespace
+
+StagedFile::StagedFile(std::vector<std::pair<uint64_t, uint64_t>> held, ReadHole read_hole)
+    : read_hole_(std::move(read_hole)) {
+  std::sort(held.begin(), held.end());
+  for (const auto& [offset, length] : held) {
+    if (length == 0) continue;
+    if (!held_.empty() && offset <= held_.back().first + held_.back().second) {
+      held_.back().second = std::max(held_.back().first + held_.back().second, offset + length) - held_.back().first;
+    } else {
+      held_.emplace_back(offset, length);
+    }
+  }
+}
+
+void StagedFile::read(uint64_t offset, void* dest, size_t size,
+                      const std::function<void(uint64_t, void*, size_t)>& from_file) const {
+  auto* out = static_cast<char*>(dest);
+  const uint64_t end = offset + size;
+  for (uint64_t at = offset; at < end;) {
+    // The first held range that starts after `at`; the one before it may hold `at`.
+    auto next = std::upper_bound(held_.begin(), held_.end(), at,
+                                 [](uint64_t value, const std::pair<uint64_t, uint64_t>& r) { return value < r.first; });
+    uint64_t piece_end;
+    bool held = false;
+    if (next != held_.begin() && std::prev(next)->first + std::prev(next)->second > at) {
+      held = true;
+      piece_end = std::min(end, std::prev(next)->first + std::prev(next)->second);
+    } else {
+      piece_end = next == held_.end() ? end : std::min(end, next->first);
+    }
+    const auto n = static_cast<size_t>(piece_end - at);
+    if (held) {
+      from_file(at, out + (at - offset), n);
+    } else {
+      read_hole_(at, out + (at - offset), n);
+    }
+    at = piece_end;
+  }
+}
+
+void register_staged_file(const std::string& path, std::shared_ptr<const StagedFile> file) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  registry()[key_of(path)] = std::move(file);
+}
+
+void unregister_staged_file(const std::string& path) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  registry().erase(key_of(path));
+}
+
+std::shared_ptr<const StagedFile> staged_file(const std::string& path) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto it = registry().find(key_of(path));
+  return it == registry().end() ? nullptr : it->second;
+}
+
+}  // namespace fabricckpt

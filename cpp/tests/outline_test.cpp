@@ -2,45 +2,31 @@
 #include "fabricckpt/outline.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/safetensors.h"
 #include "fabricckpt/zip.h"
+#include "test_files.h"
 
 namespace fabricckpt {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string data(const std::string& relative) { return std::string(FABRICCKPT_TEST_DATA) + "/" + relative; }
+using test_files::data;
+using test_files::slurp;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("outline_test_" + std::to_string(::getpid()))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+// The test's own temporary directory.
+struct TempDir : test_files::TempDir {
+  TempDir() : test_files::TempDir("outline_test") {}
 };
 
 // `bytes` staged in the sparse file `sparse` as the CLI stages an object: its first 16 bytes fetched

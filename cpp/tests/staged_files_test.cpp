@@ -5,18 +5,17 @@
 #include "fabricckpt/staged_files.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
 #include "fabricckpt/outline.h"
+#include "test_files.h"
 
 namespace fabricckpt {
 namespace {
@@ -24,25 +23,12 @@ namespace {
 namespace fs = std::filesystem;
 using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
 
-std::string data(const std::string& relative) { return std::string(FABRICCKPT_TEST_DATA) + "/" + relative; }
+using test_files::data;
+using test_files::slurp;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("staged_files_test_" + std::to_string(::getpid()))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+// The test's own temporary directory.
+struct TempDir : test_files::TempDir {
+  TempDir() : test_files::TempDir("staged_files_test") {}
 };
 
 // `original` copied to `to` with `holes` zeroed; what the copy holds: the ranges between the holes.

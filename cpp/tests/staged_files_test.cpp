@@ -21,7 +21,7 @@ namespace fabricckpt {
 namespace {
 
 namespace fs = std::filesystem;
-using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
+using Ranges = std::vector<ByteRange>;
 
 using test_files::data;
 using test_files::slurp;
@@ -38,13 +38,11 @@ Ranges write_holed(const std::string& original, const Ranges& holes, const std::
   std::ofstream(to, std::ios::binary) << bytes;
   Ranges held;
   uint64_t at = 0;
-  Ranges sorted = holes;
-  std::sort(sorted.begin(), sorted.end());
-  for (const auto& [offset, length] : sorted) {
-    if (offset > at) held.emplace_back(at, offset - at);
+  for (const auto& [offset, length] : merged_ranges(holes)) {
+    if (offset > at) held.push_back({at, offset - at});
     at = std::max(at, offset + length);
   }
-  if (at < bytes.size()) held.emplace_back(at, bytes.size() - at);
+  if (at < bytes.size()) held.push_back({at, bytes.size() - at});
   return held;
 }
 
@@ -84,7 +82,7 @@ TEST(StagedFiles, AStagedZipFileVerifiesAndConvertsAsItsObject) {
   Ranges storages;
   const auto outline = OutlineFile::open(original);
   for (const auto& s : outline->storages()) {
-    if (s->record->size > 0) storages.emplace_back(s->record->data_offset, s->record->size);
+    if (s->record->size > 0) storages.push_back({s->record->data_offset, s->record->size});
   }
   ASSERT_FALSE(storages.empty());
   const std::string staged = dir.file("multi_tensor.pt");
@@ -96,7 +94,7 @@ TEST(StagedFiles, AStagedZipFileVerifiesAndConvertsAsItsObject) {
   const std::string expected = verify_outline(original);
   EXPECT_EQ(summary.substr(staged.size()), expected.substr(original.size()));
   uint64_t storage_bytes = 0;
-  for (const auto& r : storages) storage_bytes += r.second;
+  for (const auto& r : storages) storage_bytes += r.length;
   // Every hole read from the source (the directory search reads the file's tail, here all of it, again).
   EXPECT_GE(registration.hole_bytes(), storage_bytes);
 

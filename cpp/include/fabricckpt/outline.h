@@ -123,9 +123,6 @@ FileOutline read_file_outline(const std::string& path);
 // sizes of its storages lie between them). Its first bytes tell which; until they are fetched they
 // are what is missing. Empty: they read nothing else. Call again after fetching them (the directory
 // tells where the rest lies). FormatError for a damaged zip, as read_file_outline.
-struct ByteRange {
-  uint64_t offset = 0, length = 0;
-};
 std::vector<ByteRange> outline_ranges_missing(const std::string& path, const std::vector<ByteRange>& fetched);
 // The same for a sharded directory staged so (`.metadata` and meta.pt whole, each data file sparse,
 // `fetched` keyed by file name): what read_sharded_outline and unsafe_globals_of_sharded read of the

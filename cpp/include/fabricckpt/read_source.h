@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace fabricckpt {
 
@@ -42,6 +43,13 @@ class MemorySource final : public ReadSource {
   std::string bytes_;
   std::string name_;
 };
+
+// A byte range of a source.
+struct ByteRange {
+  uint64_t offset = 0, length = 0;
+};
+// `ranges` sorted by offset, empty ones dropped, overlapping or touching ones joined.
+std::vector<ByteRange> merged_ranges(std::vector<ByteRange> ranges);
 
 // FormatError "<name>: cannot read N bytes at offset O: beyond its S bytes" unless
 // [offset, offset + size) lies inside a source of `source_size` bytes.

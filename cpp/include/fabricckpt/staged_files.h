@@ -11,8 +11,9 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
+
+#include "fabricckpt/read_source.h"
 
 namespace fabricckpt {
 
@@ -20,8 +21,8 @@ class StagedFile {
  public:
   using ReadHole = std::function<void(uint64_t offset, void* dest, size_t size)>;
 
-  // `held`: (offset, length) ranges of the file that hold the object's bytes, in any order.
-  StagedFile(std::vector<std::pair<uint64_t, uint64_t>> held, ReadHole read_hole);
+  // `held`: the ranges of the file that hold the object's bytes, in any order.
+  StagedFile(std::vector<ByteRange> held, ReadHole read_hole);
 
   // Copies [offset, offset + size) into `dest`: through `from_file` where the file holds the bytes,
   // through read_hole elsewhere.
@@ -29,7 +30,7 @@ class StagedFile {
             const std::function<void(uint64_t offset, void* dest, size_t size)>& from_file) const;
 
  private:
-  std::vector<std::pair<uint64_t, uint64_t>> held_;  // sorted, merged
+  std::vector<ByteRange> held_;  // sorted, merged
   ReadHole read_hole_;
 };
 

@@ -26,7 +26,7 @@ struct NotFetched {};
 class FetchedSource final : public ReadSource {
  public:
   FetchedSource(std::shared_ptr<const ReadSource> file, std::vector<ByteRange> fetched)
-      : file_(std::move(file)), fetched_(merged(std::move(fetched))) {}
+      : file_(std::move(file)), fetched_(merged_ranges(std::move(fetched))) {}
 
   uint64_t size() const override { return file_->size(); }
   const std::string& name() const override { return file_->name(); }
@@ -65,21 +65,7 @@ class FetchedSource final : public ReadSource {
 
   std::vector<ByteRange> wanted() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return merged(wanted_);
-  }
-
-  static std::vector<ByteRange> merged(std::vector<ByteRange> ranges) {
-    std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
-    std::vector<ByteRange> out;
-    for (const ByteRange& r : ranges) {
-      if (r.length == 0) continue;
-      if (!out.empty() && r.offset <= out.back().offset + out.back().length) {
-        out.back().length = std::max(out.back().offset + out.back().length, r.offset + r.length) - out.back().offset;
-      } else {
-        out.push_back(r);
-      }
-    }
-    return out;
+    return merged_ranges(wanted_);
   }
 
  private:
@@ -202,7 +188,7 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
   }
   std::map<std::string, std::vector<ByteRange>> result;
   for (auto& [name, ranges] : missing) {
-    auto merged = FetchedSource::merged(std::move(ranges));
+    auto merged = merged_ranges(std::move(ranges));
     if (!merged.empty()) result.emplace(name, std::move(merged));
   }
   return result;

@@ -19,18 +19,8 @@ std::string key_of(const std::string& path) { return std::filesystem::path(path)
 
 }  // namespace
 
-StagedFile::StagedFile(std::vector<std::pair<uint64_t, uint64_t>> held, ReadHole read_hole)
-    : read_hole_(std::move(read_hole)) {
-  std::sort(held.begin(), held.end());
-  for (const auto& [offset, length] : held) {
-    if (length == 0) continue;
-    if (!held_.empty() && offset <= held_.back().first + held_.back().second) {
-      held_.back().second = std::max(held_.back().first + held_.back().second, offset + length) - held_.back().first;
-    } else {
-      held_.emplace_back(offset, length);
-    }
-  }
-}
+StagedFile::StagedFile(std::vector<ByteRange> held, ReadHole read_hole)
+    : held_(merged_ranges(std::move(held))), read_hole_(std::move(read_hole)) {}
 
 void StagedFile::read(uint64_t offset, void* dest, size_t size,
                       const std::function<void(uint64_t, void*, size_t)>& from_file) const {
@@ -39,14 +29,14 @@ void StagedFile::read(uint64_t offset, void* dest, size_t size,
   for (uint64_t at = offset; at < end;) {
     // The first held range that starts after `at`; the one before it may hold `at`.
     auto next = std::upper_bound(held_.begin(), held_.end(), at,
-                                 [](uint64_t value, const std::pair<uint64_t, uint64_t>& r) { return value < r.first; });
+                                 [](uint64_t value, const ByteRange& r) { return value < r.offset; });
     uint64_t piece_end;
     bool held = false;
-    if (next != held_.begin() && std::prev(next)->first + std::prev(next)->second > at) {
+    if (next != held_.begin() && std::prev(next)->offset + std::prev(next)->length > at) {
       held = true;
-      piece_end = std::min(end, std::prev(next)->first + std::prev(next)->second);
+      piece_end = std::min(end, std::prev(next)->offset + std::prev(next)->length);
     } else {
-      piece_end = next == held_.end() ? end : std::min(end, next->first);
+      piece_end = next == held_.end() ? end : std::min(end, next->offset);
     }
     const auto n = static_cast<size_t>(piece_end - at);
     if (held) {

@@ -156,9 +156,7 @@ std::string verifyShardedDirectory(const std::string& dir) {
 }
 
 void registerStagedFile(const std::string& path, const std::string& held, HoleReader reader) {
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  auto parsed = parse_ranges(held, false);
-  for (const ByteRange& r : parsed[""]) ranges.emplace_back(r.offset, r.length);
+  auto ranges = std::move(parse_ranges(held, false)[""]);
   auto read_hole = [path, reader](uint64_t offset, void* dest, size_t size) {
     if (reader(path.c_str(), static_cast<int64_t>(offset), static_cast<int64_t>(size), dest) != 0) {
       throw IoError(concat(path, ": reading bytes ", offset, "+", size, " of it from object storage failed"));

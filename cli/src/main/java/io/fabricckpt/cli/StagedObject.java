@@ -45,7 +45,6 @@ final class StagedObject implements AutoCloseable {
     private final Path read;     // what the commands read: `file`, or the index inside it
     private final String shown;  // what messages name instead of `file`
     private long size;
-    private final List<long[]> fetched = new ArrayList<>();
     private long fetchedBytes;
     /** Each staged file's object and size, and the ranges of it that hold the object's bytes (the rest are holes). */
     private final Map<Path, CheckpointLocation> objectOfFile = new HashMap<>();
@@ -94,7 +93,7 @@ final class StagedObject implements AutoCloseable {
             staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
                     new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
             for (int round = 0; ; round++) {
-                List<long[]> missing = Outlines.rangesMissing(file, staged.fetched);
+                List<long[]> missing = Outlines.rangesMissing(file, staged.held(file));
                 if (missing.isEmpty()) {
                     return staged;
                 }
@@ -144,7 +143,7 @@ final class StagedObject implements AutoCloseable {
         holes = new ObjectReadahead(S3Objects.shared());
         objectOfFile.forEach((path, from) -> {
             long bytes = sizeOfFile.get(path);
-            StagedFiles.register(path, bytesInFile.getOrDefault(path, List.of()),
+            StagedFiles.register(path, held(path),
                     (offset, dest) -> holes.read(from, bytes, offset, dest));
         });
     }
@@ -187,9 +186,10 @@ final class StagedObject implements AutoCloseable {
                         staged.createSparse(location.resolve(name), dir.resolve(name), entry.getValue());
                     }
                 }
-                Map<String, List<long[]>> fetchedByFile = new TreeMap<>();
                 for (int round = 0; ; round++) {
-                    Map<String, List<long[]>> missing = Outlines.shardedRangesMissing(dir, fetchedByFile, everyItem);
+                    Map<String, List<long[]>> heldByName = new TreeMap<>();
+                    sizes.keySet().forEach(name -> heldByName.put(name, staged.held(dir.resolve(name))));
+                    Map<String, List<long[]>> missing = Outlines.shardedRangesMissing(dir, heldByName, everyItem);
                     if (missing.isEmpty()) {
                         return staged;
                     }
@@ -204,7 +204,7 @@ final class StagedObject implements AutoCloseable {
                                     + location.resolve(name) + ", which does not exist");
                         }
                         staged.fetch(objects, location.resolve(name), dir.resolve(name), sizes.get(name),
-                                entry.getValue(), fetchedByFile.computeIfAbsent(name, k -> new ArrayList<>()));
+                                entry.getValue());
                     }
                 }
             } catch (Outlines.FormatException e) {
@@ -263,10 +263,9 @@ final class StagedObject implements AutoCloseable {
     /** Stages {@code from} in the sparse file {@code to}: its first bytes, then what its outline reads, round by round. */
     private void fetchOutline(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
         createSparse(from, to, bytes);
-        List<long[]> record = new ArrayList<>();
-        fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}), record);
+        fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}));
         for (int round = 0; ; round++) {
-            List<long[]> missing = Outlines.rangesMissing(to, record);
+            List<long[]> missing = Outlines.rangesMissing(to, held(to));
             if (missing.isEmpty()) {
                 return;
             }
@@ -274,7 +273,7 @@ final class StagedObject implements AutoCloseable {
                 throw new CliException(ExitCodes.IO, from + ": still names unread ranges after " + MAX_ROUNDS
                         + " rounds of fetches");
             }
-            fetch(objects, from, to, bytes, missing, record);
+            fetch(objects, from, to, bytes, missing);
         }
     }
 
@@ -301,6 +300,11 @@ final class StagedObject implements AutoCloseable {
         }
         objectOfFile.put(to.toAbsolutePath(), from);
         sizeOfFile.put(to.toAbsolutePath(), bytes);
+    }
+
+    /** The ranges ({offset, length}) of the staged file {@code file} that hold its object's bytes. */
+    private List<long[]> held(Path file) {
+        return bytesInFile.getOrDefault(file.toAbsolutePath(), List.of());
     }
 
     /** Records that {@code [offset, offset + length)} of {@code to} holds those bytes of {@code from}. */
@@ -341,15 +345,14 @@ final class StagedObject implements AutoCloseable {
     }
 
     private void fetch(S3Objects objects, List<long[]> ranges) {
-        fetch(objects, object, file, size, ranges, fetched);
+        fetch(objects, object, file, size, ranges);
     }
 
     /**
      * Fetches the ranges of {@code from} (near ones as one, clipped to its {@code bytes}) into the same
-     * ranges of {@code to}, several GETs at once, and adds them to {@code record}.
+     * ranges of {@code to}, several GETs at once, and records that {@code to} holds them.
      */
-    private void fetch(S3Objects objects, CheckpointLocation from, Path to, long bytes, List<long[]> ranges,
-            List<long[]> record) {
+    private void fetch(S3Objects objects, CheckpointLocation from, Path to, long bytes, List<long[]> ranges) {
         List<long[]> merged = new ArrayList<>();
         ranges.stream().filter(r -> r[1] > 0).sorted((a, b) -> Long.compare(a[0], b[0])).forEach(r -> {
             long[] last = merged.isEmpty() ? null : merged.get(merged.size() - 1);
@@ -373,7 +376,6 @@ final class StagedObject implements AutoCloseable {
                     objects.downloadInto(from, to, r[0], length);
                     return null;
                 }));
-                record.add(new long[] {r[0], length});
                 staged(from, to, r[0], length);
                 fetchedBytes += length;
             }

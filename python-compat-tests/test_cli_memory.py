@@ -107,3 +107,10 @@ def test_convert_of_a_sharded_directory_is_bounded_by_its_largest_tensor(java, s
     print(f"convert of s3://{bucket}/run/sharded: peak RSS {convert_peak >> 20} MiB (bound {read_bound >> 20} MiB)")
     assert convert_peak < read_bound, f"convert from S3 peaked at {convert_peak} bytes, above {read_bound}"
     assert from_s3.read_bytes() == out.read_bytes()
+    # ... and from S3 into S3: the read windows and the parts in flight (64 MiB each) over the same bound,
+    # the parts sent as the converter writes them (no copy of the output on disk or in memory)
+    proc, both_peak = _peak_rss("convert", f"s3://{bucket}/run/sharded", f"s3://{bucket}/run/again/consolidated.pt")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"convert of s3://{bucket}/run/sharded into S3: peak RSS {both_peak >> 20} MiB (bound {read_bound >> 20} MiB)")
+    assert both_peak < read_bound, f"convert from S3 into S3 peaked at {both_peak} bytes, above {read_bound}"
+    assert s3_server.filesystem().cat(f"s3://{bucket}/run/again/consolidated.pt") == out.read_bytes()

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
+import zipfile
 
 import lightning as L
 import pytest
@@ -411,12 +413,55 @@ def test_cli_on_an_s3_checkpoint_larger_than_the_temporary_disk(java, s3_server,
     converted, what = run("20m", "convert", url, tmp_path / "out.pt")
     assert converted.returncode == 0 and converted.stdout.strip().splitlines() == [f"wrote {tmp_path / 'out.pt'}"], what
     assert (tmp_path / "out.pt").read_bytes() == local.read_bytes()
+    # convert into S3, from S3 and from a local file: streamed into a multipart upload of three parts
+    # (16 MiB each, the last one short), nothing written to the disk
+    fs = s3_server.filesystem()
+    for source, key in ((url, "copy.pt"), (local, "from-local.pt")):
+        converted, what = run("20m", "convert", source, f"s3://{bucket}/{key}")
+        assert converted.returncode == 0, what
+        assert converted.stdout.strip().splitlines() == [f"wrote s3://{bucket}/{key}"], what
+        assert fs.cat(f"s3://{bucket}/{key}") == local.read_bytes()
 
     failed, what = run("256k", "verify", url)
     assert failed.returncode == 3, what
     assert "writing the bytes of " + url + " into it failed (its disk full? " in failed.stderr, what
     assert "InternalError" not in failed.stderr and "\tat " not in failed.stderr, what
     assert failed.stdout.strip() == "", what  # no output, and nothing left on the small disk
+
+
+def test_cli_convert_into_s3_that_fails_midway_keeps_the_old_object_and_leaves_no_upload(java, s3_server, tmp_path):
+    """convert into s3:// uploads parts as the converter writes them; when it fails after some are sent (the
+    second tensor's CRC-32 does not match), the upload is aborted: the object there before is unchanged and
+    no multipart upload is left pending. A failure of the store (a missing bucket) is a storage error naming
+    the URL, exit code 3, as for every s3:// command."""
+    bucket = s3_server.new_bucket("convert-fails")
+    fs = s3_server.filesystem()
+    source = tmp_path / "two.pt"
+    torch.save({"a": torch.arange(6 << 20, dtype=torch.float32), "b": torch.ones(6 << 20)}, source)  # 2 x 24 MiB
+    bytes_ = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as z:
+        header = z.getinfo("two/data/1").header_offset
+    name_length, extra_length = struct.unpack_from("<HH", bytes_, header + 26)
+    bytes_[header + 30 + name_length + extra_length + (5 << 20)] ^= 0x5A  # 5 MiB into the second tensor's data
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(bytes_)
+    url = f"s3://{bucket}/last.pt"
+    old = tmp_path / "old.pt"
+    torch.save({"step": 1}, old)
+    java.cli("convert", old, url)
+
+    failed = java.cli("convert", corrupt, url, check=False)
+    assert failed.returncode == 3, failed.stderr
+    assert "CRC-32 mismatch" in failed.stderr and str(corrupt) in failed.stderr, failed.stderr
+    assert fs.cat(url) == old.read_bytes()
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
+
+    java.cli("convert", source, url)  # the intact file goes through, in parts
+    assert fs.cat(url) == source.read_bytes()
+    missing = java.cli("convert", source, "s3://no-such-bucket-here/x.pt", check=False)
+    assert missing.returncode == 3, missing.stderr
+    assert "s3://no-such-bucket-here/x.pt: no such bucket 'no-such-bucket-here'" in missing.stderr, missing.stderr
+    assert "\tat " not in missing.stderr and "Exception" not in missing.stderr, missing.stderr
 
 
 def test_cli_verify_of_s3_checkpoints_streams_their_bytes_and_finds_what_a_local_verify_finds(java, s3_server, tmp_path):

@@ -223,6 +223,26 @@ TEST(Outline, ConvertOfATorchFileIsByteIdentical) {
   }
 }
 
+// The stream form (what an upload receives) is the file's bytes, in order; a corrupt storage stops it
+// before the end of the file, with the same error (the caller drops what it received).
+TEST(Outline, ConvertIntoASinkGivesTheFilesBytesInOrder) {
+  TempDir dir;
+  for (const char* name : {"zip/single_tensor.pt", "zip/multi_tensor.pt", "torch/state.pt"}) {
+    StringSink out;
+    convert_outline(data(name), out, "s3://bucket/key", /*allow_unsafe_globals=*/false);
+    EXPECT_EQ(out.str(), slurp(data(name))) << name;
+  }
+  std::string bytes = slurp(data("zip/single_tensor.pt"));
+  const uint64_t data_offset = OutlineFile::open(data("zip/single_tensor.pt"))->storages().front()->record->data_offset;
+  bytes[data_offset] ^= 0x5a;
+  const std::string corrupt = dir.file("corrupt.pt");
+  std::ofstream(corrupt, std::ios::binary) << bytes;
+  StringSink out;
+  EXPECT_THROW(convert_outline(corrupt, out, "s3://bucket/key", false), FormatError);
+  EXPECT_GT(out.str().size(), 0u);
+  EXPECT_LT(out.str().size(), bytes.size());
+}
+
 TEST(Outline, MaxAbsDifferenceComparesPieceByPiece) {
   TempDir dir;
   std::string bytes = slurp(data("zip/single_tensor.pt"));

@@ -179,10 +179,18 @@ double max_abs_difference(const TensorOutline& a, const TensorOutline& b);
 // refused unless allowed. `progress` (may be null) counts storage bytes copied.
 void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
                      IoProgress* progress = nullptr);
+// The same bytes into `out` (an upload, say), in order; `target` names them in errors. What `out`
+// received is whole only when this returns (committing it is the caller's).
+void convert_outline(const std::string& source, OutputSink& out, const std::string& target,
+                     bool allow_unsafe_globals, IoProgress* progress = nullptr);
 
 // Writes an outline tree (storages with a record or an assemble function) as torch.save does,
-// storages renumbered in order of first appearance, atomically (convert_outline's writer).
-void write_outline_tree(const ValuePtr& root, const std::string& target, const std::string& archive_name,
+// storages renumbered in order of first appearance, into `out` (convert_outline's writer); refused
+// globals before the first byte, naming `target`.
+void write_outline_tree(const ValuePtr& root, OutputSink& out, const std::string& target,
+                        const std::string& archive_name, bool allow_unsafe_globals, IoProgress* progress = nullptr);
+// write_outline_tree into the file `target`, atomically; refused globals before the file exists.
+void write_outline_file(const ValuePtr& root, const std::string& target, const std::string& archive_name,
                         bool allow_unsafe_globals, IoProgress* progress = nullptr);
 
 // A sharded torch.distributed.checkpoint directory consolidated into one torch.save file with the
@@ -191,6 +199,9 @@ void write_outline_tree(const ValuePtr& root, const std::string& target, const s
 // a buffer of its own size (a tensor held by one chunk is streamed as it is), every CRC-32 checked.
 void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
                              bool allow_unsafe_globals);
+// The same bytes into `out`, as convert_outline's stream form.
+void convert_sharded_outline(const std::string& dir, OutputSink& out, const std::string& target,
+                             const std::string& archive_name, bool allow_unsafe_globals);
 
 // The consolidated tree convert_sharded_outline writes (tensors assembled from several chunks have
 // storages without a record); `owner` keeps alive what its nodes point into.

@@ -69,16 +69,35 @@ void copy_storage(const StorageOutline& s, TorchZipWriter& zip, std::vector<uint
 
 }  // namespace
 
+namespace {
+
+// Lightning's torch.save of a state writes "archive" when the source names no folder of its own.
+std::string archive_of(const FileOutline& in) { return in.archive_name.empty() ? "archive" : in.archive_name; }
+
+}  // namespace
+
 void convert_outline(const std::string& source, const std::string& target, bool allow_unsafe_globals,
                      IoProgress* progress) {
   const FileOutline in = read_file_outline(source);
-  // Lightning's torch.save of a state writes "archive" when the source names no folder of its own.
-  write_outline_tree(in.root, target, in.archive_name.empty() ? "archive" : in.archive_name, allow_unsafe_globals,
-                     progress);
+  write_outline_file(in.root, target, archive_of(in), allow_unsafe_globals, progress);
 }
 
-void write_outline_tree(const ValuePtr& root, const std::string& target, const std::string& archive_name,
+void convert_outline(const std::string& source, OutputSink& out, const std::string& target,
+                     bool allow_unsafe_globals, IoProgress* progress) {
+  const FileOutline in = read_file_outline(source);
+  write_outline_tree(in.root, out, target, archive_of(in), allow_unsafe_globals, progress);
+}
+
+void write_outline_file(const ValuePtr& root, const std::string& target, const std::string& archive_name,
                         bool allow_unsafe_globals, IoProgress* progress) {
+  if (!allow_unsafe_globals) check_weights_only_tree(root, target);  // before the file (or its folder) exists
+  AtomicFileSink sink(target, /*fsync=*/true);
+  write_outline_tree(root, sink, target, archive_name, /*allow_unsafe_globals=*/true /* checked above */, progress);
+  sink.commit();
+}
+
+void write_outline_tree(const ValuePtr& root, OutputSink& out, const std::string& target,
+                        const std::string& archive_name, bool allow_unsafe_globals, IoProgress* progress) {
   if (!allow_unsafe_globals) check_weights_only_tree(root, target);  // before anything is written
   Renumbering storages;
   const std::string pickled = pickle(root, storages.hooks());
@@ -87,32 +106,28 @@ void write_outline_tree(const ValuePtr& root, const std::string& target, const s
     for (const StorageOutline* s : storages.order()) total += s->nbytes();
     progress->total = total;
   }
-  AtomicFileSink sink(target, /*fsync=*/true);
-  {
-    TorchZipWriter zip(sink, archive_name);
-    // The records in torch_save.cpp's torch_records order.
-    zip.write_record("data.pkl", pickled.data(), pickled.size());
-    zip.write_record(".format_version", "1", 1);
-    zip.write_record(".storage_alignment", "64", 2);
-    zip.write_record("byteorder", "little", 6);
-    std::vector<uint8_t> buffer(kPieceBytes);
-    for (size_t i = 0; i < storages.order().size(); ++i) {
-      const StorageOutline& s = *storages.order()[i];
-      zip.begin_record("data/" + std::to_string(i), s.nbytes());
-      if (s.source) {
-        copy_storage(s, zip, buffer, progress);
-      } else {  // assembled in a buffer of its own size: the one tensor-sized allocation
-        std::vector<uint8_t> whole(s.nbytes());
-        s.assemble(whole.data());
-        zip.write_data(whole.data(), whole.size());
-        if (progress) progress->add(whole.size());
-      }
-      zip.end_record();
+  TorchZipWriter zip(out, archive_name);
+  // The records in torch_save.cpp's torch_records order.
+  zip.write_record("data.pkl", pickled.data(), pickled.size());
+  zip.write_record(".format_version", "1", 1);
+  zip.write_record(".storage_alignment", "64", 2);
+  zip.write_record("byteorder", "little", 6);
+  std::vector<uint8_t> buffer(kPieceBytes);
+  for (size_t i = 0; i < storages.order().size(); ++i) {
+    const StorageOutline& s = *storages.order()[i];
+    zip.begin_record("data/" + std::to_string(i), s.nbytes());
+    if (s.source) {
+      copy_storage(s, zip, buffer, progress);
+    } else {  // assembled in a buffer of its own size: the one tensor-sized allocation
+      std::vector<uint8_t> whole(s.nbytes());
+      s.assemble(whole.data());
+      zip.write_data(whole.data(), whole.size());
+      if (progress) progress->add(whole.size());
     }
-    zip.write_record("version", "3\n", 2);
-    zip.finish();
+    zip.end_record();
   }
-  sink.commit();
+  zip.write_record("version", "3\n", 2);
+  zip.finish();
 }
 
 }  // namespace fabricckpt

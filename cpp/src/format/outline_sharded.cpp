@@ -270,7 +270,13 @@ ShardedOutline read_sharded_outline(const std::string& dir) {
 void convert_sharded_outline(const std::string& dir, const std::string& target, const std::string& archive_name,
                              bool allow_unsafe_globals) {
   const ShardedOutline outline = read_sharded_outline(dir);
-  write_outline_tree(outline.root, target, archive_name, allow_unsafe_globals);
+  write_outline_file(outline.root, target, archive_name, allow_unsafe_globals);
+}
+
+void convert_sharded_outline(const std::string& dir, OutputSink& out, const std::string& target,
+                             const std::string& archive_name, bool allow_unsafe_globals) {
+  const ShardedOutline outline = read_sharded_outline(dir);
+  write_outline_tree(outline.root, out, target, archive_name, allow_unsafe_globals);
 }
 
 std::string verify_sharded_outline(const std::string& dir) {

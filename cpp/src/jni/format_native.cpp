@@ -192,6 +192,42 @@ void convertShardedDirectory(const std::string& dir, const std::string& target, 
   convert_sharded_outline(dir, target, archive_name, allow_unsafe_globals);
 }
 
+namespace {
+
+// A convert's bytes handed to the Java side as they are written (an upload there).
+class WriterSink final : public OutputSink {
+ public:
+  WriterSink(std::string target, int64_t stream, OutputWriter writer)
+      : target_(std::move(target)), stream_(stream), writer_(writer) {}
+  void write(const void* data, size_t size) override {
+    if (writer_(stream_, data, static_cast<int64_t>(size)) != 0) {
+      throw IoError(concat(target_, ": writing bytes ", position_, "+", size, " of it failed"));
+    }
+    position_ += size;
+  }
+  uint64_t position() const override { return position_; }
+
+ private:
+  std::string target_;
+  int64_t stream_;
+  OutputWriter writer_;
+  uint64_t position_ = 0;
+};
+
+}  // namespace
+
+void convertFileInto(const std::string& source, const std::string& target, int64_t stream, OutputWriter writer,
+                     bool allow_unsafe_globals) {
+  WriterSink out(target, stream, writer);
+  convert_outline(source, out, target, allow_unsafe_globals);
+}
+
+void convertShardedDirectoryInto(const std::string& dir, const std::string& target, const std::string& archive_name,
+                                 int64_t stream, OutputWriter writer, bool allow_unsafe_globals) {
+  WriterSink out(target, stream, writer);
+  convert_sharded_outline(dir, out, target, archive_name, allow_unsafe_globals);
+}
+
 std::string removeStaleTemporaries(const std::string& target) {
   std::string out;
   for (const std::string& path : remove_stale_temporaries(target)) out += (out.empty() ? "" : "\n") + path;

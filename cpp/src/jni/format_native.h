@@ -87,6 +87,15 @@ void convertFile(const std::string& source, const std::string& target, bool allo
 // convert_sharded_outline: a sharded directory consolidated, tensor by tensor.
 void convertShardedDirectory(const std::string& dir, const std::string& target, const std::string& archive_name,
                              bool allow_unsafe_globals);
+// Takes the next `size` bytes of the output `stream` (an id the Java side chose) from `data`: 0, or
+// nonzero when that failed (the Java side keeps what went wrong).
+typedef int (*OutputWriter)(int64_t stream, const void* data, int64_t size);
+// The stream forms of convertFile and convertShardedDirectory: the bytes go to `writer` in order,
+// `target` names them in errors; they are whole only when the call returns.
+void convertFileInto(const std::string& source, const std::string& target, int64_t stream, OutputWriter writer,
+                     bool allow_unsafe_globals);
+void convertShardedDirectoryInto(const std::string& dir, const std::string& target, const std::string& archive_name,
+                                 int64_t stream, OutputWriter writer, bool allow_unsafe_globals);
 // remove_stale_temporaries (files.h): the paths removed or restored, one a line.
 std::string removeStaleTemporaries(const std::string& target);
 

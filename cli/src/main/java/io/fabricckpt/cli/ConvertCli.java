@@ -4,13 +4,13 @@ import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.WriteOptions;
+import io.fabricckpt.internal.io.s3.MultipartWriter;
 import io.fabricckpt.internal.io.s3.S3Objects;
-import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import java.util.function.Consumer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -56,63 +56,49 @@ final class ConvertCli implements Callable<Integer> {
             return ExitCodes.OK;
         }
         if (ObjectLocations.isRemote(targetLocation)) {
-            // A torch.save object: written without libtorch to the temporary folder (bounded memory), under
-            // the key's file name (a consolidation's archive folder follows it, as torch.save's does), then
-            // uploaded as a multipart upload read from that file; the object appears only when complete.
+            // A torch.save object: written without libtorch straight into a multipart upload, each part sent
+            // as it fills (concurrency x part size bytes in memory, nothing on disk); the object appears only
+            // when complete, and a failure aborts the upload. A consolidation's archive folder follows the
+            // key's file name, as torch.save's does.
             CheckpointLocation target = CheckpointLocation.parse(targetLocation);
             if (target.fileName().isEmpty()) {
                 throw new CliException(ExitCodes.USAGE, targetLocation + ": names no object (s3://bucket/key)");
             }
-            Path dir = createTempDirectory();
-            Path local = dir.resolve(target.fileName());
-            try {
-                convertFrom(sourceLocation, local, options);
-                S3Objects.shared().uploadFile(target, local);
-            } catch (IOException e) {
-                throw new CliException(ExitCodes.IO, targetLocation + ": " + e.getMessage());
-            } finally {
-                deleteQuietly(local);
-                deleteQuietly(dir);
+            try (MultipartWriter out = S3Objects.shared().openWriter(target)) {
+                withSource(sourceLocation, source -> {
+                    if (Outlines.isShardedDirectory(source)) {
+                        Outlines.convertShardedInto(source, targetLocation, target.fileName(), out::write,
+                                allowUnsafeGlobals);
+                    } else {
+                        Outlines.convertInto(source, targetLocation, out::write, allowUnsafeGlobals);
+                    }
+                });
+                out.complete();
             }
             System.out.println("wrote " + targetLocation);
             return ExitCodes.OK;
         }
-        convertFrom(sourceLocation, Path.of(targetLocation), options);
+        withSource(sourceLocation, source -> convertLocal(source, Path.of(targetLocation), options));
         System.out.println("wrote " + targetLocation);
         return ExitCodes.OK;
     }
 
-    /** Converts a local or s3:// source into the local {@code target}. */
-    private void convertFrom(String sourceLocation, Path target, WriteOptions options) {
+    /**
+     * Runs {@code convert} on the local path of a local or s3:// source. An s3:// source is staged with its
+     * structure only; the converter reads its tensors' bytes from the store into memory as it writes them
+     * (nothing of them on disk).
+     */
+    private static void withSource(String sourceLocation, Consumer<Path> convert) {
         if (ObjectLocations.isRemote(sourceLocation)) {
-            // An s3:// source is staged with its structure only; the converter reads its tensors' bytes from
-            // the store into memory as it writes them (nothing of them on disk).
             try (StagedObject staged = StagedObject.forReading(sourceLocation)) {
                 try {
-                    convertLocal(staged.path(), target, options);
+                    convert.accept(staged.path());
                 } catch (Outlines.FormatException e) {
                     throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
                 }
             }
         } else {
-            convertLocal(Paths.readable(Path.of(sourceLocation)), target, options);
-        }
-    }
-
-    private static Path createTempDirectory() {
-        try {
-            return Files.createTempDirectory("fabricckpt-convert-");
-        } catch (IOException e) {
-            throw new CliException(ExitCodes.IO, "cannot create a folder in the temporary folder "
-                    + System.getProperty("java.io.tmpdir") + ": " + e.getMessage());
-        }
-    }
-
-    private static void deleteQuietly(Path path) {
-        try {
-            Files.deleteIfExists(path);
-        } catch (IOException ignored) {
-            // a file left in the temporary folder is harmless
+            convert.accept(Paths.readable(Path.of(sourceLocation)));
         }
     }
 

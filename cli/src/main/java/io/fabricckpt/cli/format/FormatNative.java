@@ -65,6 +65,36 @@ public final class FormatNative {
     public static native void convertShardedDirectory(@StdString BytePointer dir, @StdString BytePointer target,
             @StdString BytePointer archiveName, @Cast("bool") boolean allowUnsafeGlobals);
 
+    /**
+     * Takes a convert's output in order ({@link #convertFileInto}); native code calls {@link #call} from
+     * the converting thread.
+     */
+    public static class OutputWriter extends FunctionPointer {
+        static {
+            Loader.load();
+        }
+
+        protected OutputWriter() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        /** Takes the next {@code size} bytes of output {@code stream} from {@code data}: 0, or nonzero. */
+        public int call(@Cast("int64_t") long stream, @Cast("const void*") Pointer data, @Cast("int64_t") long size) {
+            return 1;
+        }
+    }
+
+    /** {@link #convertFile}'s bytes handed to {@code writer} as output {@code stream}; {@code target} names them in errors. */
+    public static native void convertFileInto(@StdString BytePointer source, @StdString BytePointer target,
+            @Cast("int64_t") long stream, OutputWriter writer, @Cast("bool") boolean allowUnsafeGlobals);
+
+    /** {@link #convertShardedDirectory}'s bytes handed to {@code writer}, as {@link #convertFileInto}. */
+    public static native void convertShardedDirectoryInto(@StdString BytePointer dir, @StdString BytePointer target,
+            @StdString BytePointer archiveName, @Cast("int64_t") long stream, OutputWriter writer,
+            @Cast("bool") boolean allowUnsafeGlobals);
+
     public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);
 
     /**

@@ -6,6 +6,7 @@ import io.fabricckpt.core.PyObject;
 import io.fabricckpt.core.PyOrderedDict;
 import io.fabricckpt.core.PyTuple;
 import java.math.BigInteger;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -156,6 +157,13 @@ public final class Outlines {
         return call(() -> FormatNative.maxAbsDifference(x, y));
     }
 
+    /** Where a streamed convert's bytes go, in order ({@link #convertInto}). */
+    @FunctionalInterface
+    public interface ByteSink {
+        /** Takes all of {@code bytes} (native memory, valid only during the call). */
+        void write(ByteBuffer bytes);
+    }
+
     /** A checkpoint file written again as one torch.save file, one storage in memory at a time. */
     public static void convert(Path source, Path target, boolean allowUnsafeGlobals) {
         call(() -> {
@@ -165,19 +173,53 @@ public final class Outlines {
     }
 
     /**
+     * {@link #convert}'s bytes into {@code out} instead of a file ({@code target} names them in errors).
+     * They are whole only when this returns; on a failure, what {@code out} took is to be dropped.
+     */
+    public static void convertInto(Path source, String target, ByteSink out, boolean allowUnsafeGlobals) {
+        long stream = ConvertOutputs.open(out);
+        try {
+            call(() -> {
+                FormatNative.convertFileInto(path(source), utf8(target), stream, ConvertOutputs.writer(),
+                        allowUnsafeGlobals);
+                return null;
+            });
+        } finally {
+            ConvertOutputs.close(stream);
+        }
+    }
+
+    /**
      * A sharded directory consolidated into one torch.save file as the library's convert writes it
-     * (archive folder: the target's name without its extension, as torch.save names it), one tensor in
-     * memory at a time.
+     * (archive folder: {@link #archiveNameFor} the target's name), one tensor in memory at a time.
      */
     public static void convertSharded(Path dir, Path target, boolean allowUnsafeGlobals) {
-        String name = target.getFileName().toString();
-        int dot = name.lastIndexOf('.');
-        String archive = dot > 0 ? name.substring(0, dot) : name;
+        String archive = archiveNameFor(target.getFileName().toString());
         call(() -> {
-            FormatNative.convertShardedDirectory(path(dir), path(target),
-                    new BytePointer(archive.getBytes(StandardCharsets.UTF_8)), allowUnsafeGlobals);
+            FormatNative.convertShardedDirectory(path(dir), path(target), utf8(archive), allowUnsafeGlobals);
             return null;
         });
+    }
+
+    /** {@link #convertSharded}'s bytes into {@code out}, as {@link #convertInto}; {@code fileName}: the target's. */
+    public static void convertShardedInto(Path dir, String target, String fileName, ByteSink out,
+            boolean allowUnsafeGlobals) {
+        long stream = ConvertOutputs.open(out);
+        try {
+            call(() -> {
+                FormatNative.convertShardedDirectoryInto(path(dir), utf8(target), utf8(archiveNameFor(fileName)),
+                        stream, ConvertOutputs.writer(), allowUnsafeGlobals);
+                return null;
+            });
+        } finally {
+            ConvertOutputs.close(stream);
+        }
+    }
+
+    /** The archive folder torch.save names for a file: its name without the extension. */
+    static String archiveNameFor(String fileName) {
+        int dot = fileName.lastIndexOf('.');
+        return dot > 0 ? fileName.substring(0, dot) : fileName;
     }
 
     /** The paths removed or restored beside {@code target} (what saves killed midway left). */
@@ -190,18 +232,26 @@ public final class Outlines {
         T run();
     }
 
-    /** JavaCPP rethrows C++ exceptions as RuntimeException carrying what(). */
+    /**
+     * JavaCPP rethrows C++ exceptions as RuntimeException carrying what(); one that a Java callback's
+     * failure caused (a read of a staged file's hole, a write to a convert's output) is that failure.
+     */
     private static <T> T call(NativeCall<T> call) {
+        CallbackFailure.clear();
         try {
             return call.run();
         } catch (RuntimeException e) {
-            RuntimeException holeRead = StagedFiles.takeFailure(); // what made a read of a staged file fail
-            throw holeRead != null ? holeRead : new FormatException(e.getMessage(), e);
+            RuntimeException callback = CallbackFailure.take();
+            throw callback != null ? callback : new FormatException(e.getMessage(), e);
         }
     }
 
     private static BytePointer path(Path path) {
-        return new BytePointer(path.toAbsolutePath().toString().getBytes(StandardCharsets.UTF_8));
+        return utf8(path.toAbsolutePath().toString());
+    }
+
+    private static BytePointer utf8(String text) {
+        return new BytePointer(text.getBytes(StandardCharsets.UTF_8));
     }
 
     private static byte[] bytes(BytePointer p) {

@@ -6,7 +6,6 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicReference;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
 
@@ -26,7 +25,6 @@ public final class StagedFiles {
     }
 
     private static final Map<String, HoleSource> SOURCES = new ConcurrentHashMap<>();
-    private static final AtomicReference<RuntimeException> FAILURE = new AtomicReference<>();
     private static volatile Reader reader;
 
     /** Until {@link #unregister}, the readers read the bytes of {@code file} outside {@code held} ({offset, length}) from {@code source}. */
@@ -37,7 +35,6 @@ public final class StagedFiles {
             lines.append(r[0]).append('\t').append(r[1]).append('\n');
         }
         SOURCES.put(path, source);
-        FAILURE.set(null);
         FormatNative.registerStagedFile(new BytePointer(path, StandardCharsets.UTF_8),
                 new BytePointer(lines.toString(), StandardCharsets.UTF_8), reader());
     }
@@ -46,11 +43,6 @@ public final class StagedFiles {
         String path = file.toAbsolutePath().normalize().toString();
         FormatNative.unregisterStagedFile(new BytePointer(path, StandardCharsets.UTF_8));
         SOURCES.remove(path);
-    }
-
-    /** The first hole read that failed since the last call, cleared; null when none did. */
-    static RuntimeException takeFailure() {
-        return FAILURE.getAndSet(null);
     }
 
     // One callback for every file: JavaCPP binds a callback class to one live instance.
@@ -76,9 +68,8 @@ public final class StagedFiles {
                 }
                 source.read(offset, new BytePointer(dest).position(0).capacity(size).limit(size).asByteBuffer());
                 return 0;
-            } catch (RuntimeException | Error e) { // never into native code: kept for the Outlines call to rethrow
-                FAILURE.compareAndSet(null, e instanceof RuntimeException r ? r : new RuntimeException(e));
-                return 1;
+            } catch (RuntimeException | Error e) { // never into native code
+                return CallbackFailure.record(e);
             }
         }
     }

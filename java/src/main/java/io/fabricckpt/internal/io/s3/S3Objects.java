@@ -128,6 +128,10 @@ public final class S3Objects implements AutoCloseable {
         return settings;
     }
 
+    S3Client client() {
+        return client;
+    }
+
     /** Bytes of object data this client has fetched so far (what ranged reads saved shows here). */
     public long bytesDownloaded() {
         return downloaded.get();
@@ -247,28 +251,11 @@ public final class S3Objects implements AutoCloseable {
     }
 
     /**
-     * Writes the local {@code file} as the object, as {@link #upload} does (parts read from the file
-     * as they are sent; the object appears only when complete).
+     * A writer of the object's bytes in order, for writers that do not know its size beforehand (see
+     * {@link MultipartWriter}: parts uploaded as they fill; the object appears only on completion).
      */
-    public void uploadFile(CheckpointLocation object, Path file) throws IOException {
-        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
-            long size = channel.size();
-            upload(object, size, (offset, dest) -> {
-                try {
-                    for (long at = offset; dest.hasRemaining(); ) {
-                        int n = channel.read(dest, at);
-                        if (n < 0) {
-                            throw new CheckpointStorageException(file + ": ended at byte " + at + " while it was"
-                                    + " uploaded to " + object + " (it was " + size + " bytes)", null);
-                        }
-                        at += n;
-                    }
-                } catch (IOException e) {
-                    throw new CheckpointStorageException(file + ": reading it to upload to " + object + " failed: "
-                            + e.getMessage(), e);
-                }
-            });
-        }
+    public MultipartWriter openWriter(CheckpointLocation object) {
+        return new MultipartWriter(this, object);
     }
 
     /**
@@ -347,11 +334,7 @@ public final class S3Objects implements AutoCloseable {
             }
             finished = true;
             if (uploadId != null) {
-                try {
-                    client.abortMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId));
-                } catch (SdkException e) {
-                    throw translate(object, "aborting its upload " + uploadId, e);
-                }
+                abortUpload(object, uploadId);
             }
         }
     }
@@ -386,9 +369,18 @@ public final class S3Objects implements AutoCloseable {
     /** Aborts the upload so that the store drops its parts; a failure to abort is added to {@code cause}. */
     private void abort(CheckpointLocation object, String uploadId, Throwable cause) {
         try {
+            abortUpload(object, uploadId);
+        } catch (RuntimeException e) {
+            cause.addSuppressed(e);
+        }
+    }
+
+    /** Aborts the upload so that the store drops its parts. */
+    void abortUpload(CheckpointLocation object, String uploadId) {
+        try {
             client.abortMultipartUpload(b -> b.bucket(object.bucket()).key(object.key()).uploadId(uploadId));
         } catch (SdkException e) {
-            cause.addSuppressed(translate(object, "aborting its upload " + uploadId, e));
+            throw translate(object, "aborting its upload " + uploadId, e);
         }
     }
 
@@ -538,7 +530,7 @@ public final class S3Objects implements AutoCloseable {
     }
 
     /** A body the SDK reads (and, to sign or retry, reads again) straight from {@code part}'s memory. */
-    private static RequestBody body(ByteBuffer part) {
+    static RequestBody body(ByteBuffer part) {
         return RequestBody.fromContentProvider(() -> new BufferInputStream(part.duplicate()), part.remaining(),
                 "application/octet-stream");
     }

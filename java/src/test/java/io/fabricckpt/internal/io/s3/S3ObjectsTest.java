@@ -110,6 +110,84 @@ class S3ObjectsTest {
         assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
     }
 
+    /** A writer in order: parts sent as they fill (an upload pending meanwhile), the object only on completion. */
+    @Test
+    void aWriterSendsPartsAsTheyFillAndMakesTheObjectAppearOnCompletion() {
+        String bucket = server.newBucket("writer");
+        CheckpointLocation object = CheckpointLocation.ofObject(bucket, "run/last.ckpt");
+        byte[] old = random(1000);
+        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        byte[] bytes = random((17 << 20) + 12345); // four parts of 5 MiB, the last short
+        try (MultipartWriter out = S3Objects.shared().openWriter(object)) {
+            int at = 0;
+            for (int piece : new int[] {1, 3 << 20, 7 << 20, 30}) { // across part boundaries
+                out.write(ByteBuffer.wrap(bytes, at, piece));
+                at += piece;
+            }
+            out.write(ByteBuffer.wrap(bytes, at, bytes.length - at));
+            assertEquals(1, server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().size());
+            assertArrayEquals(old, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("run/last.ckpt")).asByteArray());
+            out.complete();
+        }
+        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("run/last.ckpt")).asByteArray());
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+    }
+
+    /** Closed without completion (the writer failed): the parts sent are dropped, the old object kept. */
+    @Test
+    void aWriterClosedWithoutCompletionLeavesTheOldObjectAndNoUpload() {
+        String bucket = server.newBucket("writer-abort");
+        CheckpointLocation object = CheckpointLocation.ofObject(bucket, "x.ckpt");
+        byte[] old = random(1000);
+        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        try (MultipartWriter out = S3Objects.shared().openWriter(object)) {
+            out.write(ByteBuffer.wrap(random(12 << 20))); // two parts sent, a third filling
+        }
+        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+        assertArrayEquals(old, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("x.ckpt")).asByteArray());
+
+        CheckpointLocation nowhere = CheckpointLocation.ofObject("no-such-bucket-" + bucket, "x.ckpt");
+        try (MultipartWriter out = S3Objects.shared().openWriter(nowhere)) {
+            var e = assertThrows(io.fabricckpt.core.CheckpointNotFoundException.class,
+                    () -> out.write(ByteBuffer.wrap(random(6 << 20))));
+            assertTrue(e.getMessage().startsWith(nowhere + ": no such bucket"), e.getMessage());
+        }
+    }
+
+    /** What fits one part is one PUT on completion (no upload before it); nothing written is an empty object. */
+    @Test
+    void aWriterOfOnePartPutsItAndOfNothingAnEmptyObject() {
+        String bucket = server.newBucket("writer-small");
+        byte[] bytes = random(5 << 20); // exactly one part: sent on completion, as a PUT
+        try (MultipartWriter out = S3Objects.shared().openWriter(CheckpointLocation.ofObject(bucket, "one.bin"))) {
+            out.write(ByteBuffer.wrap(bytes));
+            assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+            out.complete();
+        }
+        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("one.bin")).asByteArray());
+        try (MultipartWriter out = S3Objects.shared().openWriter(CheckpointLocation.ofObject(bucket, "empty.bin"))) {
+            out.complete();
+            assertThrows(IllegalStateException.class, () -> out.write(ByteBuffer.wrap(bytes)));
+        }
+        assertEquals(0, S3Objects.shared().size(CheckpointLocation.ofObject(bucket, "empty.bin")));
+    }
+
+    /** Parts double every 900, so 10,000 of them (S3's most) hold S3's largest object, 5 TiB, at 5 MiB parts. */
+    @Test
+    void aWritersPartsGrowToHoldS3sLargestObject() {
+        try (MultipartWriter out = S3Objects.shared().openWriter(CheckpointLocation.ofObject("any", "key"))) {
+            assertEquals(5L << 20, out.partSize(1));
+            assertEquals(5L << 20, out.partSize(900));
+            assertEquals(10L << 20, out.partSize(901));
+            long total = 0;
+            for (int n = 1; n <= S3Settings.MAX_PARTS; n++) {
+                assertTrue(out.partSize(n) <= 5L << 30);
+                total += out.partSize(n);
+            }
+            assertTrue(total >= 5L << 40, "10,000 parts hold " + total + " bytes");
+        }
+    }
+
     /** An https store with a private CA (as many S3-compatible stores have) is trusted through AWS_CA_BUNDLE. */
     @Test
     void anHttpsStoreIsTrustedThroughItsCaBundle() {

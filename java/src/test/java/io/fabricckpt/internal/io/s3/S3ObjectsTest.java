@@ -33,6 +33,21 @@ class S3ObjectsTest {
         return S3Settings.from(env);
     }
 
+    private byte[] objectBytes(String bucket, String key) {
+        return server.client().getObjectAsBytes(b -> b.bucket(bucket).key(key)).asByteArray();
+    }
+
+    private boolean noUploadPending(String bucket) {
+        return server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty();
+    }
+
+    /** An object of 1000 random bytes there before: what a failed write must leave as it was. */
+    private static byte[] putOldObject(CheckpointLocation object) {
+        byte[] old = random(1000);
+        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        return old;
+    }
+
     private static byte[] random(int size) {
         byte[] bytes = new byte[size];
         new Random(size).nextBytes(bytes);
@@ -50,7 +65,7 @@ class S3ObjectsTest {
             dest.put(bytes, (int) offset, dest.remaining());
         });
         assertEquals(4, fills.get());
-        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("a/b.bin")).asByteArray());
+        assertArrayEquals(bytes, objectBytes(bucket, "a/b.bin"));
         assertEquals(bytes.length, S3Objects.shared().size(object));
 
         ByteBuffer back = ByteBuffer.allocate(bytes.length);
@@ -89,8 +104,7 @@ class S3ObjectsTest {
     void aFailedUploadLeavesNoObjectAndNoPendingUpload() {
         String bucket = server.newBucket("abort");
         CheckpointLocation object = CheckpointLocation.ofObject(bucket, "x.ckpt");
-        byte[] old = random(1000);
-        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        byte[] old = putOldObject(object);
         IllegalStateException e = assertThrows(IllegalStateException.class,
                 () -> S3Objects.shared().upload(object, 30L << 20, (offset, dest) -> {
                     if (offset >= 10L << 20) {
@@ -99,15 +113,15 @@ class S3ObjectsTest {
                     dest.put(new byte[dest.remaining()]);
                 }));
         assertTrue(e.getMessage().contains("failed"), e.getMessage());
-        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
-        assertArrayEquals(old, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("x.ckpt")).asByteArray());
+        assertTrue(noUploadPending(bucket));
+        assertArrayEquals(old, objectBytes(bucket, "x.ckpt"));
 
         CheckpointLocation fresh = CheckpointLocation.ofObject(bucket, "fresh.ckpt");
         assertThrows(IllegalStateException.class, () -> S3Objects.shared().upload(fresh, 12L << 20, (offset, dest) -> {
             throw new IllegalStateException("no bytes");
         }));
         assertFalse(S3Objects.shared().exists(fresh));
-        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+        assertTrue(noUploadPending(bucket));
     }
 
     /** A writer in order: parts sent as they fill (an upload pending meanwhile), the object only on completion. */
@@ -115,8 +129,7 @@ class S3ObjectsTest {
     void aWriterSendsPartsAsTheyFillAndMakesTheObjectAppearOnCompletion() {
         String bucket = server.newBucket("writer");
         CheckpointLocation object = CheckpointLocation.ofObject(bucket, "run/last.ckpt");
-        byte[] old = random(1000);
-        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        byte[] old = putOldObject(object);
         byte[] bytes = random((17 << 20) + 12345); // four parts of 5 MiB, the last short
         try (MultipartWriter out = S3Objects.shared().openWriter(object)) {
             int at = 0;
@@ -126,11 +139,11 @@ class S3ObjectsTest {
             }
             out.write(ByteBuffer.wrap(bytes, at, bytes.length - at));
             assertEquals(1, server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().size());
-            assertArrayEquals(old, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("run/last.ckpt")).asByteArray());
+            assertArrayEquals(old, objectBytes(bucket, "run/last.ckpt"));
             out.complete();
         }
-        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("run/last.ckpt")).asByteArray());
-        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+        assertArrayEquals(bytes, objectBytes(bucket, "run/last.ckpt"));
+        assertTrue(noUploadPending(bucket));
     }
 
     /** Closed without completion (the writer failed): the parts sent are dropped, the old object kept. */
@@ -138,13 +151,12 @@ class S3ObjectsTest {
     void aWriterClosedWithoutCompletionLeavesTheOldObjectAndNoUpload() {
         String bucket = server.newBucket("writer-abort");
         CheckpointLocation object = CheckpointLocation.ofObject(bucket, "x.ckpt");
-        byte[] old = random(1000);
-        S3Objects.shared().upload(object, old.length, (offset, dest) -> dest.put(old));
+        byte[] old = putOldObject(object);
         try (MultipartWriter out = S3Objects.shared().openWriter(object)) {
             out.write(ByteBuffer.wrap(random(12 << 20))); // two parts sent, a third filling
         }
-        assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
-        assertArrayEquals(old, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("x.ckpt")).asByteArray());
+        assertTrue(noUploadPending(bucket));
+        assertArrayEquals(old, objectBytes(bucket, "x.ckpt"));
 
         CheckpointLocation nowhere = CheckpointLocation.ofObject("no-such-bucket-" + bucket, "x.ckpt");
         try (MultipartWriter out = S3Objects.shared().openWriter(nowhere)) {
@@ -161,10 +173,10 @@ class S3ObjectsTest {
         byte[] bytes = random(5 << 20); // exactly one part: sent on completion, as a PUT
         try (MultipartWriter out = S3Objects.shared().openWriter(CheckpointLocation.ofObject(bucket, "one.bin"))) {
             out.write(ByteBuffer.wrap(bytes));
-            assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+            assertTrue(noUploadPending(bucket));
             out.complete();
         }
-        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("one.bin")).asByteArray());
+        assertArrayEquals(bytes, objectBytes(bucket, "one.bin"));
         try (MultipartWriter out = S3Objects.shared().openWriter(CheckpointLocation.ofObject(bucket, "empty.bin"))) {
             out.complete();
             assertThrows(IllegalStateException.class, () -> out.write(ByteBuffer.wrap(bytes)));
@@ -204,7 +216,7 @@ class S3ObjectsTest {
             assertArrayEquals(bytes, back.array());
         }
         // The same object, read over plain http: it is the server's, not a client-side artefact.
-        assertArrayEquals(bytes, server.client().getObjectAsBytes(b -> b.bucket(bucket).key("tls.bin")).asByteArray());
+        assertArrayEquals(bytes, objectBytes(bucket, "tls.bin"));
     }
 
     /** Without the bundle the JVM's roots do not trust the server: an error naming the URL, endpoint and remedy. */

@@ -212,7 +212,7 @@ struct ShardedOutline {
 ShardedOutline read_sharded_outline(const std::string& dir);
 
 // verify of a sharded directory without libtorch: every item's records' CRC-32s (in pieces), every chunk
-// a tensor of its shape, every tensor covered; the summary sharded::verify gives.
+// a tensor of its shape, every tensor covered; a one-line summary, or an error naming the file and what is wrong.
 std::string verify_sharded_outline(const std::string& dir);
 // sharded::unsafe_globals without libtorch: those of meta.pt and of the value items' pickles.
 std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir);

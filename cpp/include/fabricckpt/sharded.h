@@ -156,10 +156,6 @@ class FullFileLayout {
 // For loading a full file into a sharded state.
 void slice_to_plan(const ValuePtr& state, const ShardPlan& plan);
 
-// Reads every item of a sharded directory with CRCs checked and every tensor's chunks assembled;
-// returns a one-line summary, throws naming the file and what is wrong.
-std::string verify(const std::string& dir);
-
 // The globals torch's weights_only loader refuses in a sharded directory's torch.save streams:
 // Lightning's meta.pt and every value ("bytes") item, "module.name", each once, in order of first
 // appearance (tensor chunks hold none worth naming; .metadata's own classes are DCP's).

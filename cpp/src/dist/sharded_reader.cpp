@@ -283,27 +283,6 @@ std::vector<Reader::Range> Reader::ranges_for(const std::string* key, const Shar
   return out;
 }
 
-std::string verify(const std::string& dir) {
-  Reader reader(dir, /*map_chunks=*/false);
-  reader.read_all();
-  size_t tensors = 0, chunks = 0;
-  std::set<std::string> files;
-  uint64_t bytes = 0;
-  for (const auto& e : reader.metadata().entries) {
-    if (e.tensor) {
-      ++tensors;
-      chunks += e.tensor->chunks.size();
-    }
-  }
-  for (const auto& [key, info] : reader.metadata().storage) {
-    files.insert(info.relative_path);
-    bytes += info.length;
-  }
-  return concat("OK: sharded checkpoint, ", reader.metadata().entries.size(), " keys (", tensors, " tensors in ", chunks,
-                " chunks, ", reader.metadata().entries.size() - tensors, " values), ", files.size(), " shard files, ",
-                bytes, " bytes, every CRC-32 checked and every tensor covered");
-}
-
 std::shared_ptr<const MappedFile> Reader::item_stream(const std::string& fqn) const {
   const dcp::StorageInfo* info = metadata_.storage_of(fqn, nullptr);
   if (!info) {

@@ -242,8 +242,12 @@ std::string torchFileArchiveName(const std::string& path) {
 }
 
 std::string verifyTorchFile(const std::string& path) {
-  if (sharded::is_sharded_checkpoint(path)) return sharded::verify(path) + unsafe_globals_warning(sharded::unsafe_globals(path));
-  return verify_outline(path);  // the format layer's: every record, the pickle, storages and views
+  // The format layer's, as the command line's: bounded memory (a sharded directory item by item, every
+  // record's CRC-32 in pieces), and staged object-storage files read through their holes.
+  if (sharded::is_sharded_checkpoint(path)) {
+    return verify_sharded_outline(path) + unsafe_globals_warning(unsafe_globals_of_sharded(path));
+  }
+  return verify_outline(path);  // every record, the pickle, storages and views
 }
 
 std::string removeStaleTemporaries(const std::string& target) {

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "staging_native.h"
+
 namespace fabricckpt {
 struct Value;
 class MappedFile;
@@ -459,6 +461,15 @@ class NativeSafetensorsIndex {
 // The byte ranges of a sharded directory's files that reading top-level `key` with `plan` reads
 // (`plan` null: reading everything; `key` ignored then), one "relative path\toffset\tlength" a line.
 std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan);
+
+// Staging of object-storage checkpoints for verify (staged files whose holes are read from the
+// store): shared with the command line's JNI library.
+using stagingjni::HoleReader;
+using stagingjni::outlineRangesMissing;
+using stagingjni::registerStagedFile;
+using stagingjni::safetensorsIndexFiles;
+using stagingjni::shardedOutlineRangesMissing;
+using stagingjni::unregisterStagedFile;
 
 // Parses the downloaded torch.save file; the tensors view `bytes`, which is emptied.
 NativeValue loadTorchBytes(NativeObjectBytes& bytes, bool verify_crc, int threads, bool weights_only);

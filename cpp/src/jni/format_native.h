@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "staging_native.h"
+
 namespace fabricckpt {
 struct Value;
 }  // namespace fabricckpt
@@ -64,13 +66,13 @@ class OutlineNode {
 // The outline of a checkpoint file (read_file_outline: torch.save zip or legacy, safetensors or a
 // Hugging Face sharded index); FormatError naming the file and what is wrong.
 OutlineNode readOutline(const std::string& path);
-// outline_ranges_missing: ranges as "offset<TAB>length" lines, in and out ("" out: none missing).
-std::string outlineRangesMissing(const std::string& path, const std::string& fetched);
-// sharded_outline_ranges_missing: ranges as "file name<TAB>offset<TAB>length" lines, in and out.
-std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched, bool every_item);
-// The shard files a Hugging Face index (`path`, a *.safetensors.index.json) names, one a line
-// (safetensors::read_index: each a plain name beside the index).
-std::string safetensorsIndexFiles(const std::string& path);
+// Staging of object-storage checkpoints (outline ranges, staged files' hole readers): shared.
+using stagingjni::HoleReader;
+using stagingjni::outlineRangesMissing;
+using stagingjni::registerStagedFile;
+using stagingjni::safetensorsIndexFiles;
+using stagingjni::shardedOutlineRangesMissing;
+using stagingjni::unregisterStagedFile;
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.
@@ -98,13 +100,5 @@ void convertShardedDirectoryInto(const std::string& dir, const std::string& targ
                                  int64_t stream, OutputWriter writer, bool allow_unsafe_globals);
 // remove_stale_temporaries (files.h): the paths removed or restored, one a line.
 std::string removeStaleTemporaries(const std::string& target);
-
-// Reads [offset, offset + size) of the object the staged file `path` holds into `dest`: 0, or
-// nonzero when that failed (the Java side keeps what went wrong).
-typedef int (*HoleReader)(const char* path, int64_t offset, int64_t size, void* dest);
-// register_staged_file: the file at `path` holds its object's bytes in the `held` ranges
-// ("offset<TAB>length" lines); its other bytes are read through `reader` until unregisterStagedFile.
-void registerStagedFile(const std::string& path, const std::string& held, HoleReader reader);
-void unregisterStagedFile(const std::string& path);
 
 }  // namespace fabricckpt::formatjni

@@ -112,15 +112,6 @@ class AsyncStagingTest {
         assertFalse(Files.exists(file));
     }
 
-    private static long status(String field) throws java.io.IOException {
-        for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
-            if (line.startsWith(field + ":")) {
-                return Long.parseLong(line.substring(field.length() + 1).trim().split("\\s+")[0]) * 1024;
-            }
-        }
-        throw new IllegalStateException("no " + field + " in /proc/self/status");
-    }
-
     /**
      * The memory bound: six back-to-back saves (durable, so the writer is the bottleneck) of a 128 MiB
      * state never hold more than two copies of it (without back-pressure: six, 768 MiB).
@@ -131,9 +122,7 @@ class AsyncStagingTest {
         Tensor weights = torch.ones(size / 4);
         try (Fabric fabric = new Fabric()) {
             fabric.saveAsync(dir.resolve("warm.ckpt"), Map.of("weights", weights)).written().join();
-            System.gc();
-            long before = status("VmRSS");
-            Files.writeString(Path.of("/proc/self/clear_refs"), "5"); // VmHWM := VmRSS
+            long before = ProcessMemory.resetPeak();
             java.util.List<AsyncSave> saves = new java.util.ArrayList<>();
             for (int i = 0; i < 6; i++) {
                 saves.add(fabric.saveAsync(dir.resolve("p" + i + ".ckpt"), Map.of("weights", weights, "step", (long) i)));
@@ -142,7 +131,7 @@ class AsyncStagingTest {
             for (AsyncSave save : saves) {
                 save.written().get(120, TimeUnit.SECONDS);
             }
-            long extra = status("VmHWM") - before;
+            long extra = ProcessMemory.status("VmHWM") - before;
             assertTrue(extra < 2 * size + (96L << 20),
                     "six saves of 128 MiB peaked at " + (extra >> 20) + " MiB over the state: more than two copies");
         }

@@ -186,12 +186,57 @@ class S3CheckpointTest {
         }
 
         assertRestoresModelAndNote(url, model, "v1");
-        assertTrue(TorchFiles.verify(url).startsWith(url + ": OK"), TorchFiles.verify(url));
+        // verify stages the index and the shards' headers only; it says what the local verify says.
+        assertEquals(url + ": " + TorchFiles.verify(local), TorchFiles.verify(url));
 
         new Fabric().save(url, Map.of("model", model)); // one shard now
         assertEquals(List.of("hf/config.json", "hf/model-00001-of-00001.safetensors", "hf/model.safetensors.index.json"),
                 keys(bucket));
         assertTrue(server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().isEmpty());
+    }
+
+    /**
+     * verify of an object reads it from the store as it checks it: 384 MiB verify as the local file does
+     * while the process holds a few read windows more, never the object (a whole download held it all);
+     * a flipped byte of tensor data is the local verify's CRC-32 mismatch, naming the URL.
+     */
+    @Test
+    void verifyChecksAnObjectFromTheStoreWithoutHoldingIt() throws Exception {
+        String bucket = server.newBucket("verify");
+        Map<String, Object> state = new LinkedHashMap<>();
+        for (int i = 0; i < 6; i++) {
+            state.put("w" + i, torch.randn(16L << 20)); // 64 MiB each
+        }
+        state.put("step", 3L);
+        Path local = dir.resolve("big.ckpt");
+        fabric.save(local, state);
+        String url = "s3://" + bucket + "/big.ckpt";
+        fabric.save(url, state);
+        String expected = TorchFiles.verify(local).replace(local.toString(), url);
+        TorchFiles.verify(url); // warm: the native readers, the client's pools
+        long before = ProcessMemory.resetPeak();
+        String verified = TorchFiles.verify(url);
+        long extra = ProcessMemory.status("VmHWM") - before;
+        System.out.println("verify of a 384 MiB object in S3: peak " + (extra >> 20) + " MiB over the process");
+        assertEquals(expected, verified);
+        assertTrue(extra < 128L << 20, "verify of 384 MiB peaked at " + (extra >> 20) + " MiB more: it held the object");
+        state.clear();
+
+        Map<String, Object> small = Map.of("a", torch.randn(1L << 20), "b", torch.randn(1L << 20));
+        Path smallFile = dir.resolve("small.ckpt");
+        fabric.save(smallFile, small);
+        byte[] bytes = Files.readAllBytes(smallFile);
+        bytes[bytes.length / 4] ^= 0x40; // inside the first tensor's data
+        Path flipped = dir.resolve("flipped.ckpt");
+        Files.write(flipped, bytes);
+        String flippedUrl = "s3://" + bucket + "/flipped.ckpt";
+        server.client().putObject(b -> b.bucket(bucket).key("flipped.ckpt"),
+                software.amazon.awssdk.core.sync.RequestBody.fromBytes(bytes));
+        CorruptCheckpointException localError = assertThrows(CorruptCheckpointException.class,
+                () -> TorchFiles.verify(flipped));
+        CorruptCheckpointException e = assertThrows(CorruptCheckpointException.class, () -> TorchFiles.verify(flippedUrl));
+        assertEquals(localError.getMessage().replace(flipped.toString(), flippedUrl), e.getMessage());
+        assertTrue(e.getMessage().contains("CRC-32"), e.getMessage());
     }
 
     @Test

@@ -6,6 +6,7 @@ import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.io.s3.MultipartWriter;
 import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.internal.io.s3.StagedObject;
 import java.nio.file.Path;
 import java.util.Locale;
 import java.util.Map;
@@ -90,7 +91,7 @@ final class ConvertCli implements Callable<Integer> {
      */
     private static void withSource(String sourceLocation, Consumer<Path> convert) {
         if (ObjectLocations.isRemote(sourceLocation)) {
-            try (StagedObject staged = StagedObject.forReading(sourceLocation)) {
+            try (StagedObject staged = StagedObject.forReading(sourceLocation, FormatStaging.INSTANCE)) {
                 try {
                     convert.accept(staged.path());
                 } catch (Outlines.FormatException e) {

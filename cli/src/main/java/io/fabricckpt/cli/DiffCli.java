@@ -1,6 +1,7 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.cli.format.Outlines;
+import io.fabricckpt.internal.io.s3.StagedObject;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -35,7 +36,7 @@ final class DiffCli implements Callable<Integer> {
     }
 
     private static StagedObject stage(String location) {
-        return ObjectLocations.isRemote(location) ? StagedObject.forReading(location) : null;
+        return ObjectLocations.isRemote(location) ? StagedObject.forReading(location, FormatStaging.INSTANCE) : null;
     }
 
     private static String named(String text, StagedObject staged) {

@@ -1,6 +1,7 @@
 package io.fabricckpt.cli;
 
 import io.fabricckpt.cli.format.Outlines;
+import io.fabricckpt.internal.io.s3.StagedObject;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -67,7 +68,7 @@ final class InspectCli implements Callable<Integer> {
 
     /** An object staged for its outline, else a sharded prefix; null for neither (the library says what is missing). */
     private static StagedObject stagedForOutline(String location) {
-        StagedObject object = StagedObject.forOutline(location);
-        return object != null ? object : StagedObject.forShardedOutline(location);
+        StagedObject object = StagedObject.forOutline(location, FormatStaging.INSTANCE);
+        return object != null ? object : StagedObject.forShardedOutline(location, FormatStaging.INSTANCE);
     }
 }

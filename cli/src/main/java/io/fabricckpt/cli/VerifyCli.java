@@ -3,6 +3,7 @@ package io.fabricckpt.cli;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointStorageException;
+import io.fabricckpt.internal.io.s3.StagedObject;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import java.util.function.Supplier;
@@ -44,7 +45,7 @@ final class VerifyCli implements Callable<Integer> {
     /** The checkpoint staged for reading; a structure too broken for that is corrupt. */
     private static StagedObject stage(String location) {
         try {
-            return StagedObject.forReading(location);
+            return StagedObject.forReading(location, FormatStaging.INSTANCE);
         } catch (Outlines.FormatException e) {
             throw new CliException(ExitCodes.CHECK_FAILED, e.getMessage());
         }

@@ -1,6 +1,7 @@
 package io.fabricckpt.internal;
 
 import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FunctionPointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.annotation.ByRef;
@@ -86,6 +87,47 @@ public final class FabricNative {
     public static native @ByVal NativeValue loadTorchFile(@StdString BytePointer path, @Cast("bool") boolean verifyCrc);
 
     public static native @StdString BytePointer verifyTorchFile(@StdString BytePointer path);
+
+    // --- staging of object-storage checkpoints (cpp/src/jni/staging_native.h, io.s3.StagedObject) ---------
+
+    /** The ranges ("offset\tlength" lines) an outline of the sparse file at {@code path} still needs beyond {@code fetched}. */
+    public static native @StdString BytePointer outlineRangesMissing(@StdString BytePointer path,
+            @StdString BytePointer fetched);
+
+    /** The same for a sharded directory staged sparse ("file name\toffset\tlength" lines); {@code everyItem}: what its verify reads too. */
+    public static native @StdString BytePointer shardedOutlineRangesMissing(@StdString BytePointer dir,
+            @StdString BytePointer fetched, @Cast("bool") boolean everyItem);
+
+    /** The shard files the Hugging Face index at {@code path} names, one a line. */
+    public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
+
+    /** Reads the holes of staged files ({@link #registerStagedFile}); native code calls {@link #call}, possibly from threads of its own. */
+    public static class HoleReader extends FunctionPointer {
+        static {
+            Loader.load();
+        }
+
+        protected HoleReader() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        /** Reads {@code [offset, offset + size)} of the object behind {@code path} into {@code dest}: 0, or nonzero. */
+        public int call(@Cast("const char*") BytePointer path, @Cast("int64_t") long offset, @Cast("int64_t") long size,
+                Pointer dest) {
+            return 1;
+        }
+    }
+
+    /**
+     * The file at {@code path} holds its object's bytes only in the {@code held} ranges ("offset\tlength"
+     * lines); until {@link #unregisterStagedFile}, the native readers read its other bytes through {@code reader}.
+     */
+    public static native void registerStagedFile(@StdString BytePointer path, @StdString BytePointer held,
+            HoleReader reader);
+
+    public static native void unregisterStagedFile(@StdString BytePointer path);
 
     /** Removes the stale temporaries of dead writers beside a target; the paths, one a line. */
     public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);

@@ -1,5 +1,6 @@
 package io.fabricckpt.cli.format;
 
+import io.fabricckpt.internal.CallbackFailure;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;

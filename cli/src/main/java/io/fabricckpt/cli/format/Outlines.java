@@ -5,6 +5,7 @@ import io.fabricckpt.core.PyGlobal;
 import io.fabricckpt.core.PyObject;
 import io.fabricckpt.core.PyOrderedDict;
 import io.fabricckpt.core.PyTuple;
+import io.fabricckpt.internal.CallbackFailure;
 import java.math.BigInteger;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
@@ -19,7 +20,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.TreeMap;
+import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -76,62 +77,6 @@ public final class Outlines {
         } finally {
             root.close();
         }
-    }
-
-    /**
-     * The byte ranges ({offset, length}) an outline of the checkpoint file at {@code sparse} (torch.save,
-     * safetensors or legacy, by its first bytes) still reads beyond {@code fetched}, the only ranges of
-     * it that hold the file's bytes; empty when none.
-     */
-    public static List<long[]> rangesMissing(Path sparse, List<long[]> fetched) {
-        StringBuilder lines = new StringBuilder();
-        for (long[] r : fetched) {
-            lines.append(r[0]).append('\t').append(r[1]).append('\n');
-        }
-        String missing = call(() -> string(FormatNative.outlineRangesMissing(path(sparse),
-                new BytePointer(lines.toString(), StandardCharsets.UTF_8))));
-        java.util.ArrayList<long[]> out = new java.util.ArrayList<>();
-        for (String line : missing.split("\n")) {
-            if (!line.isEmpty()) {
-                String[] parts = line.split("\t");
-                out.add(new long[] {Long.parseLong(parts[0]), Long.parseLong(parts[1])});
-            }
-        }
-        return out;
-    }
-
-    /**
-     * The byte ranges ({offset, length} by file name) an outline of the sharded directory {@code dir}
-     * still reads of its data files beyond {@code fetched}: {@code .metadata} and meta.pt are there
-     * whole, each data file is sparse and holds its bytes only in the {@code fetched} ranges under
-     * its name. Empty when none. {@code everyItem}: also what its {@link #verifyRanges} and {@link
-     * #verify} read (every tensor chunk's torch.save directory, headers and small records).
-     */
-    public static Map<String, List<long[]>> shardedRangesMissing(Path dir,
-            Map<String, List<long[]>> fetched, boolean everyItem) {
-        StringBuilder lines = new StringBuilder();
-        fetched.forEach((name, ranges) -> {
-            for (long[] r : ranges) {
-                lines.append(name).append('\t').append(r[0]).append('\t').append(r[1]).append('\n');
-            }
-        });
-        String missing = call(() -> string(FormatNative.shardedOutlineRangesMissing(path(dir),
-                new BytePointer(lines.toString(), StandardCharsets.UTF_8), everyItem)));
-        Map<String, List<long[]>> out = new TreeMap<>();
-        for (String line : missing.split("\n")) {
-            if (!line.isEmpty()) {
-                String[] parts = line.split("\t");
-                out.computeIfAbsent(parts[0], k -> new ArrayList<>())
-                        .add(new long[] {Long.parseLong(parts[1]), Long.parseLong(parts[2])});
-            }
-        }
-        return out;
-    }
-
-    /** The shard files the Hugging Face index at {@code index} names (plain names beside it), in its order. */
-    public static List<String> safetensorsIndexFiles(Path index) {
-        String files = call(() -> string(FormatNative.safetensorsIndexFiles(path(index))));
-        return java.util.Arrays.stream(files.split("\n")).filter(f -> !f.isEmpty()).toList();
     }
 
     /** verify of a checkpoint file or sharded directory, record by record or item by item. */
@@ -228,22 +173,12 @@ public final class Outlines {
         return removed.isEmpty() ? List.of() : Arrays.stream(removed.split("\n")).map(Path::of).toList();
     }
 
-    private interface NativeCall<T> {
-        T run();
-    }
-
     /**
      * JavaCPP rethrows C++ exceptions as RuntimeException carrying what(); one that a Java callback's
      * failure caused (a read of a staged file's hole, a write to a convert's output) is that failure.
      */
-    private static <T> T call(NativeCall<T> call) {
-        CallbackFailure.clear();
-        try {
-            return call.run();
-        } catch (RuntimeException e) {
-            RuntimeException callback = CallbackFailure.take();
-            throw callback != null ? callback : new FormatException(e.getMessage(), e);
-        }
+    public static <T> T call(Supplier<T> call) {
+        return CallbackFailure.run(call, e -> new FormatException(e.getMessage(), e));
     }
 
     private static BytePointer path(Path path) {

@@ -1,6 +1,7 @@
 package io.fabricckpt.internal.io;
 
 import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.core.CorruptCheckpointException;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.core.WriteOptions;
@@ -14,6 +15,7 @@ import io.fabricckpt.internal.NativeProcessGroup;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.internal.io.s3.StagedObject;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.bytedeco.javacpp.BytePointer;
@@ -233,27 +235,20 @@ public final class ObjectStorageIO implements FileCheckpointIO {
         }
     }
 
+    /**
+     * verify of an object, a sharded prefix or a Hugging Face index, as of the local file: staged with its
+     * structure only ({@link StagedObject#forReading}: its directory, headers and small records), the
+     * bytes verify checks read from the store into memory as it reads them, so neither memory nor disk
+     * holds the checkpoint. The summary and errors name the URL.
+     */
     @Override
     public String verify(CheckpointLocation location) {
-        if (isShardedDirectory(location)) {
-            try (ShardedObjectReader reader = ShardedObjectReader.open(objects(), location, ReadOptions.DEFAULT, null)) {
-                return reader.verify();
-            }
-        }
-        if (IndexObjects.isIndex(location)) {
-            try (CheckpointReader reader = IndexObjects.open(objects(), location, null);
-                    NativeValue tensors = reader.readAll()) {
-                return location + ": OK: a Hugging Face sharded checkpoint of " + tensors.size()
-                        + " tensors, every shard's header checked and every tensor read";
-            }
-        }
-        try (NativeObjectBytes bytes = download(location, null)) {
-            long size = bytes.size();
-            boolean safetensors = bytes.isSafetensors();
-            try (NativeValue root = parse(bytes, ReadOptions.DEFAULT)) {
-                return location + ": OK: " + size + (safetensors
-                        ? " bytes, a safetensors file: its header checked and every tensor read"
-                        : " bytes, every record's CRC-32 checked, the pickle and every tensor read");
+        try (StagedObject staged = StagedObject.forReading(location.toString(), LibraryStaging.INSTANCE)) {
+            try {
+                return staged.naming(LibraryStaging.call(() -> NativeCalls.string(
+                        FabricNative.verifyTorchFile(NativeCalls.path(staged.path())))), true);
+            } catch (CorruptCheckpointException e) {
+                throw new CorruptCheckpointException(staged.naming(e.getMessage()), e);
             }
         }
     }
@@ -270,12 +265,12 @@ public final class ObjectStorageIO implements FileCheckpointIO {
             if (head.remaining() > 0 && (head.get(0) & 0xff) == 0x80) {
                 return ""; // pickle's PROTO opcode: a legacy file
             }
-            throw new io.fabricckpt.core.CorruptCheckpointException(location + ": not a torch.save file (no zip local"
+            throw new CorruptCheckpointException(location + ": not a torch.save file (no zip local"
                     + " header at its start)", null);
         }
         int nameLength = head.getShort(26) & 0xffff;
         if (30 + nameLength > head.remaining()) {
-            throw new io.fabricckpt.core.CorruptCheckpointException(location + ": its first zip entry's name runs past"
+            throw new CorruptCheckpointException(location + ": its first zip entry's name runs past"
                     + " the object's end", null);
         }
         byte[] name = new byte[nameLength];

@@ -78,13 +78,6 @@ final class ShardedObjectReader implements CheckpointReader {
         }
     }
 
-    /** Fetches everything and checks it as a local directory: the summary, naming the URL. */
-    String verify() {
-        fetchFor("", null);
-        return location + ": " + CheckpointIOs.DCP_DIRECTORY.verify(CheckpointLocation.of(staging))
-                .replace(staging.toString(), location.toString());
-    }
-
     /** Brings in what reading {@code key} with {@code plan} reads ({@code plan} null: everything). */
     private void fetchFor(String key, NativeShardPlan plan) {
         String ranges;

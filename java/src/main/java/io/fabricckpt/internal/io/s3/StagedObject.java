@@ -1,11 +1,9 @@
-package io.fabricckpt.cli;
+package io.fabricckpt.internal.io.s3;
 
-import io.fabricckpt.cli.format.Outlines;
-import io.fabricckpt.cli.format.StagedFiles;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.CheckpointNotFoundException;
 import io.fabricckpt.core.CheckpointStorageException;
-import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.core.CorruptCheckpointException;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
@@ -21,25 +19,27 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 
 /**
- * A checkpoint in object storage staged in the temporary folder for the torch-free commands, which
- * read local files: {@link #forOutline} an object as a sparse file of its size into which only the
+ * A checkpoint in object storage staged in the temporary folder for the native readers, which read
+ * local files (the command line's torch-free commands, the library's verify): {@link #forOutline} an object as a sparse file of its size into which only the
  * byte ranges the outline reads are fetched (of a torch.save file its end record and directory, every
  * local header, data.pkl and the other small records, never a storage; of a safetensors file its
- * header; a legacy file whole), as {@link Outlines#rangesMissing} says, round by round (the directory
+ * header; a legacy file whole), as {@link StagingNatives#rangesMissing} says, round by round (the directory
  * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes (a Hugging
  * Face index object: a directory of the index and its shards, each shard's header fetched); {@link #forShardedOutline} a sharded prefix the same way, file by file;
  * {@link #forReading} either, for {@code verify}, {@code diff} and {@code convert}, which read every
  * byte: the holes, the bytes not fetched, are read from the store into memory as the readers ask for
- * them ({@link StagedFiles}, {@link ObjectReadahead}), so the disk holds only the structure. Removed on
- * close.
+ * them ({@link StagingNatives#register}, {@link ObjectReadahead}), so the disk holds only the structure.
+ * Removed on close. Its native calls go through the {@link StagingNatives} binding of the caller's JNI
+ * library.
  */
-final class StagedObject implements AutoCloseable {
+public final class StagedObject implements AutoCloseable {
     /** The first and last bytes fetched up front: the start (data.pkl and the small records torch writes first) and the directory. */
     private static final long EDGE = 256 << 10;
     /** Ranges closer than this are fetched as one GET. */
     private static final long GAP = 64 << 10;
     private static final int MAX_ROUNDS = 8;
 
+    private final StagingNatives natives;
     private final CheckpointLocation object;
     private final Path file;     // what close() removes: the staged file or directory
     private final Path read;     // what the commands read: `file`, or the index inside it
@@ -53,11 +53,13 @@ final class StagedObject implements AutoCloseable {
     /** Set once the holes are read from the store ({@link #readHolesFromStore}). */
     private ObjectReadahead holes;
 
-    private StagedObject(CheckpointLocation object, Path file, long size) {
-        this(object, file, file, object.toString(), size);
+    private StagedObject(StagingNatives natives, CheckpointLocation object, Path file, long size) {
+        this(natives, object, file, file, object.toString(), size);
     }
 
-    private StagedObject(CheckpointLocation object, Path file, Path read, String shown, long size) {
+    private StagedObject(StagingNatives natives, CheckpointLocation object, Path file, Path read, String shown,
+            long size) {
+        this.natives = natives;
         this.object = object;
         this.file = file;
         this.read = read;
@@ -69,11 +71,11 @@ final class StagedObject implements AutoCloseable {
      * The object staged for its outline, or null when there is no such object (a sharded prefix, or
      * nothing: the library says which).
      */
-    static StagedObject forOutline(String url) {
+    public static StagedObject forOutline(String url, StagingNatives natives) {
         CheckpointLocation object = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
         if (isIndex(object)) {
-            return index(object);
+            return index(object, natives);
         }
         long size;
         try {
@@ -87,31 +89,28 @@ final class StagedObject implements AutoCloseable {
         } catch (IOException e) {
             throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
         }
-        StagedObject staged = new StagedObject(object, file, size);
+        StagedObject staged = new StagedObject(natives, object, file, size);
         try {
             staged.createSparse(object, file, size);
             staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
                     new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
             for (int round = 0; ; round++) {
-                List<long[]> missing = Outlines.rangesMissing(file, staged.held(file));
+                List<long[]> missing = natives.rangesMissing(file, staged.held(file));
                 if (missing.isEmpty()) {
                     return staged;
                 }
                 if (round == MAX_ROUNDS) {
-                    throw new CliException(ExitCodes.IO, url + ": its zip directory still names unread ranges after "
-                            + MAX_ROUNDS + " rounds of fetches");
+                    throw new CheckpointStorageException(url + ": its zip directory still names unread ranges after "
+                            + MAX_ROUNDS + " rounds of fetches", null);
                 }
                 staged.fetch(objects, missing);
             }
         } catch (IOException e) {
             staged.close();
             throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
-        } catch (Outlines.FormatException e) {
-            staged.close();
-            throw new Outlines.FormatException(staged.naming(e.getMessage()), e);
         } catch (RuntimeException e) {
             staged.close();
-            throw e;
+            throw staged.named(e);
         }
     }
 
@@ -120,10 +119,10 @@ final class StagedObject implements AutoCloseable {
      * else as {@link #forShardedOutline} with every tensor chunk's structure fetched too, and its holes
      * read from the store from then on. CheckpointNotFoundException naming the URL when it is neither.
      */
-    static StagedObject forReading(String url) {
-        StagedObject object = forOutline(url);
+    public static StagedObject forReading(String url, StagingNatives natives) {
+        StagedObject object = forOutline(url, natives);
         if (object == null) {
-            object = forShardedOutline(url, true);
+            object = forShardedOutline(url, natives, true);
         }
         if (object == null) {
             S3Objects.shared().size(CheckpointLocation.parse(url)); // the error that names what is missing
@@ -143,7 +142,7 @@ final class StagedObject implements AutoCloseable {
         holes = new ObjectReadahead(S3Objects.shared());
         objectOfFile.forEach((path, from) -> {
             long bytes = sizeOfFile.get(path);
-            StagedFiles.register(path, held(path),
+            natives.register(path, held(path),
                     (offset, dest) -> holes.read(from, bytes, offset, dest));
         });
     }
@@ -152,15 +151,15 @@ final class StagedObject implements AutoCloseable {
      * The sharded prefix at {@code url} staged for its outline, or null when it holds no {@code .metadata}:
      * a directory of its objects, {@code .metadata} and meta.pt fetched whole, each shard file a sparse
      * file of its size into which only the ranges the outline reads are fetched ({@link
-     * Outlines#shardedRangesMissing}: each value's and each whole tensor's torch.save directory and small
+     * StagingNatives#shardedRangesMissing}: each value's and each whole tensor's torch.save directory and small
      * records, never a chunk's data), round by round.
      */
-    static StagedObject forShardedOutline(String url) {
-        return forShardedOutline(url, false);
+    public static StagedObject forShardedOutline(String url, StagingNatives natives) {
+        return forShardedOutline(url, natives, false);
     }
 
     /** {@link #forShardedOutline}; {@code everyItem}: every tensor chunk's structure fetched too (for verify). */
-    private static StagedObject forShardedOutline(String url, boolean everyItem) {
+    private static StagedObject forShardedOutline(String url, StagingNatives natives, boolean everyItem) {
         CheckpointLocation location = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
         if (!objects.exists(location.resolve(".metadata"))) {
@@ -176,7 +175,7 @@ final class StagedObject implements AutoCloseable {
         });
         try {
             Path dir = Files.createTempDirectory("fabricckpt-inspect-");
-            StagedObject staged = new StagedObject(location, dir, sizes.values().stream().mapToLong(Long::longValue).sum());
+            StagedObject staged = new StagedObject(natives, location, dir, sizes.values().stream().mapToLong(Long::longValue).sum());
             try {
                 for (var entry : sizes.entrySet()) {
                     String name = entry.getKey();
@@ -189,28 +188,28 @@ final class StagedObject implements AutoCloseable {
                 for (int round = 0; ; round++) {
                     Map<String, List<long[]>> heldByName = new TreeMap<>();
                     sizes.keySet().forEach(name -> heldByName.put(name, staged.held(dir.resolve(name))));
-                    Map<String, List<long[]>> missing = Outlines.shardedRangesMissing(dir, heldByName, everyItem);
+                    Map<String, List<long[]>> missing = natives.shardedRangesMissing(dir, heldByName, everyItem);
                     if (missing.isEmpty()) {
                         return staged;
                     }
                     if (round == MAX_ROUNDS) {
-                        throw new CliException(ExitCodes.IO, url + ": its items still name unread ranges after "
-                                + MAX_ROUNDS + " rounds of fetches");
+                        throw new CheckpointStorageException(url + ": its items still name unread ranges after "
+                                + MAX_ROUNDS + " rounds of fetches", null);
                     }
                     for (var entry : missing.entrySet()) {
                         String name = entry.getKey();
                         if (!sizes.containsKey(name)) {
-                            throw new CliException(ExitCodes.IO, location.resolve(".metadata") + ": names "
-                                    + location.resolve(name) + ", which does not exist");
+                            throw new CorruptCheckpointException(location.resolve(".metadata") + ": names "
+                                    + location.resolve(name) + ", which does not exist", null);
                         }
                         staged.fetch(objects, location.resolve(name), dir.resolve(name), sizes.get(name),
                                 entry.getValue());
                     }
                 }
-            } catch (Outlines.FormatException e) {
+            } catch (RuntimeException e) {
                 staged.close();
-                throw new Outlines.FormatException(staged.naming(e.getMessage()), e);
-            } catch (IOException | RuntimeException e) {
+                throw staged.named(e);
+            } catch (IOException e) {
                 staged.close();
                 throw e;
             }
@@ -227,7 +226,7 @@ final class StagedObject implements AutoCloseable {
      * A Hugging Face index object staged as a directory, as on disk: the index fetched whole, each shard
      * object it names (beside it) as a sparse file into which only its header is fetched.
      */
-    private static StagedObject index(CheckpointLocation index) {
+    private static StagedObject index(CheckpointLocation index, StagingNatives natives) {
         S3Objects objects = S3Objects.shared();
         long indexSize = objects.size(index); // CheckpointNotFoundException when missing
         String key = index.key();
@@ -236,11 +235,11 @@ final class StagedObject implements AutoCloseable {
         try {
             Path dir = Files.createTempDirectory("fabricckpt-index-");
             Path indexFile = dir.resolve(index.fileName());
-            StagedObject staged = new StagedObject(index, dir, indexFile, shown.substring(0, shown.length() - 1), 0);
+            StagedObject staged = new StagedObject(natives, index, dir, indexFile, shown.substring(0, shown.length() - 1), 0);
             try {
                 staged.copy(objects, index, indexFile, indexSize);
                 long total = indexSize;
-                for (String name : Outlines.safetensorsIndexFiles(indexFile)) {
+                for (String name : natives.indexFiles(indexFile)) {
                     CheckpointLocation shard = CheckpointLocation.ofObject(index.bucket(), prefix + name);
                     long size = objects.size(shard);
                     total += size;
@@ -248,10 +247,10 @@ final class StagedObject implements AutoCloseable {
                 }
                 staged.size = total;
                 return staged;
-            } catch (Outlines.FormatException e) {
+            } catch (RuntimeException e) {
                 staged.close();
-                throw new CliException(ExitCodes.IO, staged.naming(e.getMessage()));
-            } catch (IOException | RuntimeException e) {
+                throw staged.named(e);
+            } catch (IOException e) {
                 staged.close();
                 throw e;
             }
@@ -265,13 +264,13 @@ final class StagedObject implements AutoCloseable {
         createSparse(from, to, bytes);
         fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}));
         for (int round = 0; ; round++) {
-            List<long[]> missing = Outlines.rangesMissing(to, held(to));
+            List<long[]> missing = natives.rangesMissing(to, held(to));
             if (missing.isEmpty()) {
                 return;
             }
             if (round == MAX_ROUNDS) {
-                throw new CliException(ExitCodes.IO, from + ": still names unread ranges after " + MAX_ROUNDS
-                        + " rounds of fetches");
+                throw new CheckpointStorageException(from + ": still names unread ranges after " + MAX_ROUNDS
+                        + " rounds of fetches", null);
             }
             fetch(objects, from, to, bytes, missing);
         }
@@ -316,32 +315,37 @@ final class StagedObject implements AutoCloseable {
     }
 
     /** The staged file or directory (a staged Hugging Face index: the index file inside its directory). */
-    Path path() {
+    public Path path() {
         return read;
     }
 
     /** The object's bytes (a staged outline's). */
-    long size() {
+    public long size() {
         return size;
     }
 
     /** Bytes fetched from the object: its staged structure, and what was read of its holes. */
-    long fetchedBytes() {
+    public long fetchedBytes() {
         return fetchedBytes + (holes != null ? holes.fetchedBytes() : 0);
     }
 
     /** {@code text} (a message about the staged file) naming the object instead. */
-    String naming(String text) {
+    public String naming(String text) {
         return naming(text, false);
     }
 
     /** The same, with the object's URL put first when the text does not start with it (a summary of a directory). */
-    String naming(String text, boolean leading) {
+    public String naming(String text, boolean leading) {
         if (text == null) {
             return null;
         }
         String named = text.replace(file.toAbsolutePath().toString(), shown);
         return leading && !named.startsWith(shown) ? object + ": " + named : named;
+    }
+
+    /** A native call's format error renamed to the object ({@link #naming}); any other exception as it is. */
+    private RuntimeException named(RuntimeException e) {
+        return natives.isFormatError(e) ? natives.withMessage(e, naming(e.getMessage())) : e;
     }
 
     private void fetch(S3Objects objects, List<long[]> ranges) {
@@ -398,7 +402,7 @@ final class StagedObject implements AutoCloseable {
     @Override
     public void close() {
         if (holes != null) {
-            objectOfFile.keySet().forEach(StagedFiles::unregister);
+            objectOfFile.keySet().forEach(natives::unregister);
         }
         try (var paths = Files.walk(file)) {
             paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());

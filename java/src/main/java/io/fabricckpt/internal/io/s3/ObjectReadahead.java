@@ -1,7 +1,6 @@
-package io.fabricckpt.cli;
+package io.fabricckpt.internal.io.s3;
 
 import io.fabricckpt.core.CheckpointLocation;
-import io.fabricckpt.internal.io.s3.S3Objects;
 import java.nio.ByteBuffer;
 
 /**

@@ -108,18 +108,21 @@ std::vector<ByteRange> within(const std::vector<ByteRange>& ranges, uint64_t sta
 // What the sharded outline reads of one item of a data file (outline_sharded.cpp's
 // ShardedSource::item), as ranges of the file: the header of the safetensors blob that starts at
 // the item and runs to the end of the file, or else the item's torch.save stream as
-// outline_ranges_missing reads a file. `got`: the file's fetched ranges.
-std::vector<ByteRange> item_ranges_missing(const std::shared_ptr<const MappedFile>& file, const dcp::StorageInfo& item,
-                                           const std::vector<ByteRange>& got) {
+// outline_ranges_missing reads a file. `got`: the file's fetched ranges. Errors name the item as the
+// sharded outline's do (`key`: the item's entry).
+std::vector<ByteRange> item_ranges_missing(const std::shared_ptr<const MappedFile>& file, const std::string& key,
+                                           const dcp::StorageInfo& item, const std::vector<ByteRange>& got) {
   const uint64_t to_end = file->size() - item.offset;
-  auto blob = std::make_shared<const FetchedSource>(MappedFile::slice(file, item.offset, to_end, file->path()),
-                                                    within(got, item.offset, to_end));
+  auto blob = std::make_shared<const FetchedSource>(
+      MappedFile::slice(file, item.offset, to_end, concat(file->path(), " (safetensors at byte ", item.offset, ")")),
+      within(got, item.offset, to_end));
   std::vector<ByteRange> wanted;
   try {
     if (safetensors::looks_like_safetensors(*blob)) {
       safetensors::read_header(*blob);
     } else {
-      wanted = zip_ranges_missing(MappedFile::slice(file, item.offset, item.length, file->path()),
+      wanted = zip_ranges_missing(MappedFile::slice(file, item.offset, item.length,
+                                                    concat(file->path(), " ('", key, "' at byte ", item.offset, ")")),
                                   within(got, item.offset, item.length));
     }
   } catch (const NotFetched&) {
@@ -154,16 +157,16 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
   auto opened = MappedFile::open(metadata_file);
   const dcp::Metadata metadata = dcp::read_metadata(opened->read_string(0, opened->size()), metadata_file);
   // The items an outline opens: values, and chunks that are their tensor whole (verify: every chunk).
-  std::vector<const dcp::StorageInfo*> items;
+  std::vector<std::pair<const std::string*, const dcp::StorageInfo*>> items;  // entry key, item
   for (const dcp::Entry& entry : metadata.entries) {
     if (!entry.tensor) {
-      items.push_back(metadata.storage_of(entry.key, nullptr));
+      items.emplace_back(&entry.key, metadata.storage_of(entry.key, nullptr));
       continue;
     }
     const std::vector<int64_t> origin(entry.tensor->size.size(), 0);
     for (const dcp::Chunk& chunk : entry.tensor->chunks) {
       if (every_item || (chunk.offsets == origin && chunk.sizes == entry.tensor->size)) {
-        items.push_back(metadata.storage_of(entry.key, &chunk.offsets));
+        items.emplace_back(&entry.key, metadata.storage_of(entry.key, &chunk.offsets));
       }
     }
   }
@@ -171,7 +174,7 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
   std::map<std::string, std::vector<ByteRange>> missing;
   std::set<std::pair<std::string, uint64_t>> seen;  // a safetensors blob's tensors all start at the blob
   static const std::vector<ByteRange> kNone;
-  for (const dcp::StorageInfo* info : items) {
+  for (const auto& [key, info] : items) {
     if (!info) throw FormatError(concat(metadata_file, ": an entry has no storage recorded"));
     if (!seen.insert({info->relative_path, info->offset}).second) continue;
     auto& file = files[info->relative_path];
@@ -182,7 +185,7 @@ std::map<std::string, std::vector<ByteRange>> sharded_outline_ranges_missing(
     }
     auto have = fetched.find(info->relative_path);
     auto& out = missing[info->relative_path];
-    for (const ByteRange& r : item_ranges_missing(file, *info, have == fetched.end() ? kNone : have->second)) {
+    for (const ByteRange& r : item_ranges_missing(file, *key, *info, have == fetched.end() ? kNone : have->second)) {
       out.push_back(r);
     }
   }

@@ -3,12 +3,14 @@ package io.fabricckpt.dist;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.fabricckpt.Fabric;
 import io.fabricckpt.Net;
 import io.fabricckpt.S3Server;
 import io.fabricckpt.TorchFiles;
+import io.fabricckpt.core.CorruptCheckpointException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -96,8 +98,30 @@ class S3ShardedTest {
 
         // One plain process, and the consolidated read (what convert writes): as from the local directory.
         assertEquals(TorchFiles.read(local).toString(), TorchFiles.read(url).toString());
+        // verify stages the structure only and reads the chunks' bytes from the store: the local summary.
         String verified = TorchFiles.verify(url);
-        assertTrue(verified.startsWith("s3://" + bucket + "/run/step-5: OK"), verified);
+        assertEquals("s3://" + bucket + "/run/step-5: " + TorchFiles.verify(local), verified);
+        // Flipped bytes in a shard file are the local verify's error, naming the object.
+        Path flippedDir = Files.createDirectories(dir.resolve("flipped"));
+        String flippedUrl = "s3://" + bucket + "/flipped";
+        try (Stream<Path> files = Files.list(local)) {
+            for (Path file : files.toList()) {
+                byte[] bytes = Files.readAllBytes(file);
+                if (file.getFileName().toString().equals("__0_0.distcp")) {
+                    for (int i = 0; i < 64; i++) { // longer than any alignment padding, which no CRC covers
+                        bytes[bytes.length / 2 + i] ^= 0x40;
+                    }
+                }
+                Files.write(flippedDir.resolve(file.getFileName()), bytes);
+                server.client().putObject(b -> b.bucket(bucket).key("flipped/" + file.getFileName()),
+                        RequestBody.fromBytes(bytes));
+            }
+        }
+        CorruptCheckpointException localError = assertThrows(CorruptCheckpointException.class,
+                () -> TorchFiles.verify(flippedDir));
+        CorruptCheckpointException remoteError = assertThrows(CorruptCheckpointException.class,
+                () -> TorchFiles.verify(flippedUrl));
+        assertEquals(localError.getMessage().replace(flippedDir.toString(), flippedUrl), remoteError.getMessage());
         Net fromS3 = new Net(4, 8, 2);
         Net fromDisk = new Net(4, 8, 2);
         Map<String, Object> remainder = new Fabric().load(url, new HashMap<>(Map.of("model", fromS3)));

@@ -462,15 +462,6 @@ class NativeSafetensorsIndex {
 // (`plan` null: reading everything; `key` ignored then), one "relative path\toffset\tlength" a line.
 std::string shardedRanges(const std::string& dir, const std::string& key, const NativeShardPlan* plan);
 
-// Staging of object-storage checkpoints for verify (staged files whose holes are read from the
-// store): shared with the command line's JNI library.
-using stagingjni::HoleReader;
-using stagingjni::outlineRangesMissing;
-using stagingjni::registerStagedFile;
-using stagingjni::safetensorsIndexFiles;
-using stagingjni::shardedOutlineRangesMissing;
-using stagingjni::unregisterStagedFile;
-
 // Parses the downloaded torch.save file; the tensors view `bytes`, which is emptied.
 NativeValue loadTorchBytes(NativeObjectBytes& bytes, bool verify_crc, int threads, bool weights_only);
 // The downloaded safetensors file's tensors, as loadSafetensorsFile gives them; they view `bytes`, which is emptied.

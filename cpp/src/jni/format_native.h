@@ -66,13 +66,6 @@ class OutlineNode {
 // The outline of a checkpoint file (read_file_outline: torch.save zip or legacy, safetensors or a
 // Hugging Face sharded index); FormatError naming the file and what is wrong.
 OutlineNode readOutline(const std::string& path);
-// Staging of object-storage checkpoints (outline ranges, staged files' hole readers): shared.
-using stagingjni::HoleReader;
-using stagingjni::outlineRangesMissing;
-using stagingjni::registerStagedFile;
-using stagingjni::safetensorsIndexFiles;
-using stagingjni::shardedOutlineRangesMissing;
-using stagingjni::unregisterStagedFile;
 // The consolidated outline of a sharded directory (read_sharded_outline).
 OutlineNode readShardedOutline(const std::string& dir);
 // verify_sharded_outline and the unsafe globals warning; unsafe_globals_of_sharded, one a line.

@@ -1,8 +1,8 @@
 // The native side of staging object-storage checkpoints (staged_files.h): what an outline of a
 // sparse, partly fetched file still needs, and the registration of such files, whose holes are then
 // read through a callback. Both JNI libraries hold it (the library's, jnifabricckpt, and the command
-// line's torch-free one, jnifabricckptformat), each binding these functions in its own namespace with
-// using-declarations; the Java side that drives them is io.fabricckpt.internal.io.s3.StagedObject.
+// line's torch-free one, jnifabricckptformat), whose binding classes (FabricNative, FormatNative) name
+// this namespace on these functions; the Java side that drives them is io.fabricckpt.internal.io.s3.StagedObject.
 // Byte ranges cross as "offset<TAB>length" lines, paths as UTF-8 bytes.
 #pragma once
 

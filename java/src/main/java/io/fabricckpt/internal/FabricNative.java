@@ -23,6 +23,9 @@ public final class FabricNative {
     /** The JNI library JavaCPP builds from this class and {@link NativeValue}. */
     static final String LIBRARY = "jnifabricckpt";
 
+    /** The namespace of the staging functions both JNI libraries hold (cpp/src/jni/staging_native.h). */
+    static final String STAGING = "::fabricckpt::stagingjni";
+
     /**
      * The text of the RuntimeException JavaCPP throws for a C++ exception: fabricckpt::jni::describe_error
      * (the library's errors carry their kind and details ahead of the message; {@link NativeErrors} reads them).
@@ -91,14 +94,17 @@ public final class FabricNative {
     // --- staging of object-storage checkpoints (cpp/src/jni/staging_native.h, io.s3.StagedObject) ---------
 
     /** The ranges ("offset\tlength" lines) an outline of the sparse file at {@code path} still needs beyond {@code fetched}. */
+    @Namespace(STAGING)
     public static native @StdString BytePointer outlineRangesMissing(@StdString BytePointer path,
             @StdString BytePointer fetched);
 
     /** The same for a sharded directory staged sparse ("file name\toffset\tlength" lines); {@code everyItem}: what its verify reads too. */
+    @Namespace(STAGING)
     public static native @StdString BytePointer shardedOutlineRangesMissing(@StdString BytePointer dir,
             @StdString BytePointer fetched, @Cast("bool") boolean everyItem);
 
     /** The shard files the Hugging Face index at {@code path} names, one a line. */
+    @Namespace(STAGING)
     public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
 
     /** Reads the holes of staged files ({@link #registerStagedFile}); native code calls {@link #call}, possibly from threads of its own. */
@@ -124,9 +130,11 @@ public final class FabricNative {
      * The file at {@code path} holds its object's bytes only in the {@code held} ranges ("offset\tlength"
      * lines); until {@link #unregisterStagedFile}, the native readers read its other bytes through {@code reader}.
      */
+    @Namespace(STAGING)
     public static native void registerStagedFile(@StdString BytePointer path, @StdString BytePointer held,
             HoleReader reader);
 
+    @Namespace(STAGING)
     public static native void unregisterStagedFile(@StdString BytePointer path);
 
     /** Removes the stale temporaries of dead writers beside a target; the paths, one a line. */

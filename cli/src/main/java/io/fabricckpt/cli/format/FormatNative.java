@@ -24,6 +24,9 @@ public final class FormatNative {
     /** The JNI library JavaCPP builds from this class and {@link OutlineNode}. */
     static final String LIBRARY = "jnifabricckptformat";
 
+    /** The namespace of the staging functions both JNI libraries hold (cpp/src/jni/staging_native.h). */
+    static final String STAGING = "::fabricckpt::stagingjni";
+
     static {
         Loader.load();
     }
@@ -35,11 +38,13 @@ public final class FormatNative {
     public static native @StdString BytePointer verifyFile(@StdString BytePointer path);
 
     /** The shard files the Hugging Face index at {@code path} names, one a line. */
+    @Namespace(STAGING)
     public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
 
     public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
 
     /** The ranges ("offset\tlength" lines) an outline of the sparse file at {@code path} still needs beyond {@code fetched}. */
+    @Namespace(STAGING)
     public static native @StdString BytePointer outlineRangesMissing(@StdString BytePointer path,
             @StdString BytePointer fetched);
 
@@ -48,6 +53,7 @@ public final class FormatNative {
      * staged sparse, still needs beyond {@code fetched} (lines of the same form); {@code everyItem}: what
      * its verify needs too (every tensor chunk's stream, beyond the bytes verify checks).
      */
+    @Namespace(STAGING)
     public static native @StdString BytePointer shardedOutlineRangesMissing(@StdString BytePointer dir,
             @StdString BytePointer fetched, @Cast("bool") boolean everyItem);
 
@@ -123,8 +129,10 @@ public final class FormatNative {
      * The file at {@code path} holds its object's bytes only in the {@code held} ranges ("offset\tlength"
      * lines); until {@link #unregisterStagedFile}, the native readers read its other bytes through {@code reader}.
      */
+    @Namespace(STAGING)
     public static native void registerStagedFile(@StdString BytePointer path, @StdString BytePointer held,
             HoleReader reader);
 
+    @Namespace(STAGING)
     public static native void unregisterStagedFile(@StdString BytePointer path);
 }

@@ -11,6 +11,7 @@
 #include "fabricckpt/dcp.h"
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/outline.h"
 #include "fabricckpt/safety.h"
 #include "fabricckpt/sharded.h"
 #include "fabricckpt/torch_save.h"
@@ -243,7 +244,7 @@ TEST(UnsafeGlobals, ShardedSavesRefuseBeforeTouchingTheDirectory) {
   values->dict().set(Value::string("w"), tensor_value(torch::ones({2})));
   values->dict().set(Value::string("tags"), Value::frozenset({Value::string("x")}));
   sharded::save(dir.string(), values, namespace_state(), sharded::ShardPlan{}, nullptr, allow);
-  EXPECT_EQ(sharded::unsafe_globals(dir.string()),
+  EXPECT_EQ(unsafe_globals_of_sharded(dir.string()),
             (std::vector<std::string>{"argparse.Namespace", "posix.system", "builtins.frozenset"}));
   fs::remove_all(dir);
 }

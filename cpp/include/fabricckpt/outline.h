@@ -214,7 +214,9 @@ ShardedOutline read_sharded_outline(const std::string& dir);
 // verify of a sharded directory without libtorch: every item's records' CRC-32s (in pieces), every chunk
 // a tensor of its shape, every tensor covered; a one-line summary, or an error naming the file and what is wrong.
 std::string verify_sharded_outline(const std::string& dir);
-// sharded::unsafe_globals without libtorch: those of meta.pt and of the value items' pickles.
+// The globals torch's weights_only loader refuses in a sharded directory's torch.save streams:
+// Lightning's meta.pt and every value ("bytes") item, "module.name", each once, in order of first
+// appearance (tensor chunks hold none worth naming; .metadata's own classes are DCP's).
 std::vector<std::string> unsafe_globals_of_sharded(const std::string& dir);
 
 }  // namespace fabricckpt

@@ -156,11 +156,6 @@ class FullFileLayout {
 // For loading a full file into a sharded state.
 void slice_to_plan(const ValuePtr& state, const ShardPlan& plan);
 
-// The globals torch's weights_only loader refuses in a sharded directory's torch.save streams:
-// Lightning's meta.pt and every value ("bytes") item, "module.name", each once, in order of first
-// appearance (tensor chunks hold none worth naming; .metadata's own classes are DCP's).
-std::vector<std::string> unsafe_globals(const std::string& dir);
-
 // True when `path` is a directory holding a torch.distributed.checkpoint (.metadata).
 bool is_sharded_checkpoint(const std::string& path);
 

@@ -295,33 +295,6 @@ std::shared_ptr<const MappedFile> Reader::item_stream(const std::string& fqn) co
   return MappedFile::slice(file, info->offset, info->length, concat(path, " ('", fqn, "' at byte ", info->offset, ")"));
 }
 
-std::vector<std::string> unsafe_globals(const std::string& dir) {
-  Reader reader(dir, /*map_chunks=*/false);
-  std::vector<std::string> found;
-  auto add = [&](const std::vector<std::string>& names) {
-    for (const auto& n : names) {
-      if (std::find(found.begin(), found.end(), n) == found.end()) found.push_back(n);
-    }
-  };
-  const std::string meta = (fs::path(dir) / dcp::kLightningMetaFile).string();
-  std::error_code ec;
-  if (fs::is_regular_file(meta, ec)) add(unsafe_globals_of_file(meta));
-  for (const auto& entry : reader.metadata().entries) {
-    if (entry.tensor) continue;
-    auto stream = reader.item_stream(entry.key);
-    if (!is_zip(*stream)) throw FormatError(concat(stream->path(), ": not a torch.save zip stream"));
-    ZipReader zip(stream);
-    const ZipRecord* record = zip.find("data.pkl");
-    if (!record) throw FormatError(concat(stream->path(), ": no data.pkl record"));
-    try {
-      add(unsafe_globals_in_pickle(zip.data(*record, /*verify_crc=*/true)));
-    } catch (const FormatError& e) {
-      throw FormatError(concat(stream->path(), ": data.pkl: ", e.what()));
-    }
-  }
-  return found;
-}
-
 ValuePtr Reader::read_all() const {
   ValuePtr root = Value::plain_dict();
   for (size_t i = 0; i < metadata_.entries.size(); ++i) {

@@ -360,7 +360,7 @@ void saveTorchFileOptions(const std::string& path, const NativeValue& root, cons
 
 namespace {
 std::vector<std::string> unsafe_globals_of(const std::string& path) {
-  return sharded::is_sharded_checkpoint(path) ? sharded::unsafe_globals(path) : unsafe_globals_of_file(path);
+  return sharded::is_sharded_checkpoint(path) ? unsafe_globals_of_sharded(path) : unsafe_globals_of_file(path);
 }
 }  // namespace
 

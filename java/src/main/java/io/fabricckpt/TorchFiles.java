@@ -140,19 +140,16 @@ public final class TorchFiles {
     }
 
     /**
-     * {@link #unsafeGlobals(Path)} of a local path or an {@code s3://} location. An object is read whole
-     * (its tree's globals are listed, read inertly: nothing is executed).
+     * {@link #unsafeGlobals(Path)} of a local path or an {@code s3://} location: of an object or sharded
+     * prefix only its structure and pickles are fetched, never its tensors.
      */
     public static List<String> unsafeGlobals(String location) {
         CheckpointLocation at = CheckpointLocation.parse(location);
         if (at.isLocal()) {
             return unsafeGlobals(at.path());
         }
-        try (CheckpointReader reader = CheckpointIOs.forReading(at).open(at, ReadOptions.DEFAULT, null);
-                NativeValue root = reader.readAll()) {
-            return lines(() -> FabricNative.unsafeGlobalsOfTree(root)).stream().map(l -> l.split("\t", 2)[0])
-                    .distinct().toList();
-        }
+        String names = CheckpointIOs.OBJECT_STORAGE.unsafeGlobals(at);
+        return names.isEmpty() ? List.of() : Arrays.asList(names.split("\n"));
     }
 
     /**

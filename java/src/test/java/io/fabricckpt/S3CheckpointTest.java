@@ -12,6 +12,10 @@ import io.fabricckpt.core.CheckpointException;
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.CheckpointNotFoundException;
 import io.fabricckpt.core.CorruptCheckpointException;
+import io.fabricckpt.core.PyGlobal;
+import io.fabricckpt.core.PyObject;
+import io.fabricckpt.core.PyTuple;
+import io.fabricckpt.core.WriteOptions;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
@@ -237,6 +241,33 @@ class S3CheckpointTest {
         CorruptCheckpointException e = assertThrows(CorruptCheckpointException.class, () -> TorchFiles.verify(flippedUrl));
         assertEquals(localError.getMessage().replace(flipped.toString(), flippedUrl), e.getMessage());
         assertTrue(e.getMessage().contains("CRC-32"), e.getMessage());
+    }
+
+    /**
+     * unsafeGlobals of an object lists what the local file's lists from its pickle alone: an object whose
+     * tensor bytes are corrupt lists them too (its tensors are never fetched; a whole read fails its CRC-32).
+     */
+    @Test
+    void unsafeGlobalsOfAnObjectReadOnlyItsPickle() throws Exception {
+        String bucket = server.newBucket("globals");
+        PyObject namespace = new PyObject(PyObject.Construction.NEW_OBJ, new PyGlobal("argparse", "Namespace"),
+                PyTuple.of(), null, Map.of("lr", 0.1), List.of(), List.of());
+        Map<String, Object> state = new LinkedHashMap<>();
+        state.put("hparams", namespace);
+        state.put("weights", torch.randn(4L << 20)); // 16 MiB
+        Path local = dir.resolve("unsafe.ckpt");
+        TorchFiles.write(local, state, WriteOptions.DEFAULT.allowUnsafeGlobals());
+        byte[] bytes = Files.readAllBytes(local);
+        bytes[bytes.length / 2] ^= 0x40; // inside the tensor's data
+        String url = "s3://" + bucket + "/unsafe.ckpt";
+        server.client().putObject(b -> b.bucket(bucket).key("unsafe.ckpt"),
+                software.amazon.awssdk.core.sync.RequestBody.fromBytes(bytes));
+        assertEquals(List.of("argparse.Namespace"), TorchFiles.unsafeGlobals(local));
+        assertEquals(TorchFiles.unsafeGlobals(local), TorchFiles.unsafeGlobals(url));
+        assertThrows(CorruptCheckpointException.class, () -> TorchFiles.read(url));
+        CheckpointNotFoundException missing = assertThrows(CheckpointNotFoundException.class,
+                () -> TorchFiles.unsafeGlobals("s3://" + bucket + "/missing.ckpt"));
+        assertTrue(missing.getMessage().contains("s3://" + bucket + "/missing.ckpt"), missing.getMessage());
     }
 
     @Test

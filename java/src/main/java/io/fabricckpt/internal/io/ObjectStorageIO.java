@@ -18,6 +18,7 @@ import io.fabricckpt.internal.io.s3.S3Objects;
 import io.fabricckpt.internal.io.s3.StagedObject;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.UnaryOperator;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -243,10 +244,27 @@ public final class ObjectStorageIO implements FileCheckpointIO {
      */
     @Override
     public String verify(CheckpointLocation location) {
+        return staged(location, FabricNative::verifyTorchFile, true);
+    }
+
+    /**
+     * The unsafe globals ({@code FabricNative.unsafeGlobals}, one a line) of an object, a sharded prefix or
+     * a Hugging Face index, as of the local file: staged as for {@link #verify}, so only its pickles and
+     * structure are fetched (kilobytes of a large checkpoint), never its tensors.
+     */
+    public String unsafeGlobals(CheckpointLocation location) {
+        return staged(location, FabricNative::unsafeGlobals, false);
+    }
+
+    /**
+     * What the native {@code check} of the staged checkpoint's local path gives, and its errors, naming the
+     * URL instead ({@code leading}: the URL put first, as a summary of a file names the file).
+     */
+    private static String staged(CheckpointLocation location, UnaryOperator<BytePointer> check, boolean leading) {
         try (StagedObject staged = StagedObject.forReading(location.toString(), LibraryStaging.INSTANCE)) {
             try {
-                return staged.naming(LibraryStaging.call(() -> NativeCalls.string(
-                        FabricNative.verifyTorchFile(NativeCalls.path(staged.path())))), true);
+                return staged.naming(LibraryStaging.call(() -> NativeCalls.string(check.apply(
+                        NativeCalls.path(staged.path())))), leading);
             } catch (CorruptCheckpointException e) {
                 throw new CorruptCheckpointException(staged.naming(e.getMessage()), e);
             }

@@ -20,17 +20,18 @@ import java.util.concurrent.Future;
 
 /**
  * A checkpoint in object storage staged in the temporary folder for the native readers, which read
- * local files (the command line's torch-free commands, the library's verify): {@link #forOutline} an object as a sparse file of its size into which only the
- * byte ranges the outline reads are fetched (of a torch.save file its end record and directory, every
- * local header, data.pkl and the other small records, never a storage; of a safetensors file its
- * header; a legacy file whole), as {@link StagingNatives#rangesMissing} says, round by round (the directory
- * tells where the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes (a Hugging
- * Face index object: a directory of the index and its shards, each shard's header fetched); {@link #forShardedOutline} a sharded prefix the same way, file by file;
- * {@link #forReading} either, for {@code verify}, {@code diff} and {@code convert}, which read every
- * byte: the holes, the bytes not fetched, are read from the store into memory as the readers ask for
- * them ({@link StagingNatives#register}, {@link ObjectReadahead}), so the disk holds only the structure.
- * Removed on close. Its native calls go through the {@link StagingNatives} binding of the caller's JNI
- * library.
+ * local files (the command line's torch-free commands; the library's verify and unsafe globals).
+ * {@link #forOutline}: an object as a sparse file of its size into which only the byte ranges the
+ * outline reads are fetched (of a torch.save file its end record and directory, every local header,
+ * data.pkl and the other small records, never a storage; of a safetensors file its header; a legacy
+ * file whole), as {@link StagingNatives#rangesMissing} says, round by round (the directory tells where
+ * the rest lies), so that {@code inspect} of a 10 GB object fetches kilobytes; a Hugging Face index
+ * object as a directory of the index and its shards, each shard's header fetched.
+ * {@link #forShardedOutline}: a sharded prefix the same way, file by file. {@link #forReading}: either,
+ * for what reads every byte (verify, diff, convert): the holes, the bytes not fetched, are read from
+ * the store into memory as the readers ask for them ({@link StagingNatives#register},
+ * {@link ObjectReadahead}), so the disk holds only the structure. Removed on close. Its native calls go
+ * through the {@link StagingNatives} binding of the caller's JNI library.
  */
 public final class StagedObject implements AutoCloseable {
     /** The first and last bytes fetched up front: the start (data.pkl and the small records torch writes first) and the directory. */

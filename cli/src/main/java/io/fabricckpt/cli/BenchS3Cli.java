@@ -21,11 +21,15 @@ final class BenchS3Cli implements Callable<Integer> {
     @Option(names = "--no-python", description = "skip the Python rows")
     boolean noPython;
 
+    @Option(names = "--server-pid", paramLabel = "PID", description = {"the S3 server's process, whose CPU seconds"
+            + " are shown (default: the process of this machine the endpoint's loopback port is listened on)"})
+    Long serverPid;
+
     @Option(names = "--json", description = "one JSON object (every row, reference, ratio and target) instead of the table")
     boolean json;
 
     @Override
     public Integer call() throws Exception {
-        return S3Bench.run(BenchCommand.parseSize(size), reps, bucket, !noPython, json);
+        return S3Bench.run(BenchCommand.parseSize(size), reps, bucket, !noPython, json, serverPid);
     }
 }

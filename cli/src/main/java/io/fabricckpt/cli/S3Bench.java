@@ -10,6 +10,7 @@ import io.fabricckpt.internal.io.s3.S3Objects;
 import io.fabricckpt.internal.io.s3.S3Settings;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.URI;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -19,6 +20,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.function.Function;
+import java.util.function.Supplier;
 import java.util.stream.Stream;
 import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.services.s3.S3Client;
@@ -37,11 +39,31 @@ import software.amazon.awssdk.services.s3.model.BucketAlreadyOwnedByYouException
 final class S3Bench {
     private S3Bench() {}
 
-    static int run(long size, int reps, String bucket, boolean python, boolean json) throws Exception {
+    /** CPU seconds one run of an operation took on average: the client's (this JVM, or Python), the server's (NaN: unknown). */
+    private record Cpu(double client, double server) {}
+
+    static int run(long size, int reps, String bucket, boolean python, boolean json, Long serverPid) throws Exception {
         if (System.getenv("AWS_ENDPOINT_URL") == null && System.getenv("AWS_ENDPOINT_URL_S3") == null) {
             System.err.println("fabric-ckpt bench-s3: note: no AWS_ENDPOINT_URL, so this measures AWS itself");
         }
-        S3Client client = client();
+        S3Settings settings = S3Settings.fromEnvironment();
+        ProcessCpu server = serverPid != null ? ProcessCpu.of(serverPid) : localServer(settings);
+        if (server != null) {
+            System.err.printf(Locale.ROOT, "fabric-ckpt bench-s3: the server is process %d of this machine: its CPU seconds"
+                    + " are shown%n", server.pid());
+        }
+        ProcessCpu self = ProcessCpu.self();
+        Map<String, Cpu> cpu = new LinkedHashMap<>();
+        // Runs one row's measurement and records the CPU seconds of its runs on both sides.
+        Function<Supplier<BenchRow>, BenchRow> withCpu = measurement -> {
+            double client0 = self.seconds();
+            double server0 = server != null ? server.seconds() : Double.NaN;
+            BenchRow row = measurement.get();
+            cpu.put(row.op(), new Cpu((self.seconds() - client0) / reps,
+                    server != null ? (server.seconds() - server0) / reps : Double.NaN));
+            return row;
+        };
+        S3Client client = client(settings);
         try {
             client.createBucket(b -> b.bucket(bucket));
         } catch (BucketAlreadyOwnedByYouException ignored) {
@@ -60,12 +82,12 @@ final class S3Bench {
             TorchFiles.write(url, state, WriteOptions.DEFAULT, null);
             return TorchFiles.read(url, ReadOptions.DEFAULT, null);
         });
-        rows.add(java.repeat(size, "Java save to S3", "-", reps, null, () -> {
+        rows.add(withCpu.apply(() -> java.repeat(size, "Java save to S3", "-", reps, null, () -> {
             TorchFiles.write(url, state, WriteOptions.DEFAULT, null);
             return null;
-        }));
-        rows.add(java.repeat(size, "Java load from S3", "-", reps, null,
-                () -> TorchFiles.read(url, ReadOptions.DEFAULT, null)));
+        })));
+        rows.add(withCpu.apply(() -> java.repeat(size, "Java load from S3", "-", reps, null,
+                () -> TorchFiles.read(url, ReadOptions.DEFAULT, null))));
 
         System.err.printf(Locale.ROOT, "[%s] single-stream PUT of the same file%n", human(size));
         Path file = Files.createTempFile("fabric-ckpt-bench-s3", ".ckpt");
@@ -73,13 +95,13 @@ final class S3Bench {
             TorchFiles.write(file, state, WriteOptions.DEFAULT.withFsync(false));
             String key = "single-stream.ckpt";
             client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file)); // warm-up
-            rows.add(java.repeat(size, "single-stream PUT (one file)", "-", reps, null, () -> {
+            rows.add(withCpu.apply(() -> java.repeat(size, "single-stream PUT (one file)", "-", reps, null, () -> {
                 client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file));
                 return null;
-            }));
+            })));
             // The server's own read rate: one GET stream, its bytes dropped (no parse, no memory to fill).
             byte[] discard = new byte[1 << 20];
-            rows.add(java.repeat(size, "single-stream GET (discarded)", "-", reps, null, () -> {
+            rows.add(withCpu.apply(() -> java.repeat(size, "single-stream GET (discarded)", "-", reps, null, () -> {
                 try (var in = client.getObject(b -> b.bucket(bucket).key(key))) {
                     while (in.read(discard) >= 0) {
                         // dropped
@@ -88,13 +110,13 @@ final class S3Bench {
                     throw new UncheckedIOException(e);
                 }
                 return null;
-            }));
+            })));
         } finally {
             Files.deleteIfExists(file);
         }
         if (python) {
             System.err.printf(Locale.ROOT, "[%s] Python: fabric.save/load of s3://%s/python.ckpt%n", human(size), bucket);
-            rows.addAll(pythonRows(size, reps, "s3://" + bucket + "/python.ckpt"));
+            rows.addAll(pythonRows(size, reps, "s3://" + bucket + "/python.ckpt", server, cpu));
         }
         List<BenchTarget> targets = Stream.of(
                 BenchTarget.ratio("S3 save >= 3x Lightning fabric.save", find(rows, "Java save to S3"),
@@ -110,29 +132,85 @@ final class S3Bench {
                         .filter(Objects::nonNull).toList()
                 : r.op().startsWith("Java load") ? Stream.of(find(rows, "fabric.load from S3"),
                         find(rows, "single-stream GET (discarded)")).filter(Objects::nonNull).toList() : List.of();
+        int cores = Runtime.getRuntime().availableProcessors();
+        List<String> ceilings = server == null ? List.of() : Stream.of(
+                ceiling(rows, cpu, "save", "fabric.save to S3", cores),
+                ceiling(rows, cpu, "load", "fabric.load from S3", cores)).filter(Objects::nonNull).toList();
         if (json) {
-            Map<String, Object> settings = new LinkedHashMap<>();
-            settings.put("sizes", List.of(size));
-            settings.put("reps", reps);
-            settings.put("endpoint", Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS"));
-            settings.put("python", python);
-            System.out.println(BenchReport.json("bench-s3", settings, rows, targets, references));
+            Map<String, Object> fields = new LinkedHashMap<>();
+            fields.put("sizes", List.of(size));
+            fields.put("reps", reps);
+            fields.put("endpoint", Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS"));
+            fields.put("python", python);
+            fields.put("cores", cores);
+            Map<String, Object> cpuJson = new LinkedHashMap<>();
+            cpu.forEach((op, c) -> cpuJson.put(op, Map.of("client", c.client(),
+                    "server", Double.isNaN(c.server()) ? "unknown" : c.server())));
+            fields.put("cpu_seconds_per_run", cpuJson);
+            fields.put("server_bound", ceilings);
+            System.out.println(BenchReport.json("bench-s3", fields, rows, targets, references));
             return 0;
         }
-        System.out.printf(Locale.ROOT, "%-6s %-32s %10s %8s %7s %10s  %s%n", "size", "operation", "median ms", "best ms",
-                "GB/s", "+peak MiB", "Java vs references (same run, same server)");
+        System.out.printf(Locale.ROOT, "%-6s %-32s %10s %8s %7s %10s %6s %7s  %s%n", "size", "operation", "median ms",
+                "best ms", "GB/s", "+peak MiB", "CPU s", "srv CPU", "Java vs references (same run, same server)");
         for (BenchRow r : rows) {
             String vs = String.join(", ", references.apply(r).stream().map(ref -> String.format(Locale.ROOT,
                     "%.2fx %s", ref.median() / r.median(), ref.op())).toList());
-            System.out.printf(Locale.ROOT, "%-6s %-32s %10.1f %8.1f %7.2f %10.0f  %s%n", human(size), r.op(),
-                    r.median() * 1e3, r.best() * 1e3, r.gbps(), r.extraRss() / (double) MIB, vs);
+            Cpu c = cpu.getOrDefault(r.op(), new Cpu(Double.NaN, Double.NaN));
+            System.out.printf(Locale.ROOT, "%-6s %-32s %10.1f %8.1f %7.2f %10.0f %6s %7s  %s%n", human(size), r.op(),
+                    r.median() * 1e3, r.best() * 1e3, r.gbps(), r.extraRss() / (double) MIB, seconds(c.client()),
+                    seconds(c.server()), vs);
         }
         System.out.println();
         BenchReport.printTargets(targets, System.out);
+        ceilings.forEach(System.out::println);
         System.out.println("Endpoint " + Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS") + "; part size and"
                 + " concurrency from FABRICCKPT_S3_PART_SIZE / FABRICCKPT_S3_CONCURRENCY (defaults 16M, 4). +peak MiB:"
-                + " peak resident memory during the operation minus resident memory before it.");
+                + " peak resident memory during the operation minus resident memory before it. CPU s: CPU seconds"
+                + " (user + system, all threads) of one run, averaged, of the client process (this JVM, or"
+                + " Python's) and of the server (" + (server == null ? "unknown: not a process of this machine, or"
+                + " name it with --server-pid" : "process " + server.pid()) + ").");
         return 0;
+    }
+
+    private static String seconds(double s) {
+        return Double.isNaN(s) ? "-" : String.format(Locale.ROOT, "%.2f", s);
+    }
+
+    /**
+     * What the server's own CPU time allows of {@code kind} (save or load) on this machine: the least
+     * CPU seconds it spent on one run of such an operation, whoever the client, spread over every core;
+     * no client, however cheap, is faster than that, nor faster than Lightning's {@code reference} by more
+     * than its ratio to it. Null without those rows.
+     */
+    private static String ceiling(List<BenchRow> rows, Map<String, Cpu> cpu, String kind, String reference, int cores) {
+        BenchRow lightning = find(rows, reference);
+        double least = rows.stream().filter(r -> isKind(r.op(), kind) && cpu.containsKey(r.op()))
+                .mapToDouble(r -> cpu.get(r.op()).server()).filter(v -> !Double.isNaN(v)).min().orElse(Double.NaN);
+        if (lightning == null || Double.isNaN(least)) {
+            return null;
+        }
+        double floor = least / cores;
+        return String.format(Locale.ROOT, "Server-bound %s: the server spent at least %.2f CPU s on each %s above; on"
+                + " %d cores no client's %s takes less than %.0f ms, so none is faster than %s by more than %.2fx.",
+                kind, least, kind, cores, kind, floor * 1e3, reference, lightning.median() / floor);
+    }
+
+    private static boolean isKind(String op, String kind) {
+        return kind.equals("save") ? op.contains("save") || op.contains("PUT") : op.contains("load") || op.contains("GET");
+    }
+
+    /** The local process an endpoint on this machine's loopback listens from, or null (another machine, AWS). */
+    private static ProcessCpu localServer(S3Settings settings) {
+        URI endpoint = settings.endpoint();
+        if (endpoint == null || endpoint.getHost() == null) {
+            return null;
+        }
+        String host = endpoint.getHost();
+        boolean loopback = host.equals("localhost") || host.startsWith("127.") || host.equals("[::1]")
+                || host.equals("::1");
+        int port = endpoint.getPort() != -1 ? endpoint.getPort() : endpoint.getScheme().equals("https") ? 443 : 80;
+        return loopback ? ProcessCpu.listeningOn(port).orElse(null) : null;
     }
 
     private static BenchRow find(List<BenchRow> rows, String op) {
@@ -144,20 +222,28 @@ final class S3Bench {
      * library's, but with the SDK's default chunked encoding: over http a 1 GiB PUT's signed payload must
      * be chunked (S3Proxy buffers an unchunked one to check its hash, and refuses it above 128 MiB).
      */
-    private static S3Client client() {
-        return S3Objects.clientBuilder(S3Settings.fromEnvironment())
+    private static S3Client client(S3Settings settings) {
+        return S3Objects.clientBuilder(settings)
                 .serviceConfiguration(S3Configuration.builder().chunkedEncodingEnabled(true).build()).build();
     }
 
-    private static List<BenchRow> pythonRows(long size, int reps, String url) {
-        String out = BenchSystem.exec(List.of(BenchSystem.python(), BenchSystem.benchScript("s3_bench.py").toString(),
-                "--bytes", Long.toString(size), "--url", url, "--reps", Integer.toString(reps)));
+    /** Lightning's rows (bench/s3_bench.py), with the CPU seconds of their runs put into {@code cpu}. */
+    private static List<BenchRow> pythonRows(long size, int reps, String url, ProcessCpu server, Map<String, Cpu> cpu) {
+        List<String> command = new ArrayList<>(List.of(BenchSystem.python(),
+                BenchSystem.benchScript("s3_bench.py").toString(), "--bytes", Long.toString(size), "--url", url,
+                "--reps", Integer.toString(reps)));
+        if (server != null) {
+            command.addAll(List.of("--server-pid", Long.toString(server.pid())));
+        }
+        String out = BenchSystem.exec(command);
         List<BenchRow> rows = new ArrayList<>();
         for (String line : out.split("\n")) {
             String[] f = line.split("\t");
-            if (f.length == 4) {
+            if (f.length == 6) {
                 double[] seconds = Stream.of(f[2].split(",")).mapToDouble(Double::parseDouble).toArray();
                 rows.add(new BenchRow(size, f[0], f[1], seconds, Long.parseLong(f[3])));
+                double serverSeconds = Double.parseDouble(f[5]);
+                cpu.put(f[0], new Cpu(Double.parseDouble(f[4]), serverSeconds < 0 ? Double.NaN : serverSeconds));
             }
         }
         if (rows.isEmpty()) {

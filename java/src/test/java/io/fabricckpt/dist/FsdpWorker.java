@@ -233,6 +233,7 @@ public final class FsdpWorker {
         System.out.println("remainder=" + remainder.keySet());
         if (path.startsWith("s3://")) {
             System.out.println("s3-bytes=" + io.fabricckpt.internal.io.s3.S3Objects.shared().bytesDownloaded());
+            System.out.println("s3-gets=" + io.fabricckpt.internal.io.s3.S3Objects.shared().getRequests());
         }
         Map<String, Object> loaded = Workers.state(sharded, optimizer, (Long) state.get("step"));
         new Fabric(new Fsdp(group, Fsdp.StateDictType.FULL)).save(out, loaded);

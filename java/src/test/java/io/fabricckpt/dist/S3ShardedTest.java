@@ -88,9 +88,14 @@ class S3ShardedTest {
         // Rows are split between the ranks: each fetches (about) its half of the shard files, not all.
         for (int rank = 0; rank < 2; rank++) {
             long fetched = Long.parseLong(line(two, rank, "s3-bytes=").orElseThrow()) - wholeBytes;
-            System.out.println("rank " + rank + " fetched " + fetched + " of " + shardBytes + " shard bytes");
+            long gets = Long.parseLong(line(two, rank, "s3-gets=").orElseThrow());
+            System.out.println("rank " + rank + " fetched " + fetched + " of " + shardBytes + " shard bytes in " + gets
+                    + " GETs");
             assertTrue(fetched > 0 && fetched < shardBytes * 3 / 4, "rank " + rank + " fetched " + fetched + " of "
                     + shardBytes + " shard bytes");
+            // Touching chunks come in one ranged GET: .metadata and meta.pt, then for each key read ("model",
+            // "optimizer") at most two ranges of each of the two files. One GET per chunk was 30 here.
+            assertTrue(gets <= 2 + 2 * 2 * 2, "rank " + rank + " sent " + gets + " GETs");
         }
         // The FULL files each load wrote are one and the same.
         assertArrayEquals(Files.readAllBytes(fromLocal), Files.readAllBytes(fromS3By2));

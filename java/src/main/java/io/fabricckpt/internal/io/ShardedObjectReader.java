@@ -2,6 +2,7 @@ package io.fabricckpt.internal.io;
 
 import io.fabricckpt.core.CheckpointLocation;
 import io.fabricckpt.core.CheckpointStorageException;
+import io.fabricckpt.core.CorruptCheckpointException;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.internal.FabricNative;
@@ -15,11 +16,14 @@ import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Comparator;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.stream.Stream;
 
 /**
@@ -78,7 +82,11 @@ final class ShardedObjectReader implements CheckpointReader {
         }
     }
 
-    /** Brings in what reading {@code key} with {@code plan} reads ({@code plan} null: everything). */
+    /**
+     * Brings in what reading {@code key} with {@code plan} reads ({@code plan} null: everything): every
+     * chunk's bytes not fetched before, each shard file's ranges at once (touching chunks as one range),
+     * so a model of many small tensors costs a few round trips per file, not one per tensor.
+     */
     private void fetchFor(String key, NativeShardPlan plan) {
         String ranges;
         try {
@@ -87,27 +95,33 @@ final class ShardedObjectReader implements CheckpointReader {
         } catch (RuntimeException e) {
             throw NativeErrors.translate(e, location.toString());
         }
+        Map<String, List<long[]>> byFile = new TreeMap<>();
         for (String line : ranges.split("\n")) {
             if (line.isEmpty() || !fetched.add(line)) {
                 continue;
             }
             String[] parts = line.split("\t");
-            long offset = Long.parseLong(parts[1]);
-            long length = Long.parseLong(parts[2]);
-            Path file = staging.resolve(parts[0]).normalize();
+            byFile.computeIfAbsent(parts[0], name -> new ArrayList<>())
+                    .add(new long[] {Long.parseLong(parts[1]), Long.parseLong(parts[2])});
+        }
+        for (var entry : byFile.entrySet()) {
+            String name = entry.getKey();
+            Path file = staging.resolve(name).normalize();
             if (!file.startsWith(staging) || !Files.isRegularFile(file)) {
-                throw new io.fabricckpt.core.CorruptCheckpointException(location + "/.metadata: names the shard file '"
-                        + parts[0] + "', which is not an object under " + location + "/", null);
+                throw new CorruptCheckpointException(location + "/.metadata: names the shard file '" + name
+                        + "', which is not an object under " + location + "/", null);
             }
             try {
                 // A range past the object's end is left for the reader to refuse (it names the file and range).
                 long size = Files.size(file);
-                if (offset < size) {
-                    objects.downloadInto(location.resolve(parts[0]), file, offset, Math.min(length, size - offset));
-                }
+                List<long[]> inFile = entry.getValue().stream().filter(r -> r[0] < size)
+                        .map(r -> new long[] {r[0], Math.min(r[1], size - r[0])}).toList();
+                // Only touching chunks are merged (DCP writes a file's items back to back): no byte of
+                // another rank's chunks between them is fetched.
+                objects.downloadInto(location.resolve(name), file, inFile, 0);
             } catch (IOException e) {
-                throw new CheckpointStorageException(location.resolve(parts[0]) + ": staging bytes " + offset + "+"
-                        + length + " failed: " + e.getMessage(), e);
+                throw new CheckpointStorageException(location.resolve(name) + ": staging its chunks failed: "
+                        + e.getMessage(), e);
             }
         }
     }

@@ -17,6 +17,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -73,6 +74,7 @@ public final class S3Objects implements AutoCloseable {
     private final S3Client client;
     private final S3Settings settings;
     private final java.util.concurrent.atomic.AtomicLong downloaded = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong gets = new java.util.concurrent.atomic.AtomicLong();
 
     /** A client with the SDK's default credential chain. */
     public S3Objects(S3Settings settings) {
@@ -135,6 +137,11 @@ public final class S3Objects implements AutoCloseable {
     /** Bytes of object data this client has fetched so far (what ranged reads saved shows here). */
     public long bytesDownloaded() {
         return downloaded.get();
+    }
+
+    /** GET requests (whole or ranged) sent so far. */
+    public long getRequests() {
+        return gets.get();
     }
 
     /** The object's size in bytes. */
@@ -399,17 +406,30 @@ public final class S3Objects implements AutoCloseable {
 
     /** The same in ranged GETs of {@code range} bytes ({@link S3Settings#concurrency} at once). */
     public void download(CheckpointLocation object, long start, long size, long range, RangeSink sink) {
-        int count = (int) ((size + range - 1) / range);
+        download(object, List.of(new long[] {start, size}), range, sink);
+    }
+
+    /**
+     * Reads the object's bytes in each of {@code regions} ({offset, length}) into {@code sink}'s memory:
+     * all of them split into ranged GETs of at most {@code range} bytes, {@link S3Settings#concurrency}
+     * at once across every region, so many small regions cost a few round trips, not one each.
+     */
+    private void download(CheckpointLocation object, List<long[]> regions, long range, RangeSink sink) {
+        List<long[]> pieces = new ArrayList<>();
+        for (long[] region : regions) {
+            for (long at = region[0], end = region[0] + region[1]; at < end; at += range) {
+                pieces.add(new long[] {at, Math.min(range, end - at)});
+            }
+        }
         AtomicInteger next = new AtomicInteger();
         AtomicBoolean failed = new AtomicBoolean();
         try {
-            runWorkers(Math.min(count, settings.concurrency()), () -> {
+            runWorkers(Math.min(pieces.size(), settings.concurrency()), () -> {
                 byte[] chunk = new byte[1 << 16];
                 try {
-                    for (int i; !failed.get() && (i = next.getAndIncrement()) < count; ) {
-                        long offset = start + i * range;
-                        int length = (int) Math.min(range, start + size - offset);
-                        readRange(object, offset, sink.window(offset, length), chunk);
+                    for (int i; !failed.get() && (i = next.getAndIncrement()) < pieces.size(); ) {
+                        long[] piece = pieces.get(i);
+                        readRange(object, piece[0], sink.window(piece[0], (int) piece[1]), chunk);
                     }
                 } catch (RuntimeException | Error e) {
                     failed.set(true);
@@ -424,25 +444,56 @@ public final class S3Objects implements AutoCloseable {
     /**
      * Fetches {@code [offset, offset + length)} of the object into the same range of {@code file} (an
      * existing file at least that long, e.g. a sparse one of the object's size), with ranged GETs straight
-     * into the file's pages, in mappings of at most 1 GiB.
+     * into the file's pages.
      */
     public void downloadInto(CheckpointLocation object, Path file, long offset, long length) throws IOException {
+        downloadInto(object, file, List.of(new long[] {offset, length}), 0);
+    }
+
+    /**
+     * Fetches each of {@code ranges} ({offset, length}, in any order; of an existing file at least that
+     * long) of the object into the same range of {@code file}, ranges less than {@code gap} bytes apart
+     * as one, every range at once ({@link #download(CheckpointLocation, List, long, RangeSink)}), straight
+     * into the file's pages through mappings of at most 1 GiB. Returns the ranges fetched, merged.
+     */
+    public List<long[]> downloadInto(CheckpointLocation object, Path file, List<long[]> ranges, long gap)
+            throws IOException {
+        List<long[]> merged = new ArrayList<>();
+        ranges.stream().filter(r -> r[1] > 0).sorted((a, b) -> Long.compare(a[0], b[0])).forEach(r -> {
+            long[] last = merged.isEmpty() ? null : merged.get(merged.size() - 1);
+            if (last != null && r[0] <= last[0] + last[1] + gap) {
+                last[1] = Math.max(last[0] + last[1], r[0] + r[1]) - last[0];
+            } else {
+                merged.add(new long[] {r[0], r[1]});
+            }
+        });
+        // One mapping per region of at most 1 GiB; the GETs' pieces never cross a region's end.
+        TreeMap<Long, MappedByteBuffer> mappings = new TreeMap<>();
+        List<long[]> regions = new ArrayList<>();
+        long total = 0;
         try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
-            for (long done = 0; done < length; ) {
-                long start = offset + done;
-                int piece = (int) Math.min(length - done, 1L << 30);
-                MappedByteBuffer target = channel.map(FileChannel.MapMode.READ_WRITE, start, piece);
-                try {
-                    download(object, start, piece, (at, n) -> target.slice(Math.toIntExact(at - start), n));
-                } catch (InternalError e) {
-                    // A write into a mapped page its disk cannot hold faults (SIGBUS); the JVM reports it so.
-                    throw new CheckpointStorageException(file + ": writing the bytes of " + object + " into it failed"
-                            + " (its disk full? " + Files.getFileStore(file).getUsableSpace() + " bytes free): "
-                            + e.getMessage(), e);
+            for (long[] r : merged) {
+                for (long at = r[0], end = r[0] + r[1]; at < end; ) {
+                    int piece = (int) Math.min(end - at, 1L << 30);
+                    mappings.put(at, channel.map(FileChannel.MapMode.READ_WRITE, at, piece));
+                    regions.add(new long[] {at, piece});
+                    total += piece;
+                    at += piece;
                 }
-                done += piece;
             }
         }
+        try {
+            download(object, regions, settings.rangeSizeFor(total), (at, n) -> {
+                var mapping = mappings.floorEntry(at);
+                return mapping.getValue().slice(Math.toIntExact(at - mapping.getKey()), n);
+            });
+        } catch (InternalError e) {
+            // A write into a mapped page its disk cannot hold faults (SIGBUS); the JVM reports it so.
+            throw new CheckpointStorageException(file + ": writing the bytes of " + object + " into it failed"
+                    + " (its disk full? " + Files.getFileStore(file).getUsableSpace() + " bytes free): "
+                    + e.getMessage(), e);
+        }
+        return merged;
     }
 
     /** The object's bytes at {@code [offset, offset + length)}. */
@@ -462,6 +513,7 @@ public final class S3Objects implements AutoCloseable {
             return;
         }
         String range = "bytes=" + offset + "-" + (offset + length - 1);
+        gets.incrementAndGet();
         try (ResponseInputStream<GetObjectResponse> in = client.getObject(b -> b.bucket(object.bucket())
                 .key(object.key()).range(range))) {
             while (dest.hasRemaining()) {

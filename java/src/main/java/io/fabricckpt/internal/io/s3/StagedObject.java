@@ -13,10 +13,6 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 
 /**
  * A checkpoint in object storage staged in the temporary folder for the native readers, which read
@@ -355,48 +351,18 @@ public final class StagedObject implements AutoCloseable {
 
     /**
      * Fetches the ranges of {@code from} (near ones as one, clipped to its {@code bytes}) into the same
-     * ranges of {@code to}, several GETs at once, and records that {@code to} holds them.
+     * ranges of {@code to}, all at once, and records that {@code to} holds them.
      */
     private void fetch(S3Objects objects, CheckpointLocation from, Path to, long bytes, List<long[]> ranges) {
-        List<long[]> merged = new ArrayList<>();
-        ranges.stream().filter(r -> r[1] > 0).sorted((a, b) -> Long.compare(a[0], b[0])).forEach(r -> {
-            long[] last = merged.isEmpty() ? null : merged.get(merged.size() - 1);
-            if (last != null && r[0] <= last[0] + last[1] + GAP) {
-                last[1] = Math.max(last[0] + last[1], r[0] + r[1]) - last[0];
-            } else {
-                merged.add(new long[] {r[0], r[1]});
-            }
-        });
-        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Math.min(merged.size(),
-                objects.settings().concurrency())), r -> {
-                    Thread t = new Thread(r, "fabricckpt-inspect");
-                    t.setDaemon(true);
-                    return t;
-                });
+        List<long[]> clipped = ranges.stream().filter(r -> r[0] < bytes)
+                .map(r -> new long[] {r[0], Math.min(r[1], bytes - r[0])}).toList();
         try {
-            List<Future<?>> done = new ArrayList<>();
-            for (long[] r : merged) {
-                long length = Math.min(r[1], bytes - r[0]);
-                done.add(pool.submit(() -> {
-                    objects.downloadInto(from, to, r[0], length);
-                    return null;
-                }));
-                staged(from, to, r[0], length);
-                fetchedBytes += length;
+            for (long[] r : objects.downloadInto(from, to, clipped, GAP)) {
+                staged(from, to, r[0], r[1]);
+                fetchedBytes += r[1];
             }
-            for (Future<?> f : done) {
-                f.get();
-            }
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException r) {
-                throw r;
-            }
-            throw new CheckpointStorageException(from + ": staging failed: " + e.getCause().getMessage(), e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new CheckpointStorageException(from + ": interrupted while staging", e);
-        } finally {
-            pool.shutdownNow();
+        } catch (IOException e) {
+            throw new CheckpointStorageException(from + ": staging failed: " + e.getMessage(), e);
         }
     }
 

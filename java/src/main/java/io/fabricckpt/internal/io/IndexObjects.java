@@ -55,14 +55,14 @@ final class IndexObjects {
             long bytes = total;
             AtomicLong done = new AtomicLong();
             Set<String> current = new HashSet<>(Set.of(index.fileName()));
-            List<S3Objects.StagedObject> staged = new ArrayList<>();
+            List<S3Objects.UncompletedUpload> staged = new ArrayList<>();
             try {
                 for (int i = 0; i < layout.shardCount(); i++) {
                     int shard = i;
                     String name = NativeCalls.string(layout.shardName(i));
                     current.add(name);
                     CheckpointLocation object = beside(index, name);
-                    staged.add(objects.stage(object, layout.shardSize(i), (offset, dest) -> {
+                    staged.add(objects.uploadUncompleted(object, layout.shardSize(i), (offset, dest) -> {
                         int length = dest.remaining();
                         try (BytePointer memory = new BytePointer(dest)) {
                             layout.fill(shard, offset, memory, length);
@@ -74,11 +74,11 @@ final class IndexObjects {
                         }
                     }));
                 }
-                for (S3Objects.StagedObject object : staged) {
+                for (S3Objects.UncompletedUpload object : staged) {
                     object.complete();
                 }
             } finally {
-                for (S3Objects.StagedObject object : staged) {
+                for (S3Objects.UncompletedUpload object : staged) {
                     object.close(); // drops what was not completed
                 }
             }

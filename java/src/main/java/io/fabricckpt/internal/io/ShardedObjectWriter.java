@@ -14,7 +14,7 @@ import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeShardedMetadata;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
-import io.fabricckpt.internal.io.s3.S3Objects.StagedObject;
+import io.fabricckpt.internal.io.s3.S3Objects.UncompletedUpload;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -68,7 +68,7 @@ final class ShardedObjectWriter {
     private void write(NativeValue tensors, NativeValue meta, NativeShardPlan plan, WriteOptions options,
             boolean safetensors) {
         NativeFileLayout metaLayout = null;
-        StagedObject shardFile = null;
+        UncompletedUpload shardFile = null;
         try {
             // 1. rank 0 prepares
             RuntimeException preparation = null;
@@ -91,7 +91,7 @@ final class ShardedObjectWriter {
             byte[] report = null;
             try (NativeRankFile file = new NativeRankFile(tensors, plan, rank, safetensors, options.unsafeGlobalsAllowed(),
                     NativeCalls.utf8(shardFile(rank).toString()))) {
-                shardFile = objects.stage(shardFile(rank), file.size(), (offset, dest) -> {
+                shardFile = objects.uploadUncompleted(shardFile(rank), file.size(), (offset, dest) -> {
                     try (BytePointer memory = new BytePointer(dest)) {
                         file.fill(offset, memory, dest.remaining());
                     }
@@ -248,7 +248,7 @@ final class ShardedObjectWriter {
         return out;
     }
 
-    private static void closeQuietly(StagedObject staged) {
+    private static void closeQuietly(UncompletedUpload staged) {
         try {
             staged.close();
         } catch (RuntimeException ignored) {

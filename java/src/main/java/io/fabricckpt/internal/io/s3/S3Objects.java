@@ -252,7 +252,7 @@ public final class S3Objects implements AutoCloseable {
             }
             return;
         }
-        try (StagedObject staged = stage(object, size, source)) {
+        try (UncompletedUpload staged = uploadUncompleted(object, size, source)) {
             staged.complete();
         }
     }
@@ -267,15 +267,15 @@ public final class S3Objects implements AutoCloseable {
 
     /**
      * Sends an object's bytes as a multipart upload, as {@link #upload} does, but does not make it
-     * appear: the returned {@link StagedObject} does, on {@link StagedObject#complete()} (one small
+     * appear: the returned {@link UncompletedUpload} does, on {@link UncompletedUpload#complete()} (one small
      * request), or drops it on close. Lets several objects be sent before any of them replaces what
      * is there (the files of a sharded checkpoint); every part is in when this returns, so a failure
      * to reach or write to the store shows here, not on completion. An empty object is sent on
      * completion (there is no empty part).
      */
-    public StagedObject stage(CheckpointLocation object, long size, PartSource source) {
+    public UncompletedUpload uploadUncompleted(CheckpointLocation object, long size, PartSource source) {
         if (size == 0) {
-            return new StagedObject(object, null, List.of());
+            return new UncompletedUpload(object, null, List.of());
         }
         String uploadId;
         try {
@@ -284,7 +284,7 @@ public final class S3Objects implements AutoCloseable {
             throw translate(object, "starting its upload", e);
         }
         try {
-            return new StagedObject(object, uploadId, uploadParts(object, uploadId, size, settings.partSizeFor(size),
+            return new UncompletedUpload(object, uploadId, uploadParts(object, uploadId, size, settings.partSizeFor(size),
                     source));
         } catch (RuntimeException | Error e) {
             abort(object, uploadId, e);
@@ -295,14 +295,14 @@ public final class S3Objects implements AutoCloseable {
         }
     }
 
-    /** An object whose bytes are sent but which does not exist yet ({@link #stage}). Not thread-safe. */
-    public final class StagedObject implements AutoCloseable {
+    /** An object whose bytes are sent but which does not exist yet ({@link #uploadUncompleted}). Not thread-safe. */
+    public final class UncompletedUpload implements AutoCloseable {
         private final CheckpointLocation object;
         private final String uploadId; // null: an empty object, sent on completion
         private final List<CompletedPart> parts;
         private boolean finished;
 
-        private StagedObject(CheckpointLocation object, String uploadId, List<CompletedPart> parts) {
+        private UncompletedUpload(CheckpointLocation object, String uploadId, List<CompletedPart> parts) {
             this.object = object;
             this.uploadId = uploadId;
             this.parts = parts;

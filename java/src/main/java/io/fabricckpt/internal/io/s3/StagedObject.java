@@ -86,15 +86,14 @@ public final class StagedObject implements AutoCloseable {
         } catch (IOException e) {
             throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
         }
-        StagedObject staged = new StagedObject(natives, object, file, size);
-        try {
+        return filled(new StagedObject(natives, object, file, size), url, staged -> {
             staged.createSparse(object, file, size);
             staged.fetch(objects, List.of(new long[] {0, Math.min(size, EDGE)},
                     new long[] {Math.max(0, size - EDGE), Math.min(size, EDGE)}));
             for (int round = 0; ; round++) {
                 List<long[]> missing = natives.rangesMissing(file, staged.held(file));
                 if (missing.isEmpty()) {
-                    return staged;
+                    return;
                 }
                 if (round == MAX_ROUNDS) {
                     throw new CheckpointStorageException(url + ": its zip directory still names unread ranges after "
@@ -102,13 +101,7 @@ public final class StagedObject implements AutoCloseable {
                 }
                 staged.fetch(objects, missing);
             }
-        } catch (IOException e) {
-            staged.close();
-            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
-        } catch (RuntimeException e) {
-            staged.close();
-            throw staged.named(e);
-        }
+        });
     }
 
     /**
@@ -170,49 +163,44 @@ public final class StagedObject implements AutoCloseable {
                 sizes.put(name, bytes);
             }
         });
+        Path dir;
         try {
-            Path dir = Files.createTempDirectory("fabricckpt-inspect-");
-            StagedObject staged = new StagedObject(natives, location, dir, sizes.values().stream().mapToLong(Long::longValue).sum());
-            try {
-                for (var entry : sizes.entrySet()) {
-                    String name = entry.getKey();
-                    if (name.equals(".metadata") || name.equals("meta.pt")) {
-                        staged.copy(objects, location.resolve(name), dir.resolve(name), entry.getValue());
-                    } else {
-                        staged.createSparse(location.resolve(name), dir.resolve(name), entry.getValue());
-                    }
-                }
-                for (int round = 0; ; round++) {
-                    Map<String, List<long[]>> heldByName = new TreeMap<>();
-                    sizes.keySet().forEach(name -> heldByName.put(name, staged.held(dir.resolve(name))));
-                    Map<String, List<long[]>> missing = natives.shardedRangesMissing(dir, heldByName, everyItem);
-                    if (missing.isEmpty()) {
-                        return staged;
-                    }
-                    if (round == MAX_ROUNDS) {
-                        throw new CheckpointStorageException(url + ": its items still name unread ranges after "
-                                + MAX_ROUNDS + " rounds of fetches", null);
-                    }
-                    for (var entry : missing.entrySet()) {
-                        String name = entry.getKey();
-                        if (!sizes.containsKey(name)) {
-                            throw new CorruptCheckpointException(location.resolve(".metadata") + ": names "
-                                    + location.resolve(name) + ", which does not exist", null);
-                        }
-                        staged.fetch(objects, location.resolve(name), dir.resolve(name), sizes.get(name),
-                                entry.getValue());
-                    }
-                }
-            } catch (RuntimeException e) {
-                staged.close();
-                throw staged.named(e);
-            } catch (IOException e) {
-                staged.close();
-                throw e;
-            }
+            dir = Files.createTempDirectory("fabricckpt-inspect-");
         } catch (IOException e) {
             throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
         }
+        long total = sizes.values().stream().mapToLong(Long::longValue).sum();
+        return filled(new StagedObject(natives, location, dir, total), url, staged -> {
+            for (var entry : sizes.entrySet()) {
+                String name = entry.getKey();
+                if (name.equals(".metadata") || name.equals("meta.pt")) {
+                    staged.copy(objects, location.resolve(name), dir.resolve(name), entry.getValue());
+                } else {
+                    staged.createSparse(location.resolve(name), dir.resolve(name), entry.getValue());
+                }
+            }
+            for (int round = 0; ; round++) {
+                Map<String, List<long[]>> heldByName = new TreeMap<>();
+                sizes.keySet().forEach(name -> heldByName.put(name, staged.held(dir.resolve(name))));
+                Map<String, List<long[]>> missing = natives.shardedRangesMissing(dir, heldByName, everyItem);
+                if (missing.isEmpty()) {
+                    return;
+                }
+                if (round == MAX_ROUNDS) {
+                    throw new CheckpointStorageException(url + ": its items still name unread ranges after "
+                            + MAX_ROUNDS + " rounds of fetches", null);
+                }
+                for (var entry : missing.entrySet()) {
+                    String name = entry.getKey();
+                    if (!sizes.containsKey(name)) {
+                        throw new CorruptCheckpointException(location.resolve(".metadata") + ": names "
+                                + location.resolve(name) + ", which does not exist", null);
+                    }
+                    staged.fetch(objects, location.resolve(name), dir.resolve(name), sizes.get(name),
+                            entry.getValue());
+                }
+            }
+        });
     }
 
     private static boolean isIndex(CheckpointLocation location) {
@@ -229,30 +217,47 @@ public final class StagedObject implements AutoCloseable {
         String key = index.key();
         String prefix = key.substring(0, key.lastIndexOf('/') + 1);
         String shown = "s3://" + index.bucket() + "/" + prefix;
+        Path dir;
         try {
-            Path dir = Files.createTempDirectory("fabricckpt-index-");
-            Path indexFile = dir.resolve(index.fileName());
-            StagedObject staged = new StagedObject(natives, index, dir, indexFile, shown.substring(0, shown.length() - 1), 0);
-            try {
-                staged.copy(objects, index, indexFile, indexSize);
-                long total = indexSize;
-                for (String name : natives.indexFiles(indexFile)) {
-                    CheckpointLocation shard = CheckpointLocation.ofObject(index.bucket(), prefix + name);
-                    long size = objects.size(shard);
-                    total += size;
-                    staged.fetchOutline(objects, shard, dir.resolve(name), size);
-                }
-                staged.size = total;
-                return staged;
-            } catch (RuntimeException e) {
-                staged.close();
-                throw staged.named(e);
-            } catch (IOException e) {
-                staged.close();
-                throw e;
-            }
+            dir = Files.createTempDirectory("fabricckpt-index-");
         } catch (IOException e) {
             throw new CheckpointStorageException(index + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+        }
+        Path indexFile = dir.resolve(index.fileName());
+        StagedObject object = new StagedObject(natives, index, dir, indexFile, shown.substring(0, shown.length() - 1), 0);
+        return filled(object, index.toString(), staged -> {
+            staged.copy(objects, index, indexFile, indexSize);
+            long total = indexSize;
+            for (String name : natives.indexFiles(indexFile)) {
+                CheckpointLocation shard = CheckpointLocation.ofObject(index.bucket(), prefix + name);
+                long size = objects.size(shard);
+                total += size;
+                staged.fetchOutline(objects, shard, dir.resolve(name), size);
+            }
+            staged.size = total;
+        });
+    }
+
+    /** What stages a checkpoint's bytes into a fresh {@link StagedObject}. */
+    private interface Staging {
+        void stage(StagedObject staged) throws IOException;
+    }
+
+    /**
+     * {@code staged} once {@code staging} has filled it. On a failure it is closed (its files removed)
+     * and the failure thrown: a format error named after the object ({@link #named}), a failure of the
+     * temporary folder as a CheckpointStorageException naming {@code url}.
+     */
+    private static StagedObject filled(StagedObject staged, String url, Staging staging) {
+        try {
+            staging.stage(staged);
+            return staged;
+        } catch (IOException e) {
+            staged.close();
+            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            staged.close();
+            throw staged.named(e);
         }
     }
 

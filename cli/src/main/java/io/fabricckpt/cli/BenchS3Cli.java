@@ -21,6 +21,9 @@ final class BenchS3Cli implements Callable<Integer> {
     @Option(names = "--no-python", description = "skip the Python rows")
     boolean noPython;
 
+    @Option(names = "--no-prime", description = "do not prime memory before the runs (see bench --help)")
+    boolean noPrime;
+
     @Option(names = "--server-pid", paramLabel = "PID", description = {"the S3 server's process, whose CPU seconds"
             + " are shown (default: the process of this machine the endpoint's loopback port is listened on)"})
     Long serverPid;
@@ -30,6 +33,6 @@ final class BenchS3Cli implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        return S3Bench.run(BenchCommand.parseSize(size), reps, bucket, !noPython, json, serverPid);
+        return S3Bench.run(BenchCommand.parseSize(size), reps, bucket, !noPython, !noPrime, json, serverPid);
     }
 }

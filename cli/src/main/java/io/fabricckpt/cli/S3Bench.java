@@ -19,6 +19,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
+import java.util.function.BiFunction;
 import java.util.function.Function;
 import java.util.function.Supplier;
 import java.util.stream.Stream;
@@ -42,7 +43,8 @@ final class S3Bench {
     /** CPU seconds one run of an operation took on average: the client's (this JVM, or Python), the server's (NaN: unknown). */
     private record Cpu(double client, double server) {}
 
-    static int run(long size, int reps, String bucket, boolean python, boolean json, Long serverPid) throws Exception {
+    static int run(long size, int reps, String bucket, boolean python, boolean prime, boolean json, Long serverPid)
+            throws Exception {
         if (System.getenv("AWS_ENDPOINT_URL") == null && System.getenv("AWS_ENDPOINT_URL_S3") == null) {
             System.err.println("fabric-ckpt bench-s3: note: no AWS_ENDPOINT_URL, so this measures AWS itself");
         }
@@ -54,15 +56,6 @@ final class S3Bench {
         }
         ProcessCpu self = ProcessCpu.self();
         Map<String, Cpu> cpu = new LinkedHashMap<>();
-        // Runs one row's measurement and records the CPU seconds of its runs on both sides.
-        Function<Supplier<BenchRow>, BenchRow> withCpu = measurement -> {
-            double client0 = self.seconds();
-            double server0 = server != null ? server.seconds() : Double.NaN;
-            BenchRow row = measurement.get();
-            cpu.put(row.op(), new Cpu((self.seconds() - client0) / reps,
-                    server != null ? (server.seconds() - server0) / reps : Double.NaN));
-            return row;
-        };
         S3Client client = client(settings);
         try {
             client.createBucket(b -> b.bucket(bucket));
@@ -74,7 +67,23 @@ final class S3Bench {
             }
         }
         String url = "s3://" + bucket + "/java.ckpt";
-        JavaBench java = new JavaBench(0);
+        // Primed as bench's runs are (BenchSystem.prime): a load's fresh memory is then as warm for each tool.
+        long primeBytes = prime ? 2 * size + 256 * MIB : 0;
+        JavaBench java = new JavaBench(primeBytes);
+        // A row of `reps` timed calls, with the CPU seconds both sides spent inside the calls (not priming).
+        BiFunction<String, Supplier<Object>, BenchRow> timed = (op, call) -> {
+            double[] used = new double[2];
+            BenchRow row = java.repeat(size, op, "-", reps, null, () -> {
+                double client0 = self.seconds();
+                double server0 = server != null ? server.seconds() : Double.NaN;
+                Object result = call.get();
+                used[0] += self.seconds() - client0;
+                used[1] += server != null ? server.seconds() - server0 : Double.NaN;
+                return result;
+            });
+            cpu.put(op, new Cpu(used[0] / reps, used[1] / reps));
+            return row;
+        };
         Map<String, Object> state = JavaBench.buildState(size);
         List<BenchRow> rows = new ArrayList<>();
         System.err.printf(Locale.ROOT, "[%s] Java: save and load of %s%n", human(size), url);
@@ -82,12 +91,11 @@ final class S3Bench {
             TorchFiles.write(url, state, WriteOptions.DEFAULT, null);
             return TorchFiles.read(url, ReadOptions.DEFAULT, null);
         });
-        rows.add(withCpu.apply(() -> java.repeat(size, "Java save to S3", "-", reps, null, () -> {
+        rows.add(timed.apply("Java save to S3", () -> {
             TorchFiles.write(url, state, WriteOptions.DEFAULT, null);
             return null;
-        })));
-        rows.add(withCpu.apply(() -> java.repeat(size, "Java load from S3", "-", reps, null,
-                () -> TorchFiles.read(url, ReadOptions.DEFAULT, null))));
+        }));
+        rows.add(timed.apply("Java load from S3", () -> TorchFiles.read(url, ReadOptions.DEFAULT, null)));
 
         System.err.printf(Locale.ROOT, "[%s] single-stream PUT of the same file%n", human(size));
         Path file = Files.createTempFile("fabric-ckpt-bench-s3", ".ckpt");
@@ -95,13 +103,13 @@ final class S3Bench {
             TorchFiles.write(file, state, WriteOptions.DEFAULT.withFsync(false));
             String key = "single-stream.ckpt";
             client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file)); // warm-up
-            rows.add(withCpu.apply(() -> java.repeat(size, "single-stream PUT (one file)", "-", reps, null, () -> {
+            rows.add(timed.apply("single-stream PUT (one file)", () -> {
                 client.putObject(b -> b.bucket(bucket).key(key), RequestBody.fromFile(file));
                 return null;
-            })));
+            }));
             // The server's own read rate: one GET stream, its bytes dropped (no parse, no memory to fill).
             byte[] discard = new byte[1 << 20];
-            rows.add(withCpu.apply(() -> java.repeat(size, "single-stream GET (discarded)", "-", reps, null, () -> {
+            rows.add(timed.apply("single-stream GET (discarded)", () -> {
                 try (var in = client.getObject(b -> b.bucket(bucket).key(key))) {
                     while (in.read(discard) >= 0) {
                         // dropped
@@ -110,13 +118,13 @@ final class S3Bench {
                     throw new UncheckedIOException(e);
                 }
                 return null;
-            })));
+            }));
         } finally {
             Files.deleteIfExists(file);
         }
         if (python) {
             System.err.printf(Locale.ROOT, "[%s] Python: fabric.save/load of s3://%s/python.ckpt%n", human(size), bucket);
-            rows.addAll(pythonRows(size, reps, "s3://" + bucket + "/python.ckpt", server, cpu));
+            rows.addAll(pythonRows(size, reps, "s3://" + bucket + "/python.ckpt", prime, server, cpu));
         }
         List<BenchTarget> targets = Stream.of(
                 BenchTarget.ratio("S3 save >= 3x Lightning fabric.save", find(rows, "Java save to S3"),
@@ -143,6 +151,7 @@ final class S3Bench {
             fields.put("endpoint", Objects.toString(System.getenv("AWS_ENDPOINT_URL"), "AWS"));
             fields.put("python", python);
             fields.put("cores", cores);
+            fields.put("primed", prime);
             Map<String, Object> cpuJson = new LinkedHashMap<>();
             cpu.forEach((op, c) -> cpuJson.put(op, Map.of("client", c.client(),
                     "server", Double.isNaN(c.server()) ? "unknown" : c.server())));
@@ -169,7 +178,9 @@ final class S3Bench {
                 + " peak resident memory during the operation minus resident memory before it. CPU s: CPU seconds"
                 + " (user + system, all threads) of one run, averaged, of the client process (this JVM, or"
                 + " Python's) and of the server (" + (server == null ? "unknown: not a process of this machine, or"
-                + " name it with --server-pid" : "process " + server.pid()) + ").");
+                + " name it with --server-pid" : "process " + server.pid()) + ")." + (prime ? " Every timed run (both"
+                + " clients) starts right after touching and freeing 2x size + 256 MiB of memory (--no-prime: not):"
+                + " see BenchSystem.prime." : ""));
         return 0;
     }
 
@@ -228,10 +239,14 @@ final class S3Bench {
     }
 
     /** Lightning's rows (bench/s3_bench.py), with the CPU seconds of their runs put into {@code cpu}. */
-    private static List<BenchRow> pythonRows(long size, int reps, String url, ProcessCpu server, Map<String, Cpu> cpu) {
+    private static List<BenchRow> pythonRows(long size, int reps, String url, boolean prime, ProcessCpu server,
+            Map<String, Cpu> cpu) {
         List<String> command = new ArrayList<>(List.of(BenchSystem.python(),
                 BenchSystem.benchScript("s3_bench.py").toString(), "--bytes", Long.toString(size), "--url", url,
                 "--reps", Integer.toString(reps)));
+        if (prime) {
+            command.add("--prime");
+        }
         if (server != null) {
             command.addAll(List.of("--server-pid", Long.toString(server.pid())));
         }

@@ -21,11 +21,13 @@ set(FABRICCKPT_FORMAT_SOURCES
   src/format/outline_legacy.cpp
   src/format/outline_ranges.cpp
   src/format/outline_safetensors.cpp
+  src/format/outline_to_safetensors.cpp
   src/io/files.cpp
   src/io/staged_files.cpp
   src/format/safetensors_json.cpp
   src/format/safetensors_reader.cpp
   src/format/safetensors_writer.cpp
+  src/format/safetensors_plan.cpp
   src/format/safetensors_index.cpp
 )
 # The torch.save layer over libtorch that the fuzzing build instruments too.

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
@@ -314,4 +315,130 @@ TEST_F(SafetensorsTorch, OutlinesConvertToTheBytesOfTheLibrarysConvert) {
   const auto w_st = tensor_of(*st.root->dict().get("w"));
   ASSERT_TRUE(w_zip && w_st);
   EXPECT_EQ(max_abs_difference(*w_st, *w_zip), 0.0);
+}
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::map<std::string, std::string> files_of(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir)) files[entry.path().filename().string()] = slurp(entry.path());
+  return files;
+}
+
+}  // namespace
+
+// The command line's convert to safetensors (torch-free, outline.h) writes the bytes of the library's
+// (the torch.save file loaded, then save_safetensors_file): one file, and a Hugging Face index whose
+// split counts a non-contiguous tensor's copy as a storage of its own and keeps one of tied weights.
+TEST_F(SafetensorsTorch, OutlinesWriteTheSafetensorsOfTheLibrarysConvert) {
+  const at::Tensor embed = torch::randn({16, 8});
+  ValuePtr layer = Value::ordered_dict();
+  layer->dict().set(Value::string("weight"), tensor(torch::randn({6, 5}).t()));  // not contiguous
+  layer->dict().set(Value::string("bias"), tensor(torch::arange(7, torch::kBFloat16)));
+  ValuePtr blocks = Value::plain_dict();
+  blocks->dict().set(Value::integer(0), tensor(torch::ones({3, 1, 2}, torch::kInt64).expand({3, 4, 2})));  // stride 0
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("layer"), layer);
+  state->dict().set(Value::string("mask"), tensor(torch::tensor({true, false, true})));
+  state->dict().set(Value::string("empty"), tensor(torch::empty({0, 3})));
+  state->dict().set(Value::string("scalar"), tensor(torch::tensor(2.5, torch::kFloat64)));
+  state->dict().set(Value::string("big"), tensor(torch::full({300000}, 7.25f)));  // streamed in pieces
+  state->dict().set(Value::string("note"), Value::string("v1 \u00e9"));
+  ValuePtr single = Value::plain_dict();
+  for (const auto& [k, v] : state->dict().items()) single->dict().set(k, v);
+  single->dict().set(Value::string("blocks"), blocks);  // an expanded view: refused in an index
+  single->dict().set(Value::string("part"), tensor(torch::arange(10.0).slice(0, 2, 5)));  // a view
+  TorchSaveOptions options;
+  options.archive_name = "archive";
+  save_torch_file(path("single.ckpt"), single, options);
+
+  save_safetensors_file(path("library.safetensors"), load_torch_file(path("single.ckpt")).root, false);
+  convert_outline_to_safetensors(path("single.ckpt"), /*sharded=*/false, path("outline.safetensors"));
+  EXPECT_EQ(slurp(path("outline.safetensors")), slurp(path("library.safetensors")));
+  StringSink stream;
+  convert_outline_to_safetensors(path("single.ckpt"), false, stream, "s3://bucket/outline.safetensors");
+  EXPECT_EQ(stream.str(), slurp(path("library.safetensors")));
+
+  // Tied weights: refused in one file (naming both), one kept in an index.
+  state->dict().set(Value::string("embed.weight"), tensor(embed));
+  state->dict().set(Value::string("lm_head.weight"), tensor(embed));
+  save_torch_file(path("tied.ckpt"), state, options);
+  try {
+    convert_outline_to_safetensors(path("tied.ckpt"), false, path("tied.safetensors"));
+    FAIL() << "no error";
+  } catch (const StateError& e) {
+    EXPECT_NE(std::string(e.what()).find("share memory (embed.weight, lm_head.weight)"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(path("tied.safetensors")));
+  fs::create_directories(dir_ / "library");
+  fs::create_directories(dir_ / "outline");
+  std::ofstream(dir_ / "outline" / "model.safetensors") << "stale";  // an earlier save's: removed
+  save_safetensors_file((dir_ / "library" / "model.safetensors.index.json").string(),
+                        load_torch_file(path("tied.ckpt")).root, false, nullptr, 600);
+  convert_outline_to_safetensors(path("tied.ckpt"), false, (dir_ / "outline" / "model.safetensors.index.json").string(),
+                                 600);
+  const auto expected = files_of(dir_ / "library");
+  EXPECT_GE(expected.size(), 4u);
+  EXPECT_EQ(files_of(dir_ / "outline"), expected);
+
+  // Planned for object storage: the same shards, each written once in order, and the same index.
+  const SafetensorsIndexOutline planned(path("tied.ckpt"), false, "s3://bucket/hf/model.safetensors.index.json", 600);
+  ASSERT_EQ(planned.shard_count() + 1, expected.size());
+  for (size_t i = 0; i < planned.shard_count(); ++i) {
+    StringSink shard;
+    planned.write_shard(i, shard);
+    ASSERT_TRUE(expected.count(planned.shard_name(i))) << planned.shard_name(i);
+    EXPECT_EQ(shard.str().size(), planned.shard_size(i));
+    EXPECT_EQ(shard.str(), expected.at(planned.shard_name(i))) << planned.shard_name(i);
+  }
+  EXPECT_EQ(planned.index_json(), expected.at("model.safetensors.index.json"));
+  EXPECT_THROW(SafetensorsIndexOutline(path("tied.ckpt"), false, "s3://bucket/hf/model.safetensors"), StateError);
+}
+
+TEST_F(SafetensorsTorch, OutlinesRefuseAsTheLibraryAndCheckEveryRecordsCrc) {
+  ValuePtr state = Value::plain_dict();
+  state->dict().set(Value::string("w"), tensor(torch::full({1000}, 7.25f)));
+  state->dict().set(Value::string("step"), Value::integer(7));
+  state->dict().set(Value::string("c"), tensor(torch::zeros({2}, torch::kComplexDouble)));
+  TorchSaveOptions options;
+  options.archive_name = "archive";
+  save_torch_file(path("unfit.ckpt"), state, options);
+  std::string library, outline;
+  try {
+    save_safetensors_file(path("x.safetensors"), load_torch_file(path("unfit.ckpt")).root, false);
+  } catch (const StateError& e) {
+    library = e.what();
+  }
+  try {
+    convert_outline_to_safetensors(path("unfit.ckpt"), false, path("x.safetensors"));
+  } catch (const StateError& e) {
+    outline = e.what();
+  }
+  EXPECT_NE(outline.find("step (int), c (a ComplexDouble Strided tensor on cpu)"), std::string::npos) << outline;
+  EXPECT_EQ(outline, library);
+  EXPECT_FALSE(fs::exists(path("x.safetensors")));
+
+  // A byte of w's record changed: its CRC-32 fails while it is copied, and nothing is written.
+  ValuePtr good = Value::plain_dict();
+  good->dict().set(Value::string("w"), tensor(torch::full({1000}, 7.25f)));
+  save_torch_file(path("bad.ckpt"), good, options);
+  std::string bytes = slurp(path("bad.ckpt"));
+  float value = 7.25f;
+  const size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&value), 4));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 400] ^= 1;
+  std::ofstream(path("bad.ckpt"), std::ios::binary) << bytes;
+  try {
+    convert_outline_to_safetensors(path("bad.ckpt"), false, path("bad.safetensors"));
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.ckpt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("CRC"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(path("bad.safetensors")));
 }

@@ -203,6 +203,45 @@ void convert_sharded_outline(const std::string& dir, const std::string& target, 
 void convert_sharded_outline(const std::string& dir, OutputSink& out, const std::string& target,
                              const std::string& archive_name, bool allow_unsafe_globals);
 
+// A checkpoint (any file read_file_outline reads, or with `sharded` a torch.distributed.checkpoint
+// directory, consolidated as convert_sharded_outline does) written as safetensors: the bytes the
+// library's convert writes for it (save_safetensors_file of the loaded tree): tensors flattened to
+// dotted names, strings (and a safetensors source's `__metadata__`, or its index's) as metadata, the
+// rest refused naming its keys; at a `*.safetensors.index.json` target a Hugging Face sharded
+// checkpoint. Tensors are streamed from their records, each record's CRC-32 checked on the way; a
+// view that is not contiguous, or a tensor assembled from chunks, is gathered in memory of its size.
+// Atomic, as safetensors::write_flat.
+void convert_outline_to_safetensors(const std::string& source, bool sharded, const std::string& target,
+                                    uint64_t max_shard_size = safetensors::kDefaultMaxShardSize,
+                                    IoProgress* progress = nullptr);
+// The single file's bytes into `out`, in order (an upload); `target` names them in errors.
+void convert_outline_to_safetensors(const std::string& source, bool sharded, OutputSink& out,
+                                    const std::string& target);
+
+// What convert_outline_to_safetensors writes at the index path `index_target`, planned for writers
+// that send each file in order (object storage): the shard files (named as beside the index) and
+// their sizes, each shard's bytes written once, in order, and the index's bytes, which go last.
+// Everything is checked before any byte is produced.
+class SafetensorsIndexOutline {
+ public:
+  SafetensorsIndexOutline(const std::string& source, bool sharded, const std::string& index_target,
+                          uint64_t max_shard_size = safetensors::kDefaultMaxShardSize);
+  ~SafetensorsIndexOutline();
+  SafetensorsIndexOutline(const SafetensorsIndexOutline&) = delete;
+  SafetensorsIndexOutline& operator=(const SafetensorsIndexOutline&) = delete;
+
+  size_t shard_count() const;
+  const std::string& shard_name(size_t i) const;
+  uint64_t shard_size(size_t i) const;
+  // Shard i into `out`, in order; its tensors' bytes are produced as they are written, so once only.
+  void write_shard(size_t i, OutputSink& out) const;
+  const std::string& index_json() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // The consolidated tree convert_sharded_outline writes (tensors assembled from several chunks have
 // storages without a record); `owner` keeps alive what its nodes point into.
 struct ShardedOutline {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -138,13 +139,16 @@ bool is_file_of_pattern(std::string_view name, std::string_view stem);
 std::string index_json(uint64_t total_size, const Metadata& metadata,
                        const std::vector<std::pair<std::string, std::string>>& weight_map);
 
-// A tensor to write: its bytes, contiguous and little-endian, `size` of them.
+// A tensor to write: its bytes, contiguous and little-endian, `size` of them: in memory at `data`, or
+// (a tensor read piece by piece from a file, without libtorch) produced in order by `next`, which
+// gives the next `dest_size` bytes each call (sequential writers only: write_file, write_stream).
 struct TensorData {
   std::string name;
   Dtype dtype = Dtype::F32;
   std::vector<uint64_t> shape;
   const void* data = nullptr;
   uint64_t size = 0;
+  std::function<void(void* dest, size_t dest_size)> next = nullptr;
 };
 
 // Where everything goes: the first 8 + header bytes, then each tensor at its offset.
@@ -174,6 +178,83 @@ std::unique_ptr<AtomicFileSink> write_planned(const std::string& path, const std
 // The same bytes to any sink (tests, in-memory use).
 void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const std::optional<Metadata>& metadata,
                   const std::string& target = "safetensors stream");
+// The file of `layout` (plan_layout of `tensors`) to any sink, in order.
+void write_planned_stream(OutputSink& out, const std::vector<TensorData>& tensors, const Layout& layout);
+
+// --- a tree planned as safetensors (the library's tensors and the command line's outlines alike) ----
+
+// What the sharing rules of safetensors.torch and huggingface_hub look at in a tensor to write: the
+// storage it views (compared only for equality; 0 for an empty one, as torch gives every empty
+// storage), that storage's size, the bytes [begin, end) of it its elements reach; and the storage its
+// written bytes come from (the same one when it is contiguous, else a copy of its own), which
+// split_torch_state_dict_into_shards counts.
+struct TensorMemory {
+  uintptr_t storage = 0;
+  uint64_t storage_bytes = 0;
+  uint64_t begin = 0, end = 0;
+  uintptr_t written_storage = 0;
+  uint64_t written_storage_bytes = 0;
+};
+
+// A tree flattened into what save_file takes: the tensors (with their memory, index for index) and
+// the strings, which become metadata.
+struct FlatState {
+  std::vector<TensorData> tensors;
+  std::vector<TensorMemory> memory;
+  Metadata metadata;
+};
+
+// What a flattening makes of a leaf that is neither a dict nor a string, under `key`: appends the
+// tensor to `out` and returns "", or returns what the key holds instead ("key (int)", "key (a
+// ComplexDouble Strided tensor on cpu)"), which is refused.
+using LeafTensor = std::function<std::string(const Value& leaf, const std::string& key, FlatState& out)>;
+
+// Nested dicts flattened with '.' as state_dict() keys are ("model.layer.weight"; integer keys as
+// their digits), strings as metadata, tensors through `leaf`. StateError naming `path` for a root
+// that is not a dict, a key twice once flattened, and (all at once) every key that holds neither a
+// tensor nor a string.
+FlatState flatten(const ValuePtr& root, const std::string& path, const LeafTensor& leaf);
+
+// StateError naming `path` and the tensors when some share memory, as safetensors.torch.save_file
+// refuses them (overlapping bytes of one storage).
+void refuse_shared_memory(const FlatState& flat, const std::string& path);
+
+// A Hugging Face sharded checkpoint planned as huggingface_hub's save_torch_state_dict writes it for
+// `flat` at `index_path` (`stem`: the path before `.safetensors.index.json`): the shards beside it,
+// then the index's bytes. Of tensors sharing memory only the alphabetically first one covering it
+// whole is kept, the others named in the metadata; StateError naming `index_path` for a view of part
+// of a larger storage, a metadata string named total_size, a zero max_shard_size.
+struct IndexShard {
+  std::string file, path;  // its name beside the index, and its path
+  std::vector<TensorData> tensors;
+  Layout layout;
+};
+struct IndexPlan {
+  std::vector<IndexShard> shards;
+  std::string index;
+  uint64_t bytes = 0;  // of every shard
+};
+IndexPlan plan_index(const FlatState& flat, const std::string& index_path, const std::string& stem,
+                     uint64_t max_shard_size);
+
+// `flat` written as save_file writes it (its strings as `__metadata__`, none when it has none), or at
+// a `*.safetensors.index.json` path as save_torch_state_dict writes it: every shard in full before
+// any replaces its namesake, the index last, then the shards and index files a previous save left
+// under the same stem removed. Everything is checked before any file exists.
+void write_flat(const std::string& path, const FlatState& flat, bool fsync, IoProgress* progress,
+                uint64_t max_shard_size = kDefaultMaxShardSize);
+// The single file of `flat` into `out`, in order (an upload, say); `target` names it in errors.
+void write_flat_stream(OutputSink& out, const FlatState& flat, const std::string& target);
+
+// Copies [offset, offset + size) of a planned file (`layout` of `tensors`, all of them in memory)
+// into `dest`, for writers that send a file in parts from several threads; `by_offset` lists the
+// tensors' indices in file order (file_order).
+void fill_planned(const std::string& target, const Layout& layout, const std::vector<TensorData>& tensors,
+                  const std::vector<size_t>& by_offset, uint64_t offset, void* dest, size_t size);
+std::vector<size_t> file_order(const Layout& layout);
+
+// The file dtype of a torch dtype as c10 names it ("Float" -> F32); nullopt for one safetensors lacks.
+std::optional<Dtype> dtype_of_torch(std::string_view c10_name);
 
 }  // namespace safetensors
 

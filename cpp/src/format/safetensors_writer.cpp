@@ -2,11 +2,13 @@
 // with spaces to 8 bytes, data back to back. Tensor bytes go from their memory straight to their
 // planned place in the file (pwrite), never through a copy of the state.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <unordered_set>
 
 #include "fabricckpt/error.h"
 #include "fabricckpt/files.h"
+#include "fabricckpt/read_source.h"
 #include "fabricckpt/safetensors.h"
 #include "safetensors_json.h"
 
@@ -19,6 +21,18 @@ constexpr uint64_t kPlacedTensor = uint64_t{1} << 20;
 // Placed tensors go in pieces of this size, so that with fsync each piece's write-back starts while
 // the next is written (as the torch.save writer's pieces do).
 constexpr uint64_t kPiece = uint64_t{4} << 20;
+
+// A tensor without memory: its bytes from `next`, in pieces through `piece`, to the sink's position.
+void stream_tensor(const TensorData& t, OutputSink& out, std::vector<uint8_t>& piece, IoProgress* progress) {
+  piece.resize(static_cast<size_t>(std::min(kPiece, t.size)));
+  for (uint64_t done = 0; done < t.size;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(piece.size(), t.size - done));
+    t.next(piece.data(), n);
+    out.write(piece.data(), n);
+    if (progress) progress->add(n);
+    done += n;
+  }
+}
 
 void check_utf8(const std::string& text, const char* what, const std::string& target) {
   if (!valid_utf8(text)) throw StateError(concat(target, ": safetensors ", what, " is not UTF-8: ", text));
@@ -79,7 +93,9 @@ Layout plan_layout(const std::vector<TensorData>& tensors, const std::optional<M
       throw StateError(concat(target, ": tensor '", t.name, "' has ", t.size, " bytes, its ", dtype_name(t.dtype),
                               " shape needs ", bits / 8, bits % 8 ? " and a fraction" : ""));
     }
-    if (t.size > 0 && t.data == nullptr) throw StateError(concat(target, ": tensor '", t.name, "' has no memory"));
+    if (t.size > 0 && t.data == nullptr && !t.next) {
+      throw StateError(concat(target, ": tensor '", t.name, "' has no memory"));
+    }
     comma();
     append_json_string(json, t.name);
     json += ":{\"dtype\":\"";
@@ -113,15 +129,16 @@ Layout plan_layout(const std::vector<TensorData>& tensors, const std::optional<M
 
 std::unique_ptr<AtomicFileSink> write_planned(const std::string& path, const std::vector<TensorData>& tensors,
                                               const Layout& layout, bool fsync, IoProgress* progress) {
-  std::vector<size_t> order(tensors.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return layout.file_offset[a] < layout.file_offset[b]; });
+  const std::vector<size_t> order = file_order(layout);
   auto sink = std::make_unique<AtomicFileSink>(path, fsync);
   sink->preallocate(layout.total);
   sink->write(layout.prefix.data(), layout.prefix.size());
+  std::vector<uint8_t> piece;  // for tensors produced piece by piece
   for (const size_t i : order) {
     const TensorData& t = tensors[i];
-    if (t.size >= kPlacedTensor) {
+    if (!t.data && t.size > 0) {
+      stream_tensor(t, *sink, piece, progress);
+    } else if (t.size >= kPlacedTensor) {
       const auto* bytes = static_cast<const uint8_t*>(t.data);
       for (uint64_t done = 0; done < t.size; done += kPiece) {
         const uint64_t n = std::min(kPiece, t.size - done);
@@ -147,12 +164,53 @@ void write_file(const std::string& path, const std::vector<TensorData>& tensors,
 
 void write_stream(OutputSink& out, const std::vector<TensorData>& tensors, const std::optional<Metadata>& metadata,
                   const std::string& target) {
-  const Layout layout = plan_layout(tensors, metadata, target);
-  std::vector<size_t> order(tensors.size());
+  write_planned_stream(out, tensors, plan_layout(tensors, metadata, target));
+}
+
+void write_planned_stream(OutputSink& out, const std::vector<TensorData>& tensors, const Layout& layout) {
+  const std::vector<size_t> order = file_order(layout);
+  out.write(layout.prefix.data(), layout.prefix.size());
+  std::vector<uint8_t> piece;
+  for (const size_t i : order) {
+    if (!tensors[i].data && tensors[i].size > 0) {
+      stream_tensor(tensors[i], out, piece, nullptr);
+    } else {
+      out.write(tensors[i].data, tensors[i].size);
+    }
+  }
+}
+
+std::vector<size_t> file_order(const Layout& layout) {
+  std::vector<size_t> order(layout.file_offset.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return layout.file_offset[a] < layout.file_offset[b]; });
-  out.write(layout.prefix.data(), layout.prefix.size());
-  for (const size_t i : order) out.write(tensors[i].data, tensors[i].size);
+  return order;
+}
+
+void fill_planned(const std::string& target, const Layout& layout, const std::vector<TensorData>& tensors,
+                  const std::vector<size_t>& by_offset, uint64_t offset, void* dest, size_t size) {
+  check_read_range(target, layout.total, offset, size);
+  const uint64_t end = offset + size;
+  auto* out = static_cast<uint8_t*>(dest);
+  uint64_t done = offset;  // bytes before it are in `dest`
+  auto copy = [&](uint64_t start, const void* from, uint64_t length) {
+    const uint64_t a = std::max(start, offset);
+    const uint64_t b = std::min(start + length, end);
+    if (a >= b) return;
+    if (a != done) throw Error(concat(target, ": safetensors layout has a gap at byte ", done));
+    if (!from) throw Error(concat(target, ": a tensor produced in order cannot be sent in parts"));
+    std::memcpy(out + (a - offset), static_cast<const uint8_t*>(from) + (a - start), static_cast<size_t>(b - a));
+    done = b;
+  };
+  copy(0, layout.prefix.data(), layout.prefix.size());
+  // The first tensor that ends after `offset`, then each in file order until `end`.
+  auto it = std::lower_bound(by_offset.begin(), by_offset.end(), offset, [&](size_t i, uint64_t at) {
+    return layout.file_offset[i] + tensors[i].size <= at;
+  });
+  for (; it != by_offset.end() && layout.file_offset[*it] < end; ++it) {
+    copy(layout.file_offset[*it], tensors[*it].data, tensors[*it].size);
+  }
+  if (done != end) throw Error(concat(target, ": safetensors layout has a gap at byte ", done));
 }
 
 }  // namespace fabricckpt::safetensors

@@ -1,7 +1,8 @@
 """The CLI converts a sharded directory that two torch.distributed.checkpoint ranks wrote (every tensor in
 two chunks) tensor by tensor: its peak RSS stays below its own baseline + 64 MiB + the largest tensor
 while the directory is larger than that bound, and the file is the library's convert byte for byte;
-the same into an s3:// object, and verify and convert of them in object storage."""
+the same into an s3:// object, and verify and convert of them in object storage; and the same converts
+to safetensors."""
 import os
 import re
 import socket
@@ -114,3 +115,21 @@ def test_convert_of_a_sharded_directory_is_bounded_by_its_largest_tensor(java, s
     print(f"convert of s3://{bucket}/run/sharded into S3: peak RSS {both_peak >> 20} MiB (bound {read_bound >> 20} MiB)")
     assert both_peak < read_bound, f"convert from S3 into S3 peaked at {both_peak} bytes, above {read_bound}"
     assert s3_server.filesystem().cat(f"s3://{bucket}/run/again/consolidated.pt") == out.read_bytes()
+
+    # To safetensors (the directory without its meta.pt, whose int safetensors cannot hold): the same
+    # bound, tensor by tensor, locally and from S3 into S3, the bytes those of the library's convert.
+    os.remove(directory / "meta.pt")
+    s3_server.filesystem().rm_file(f"{bucket}/run/sharded/meta.pt")
+    st = tmp_path / "consolidated.safetensors"
+    proc, st_peak = _peak_rss("convert", directory, st)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"convert of it to safetensors: peak RSS {st_peak >> 20} MiB (bound {bound >> 20} MiB)")
+    assert st_peak < bound, f"convert to safetensors peaked at {st_peak} bytes, above {bound}"
+    java.tool("convert", directory, tmp_path / "reference" / "consolidated.safetensors")
+    assert st.read_bytes() == (tmp_path / "reference" / "consolidated.safetensors").read_bytes()
+    proc, st_both_peak = _peak_rss("convert", f"s3://{bucket}/run/sharded", f"s3://{bucket}/run/st/model.safetensors")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"convert of s3://{bucket}/run/sharded to safetensors in S3: peak RSS {st_both_peak >> 20} MiB "
+          f"(bound {read_bound >> 20} MiB)")
+    assert st_both_peak < read_bound, f"convert to safetensors in S3 peaked at {st_both_peak} bytes, above {read_bound}"
+    assert s3_server.filesystem().cat(f"s3://{bucket}/run/st/model.safetensors") == st.read_bytes()

@@ -174,6 +174,11 @@ def test_safetensors_objects_are_the_files_safetensors_writes_and_reads(java, s3
     converted = fs.cat(f"s3://{bucket}/converted.safetensors")
     assert converted == reference.read_bytes()
     assert torch.equal(load(converted)["model.weight"], tensors["model.weight"].t())
+    # from an s3:// source too (its tensors read from the store as they are written into the upload)
+    fs.put_file(str(state), f"{bucket}/state.pt")
+    java.cli("convert", f"s3://{bucket}/state.pt", f"s3://{bucket}/again.safetensors")
+    assert fs.cat(f"s3://{bucket}/again.safetensors") == reference.read_bytes()
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
 
     remote = java.cli("inspect", "--json", url)
     assert json.loads(remote.stdout) == json.loads(java.cli("inspect", "--json", python).stdout)
@@ -214,6 +219,18 @@ def test_hugging_face_sharded_checkpoints_in_s3_are_the_files_huggingface_hub_wr
     java.cli("convert", url, tmp_path / "whole.safetensors")
     java.cli("convert", local_index, tmp_path / "whole-local.safetensors")
     assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "whole-local.safetensors").read_bytes()
+
+    # From the store into the store (an index source staged, each shard streamed into its upload): the
+    # files save_torch_state_dict wrote for the tensors as they load (the tied one under its kept name);
+    # what an earlier save under the pattern left goes, other objects stay.
+    fs.pipe({f"{bucket}/again/model.safetensors": b"stale", f"{bucket}/again/model-00001-of-00009.safetensors": b"stale",
+             f"{bucket}/again/config.json": b"{}"})
+    java.cli("convert", url, f"s3://{bucket}/again/model.safetensors.index.json", "--max-shard-size", "3000")
+    again = {p.rsplit("/", 1)[1]: fs.cat(p) for p in fs.ls(f"{bucket}/again")}
+    assert again.pop("config.json") == b"{}"
+    java.cli("convert", local_index, tmp_path / "again" / "model.safetensors.index.json", "--max-shard-size", "3000")
+    assert again == files_of(tmp_path / "again")
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
 
 
 def test_cli_inspect_of_a_legacy_s3_object_stages_it_whole_and_reads_it_without_torch(java, s3_server, tmp_path):

@@ -326,10 +326,6 @@ NativeValue safetensorsMetadata(const std::string& path) {
   return metadataDict(metadata);
 }
 
-bool isSafetensorsFileOf(const std::string& name, const std::string& stem) {
-  return safetensors::is_file_of_pattern(name, stem);
-}
-
 NativeValue metadataDict(const std::vector<std::pair<std::string, std::string>>& metadata) {
   ValuePtr dict = Value::plain_dict();
   for (const auto& [key, value] : metadata) dict->dict().set(Value::string(key), Value::string(value));

@@ -296,9 +296,6 @@ void saveSafetensorsFile(const std::string& path, const NativeValue& root, bool 
                          NativeProgress* progress);
 // The file's __metadata__ (an index: the string entries of its "metadata") as a dict of strings.
 NativeValue safetensorsMetadata(const std::string& path);
-// Whether `name` is a file a Hugging Face sharded save under `stem` writes (and replaces):
-// <stem>.safetensors or <stem>-NNNNN-of-NNNNN.safetensors, possibly followed by .index.json.
-bool isSafetensorsFileOf(const std::string& name, const std::string& stem);
 // `metadata` (a safetensors header's or index's) as a dict of strings.
 NativeValue metadataDict(const std::vector<std::pair<std::string, std::string>>& metadata);
 

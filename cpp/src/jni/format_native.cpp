@@ -162,6 +162,37 @@ void convertShardedDirectoryInto(const std::string& dir, const std::string& targ
   convert_sharded_outline(dir, out, target, archive_name, allow_unsafe_globals);
 }
 
+void convertToSafetensors(const std::string& source, bool sharded, const std::string& target, int64_t max_shard_size) {
+  if (max_shard_size <= 0) throw StateError(concat(target, ": the largest shard size must be positive"));
+  convert_outline_to_safetensors(source, sharded, target, static_cast<uint64_t>(max_shard_size));
+}
+
+void convertToSafetensorsInto(const std::string& source, bool sharded, const std::string& target, int64_t stream,
+                              OutputWriter writer) {
+  WriterSink out(target, stream, writer);
+  convert_outline_to_safetensors(source, sharded, out, target);
+}
+
+IndexOutline::IndexOutline(const std::string& source, bool sharded, const std::string& index_target,
+                           long long max_shard_size) {
+  if (max_shard_size <= 0) throw StateError(concat(index_target, ": the largest shard size must be positive"));
+  index_ = std::make_shared<SafetensorsIndexOutline>(source, sharded, index_target,
+                                                     static_cast<uint64_t>(max_shard_size));
+}
+
+int IndexOutline::shardCount() const { return static_cast<int>(index_->shard_count()); }
+
+std::string IndexOutline::shardName(int i) const { return index_->shard_name(static_cast<size_t>(i)); }
+
+long long IndexOutline::shardSize(int i) const { return static_cast<long long>(index_->shard_size(static_cast<size_t>(i))); }
+
+void IndexOutline::writeShardInto(int i, const std::string& target, int64_t stream, OutputWriter writer) const {
+  WriterSink out(target, stream, writer);
+  index_->write_shard(static_cast<size_t>(i), out);
+}
+
+std::string IndexOutline::indexJson() const { return index_->index_json(); }
+
 std::string removeStaleTemporaries(const std::string& target) {
   std::string out;
   for (const std::string& path : remove_stale_temporaries(target)) out += (out.empty() ? "" : "\n") + path;

@@ -12,6 +12,7 @@
 
 namespace fabricckpt {
 struct Value;
+class SafetensorsIndexOutline;
 }  // namespace fabricckpt
 
 namespace fabricckpt::formatjni {
@@ -91,6 +92,27 @@ void convertFileInto(const std::string& source, const std::string& target, int64
                      bool allow_unsafe_globals);
 void convertShardedDirectoryInto(const std::string& dir, const std::string& target, const std::string& archive_name,
                                  int64_t stream, OutputWriter writer, bool allow_unsafe_globals);
+// convert_outline_to_safetensors: a file, or with `sharded` a sharded directory, as safetensors at
+// `target` (a Hugging Face sharded checkpoint at a *.safetensors.index.json target, shards of at
+// most `max_shard_size` bytes); and its single file's bytes handed to `writer`, as convertFileInto.
+void convertToSafetensors(const std::string& source, bool sharded, const std::string& target, int64_t max_shard_size);
+void convertToSafetensorsInto(const std::string& source, bool sharded, const std::string& target, int64_t stream,
+                              OutputWriter writer);
+// A Hugging Face sharded checkpoint planned from a file, or with `sharded` a sharded directory, at the
+// index path `index_target` (SafetensorsIndexOutline): each shard's bytes handed to `writer` in order,
+// as convertFileInto's, once; then the index's bytes, which go last.
+class IndexOutline {
+ public:
+  IndexOutline(const std::string& source, bool sharded, const std::string& index_target, long long max_shard_size);
+  int shardCount() const;
+  std::string shardName(int i) const;
+  long long shardSize(int i) const;
+  void writeShardInto(int i, const std::string& target, int64_t stream, OutputWriter writer) const;
+  std::string indexJson() const;
+
+ private:
+  std::shared_ptr<const SafetensorsIndexOutline> index_;
+};
 // remove_stale_temporaries (files.h): the paths removed or restored, one a line.
 std::string removeStaleTemporaries(const std::string& target);
 

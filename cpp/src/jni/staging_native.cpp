@@ -61,6 +61,10 @@ std::string safetensorsIndexFiles(const std::string& path) {
   return out;
 }
 
+bool isSafetensorsFileOf(const std::string& name, const std::string& stem) {
+  return safetensors::is_file_of_pattern(name, stem);
+}
+
 void registerStagedFile(const std::string& path, const std::string& held, HoleReader reader) {
   auto ranges = std::move(parse_ranges(held, false)[""]);
   auto read_hole = [path, reader](uint64_t offset, void* dest, size_t size) {

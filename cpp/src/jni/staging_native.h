@@ -17,6 +17,9 @@ std::string outlineRangesMissing(const std::string& path, const std::string& fet
 std::string shardedOutlineRangesMissing(const std::string& dir, const std::string& fetched, bool every_item);
 // The shard files of the Hugging Face index at `path`, one a line.
 std::string safetensorsIndexFiles(const std::string& path);
+// Whether `name` is a file a Hugging Face sharded save under `stem` writes (and replaces):
+// <stem>.safetensors or <stem>-NNNNN-of-NNNNN.safetensors, possibly followed by .index.json.
+bool isSafetensorsFileOf(const std::string& name, const std::string& stem);
 
 // Reads [offset, offset + size) of the object the staged file `path` holds into `dest`: 0, or
 // nonzero when that failed (the Java side keeps what went wrong).

@@ -1,11 +1,10 @@
 package io.fabricckpt.cli;
 
-import io.fabricckpt.TorchFiles;
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointLocation;
-import io.fabricckpt.core.WriteOptions;
 import io.fabricckpt.internal.io.s3.MultipartWriter;
 import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.internal.io.s3.SafetensorsIndexUpload;
 import io.fabricckpt.internal.io.s3.StagedObject;
 import java.nio.file.Path;
 import java.util.Locale;
@@ -45,29 +44,42 @@ final class ConvertCli implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        WriteOptions options = WriteOptions.DEFAULT.withUnsafeGlobalsAllowed(allowUnsafeGlobals)
-                .withMaxShardSize(parseShardSize(maxShardSize));
-        if (ObjectLocations.isRemote(targetLocation) && Checkpoints.isSafetensorsName(Path.of(targetLocation))) {
-            // Through the library: uploaded as a multipart upload from the tensors' memory (the
-            // object, or a Hugging Face index's shards, appear only when complete).
-            ProgressBar bar = new ProgressBar("convert");
-            TorchFiles.convert(sourceLocation, targetLocation, options, bar);
-            bar.finish();
+        long shardSize = parseShardSize(maxShardSize);
+        if (ObjectLocations.isRemote(targetLocation) && isIndexName(targetLocation)) {
+            // Each shard written without libtorch into a multipart upload of its own, in order; the shards
+            // appear only when all are sent, then the index (SafetensorsIndexUpload).
+            CheckpointLocation index = CheckpointLocation.parse(targetLocation);
+            S3Objects objects = S3Objects.shared();
+            withSource(sourceLocation, source -> {
+                try (Outlines.IndexPlan plan = Outlines.planIndex(source, Outlines.isShardedDirectory(source),
+                        targetLocation, shardSize)) {
+                    SafetensorsIndexUpload.publish(objects, index, plan.shardNames(), (shard, object) -> {
+                        try (MultipartWriter out = objects.openWriter(object)) {
+                            plan.writeShard(shard, object.toString(), out::write);
+                            return out.sendUncompleted();
+                        }
+                    }, plan.indexJson(), Outlines::isSafetensorsFileOf);
+                }
+            });
             System.out.println("wrote " + targetLocation);
             return ExitCodes.OK;
         }
         if (ObjectLocations.isRemote(targetLocation)) {
-            // A torch.save object: written without libtorch straight into a multipart upload, each part sent
-            // as it fills (concurrency x part size bytes in memory, nothing on disk); the object appears only
-            // when complete, and a failure aborts the upload. A consolidation's archive folder follows the
-            // key's file name, as torch.save's does.
+            // A torch.save or safetensors object: written without libtorch straight into a multipart upload,
+            // each part sent as it fills (concurrency x part size bytes in memory, nothing on disk); the
+            // object appears only when complete, and a failure aborts the upload. A consolidation's archive
+            // folder follows the key's file name, as torch.save's does.
             CheckpointLocation target = CheckpointLocation.parse(targetLocation);
             if (target.fileName().isEmpty()) {
                 throw new CliException(ExitCodes.USAGE, targetLocation + ": names no object (s3://bucket/key)");
             }
+            boolean safetensors = Checkpoints.isSafetensorsName(Path.of(targetLocation));
             try (MultipartWriter out = S3Objects.shared().openWriter(target)) {
                 withSource(sourceLocation, source -> {
-                    if (Outlines.isShardedDirectory(source)) {
+                    boolean sharded = Outlines.isShardedDirectory(source);
+                    if (safetensors) {
+                        Outlines.convertToSafetensorsInto(source, sharded, targetLocation, out::write);
+                    } else if (sharded) {
                         Outlines.convertShardedInto(source, targetLocation, target.fileName(), out::write,
                                 allowUnsafeGlobals);
                     } else {
@@ -79,7 +91,7 @@ final class ConvertCli implements Callable<Integer> {
             System.out.println("wrote " + targetLocation);
             return ExitCodes.OK;
         }
-        withSource(sourceLocation, source -> convertLocal(source, Path.of(targetLocation), options));
+        withSource(sourceLocation, source -> convertLocal(source, Path.of(targetLocation), shardSize));
         System.out.println("wrote " + targetLocation);
         return ExitCodes.OK;
     }
@@ -103,18 +115,20 @@ final class ConvertCli implements Callable<Integer> {
         }
     }
 
-    private void convertLocal(Path source, Path target, WriteOptions options) {
-        // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time; a
-        // safetensors target through the library (the tensors flattened).
+    private void convertLocal(Path source, Path target, long maxShardSize) {
+        // Without libtorch, one storage (or tensor assembled from its chunks) in memory at a time.
+        boolean sharded = Outlines.isShardedDirectory(source);
         if (Checkpoints.isSafetensorsName(target)) {
-            ProgressBar bar = new ProgressBar("convert");
-            TorchFiles.convert(source.toString(), target.toString(), options, bar);
-            bar.finish();
-        } else if (Outlines.isShardedDirectory(source)) {
+            Outlines.convertToSafetensors(source, sharded, target, maxShardSize);
+        } else if (sharded) {
             Outlines.convertSharded(source, target, allowUnsafeGlobals);
         } else {
             Outlines.convert(source, target, allowUnsafeGlobals);
         }
+    }
+
+    private static boolean isIndexName(String location) {
+        return location.endsWith(".safetensors.index.json");
     }
 
     private static final Map<String, Long> SHARD_UNITS = Map.of("KB", 1_000L, "MB", 1_000_000L, "GB", 1_000_000_000L,

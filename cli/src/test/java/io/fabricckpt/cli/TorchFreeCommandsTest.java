@@ -153,4 +153,66 @@ class TorchFreeCommandsTest {
             assertEquals(-1, Files.mismatch(reference, pair[1]), "convert of " + pair[0]);
         }
     }
+
+    /**
+     * convert to safetensors (one file, or a Hugging Face index) reads and writes without libtorch too,
+     * and writes what the library's convert writes for the same source (loaded with libtorch), byte for
+     * byte, or refuses what it refuses with the same message.
+     */
+    @Test
+    void convertToSafetensorsNeedsNoLibtorchAndWritesTheLibrarysBytes() throws Exception {
+        Path st = dir.resolve("m.safetensors");
+        Map<String, Object> tensors = new LinkedHashMap<>();
+        tensors.put("w", torch.arange(new Scalar(600.0)).reshape(20, 30).t()); // written contiguous
+        tensors.put("i", torch.arange(new Scalar(3)));
+        tensors.put("note", "v1");
+        TorchFiles.write(st, tensors);
+        Path ckpt = dir.resolve("tensors.ckpt");
+        TorchFiles.write(ckpt, tensors);
+        Path[] sources = {st, ckpt, checkpoint("a.ckpt", 1), testData("torch/legacy.pt"), testData("dcp/single")};
+        int written = 0;
+        for (Path source : sources) {
+            for (String name : List.of("out.safetensors", "hf/model.safetensors.index.json")) {
+                Path byCli = dir.resolve("cli-" + source.getFileName()).resolve(name);
+                Path byLibrary = dir.resolve("library-" + source.getFileName()).resolve(name);
+                Files.createDirectories(byCli.getParent());
+                Files.createDirectories(byLibrary.getParent());
+                String refused = null;
+                try {
+                    TorchFiles.convert(source.toString(), byLibrary.toString(),
+                            io.fabricckpt.core.WriteOptions.DEFAULT.withMaxShardSize(1000), null);
+                } catch (RuntimeException e) {
+                    refused = e.getMessage().replace(byLibrary.toString(), byCli.toString());
+                }
+                ChildCli.Result r = ChildCli.run(dir, "convert", source.toString(), byCli.toString(),
+                        "--max-shard-size", "1000");
+                String what = source + " -> " + name + ":\n" + r.out() + r.err();
+                assertFalse(r.loadedTorch(), "libtorch was loaded by " + what);
+                if (refused != null) {
+                    assertTrue(r.code() != 0 && r.err().contains(refused.substring(refused.indexOf(": ") + 2)),
+                            "the library refused with: " + refused + "\n" + what);
+                    assertFalse(Files.exists(byCli), what);
+                    continue;
+                }
+                assertEquals(0, r.code(), what);
+                Map<String, byte[]> expected = filesOf(byLibrary.getParent()), got = filesOf(byCli.getParent());
+                assertEquals(expected.keySet(), got.keySet(), what);
+                for (String file : expected.keySet()) {
+                    assertEquals(-1, java.util.Arrays.mismatch(expected.get(file), got.get(file)), what + " " + file);
+                }
+                written++;
+            }
+        }
+        assertTrue(written >= 4, written + " converts written, the rest refused");
+    }
+
+    private static Map<String, byte[]> filesOf(Path directory) throws IOException {
+        Map<String, byte[]> files = new java.util.TreeMap<>();
+        try (var listing = Files.list(directory)) {
+            for (Path f : listing.toList()) {
+                files.put(f.getFileName().toString(), Files.readAllBytes(f));
+            }
+        }
+        return files;
+    }
 }

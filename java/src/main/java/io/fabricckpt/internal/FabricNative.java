@@ -107,6 +107,14 @@ public final class FabricNative {
     @Namespace(STAGING)
     public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
 
+    /**
+     * Whether {@code name} is a file a Hugging Face sharded save under {@code stem} writes:
+     * {@code <stem>.safetensors} or {@code <stem>-NNNNN-of-NNNNN.safetensors}, possibly followed by {@code .index.json}.
+     */
+    @Namespace(STAGING)
+    @Cast("bool") public static native boolean isSafetensorsFileOf(@StdString BytePointer name,
+            @StdString BytePointer stem);
+
     /** Reads the holes of staged files ({@link #registerStagedFile}); native code calls {@link #call}, possibly from threads of its own. */
     public static class HoleReader extends FunctionPointer {
         static {
@@ -233,12 +241,6 @@ public final class FabricNative {
     /** A safetensors file's {@code __metadata__} (an index's string metadata) as a dict of strings. */
     public static native @ByVal NativeValue safetensorsMetadata(@StdString BytePointer path);
 
-    /**
-     * Whether {@code name} is a file a Hugging Face sharded save under {@code stem} writes:
-     * {@code <stem>.safetensors} or {@code <stem>-NNNNN-of-NNNNN.safetensors}, possibly followed by {@code .index.json}.
-     */
-    @Cast("bool") public static native boolean isSafetensorsFileOf(@StdString BytePointer name,
-            @StdString BytePointer stem);
 
     /** The module's parameter names, one per line. */
     public static native @StdString BytePointer parameterNames(Pointer module);

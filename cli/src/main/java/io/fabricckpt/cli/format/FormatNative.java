@@ -41,6 +41,11 @@ public final class FormatNative {
     @Namespace(STAGING)
     public static native @StdString BytePointer safetensorsIndexFiles(@StdString BytePointer path);
 
+    /** Whether {@code name} is a file a Hugging Face sharded save under {@code stem} writes (FabricNative's). */
+    @Namespace(STAGING)
+    @Cast("bool") public static native boolean isSafetensorsFileOf(@StdString BytePointer name,
+            @StdString BytePointer stem);
+
     public static native @ByVal OutlineNode readShardedOutline(@StdString BytePointer dir);
 
     /** The ranges ("offset\tlength" lines) an outline of the sparse file at {@code path} still needs beyond {@code fetched}. */
@@ -100,6 +105,14 @@ public final class FormatNative {
     public static native void convertShardedDirectoryInto(@StdString BytePointer dir, @StdString BytePointer target,
             @StdString BytePointer archiveName, @Cast("int64_t") long stream, OutputWriter writer,
             @Cast("bool") boolean allowUnsafeGlobals);
+
+    /** A file, or with {@code sharded} a sharded directory, written as safetensors at {@code target}. */
+    public static native void convertToSafetensors(@StdString BytePointer source, @Cast("bool") boolean sharded,
+            @StdString BytePointer target, @Cast("int64_t") long maxShardSize);
+
+    /** {@link #convertToSafetensors}'s single file handed to {@code writer}, as {@link #convertFileInto}. */
+    public static native void convertToSafetensorsInto(@StdString BytePointer source, @Cast("bool") boolean sharded,
+            @StdString BytePointer target, @Cast("int64_t") long stream, OutputWriter writer);
 
     public static native @StdString BytePointer removeStaleTemporaries(@StdString BytePointer target);
 

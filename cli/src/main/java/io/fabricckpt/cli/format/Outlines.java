@@ -161,6 +161,90 @@ public final class Outlines {
         }
     }
 
+    /**
+     * A checkpoint file, or with {@code sharded} a sharded directory, written as safetensors at
+     * {@code target} as the library's convert writes it (a Hugging Face sharded checkpoint at a
+     * {@code *.safetensors.index.json} target, shards of at most {@code maxShardSize} bytes), one tensor
+     * in memory at most: tensors are streamed from their records, views that are not contiguous and
+     * tensors assembled from chunks gathered first.
+     */
+    public static void convertToSafetensors(Path source, boolean sharded, Path target, long maxShardSize) {
+        call(() -> {
+            FormatNative.convertToSafetensors(path(source), sharded, path(target), maxShardSize);
+            return null;
+        });
+    }
+
+    /** {@link #convertToSafetensors}'s single file into {@code out}, as {@link #convertInto}. */
+    public static void convertToSafetensorsInto(Path source, boolean sharded, String target, ByteSink out) {
+        long stream = ConvertOutputs.open(out);
+        try {
+            call(() -> {
+                FormatNative.convertToSafetensorsInto(path(source), sharded, utf8(target), stream,
+                        ConvertOutputs.writer());
+                return null;
+            });
+        } finally {
+            ConvertOutputs.close(stream);
+        }
+    }
+
+    /**
+     * What {@link #convertToSafetensors} writes at a {@code *.safetensors.index.json} target, planned for
+     * writers that send each file in order (object storage): every check made, no byte produced yet.
+     */
+    public static IndexPlan planIndex(Path source, boolean sharded, String indexTarget, long maxShardSize) {
+        return new IndexPlan(call(() -> new IndexOutline(path(source), sharded, utf8(indexTarget), maxShardSize)));
+    }
+
+    /** A Hugging Face sharded checkpoint planned from a checkpoint ({@link #planIndex}); keeps the source open. */
+    public static final class IndexPlan implements AutoCloseable {
+        private final IndexOutline index;
+
+        private IndexPlan(IndexOutline index) {
+            this.index = index;
+        }
+
+        /** The shard files beside the index ({@code model-00001-of-00002.safetensors}), in order. */
+        public List<String> shardNames() {
+            return call(() -> {
+                List<String> names = new ArrayList<>();
+                for (int i = 0; i < index.shardCount(); i++) {
+                    names.add(string(index.shardName(i)));
+                }
+                return names;
+            });
+        }
+
+        /** Shard {@code i}'s bytes into {@code out}, in order, as {@link #convertInto}; each shard once. */
+        public void writeShard(int i, String target, ByteSink out) {
+            long stream = ConvertOutputs.open(out);
+            try {
+                call(() -> {
+                    index.writeShardInto(i, utf8(target), stream, ConvertOutputs.writer());
+                    return null;
+                });
+            } finally {
+                ConvertOutputs.close(stream);
+            }
+        }
+
+        /** The index's bytes (JSON), which go last. */
+        public byte[] indexJson() {
+            return call(() -> bytes(index.indexJson()));
+        }
+
+        @Override
+        public void close() {
+            index.close();
+        }
+    }
+
+    /** Whether {@code name} is a file a Hugging Face sharded save under {@code stem} writes (and replaces). */
+    public static boolean isSafetensorsFileOf(String name, String stem) {
+        return FormatNative.isSafetensorsFileOf(utf8(name), utf8(stem));
+    }
+
     /** The archive folder torch.save names for a file: its name without the extension. */
     static String archiveNameFor(String fileName) {
         int dot = fileName.lastIndexOf('.');

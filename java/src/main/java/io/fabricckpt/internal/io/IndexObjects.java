@@ -12,11 +12,10 @@ import io.fabricckpt.internal.NativeSafetensorsIndex;
 import io.fabricckpt.internal.NativeSafetensorsIndexLayout;
 import io.fabricckpt.internal.NativeValue;
 import io.fabricckpt.internal.io.s3.S3Objects;
+import io.fabricckpt.internal.io.s3.SafetensorsIndexUpload;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
-import java.util.HashSet;
 import java.util.List;
-import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.javacpp.BytePointer;
 
@@ -33,36 +32,24 @@ final class IndexObjects {
         return location.fileName().endsWith(SafetensorsFileIO.INDEX_EXTENSION);
     }
 
-    /** The object {@code name} beside {@code object} (under the same prefix). */
-    private static CheckpointLocation beside(CheckpointLocation object, String name) {
-        String key = object.key();
-        return CheckpointLocation.ofObject(object.bucket(), key.substring(0, key.lastIndexOf('/') + 1) + name);
-    }
-
     /**
      * A Hugging Face sharded checkpoint, as a local index save writes it: shards of at most the options'
-     * largest shard size beside the index. Every shard object is sent (multipart uploads from the tensors'
-     * memory) before any appears, then each is completed and the index comes last; shard objects an
-     * earlier save under the same name left (another shard count) are deleted once the index is in place.
+     * largest shard size beside the index, each sent as a multipart upload from the tensors' memory,
+     * published as {@link SafetensorsIndexUpload} does (every shard sent before any appears, the index last).
      */
     static void write(S3Objects objects, CheckpointLocation index, NativeValue checkpoint, WriteOptions options,
             ProgressListener listener) {
         try (NativeSafetensorsIndexLayout layout = planIndex(index, checkpoint, options)) {
             long total = 0;
+            List<String> names = new ArrayList<>();
             for (int i = 0; i < layout.shardCount(); i++) {
                 total += layout.shardSize(i);
+                names.add(NativeCalls.string(layout.shardName(i)));
             }
             long bytes = total;
             AtomicLong done = new AtomicLong();
-            Set<String> current = new HashSet<>(Set.of(index.fileName()));
-            List<S3Objects.UncompletedUpload> staged = new ArrayList<>();
-            try {
-                for (int i = 0; i < layout.shardCount(); i++) {
-                    int shard = i;
-                    String name = NativeCalls.string(layout.shardName(i));
-                    current.add(name);
-                    CheckpointLocation object = beside(index, name);
-                    staged.add(objects.uploadUncompleted(object, layout.shardSize(i), (offset, dest) -> {
+            SafetensorsIndexUpload.publish(objects, index, names, (shard, object) ->
+                    objects.uploadUncompleted(object, layout.shardSize(shard), (offset, dest) -> {
                         int length = dest.remaining();
                         try (BytePointer memory = new BytePointer(dest)) {
                             layout.fill(shard, offset, memory, length);
@@ -72,28 +59,8 @@ final class IndexObjects {
                         if (listener != null) {
                             listener.onProgress(done.addAndGet(length), bytes);
                         }
-                    }));
-                }
-                for (S3Objects.UncompletedUpload object : staged) {
-                    object.complete();
-                }
-            } finally {
-                for (S3Objects.UncompletedUpload object : staged) {
-                    object.close(); // drops what was not completed
-                }
-            }
-            byte[] json = NativeCalls.bytes(layout.indexJson());
-            objects.upload(index, json.length, (offset, dest) -> dest.put(json, (int) offset, dest.remaining()));
-            String name = index.fileName();
-            BytePointer stem = NativeCalls.utf8(name.substring(0, name.length() - SafetensorsFileIO.INDEX_EXTENSION.length()));
-            for (String key : objects.listBeside(index).keySet()) {
-                CheckpointLocation other = CheckpointLocation.ofObject(index.bucket(), key);
-                String otherName = other.fileName();
-                if (beside(index, otherName).equals(other) && !current.contains(otherName)
-                        && FabricNative.isSafetensorsFileOf(NativeCalls.utf8(otherName), stem)) {
-                    objects.delete(other);
-                }
-            }
+                    }), NativeCalls.bytes(layout.indexJson()),
+                    (name, stem) -> FabricNative.isSafetensorsFileOf(NativeCalls.utf8(name), NativeCalls.utf8(stem)));
         }
     }
 
@@ -122,7 +89,7 @@ final class IndexObjects {
         try (NativeSafetensorsIndex parsed = newIndex(json, index)) {
             for (String file : NativeCalls.string(parsed.files()).split("\n")) {
                 if (!file.isEmpty()) {
-                    try (NativeObjectBytes bytes = ObjectStorageIO.download(beside(index, file), listener)) {
+                    try (NativeObjectBytes bytes = ObjectStorageIO.download(SafetensorsIndexUpload.beside(index, file), listener)) {
                         parsed.addShard(bytes);
                     }
                 }

@@ -87,6 +87,22 @@ public final class MultipartWriter implements AutoCloseable {
             finished = true;
             return;
         }
+        try (S3Objects.UncompletedUpload sent = sendUncompleted()) {
+            sent.complete();
+        }
+    }
+
+    /**
+     * Sends every byte written, as {@link #complete} does, but does not make the object appear: the
+     * returned upload does, on its {@link S3Objects.UncompletedUpload#complete()}, or drops it on close
+     * (this writer is done either way). An object that fits one part is sent as a multipart upload of
+     * that part; an empty one is sent on completion. Lets several objects be written before any of them
+     * replaces what is there (the shards of a Hugging Face sharded checkpoint).
+     */
+    public S3Objects.UncompletedUpload sendUncompleted() {
+        if (finished) {
+            throw new IllegalStateException(object + ": already completed or dropped");
+        }
         if (part != null && part.position() > 0) {
             sendPart();
         }
@@ -94,13 +110,8 @@ public final class MultipartWriter implements AutoCloseable {
         for (Future<CompletedPart> f : parts) {
             done.add(await(f));
         }
-        try {
-            objects.client().completeMultipartUpload(b -> b.bucket(object.bucket()).key(object.key())
-                    .uploadId(uploadId).multipartUpload(m -> m.parts(done)));
-        } catch (SdkException e) {
-            throw objects.translate(object, "completing its upload", e);
-        }
-        finished = true;
+        finished = true; // the upload is the returned one's to complete or abort
+        return objects.uncompleted(object, uploadId, done);
     }
 
     /** Without {@link #complete}: stops the part uploads and aborts the upload (the store drops its parts). */

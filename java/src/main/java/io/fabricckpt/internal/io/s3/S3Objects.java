@@ -295,6 +295,11 @@ public final class S3Objects implements AutoCloseable {
         }
     }
 
+    /** The upload {@code uploadId} of {@code object} whose {@code parts} are in (null: an empty object). */
+    UncompletedUpload uncompleted(CheckpointLocation object, String uploadId, List<CompletedPart> parts) {
+        return new UncompletedUpload(object, uploadId, parts);
+    }
+
     /** An object whose bytes are sent but which does not exist yet ({@link #uploadUncompleted}). Not thread-safe. */
     public final class UncompletedUpload implements AutoCloseable {
         private final CheckpointLocation object;

@@ -184,6 +184,47 @@ class S3ObjectsTest {
         assertEquals(0, S3Objects.shared().size(CheckpointLocation.ofObject(bucket, "empty.bin")));
     }
 
+    /**
+     * A writer's bytes sent but not completed (a Hugging Face shard): nothing appears until the returned
+     * upload completes, dropped on close without it; one part, and nothing, included.
+     */
+    @Test
+    void aWriterSentUncompletedAppearsOnlyOnCompletion() {
+        String bucket = server.newBucket("writer-uncompleted");
+        Map<String, byte[]> written = new HashMap<>();
+        written.put("big.bin", random((11 << 20) + 7)); // three parts
+        written.put("small.bin", random(1000)); // one short part
+        written.put("empty.bin", new byte[0]);
+        Map<String, S3Objects.UncompletedUpload> sent = new HashMap<>();
+        for (var entry : written.entrySet()) {
+            CheckpointLocation object = CheckpointLocation.ofObject(bucket, entry.getKey());
+            try (MultipartWriter out = S3Objects.shared().openWriter(object)) {
+                out.write(ByteBuffer.wrap(entry.getValue()));
+                sent.put(entry.getKey(), out.sendUncompleted());
+                assertThrows(IllegalStateException.class, out::complete);
+            } // closing the writer leaves the upload to the returned one
+            assertFalse(S3Objects.shared().exists(object), entry.getKey());
+        }
+        assertEquals(2, server.client().listMultipartUploads(b -> b.bucket(bucket)).uploads().size());
+        for (var entry : sent.entrySet()) {
+            try (var upload = entry.getValue()) {
+                upload.complete();
+            }
+            assertArrayEquals(written.get(entry.getKey()), objectBytes(bucket, entry.getKey()));
+        }
+        assertTrue(noUploadPending(bucket));
+
+        CheckpointLocation dropped = CheckpointLocation.ofObject(bucket, "dropped.bin");
+        S3Objects.UncompletedUpload upload;
+        try (MultipartWriter out = S3Objects.shared().openWriter(dropped)) {
+            out.write(ByteBuffer.wrap(random(2000)));
+            upload = out.sendUncompleted();
+        }
+        upload.close();
+        assertFalse(S3Objects.shared().exists(dropped));
+        assertTrue(noUploadPending(bucket));
+    }
+
     /** Parts double every 900, so 10,000 of them (S3's most) hold S3's largest object, 5 TiB, at 5 MiB parts. */
     @Test
     void aWritersPartsGrowToHoldS3sLargestObject() {

@@ -10,10 +10,14 @@ import java.nio.ByteBuffer;
  * so that reading two objects in turn ({@code diff}; a tensor assembled from chunks in two shard
  * files) keeps one of each; together they are concurrency x part size bytes, the memory a save holds
  * in parts in flight, and each is fetched with concurrency ranged GETs at once ({@link
- * S3Objects#download}). A read of at least a window goes straight into the reader's memory.
+ * S3Objects#download}). As the kernel's readahead, only a read that goes on forward from the last one
+ * (within {@value #NEAR} bytes: past the headers between two records) fills a window; one elsewhere (a
+ * safetensors convert writes tensors in name order, not the file's) and a read of at least a window go
+ * straight into the reader's memory, so reads out of order fetch no more than they read.
  */
 final class ObjectReadahead {
     private static final int WINDOWS = 2;
+    private static final long NEAR = 1 << 20;
 
     private final S3Objects objects;
     private final int windowSize;
@@ -21,6 +25,8 @@ final class ObjectReadahead {
     private final Window[] windows = new Window[WINDOWS];
     private long uses;
     private long fetchedBytes;
+    private CheckpointLocation lastObject; // and where its last read ended
+    private long lastEnd;
 
     private static final class Window {
         CheckpointLocation object;
@@ -49,7 +55,10 @@ final class ObjectReadahead {
             throw new IllegalArgumentException(object + ": bytes " + offset + "+" + n + " lie beyond its " + objectSize
                     + " bytes");
         }
-        if (n >= windowSize) {
+        boolean forward = object.equals(lastObject) && offset >= lastEnd && offset - lastEnd < NEAR;
+        lastObject = object;
+        lastEnd = offset + n;
+        if (n >= windowSize || !forward && holding(object, offset) == null) {
             objects.download(object, offset, n, (at, length) -> dest.slice(dest.position() + (int) (at - offset), length));
             fetchedBytes += n;
             return;

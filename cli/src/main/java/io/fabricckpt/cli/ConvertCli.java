@@ -2,6 +2,7 @@ package io.fabricckpt.cli;
 
 import io.fabricckpt.cli.format.Outlines;
 import io.fabricckpt.core.CheckpointLocation;
+import io.fabricckpt.internal.io.SafetensorsFileIO;
 import io.fabricckpt.internal.io.s3.MultipartWriter;
 import io.fabricckpt.internal.io.s3.S3Objects;
 import io.fabricckpt.internal.io.s3.SafetensorsIndexUpload;
@@ -58,7 +59,8 @@ final class ConvertCli implements Callable<Integer> {
                             plan.writeShard(shard, object.toString(), out::write);
                             return out.sendUncompleted();
                         }
-                    }, plan.indexJson(), Outlines::isSafetensorsFileOf);
+                    }, plan.indexJson(), name -> Outlines.isSafetensorsFileOf(name,
+                            SafetensorsFileIO.indexStem(index.fileName())));
                 }
             });
             System.out.println("wrote " + targetLocation);
@@ -128,7 +130,7 @@ final class ConvertCli implements Callable<Integer> {
     }
 
     private static boolean isIndexName(String location) {
-        return location.endsWith(".safetensors.index.json");
+        return location.endsWith(SafetensorsFileIO.INDEX_EXTENSION);
     }
 
     private static final Map<String, Long> SHARD_UNITS = Map.of("KB", 1_000L, "MB", 1_000_000L, "GB", 1_000_000_000L,

@@ -48,6 +48,7 @@ final class IndexObjects {
             }
             long bytes = total;
             AtomicLong done = new AtomicLong();
+            BytePointer stem = NativeCalls.utf8(SafetensorsFileIO.indexStem(index.fileName()));
             SafetensorsIndexUpload.publish(objects, index, names, (shard, object) ->
                     objects.uploadUncompleted(object, layout.shardSize(shard), (offset, dest) -> {
                         int length = dest.remaining();
@@ -60,7 +61,7 @@ final class IndexObjects {
                             listener.onProgress(done.addAndGet(length), bytes);
                         }
                     }), NativeCalls.bytes(layout.indexJson()),
-                    (name, stem) -> FabricNative.isSafetensorsFileOf(NativeCalls.utf8(name), NativeCalls.utf8(stem)));
+                    name -> FabricNative.isSafetensorsFileOf(NativeCalls.utf8(name), stem));
         }
     }
 

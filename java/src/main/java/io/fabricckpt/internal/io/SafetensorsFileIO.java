@@ -26,6 +26,14 @@ public final class SafetensorsFileIO implements FileCheckpointIO {
     /** What marks a Hugging Face sharded checkpoint by name: its index, the shards beside it. */
     public static final String INDEX_EXTENSION = ".safetensors.index.json";
 
+    /** What precedes {@link #INDEX_EXTENSION} in an index's file name ({@code model} of {@code model.safetensors.index.json}). */
+    public static String indexStem(String indexFileName) {
+        if (!indexFileName.endsWith(INDEX_EXTENSION)) {
+            throw new IllegalArgumentException(indexFileName + " is not a Hugging Face index name (*" + INDEX_EXTENSION + ")");
+        }
+        return indexFileName.substring(0, indexFileName.length() - INDEX_EXTENSION.length());
+    }
+
     SafetensorsFileIO() {}
 
     /**

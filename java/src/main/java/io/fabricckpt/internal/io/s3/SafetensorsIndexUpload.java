@@ -1,13 +1,12 @@
 package io.fabricckpt.internal.io.s3;
 
 import io.fabricckpt.core.CheckpointLocation;
-import io.fabricckpt.internal.io.SafetensorsFileIO;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.function.BiFunction;
-import java.util.function.BiPredicate;
+import java.util.function.Predicate;
 
 /**
  * A Hugging Face sharded checkpoint ({@code *.safetensors.index.json} and its shard files beside it)
@@ -22,13 +21,14 @@ public final class SafetensorsIndexUpload {
 
     /**
      * Publishes {@code shardNames} (file names beside {@code index}), each sent by {@code send} (shard i
-     * to its object: every part in, not completed), then {@code indexJson}. {@code fileOfStem} tells the
-     * names a save under a stem writes ({@code <stem>.safetensors}, {@code <stem>-NNNNN-of-NNNNN.safetensors},
-     * possibly followed by {@code .index.json}). A failure before the completions drops every upload.
+     * to its object: every part in, not completed), then {@code indexJson}. {@code ofItsStem} tells the
+     * names a save under the index's stem writes ({@code <stem>.safetensors},
+     * {@code <stem>-NNNNN-of-NNNNN.safetensors}, possibly followed by {@code .index.json}). A failure
+     * before the completions drops every upload.
      */
     public static void publish(S3Objects objects, CheckpointLocation index, List<String> shardNames,
             BiFunction<Integer, CheckpointLocation, S3Objects.UncompletedUpload> send, byte[] indexJson,
-            BiPredicate<String, String> fileOfStem) {
+            Predicate<String> ofItsStem) {
         Set<String> current = new HashSet<>(Set.of(index.fileName()));
         List<S3Objects.UncompletedUpload> sent = new ArrayList<>();
         try {
@@ -45,13 +45,11 @@ public final class SafetensorsIndexUpload {
             }
         }
         objects.upload(index, indexJson.length, (offset, dest) -> dest.put(indexJson, (int) offset, dest.remaining()));
-        String name = index.fileName();
-        String stem = name.substring(0, name.length() - SafetensorsFileIO.INDEX_EXTENSION.length());
         for (String key : objects.listBeside(index).keySet()) {
             CheckpointLocation other = CheckpointLocation.ofObject(index.bucket(), key);
             String otherName = other.fileName();
             if (beside(index, otherName).equals(other) && !current.contains(otherName)
-                    && fileOfStem.test(otherName, stem)) {
+                    && ofItsStem.test(otherName)) {
                 objects.delete(other);
             }
         }

@@ -69,8 +69,8 @@ class TensorBytes {
     if (s.source && t_.contiguous()) {
       stream(s, dest, size);
     } else {
-      if (gathered_.empty()) gathered_ = gathered(s);
-      std::memcpy(dest, gathered_.data() + done_, size);
+      if (gathered_.empty()) gather_from(s);
+      std::memcpy(dest, gathered_.data() + gathered_at_ + done_, size);
       done_ += size;
     }
     if (done_ == t_.nbytes()) gathered_ = std::vector<uint8_t>();
@@ -99,17 +99,21 @@ class TensorBytes {
     return crc;
   }
 
-  // The tensor's bytes in memory of their own: its storage read whole (CRC-32 checked) or assembled.
-  std::vector<uint8_t> gathered(const StorageOutline& s) const {
+  // The tensor's bytes in memory: its storage read whole (CRC-32 checked) or assembled, served from
+  // where a contiguous view's bytes lie in it, else gathered into memory of the tensor's size.
+  void gather_from(const StorageOutline& s) {
     std::vector<uint8_t> storage = s.read_all();
-    if (t_.contiguous() && t_.offset == 0 && t_.nbytes() == storage.size()) return storage;  // the whole storage
     if (t_.contiguous()) {
-      const auto begin = storage.begin() + static_cast<std::ptrdiff_t>(t_.offset * t_.dtype.element_size);
-      return std::vector<uint8_t>(begin, begin + static_cast<std::ptrdiff_t>(t_.nbytes()));
+      gathered_at_ = static_cast<uint64_t>(t_.offset) * t_.dtype.element_size;
+      if (gathered_at_ + t_.nbytes() > storage.size()) {
+        throw Error(concat(target_, ": a view reaches past the end of its storage"));
+      }
+      gathered_ = std::move(storage);
+      return;
     }
-    std::vector<uint8_t> out(static_cast<size_t>(t_.nbytes()));
-    gather(t_, storage.data(), out.data());
-    return out;
+    gathered_at_ = 0;
+    gathered_.resize(static_cast<size_t>(t_.nbytes()));
+    gather(t_, storage.data(), gathered_.data());
   }
 
   TensorOutline t_;
@@ -117,6 +121,7 @@ class TensorBytes {
   uint64_t done_ = 0;
   uint32_t crc_ = 0;
   std::vector<uint8_t> gathered_;
+  uint64_t gathered_at_ = 0;  // where the tensor's first byte lies in gathered_
 };
 
 // The outline's tree flattened as the library flattens the loaded tensors (safetensors_torch.cpp).

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -51,7 +52,7 @@ class Registration {
  public:
   Registration(const std::string& staged, const Ranges& held, const std::string& original) : staged_(staged) {
     auto source = MappedFile::open(original);
-    register_staged_file(staged, std::make_shared<const StagedFile>(held, [this, source](uint64_t offset, void* dest, size_t size) {
+    register_staged_file(staged, std::make_shared<StagedFile>(held, [this, source](uint64_t offset, void* dest, size_t size) {
                            source->read_at(offset, dest, size);
                            hole_bytes_ += size;
                          }));
@@ -74,6 +75,33 @@ TEST(StagedFiles, AReadIsSplitBetweenTheFileAndItsHoles) {
     pieces.push_back("file " + std::to_string(offset) + "+" + std::to_string(size));
   });
   EXPECT_EQ(pieces, (std::vector<std::string>{"file 0+5", "hole 5+5", "file 10+5", "hole 15+5"}));
+}
+
+TEST(StagedFiles, RangesFetchedLaterAreReadFromTheFileByFilesAlreadyOpen) {
+  TempDir dir;
+  const std::string path = dir.file("later.bin");
+  std::ofstream(path, std::ios::binary) << std::string(16, 'f');  // what the file holds once fetched
+  int hole_reads = 0;
+  const auto fill_hole = [&](uint64_t, void* dest, size_t size) {
+    std::memset(dest, 'h', size);
+    ++hole_reads;
+  };
+  register_staged_file(path, std::make_shared<StagedFile>(Ranges{{0, 4}}, fill_hole));
+  const auto file = MappedFile::open(path);
+  std::string got(16, '\0');
+  file->read_at(0, got.data(), got.size());
+  EXPECT_EQ(got, "ffff" + std::string(12, 'h'));
+  // Registered again: the registration holds more, and the file opened before reads it from disk.
+  register_staged_file(path, std::make_shared<StagedFile>(Ranges{{8, 8}}, fill_hole));
+  file->read_at(0, got.data(), got.size());
+  EXPECT_EQ(got, "ffffhhhhffffffff");
+  EXPECT_EQ(hole_reads, 2);
+  const Ranges held = staged_file(path)->held();
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_EQ(held[1].offset, 8u);
+  EXPECT_EQ(held[1].length, 8u);
+  unregister_staged_file(path);
+  EXPECT_EQ(staged_file(path), nullptr);
 }
 
 TEST(StagedFiles, AStagedZipFileVerifiesAndConvertsAsItsObject) {

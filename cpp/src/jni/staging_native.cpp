@@ -72,7 +72,7 @@ void registerStagedFile(const std::string& path, const std::string& held, HoleRe
       throw IoError(concat(path, ": reading bytes ", offset, "+", size, " of it from object storage failed"));
     }
   };
-  register_staged_file(path, std::make_shared<const StagedFile>(std::move(ranges), std::move(read_hole)));
+  register_staged_file(path, std::make_shared<StagedFile>(std::move(ranges), std::move(read_hole)));
 }
 
 void unregisterStagedFile(const std::string& path) { unregister_staged_file(path); }

@@ -18,8 +18,15 @@ public final class NativeCalls {
         return path(location.path());
     }
 
+    /**
+     * {@code text} for a native {@code std::string} parameter. NUL-terminated: JavaCPP takes the length
+     * of a pointer with no bytes from strlen, so an empty string must still end in a NUL.
+     */
     public static BytePointer utf8(String text) {
-        return new BytePointer(text.getBytes(StandardCharsets.UTF_8));
+        byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
+        BytePointer p = new BytePointer(bytes.length + 1L);
+        p.put(bytes).put(bytes.length, (byte) 0);
+        return p.limit(bytes.length);
     }
 
     /** A returned std::string's bytes, releasing its native copy. */

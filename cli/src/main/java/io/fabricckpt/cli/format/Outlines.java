@@ -269,8 +269,15 @@ public final class Outlines {
         return utf8(path.toAbsolutePath().toString());
     }
 
+    /**
+     * {@code text} for a native {@code std::string} parameter. NUL-terminated: JavaCPP takes the length
+     * of a pointer with no bytes from strlen, so an empty string must still end in a NUL.
+     */
     private static BytePointer utf8(String text) {
-        return new BytePointer(text.getBytes(StandardCharsets.UTF_8));
+        byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
+        BytePointer p = new BytePointer(bytes.length + 1L);
+        p.put(bytes).put(bytes.length, (byte) 0);
+        return p.limit(bytes.length);
     }
 
     private static byte[] bytes(BytePointer p) {

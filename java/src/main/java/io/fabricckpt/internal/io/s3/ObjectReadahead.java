@@ -8,16 +8,21 @@ import java.nio.ByteBuffer;
  * (tensor data), which the torch-free readers read in order, a few MiB at a time. A read that misses
  * fetches a window from where it starts, and the reads after it are copied from there. Two windows,
  * so that reading two objects in turn ({@code diff}; a tensor assembled from chunks in two shard
- * files) keeps one of each; together they are concurrency x part size bytes, the memory a save holds
+ * files), or two places of one in turn (a sharded load reads each item's trailing headers, then its
+ * bytes), keeps one of each; together they are concurrency x part size bytes, the memory a save holds
  * in parts in flight, and each is fetched with concurrency ranged GETs at once ({@link
  * S3Objects#download}). As the kernel's readahead, only a read that goes on forward from the last one
  * (within {@value #NEAR} bytes: past the headers between two records) fills a window; one elsewhere (a
  * safetensors convert writes tensors in name order, not the file's) and a read of at least a window go
- * straight into the reader's memory, so reads out of order fetch no more than they read.
+ * straight into the reader's memory, so reads out of order fetch no more than they read. Fills ramp up
+ * as the kernel's do ({@link #fillSize}), and what a window holds of a read is always copied from it,
+ * so little is fetched that is not read.
  */
 final class ObjectReadahead {
     private static final int WINDOWS = 2;
     private static final long NEAR = 1 << 20;
+    /** The first fill of a run of forward reads; each fill that goes on from the last one's end doubles, up to a window. */
+    private static final int FIRST_FILL = 1 << 20;
 
     private final S3Objects objects;
     private final int windowSize;
@@ -27,6 +32,9 @@ final class ObjectReadahead {
     private long fetchedBytes;
     private CheckpointLocation lastObject; // and where its last read ended
     private long lastEnd;
+    private CheckpointLocation lastFilled; // and where the last fill ended, and how long the next one is
+    private long lastFillEnd;
+    private int nextFill = FIRST_FILL;
 
     private static final class Window {
         CheckpointLocation object;
@@ -58,22 +66,50 @@ final class ObjectReadahead {
         boolean forward = object.equals(lastObject) && offset >= lastEnd && offset - lastEnd < NEAR;
         lastObject = object;
         lastEnd = offset + n;
-        if (n >= windowSize || !forward && holding(object, offset) == null) {
-            objects.download(object, offset, n, (at, length) -> dest.slice(dest.position() + (int) (at - offset), length));
-            fetchedBytes += n;
+        // What the windows hold of its start is copied from there (a large read right after the small
+        // one that filled a window: a tensor's bytes after its record's header).
+        long at = offset;
+        for (Window window; dest.hasRemaining() && (window = holding(object, at)) != null; at += take(window, at, dest)) {
+            window.lastUse = ++uses;
+        }
+        if (!dest.hasRemaining()) {
             return;
         }
-        // From the windows that hold it; a read that runs past a window's end goes on from there.
-        for (long at = offset; dest.hasRemaining(); ) {
+        int rest = dest.remaining();
+        if (rest >= windowSize || !forward) {
+            long from = at;
+            int base = dest.position();
+            objects.download(object, from, rest, (start, length) -> dest.slice(base + (int) (start - from), length));
+            fetchedBytes += rest;
+            return;
+        }
+        // Read on forward: windows filled from here, a read that runs past a window's end going on from there.
+        for (; dest.hasRemaining(); ) {
             Window window = holding(object, at);
             if (window == null) {
-                window = fill(leastRecent(), object, at, (int) Math.min(windowSize, objectSize - at));
+                window = fill(leastRecent(), object, at, (int) Math.min(fillSize(object, at), objectSize - at));
             }
             window.lastUse = ++uses;
-            int k = (int) Math.min(dest.remaining(), window.start + window.length - at);
-            dest.put(window.bytes.slice((int) (at - window.start), k));
-            at += k;
+            at += take(window, at, dest);
         }
+    }
+
+    /** Copies into {@code dest} what {@code window} holds from {@code at} on (as much as dest takes); the bytes copied. */
+    private static int take(Window window, long at, ByteBuffer dest) {
+        int k = (int) Math.min(dest.remaining(), window.start + window.length - at);
+        dest.put(window.bytes.slice((int) (at - window.start), k));
+        return k;
+    }
+
+    /**
+     * How much a fill at {@code at} fetches: as the kernel's readahead ramps up, little where a run of
+     * reads starts (a record's trailing headers read before its tensor's bytes: no window of bytes that
+     * will not be read), doubling while fills follow one another, up to a window.
+     */
+    private int fillSize(CheckpointLocation object, long at) {
+        boolean goesOn = object.equals(lastFilled) && at >= lastFillEnd && at - lastFillEnd < NEAR;
+        nextFill = goesOn ? (int) Math.min((long) nextFill * 2, windowSize) : Math.min(FIRST_FILL, windowSize);
+        return nextFill;
     }
 
     private Window fill(Window window, CheckpointLocation object, long start, int length) {
@@ -87,6 +123,8 @@ final class ObjectReadahead {
         window.object = object;
         window.start = start;
         window.length = length;
+        lastFilled = object;
+        lastFillEnd = start + length;
         return window;
     }
 

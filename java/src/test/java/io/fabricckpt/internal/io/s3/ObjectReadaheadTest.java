@@ -18,12 +18,9 @@ class ObjectReadaheadTest {
 
     @Test
     void readsInOrderShareWindowsAndReadsOutOfOrderFetchOnlyWhatTheyRead() {
-        String bucket = server.newBucket("readahead");
-        CheckpointLocation object = CheckpointLocation.ofObject(bucket, "tensors.bin");
-        byte[] bytes = new byte[48 << 20];
-        new Random(7).nextBytes(bytes);
+        byte[] bytes = randomBytes(48 << 20, 7);
+        CheckpointLocation object = uploaded("readahead", bytes);
         S3Objects objects = S3Objects.shared();
-        objects.upload(object, bytes.length, (offset, dest) -> dest.put(bytes, (int) offset, dest.remaining()));
         int piece = 640 << 10, gap = 200; // a record's bytes, then the next record's headers (staged, not read here)
         List<Integer> starts = new ArrayList<>();
         for (int at = 0; at + piece <= bytes.length; at += piece + gap) {
@@ -53,6 +50,41 @@ class ObjectReadaheadTest {
         long read = (long) starts.size() * piece;
         assertTrue(shuffled.fetchedBytes() < read + (32L << 20),
                 shuffled.fetchedBytes() + " bytes fetched for " + read + " read out of order");
+    }
+
+    @Test
+    void aRunOfReadsStartsWithASmallFillSoHeadersReadAheadOfTheirRecordFetchNoWindow() {
+        byte[] bytes = randomBytes(48 << 20, 11);
+        CheckpointLocation object = uploaded("readahead-ramp", bytes);
+        S3Objects objects = S3Objects.shared();
+        // As a sharded load reads each item stream (a torch.save zip of one tensor): the records after the
+        // tensor's bytes first (their headers, two reads forward), then the tensor's bytes, 256 KiB at a time.
+        int item = 12 << 20, tail = 1000;
+        ObjectReadahead readahead = new ObjectReadahead(objects);
+        for (int start = 0; start < bytes.length; start += item) {
+            int end = start + item;
+            check(readahead, object, bytes, end - tail, 45);
+            check(readahead, object, bytes, end - tail + 100, 60);
+            for (int at = start; at < end - tail; at += 256 << 10) {
+                check(readahead, object, bytes, at, Math.min(256 << 10, end - tail - at));
+            }
+        }
+        // A full window (32 MiB here) filled at each item's headers, then evicted unread, fetched 3 times the object.
+        assertTrue(readahead.fetchedBytes() < bytes.length + (8L << 20), readahead.fetchedBytes() + " bytes fetched for "
+                + bytes.length);
+    }
+
+    private static byte[] randomBytes(int size, long seed) {
+        byte[] bytes = new byte[size];
+        new Random(seed).nextBytes(bytes);
+        return bytes;
+    }
+
+    /** {@code bytes} as an object of a new bucket named after {@code bucket}. */
+    private CheckpointLocation uploaded(String bucket, byte[] bytes) {
+        CheckpointLocation object = CheckpointLocation.ofObject(server.newBucket(bucket), "bytes.bin");
+        S3Objects.shared().upload(object, bytes.length, (offset, dest) -> dest.put(bytes, (int) offset, dest.remaining()));
+        return object;
     }
 
     private static void check(ObjectReadahead readahead, CheckpointLocation object, byte[] bytes, int at, int n) {

@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import _cli_classpath, assert_same, describe, normalise
+from conftest import _classpath, _cli_classpath, assert_same, describe, normalise
 from test_java_writes import expected_sample
 from test_sharded import (assert_equal_trees, assert_same_training_state, java_sharded, launch,  # noqa: F401 (fixtures)
                           lightning_sharded, rank_lines)
@@ -397,6 +397,42 @@ def _user_namespaces_work():
         ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
 
 
+def _on_a_small_disk(small, size, classpath, main, *args):
+    """Runs `java main args` with its temporary folder on a real small disk: a tmpfs of `size` mounted at
+    `small` in a user namespace of its own. Then lists what the folder holds afterwards (stdout's end)."""
+    script = f'mount -t tmpfs -o size={size} tmpfs "{small}" || exit 99; "$@"; rc=$?; ls -A "{small}"; exit $rc'
+    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
+           "java", f"-Djava.io.tmpdir={small}", "-cp", classpath, main, *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return proc, f"{args[0]}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_a_sharded_s3_load_reads_its_tensors_into_memory_not_onto_the_temporary_disk(java, s3_server, tmp_path):
+    """A sharded load from s3:// stages only the structure of the chunks it reads (and .metadata) in the
+    temporary folder, and reads their tensors' bytes from the store straight into the tensors: on a real
+    20 MiB disk, a 48 MiB torch.distributed.checkpoint directory (torch's own dcp.save) loads whole as the
+    local one does, and leaves nothing there."""
+    import torch.distributed.checkpoint as dcp
+    if not _user_namespaces_work():
+        pytest.skip("no user namespaces here (unshare --user --mount), so no small disk can be mounted")
+    local = tmp_path / "dcp"
+    state = {"w": torch.arange(8 << 20, dtype=torch.float32).reshape(1024, -1),  # 32 MiB
+             "v": torch.arange(4 << 20, dtype=torch.float32), "b": torch.ones(10), "step": 7}
+    dcp.save(state, checkpoint_id=str(local), no_dist=True)
+    bucket = s3_server.new_bucket("sharded-small-disk")
+    fs = s3_server.filesystem()
+    for name in sorted(os.listdir(local)):
+        fs.put_file(str(local / name), f"{bucket}/dcp/{name}")
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    loaded, what = _on_a_small_disk(small, "20m", _classpath(), "io.fabricckpt.compat.CompatTool",
+                                    "describe-location", f"s3://{bucket}/dcp/")
+    assert loaded.returncode == 0, what
+    described = loaded.stdout.strip().splitlines()
+    assert len(described) == 1, what  # the description, and nothing left on the small disk
+    assert normalise(json.loads(described[0])) == java.describe(local)
+
+
 def test_cli_on_an_s3_checkpoint_larger_than_the_temporary_disk(java, s3_server, tmp_path):
     """verify, diff and convert of an s3:// checkpoint stage only its structure in the temporary folder and
     read its tensors' bytes from the store into memory: on a real small disk (a 20 MiB tmpfs, mounted in a
@@ -414,12 +450,7 @@ def test_cli_on_an_s3_checkpoint_larger_than_the_temporary_disk(java, s3_server,
     small.mkdir()
 
     def run(size, *args):
-        # Mount, run the CLI with its temporary folder there, then list what the folder holds afterwards.
-        script = f'mount -t tmpfs -o size={size} tmpfs "{small}" || exit 99; "$@"; rc=$?; ls -A "{small}"; exit $rc'
-        cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-               "java", f"-Djava.io.tmpdir={small}", "-cp", _cli_classpath(), "io.fabricckpt.cli.Main", *map(str, args)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        return proc, f"{args[0]}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return _on_a_small_disk(small, size, _cli_classpath(), "io.fabricckpt.cli.Main", *args)
 
     verified, what = run("20m", "verify", url)
     assert verified.returncode == 0, what

@@ -212,7 +212,7 @@ public final class ObjectStorageIO implements FileCheckpointIO {
     @Override
     public CheckpointReader open(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
         if (isShardedDirectory(location)) {
-            return ShardedObjectReader.open(objects(), location, options, listener);
+            return ShardedObjectReader.open(location, options, listener);
         }
         if (IndexObjects.isIndex(location)) {
             return IndexObjects.open(objects(), location, listener);

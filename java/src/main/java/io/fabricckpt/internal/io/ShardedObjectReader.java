@@ -1,8 +1,7 @@
 package io.fabricckpt.internal.io;
 
 import io.fabricckpt.core.CheckpointLocation;
-import io.fabricckpt.core.CheckpointStorageException;
-import io.fabricckpt.core.CorruptCheckpointException;
+import io.fabricckpt.core.CheckpointNotFoundException;
 import io.fabricckpt.core.ProgressListener;
 import io.fabricckpt.core.ReadOptions;
 import io.fabricckpt.internal.FabricNative;
@@ -10,90 +9,64 @@ import io.fabricckpt.internal.NativeCalls;
 import io.fabricckpt.internal.NativeErrors;
 import io.fabricckpt.internal.NativeShardPlan;
 import io.fabricckpt.internal.NativeValue;
-import io.fabricckpt.internal.io.s3.S3Objects;
-import java.io.IOException;
-import java.io.RandomAccessFile;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
+import io.fabricckpt.internal.io.s3.StagedObject;
 import java.util.ArrayList;
 import java.util.Collection;
-import java.util.Comparator;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeMap;
-import java.util.stream.Stream;
+import java.util.function.Supplier;
 
 /**
  * A torch.distributed.checkpoint directory in object storage ({@code s3://bucket/prefix/}), read as the
- * local one is ({@link DcpDirectoryIO}) from a staging folder that holds only what is read: its
- * {@code .metadata} and {@code meta.pt} whole, and each shard file as a sparse file of its size into
- * which only the byte ranges a read needs are fetched (parallel ranged GETs), as the metadata says:
- * the chunks that overlap this rank's shards. The folder is removed on close.
+ * local one is ({@link DcpDirectoryIO}) from a staging folder ({@link StagedObject#forShardedLoad}) that
+ * holds its {@code .metadata} and {@code meta.pt}, and of the chunks a read needs (as the metadata says:
+ * those that overlap this rank's shards) only the small ones. The others are read from the store into
+ * the reader's memory as they are read, a large tensor straight into its own memory with parallel ranged
+ * GETs, so the disk never holds what this rank loads. The folder is removed on close.
  */
 final class ShardedObjectReader implements CheckpointReader {
-    private final S3Objects objects;
     private final CheckpointLocation location;
-    private final Path staging;
+    private final StagedObject staged;
     private final CheckpointReader local;
-    private final Set<String> fetched = new HashSet<>(); // "file\\toffset\\tlength" already in place
+    private final Set<String> fetched = new HashSet<>(); // "file\toffset\tlength" already staged
 
-    private ShardedObjectReader(S3Objects objects, CheckpointLocation location, Path staging, CheckpointReader local) {
-        this.objects = objects;
+    private ShardedObjectReader(CheckpointLocation location, StagedObject staged, CheckpointReader local) {
         this.location = location;
-        this.staging = staging;
+        this.staged = staged;
         this.local = local;
     }
 
-    static ShardedObjectReader open(S3Objects objects, CheckpointLocation location, ReadOptions options,
-            ProgressListener listener) {
-        Path staging;
-        try {
-            staging = Files.createTempDirectory("fabricckpt-s3-");
-        } catch (IOException e) {
-            throw new CheckpointStorageException(location + ": cannot create a staging folder: " + e.getMessage(), e);
+    static ShardedObjectReader open(CheckpointLocation location, ReadOptions options, ProgressListener listener) {
+        StagedObject staged = StagedObject.forShardedLoad(location, LibraryStaging.INSTANCE);
+        if (staged == null) {
+            throw new CheckpointNotFoundException(location + "/: no sharded checkpoint (no .metadata)", null);
         }
         try {
-            String prefix = location.key() + "/";
-            for (Map.Entry<String, Long> object : objects.list(location).entrySet()) {
-                String name = object.getKey().substring(prefix.length());
-                if (name.isEmpty() || name.contains("/")) {
-                    continue; // only the directory's own files, as on disk
-                }
-                Path file = staging.resolve(name);
-                long size = object.getValue();
-                try (RandomAccessFile sparse = new RandomAccessFile(file.toFile(), "rw")) {
-                    sparse.setLength(size);
-                }
-                if (name.equals(ObjectStorageIO.DCP_METADATA) || name.equals(DcpDirectoryIO.META)) {
-                    objects.downloadInto(location.resolve(name), file, 0, size);
-                }
-            }
-            CheckpointReader local = CheckpointIOs.DCP_DIRECTORY.open(CheckpointLocation.of(staging), options, listener);
-            return new ShardedObjectReader(objects, location, staging, local);
-        } catch (IOException e) {
-            delete(staging);
-            throw new CheckpointStorageException(location + ": staging failed: " + e.getMessage(), e);
+            // Read, never mapped: a mapping would show the holes, the bytes still in the store, as zeros.
+            ReadOptions read = new ReadOptions(false, options.verifyCrc(), options.threads(), options.weightsOnly());
+            CheckpointReader local = CheckpointIOs.DCP_DIRECTORY.open(CheckpointLocation.of(staged.path()), read,
+                    listener);
+            return new ShardedObjectReader(location, staged, local);
         } catch (RuntimeException e) {
-            delete(staging);
-            throw e;
+            staged.close();
+            throw staged.named(e);
         }
     }
 
     /**
-     * Brings in what reading {@code key} with {@code plan} reads ({@code plan} null: everything): every
-     * chunk's bytes not fetched before, each shard file's ranges at once (touching chunks as one range),
-     * so a model of many small tensors costs a few round trips per file, not one per tensor.
+     * Makes ready what reading {@code key} with {@code plan} reads ({@code plan} null: everything): the
+     * item streams of the chunks it reads not named before ({@link StagedObject#fetchToRead}).
      */
     private void fetchFor(String key, NativeShardPlan plan) {
         String ranges;
         try {
-            ranges = NativeCalls.string(FabricNative.shardedRanges(NativeCalls.path(staging), NativeCalls.utf8(key),
-                    plan));
+            ranges = NativeCalls.string(FabricNative.shardedRanges(NativeCalls.path(staged.path()),
+                    NativeCalls.utf8(key), plan));
         } catch (RuntimeException e) {
-            throw NativeErrors.translate(e, location.toString());
+            throw staged.named(NativeErrors.translate(e, location.toString()));
         }
         Map<String, List<long[]>> byFile = new TreeMap<>();
         for (String line : ranges.split("\n")) {
@@ -104,32 +77,22 @@ final class ShardedObjectReader implements CheckpointReader {
             byFile.computeIfAbsent(parts[0], name -> new ArrayList<>())
                     .add(new long[] {Long.parseLong(parts[1]), Long.parseLong(parts[2])});
         }
-        for (var entry : byFile.entrySet()) {
-            String name = entry.getKey();
-            Path file = staging.resolve(name).normalize();
-            if (!file.startsWith(staging) || !Files.isRegularFile(file)) {
-                throw new CorruptCheckpointException(location + "/.metadata: names the shard file '" + name
-                        + "', which is not an object under " + location + "/", null);
-            }
-            try {
-                // A range past the object's end is left for the reader to refuse (it names the file and range).
-                long size = Files.size(file);
-                List<long[]> inFile = entry.getValue().stream().filter(r -> r[0] < size)
-                        .map(r -> new long[] {r[0], Math.min(r[1], size - r[0])}).toList();
-                // Only touching chunks are merged (DCP writes a file's items back to back): no byte of
-                // another rank's chunks between them is fetched.
-                objects.downloadInto(location.resolve(name), file, inFile, 0);
-            } catch (IOException e) {
-                throw new CheckpointStorageException(location.resolve(name) + ": staging its chunks failed: "
-                        + e.getMessage(), e);
-            }
+        staged.fetchToRead(byFile);
+    }
+
+    /** What the local reader's {@code read} gives, a hole read's failure as itself, errors naming the URL. */
+    private <T> T reading(Supplier<T> read) {
+        try {
+            return LibraryStaging.call(read);
+        } catch (RuntimeException e) {
+            throw staged.named(e);
         }
     }
 
     @Override
     public NativeValue readAll() {
         fetchFor("", null);
-        return local.readAll();
+        return reading(local::readAll);
     }
 
     @Override
@@ -145,12 +108,12 @@ final class ShardedObjectReader implements CheckpointReader {
     @Override
     public NativeValue read(String key, NativeShardPlan plan) {
         fetchFor(key, plan);
-        return local.read(key, plan);
+        return reading(() -> local.read(key, plan));
     }
 
     @Override
     public NativeValue remainder(Collection<String> restored) {
-        return local.remainder(restored);
+        return reading(() -> local.remainder(restored));
     }
 
     @Override
@@ -158,15 +121,7 @@ final class ShardedObjectReader implements CheckpointReader {
         try {
             local.close();
         } finally {
-            delete(staging);
-        }
-    }
-
-    private static void delete(Path dir) {
-        try (Stream<Path> files = Files.walk(dir)) {
-            files.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-        } catch (IOException | UncheckedIOException ignored) {
-            // a staging folder left in the temporary directory is harmless
+            staged.close();
         }
     }
 }

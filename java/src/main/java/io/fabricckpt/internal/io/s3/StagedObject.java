@@ -35,6 +35,10 @@ public final class StagedObject implements AutoCloseable {
     /** Ranges closer than this are fetched as one GET. */
     private static final long GAP = 64 << 10;
     private static final int MAX_ROUNDS = 8;
+    /** Of the item streams a sharded load reads: those of at most this are staged whole, of the others their ends. */
+    private static final long SMALL_ITEM = 1 << 20;
+    private static final long ITEM_HEAD = 4 << 10;
+    private static final long ITEM_TAIL = 68 << 10;
 
     private final StagingNatives natives;
     private final CheckpointLocation object;
@@ -47,8 +51,10 @@ public final class StagedObject implements AutoCloseable {
     private final Map<Path, CheckpointLocation> objectOfFile = new HashMap<>();
     private final Map<Path, Long> sizeOfFile = new HashMap<>();
     private final Map<Path, List<long[]>> bytesInFile = new HashMap<>();
-    /** Set once the holes are read from the store ({@link #readHolesFromStore}). */
+    /** Set once the holes are read from the store ({@link #readingHolesFromStore}). */
     private ObjectReadahead holes;
+    /** Of a sharded load ({@link #forShardedLoad}): each file's ranges it may read (merged), where read-ahead stops. */
+    private Map<Path, List<long[]>> readable;
 
     private StagedObject(StagingNatives natives, CheckpointLocation object, Path file, long size) {
         this(natives, object, file, file, object.toString(), size);
@@ -118,23 +124,58 @@ public final class StagedObject implements AutoCloseable {
             S3Objects.shared().size(CheckpointLocation.parse(url)); // the error that names what is missing
             throw new CheckpointNotFoundException(url + ": no such object or sharded checkpoint", null);
         }
-        try {
-            object.readHolesFromStore();
-        } catch (RuntimeException e) {
-            object.close();
-            throw e;
-        }
-        return object;
+        return object.readingHolesFromStore();
     }
 
-    /** From now on until close, the native readers read the staged files' holes from their objects. */
-    private void readHolesFromStore() {
-        holes = new ObjectReadahead(S3Objects.shared());
-        objectOfFile.forEach((path, from) -> {
-            long bytes = sizeOfFile.get(path);
-            natives.register(path, held(path),
-                    (offset, dest) -> holes.read(from, bytes, offset, dest));
-        });
+    /** This staging, whose holes the native readers read from their objects from now on until close (closed on a failure). */
+    private StagedObject readingHolesFromStore() {
+        try {
+            holes = new ObjectReadahead(S3Objects.shared());
+            objectOfFile.keySet().forEach(path -> natives.register(path, held(path), holeSource(path)));
+            return this;
+        } catch (RuntimeException e) {
+            close();
+            throw e;
+        }
+    }
+
+    /**
+     * Where the holes of the staged file {@code path} are read from: its object, through the read-ahead,
+     * whose windows stop at the object's end, or for a sharded load at the end of the readable range
+     * the read lies in (a read outside them fetches exactly itself).
+     */
+    private StagingNatives.HoleSource holeSource(Path path) {
+        CheckpointLocation from = objectOfFile.get(path);
+        long bytes = sizeOfFile.get(path);
+        return (offset, dest) -> {
+            long end = bytes;
+            if (readable != null) {
+                end = offset + dest.remaining();
+                for (long[] r : readable.getOrDefault(path, List.of())) {
+                    if (r[0] <= offset && offset + dest.remaining() <= r[0] + r[1]) {
+                        end = r[0] + r[1];
+                        break;
+                    }
+                }
+            }
+            holes.read(from, end, offset, dest);
+        };
+    }
+
+    /** {@code ranges} ({offset, length}) sorted, touching and overlapping ones joined. */
+    private static List<long[]> merged(List<long[]> ranges) {
+        List<long[]> sorted = new ArrayList<>(ranges);
+        sorted.sort(java.util.Comparator.comparingLong(r -> r[0]));
+        List<long[]> out = new ArrayList<>();
+        for (long[] r : sorted) {
+            long[] last = out.isEmpty() ? null : out.get(out.size() - 1);
+            if (last != null && r[0] <= last[0] + last[1]) {
+                last[1] = Math.max(last[1], r[0] + r[1] - last[0]);
+            } else {
+                out.add(new long[] {r[0], r[1]});
+            }
+        }
+        return out;
     }
 
     /**
@@ -152,6 +193,103 @@ public final class StagedObject implements AutoCloseable {
     private static StagedObject forShardedOutline(String url, StagingNatives natives, boolean everyItem) {
         CheckpointLocation location = CheckpointLocation.parse(url);
         S3Objects objects = S3Objects.shared();
+        return shardedDirectory(location, natives, (staged, dir, sizes) -> {
+            for (int round = 0; ; round++) {
+                Map<String, List<long[]>> heldByName = new TreeMap<>();
+                sizes.keySet().forEach(name -> heldByName.put(name, staged.held(dir.resolve(name))));
+                Map<String, List<long[]>> missing = natives.shardedRangesMissing(dir, heldByName, everyItem);
+                if (missing.isEmpty()) {
+                    return;
+                }
+                if (round == MAX_ROUNDS) {
+                    throw new CheckpointStorageException(url + ": its items still name unread ranges after "
+                            + MAX_ROUNDS + " rounds of fetches", null);
+                }
+                for (var entry : missing.entrySet()) {
+                    staged.fetch(objects, staged.shardFile(entry.getKey()), entry.getValue(), GAP);
+                }
+            }
+        });
+    }
+
+    /**
+     * The sharded prefix {@code location} staged for a load that reads it key by key (a sharded
+     * {@code s3://} load on any world size), or null when it holds no {@code .metadata}: {@code .metadata}
+     * and meta.pt fetched whole, each shard file a sparse file of its size of which nothing is fetched
+     * until {@link #fetchToRead} names the item streams a read needs. Every hole is read from the store
+     * into the reader's memory, so the disk holds only the structure of what was read.
+     */
+    public static StagedObject forShardedLoad(CheckpointLocation location, StagingNatives natives) {
+        StagedObject staged = shardedDirectory(location, natives, (object, dir, sizes) -> { });
+        if (staged == null) {
+            return null;
+        }
+        staged.readable = new HashMap<>();
+        return staged.readingHolesFromStore();
+    }
+
+    /**
+     * Makes ready the reading of the item streams {@code itemsByFile} ({offset, length} by shard file
+     * name) of a {@link #forShardedLoad} staging. A stream of at most {@value #SMALL_ITEM} bytes (a small
+     * tensor, a pickled value) is fetched into the staged file whole; of a larger one only its structure
+     * is, its first {@value #ITEM_HEAD} bytes (the torch.save zip's first headers and pickle, or the
+     * safetensors header) and last {@value #ITEM_TAIL} (the records after the tensor's bytes and the zip
+     * directory, which a zip reader looks for in the last 64 KiB). DCP writes a file's items back to
+     * back, so these ranges mostly touch and are fetched together, every file's at once. A large
+     * stream's tensor bytes stay in the store and are read from there into the reader's memory: at
+     * least a read-ahead window straight into the tensor, less through windows that stop at the end of
+     * the streams this load reads, so no byte of another rank's chunks beside them is fetched.
+     */
+    public void fetchToRead(Map<String, List<long[]>> itemsByFile) {
+        S3Objects objects = S3Objects.shared();
+        for (var entry : itemsByFile.entrySet()) {
+            ShardFile shard = shardFile(entry.getKey());
+            readable.merge(shard.path, merged(entry.getValue()), (had, more) -> {
+                List<long[]> all = new ArrayList<>(had);
+                all.addAll(more);
+                return merged(all);
+            });
+            List<long[]> structure = new ArrayList<>();
+            for (long[] item : entry.getValue()) {
+                if (item[1] <= SMALL_ITEM) {
+                    structure.add(item);
+                } else {
+                    structure.add(new long[] {item[0], ITEM_HEAD});
+                    structure.add(new long[] {item[0] + item[1] - ITEM_TAIL, ITEM_TAIL});
+                }
+            }
+            fetch(objects, shard, structure, 0);
+            natives.register(shard.path, held(shard.path), holeSource(shard.path));
+        }
+    }
+
+    /** A shard file of a sharded staging: its path, object and size. */
+    private record ShardFile(Path path, CheckpointLocation object, long size) {}
+
+    /** The staged shard file {@code name}; CorruptCheckpointException when the prefix has no such object. */
+    private ShardFile shardFile(String name) {
+        Path path = file.resolve(name).normalize().toAbsolutePath();
+        CheckpointLocation from = objectOfFile.get(path);
+        if (!path.startsWith(file.toAbsolutePath()) || from == null) {
+            throw new CorruptCheckpointException(object.resolve(".metadata") + ": names the shard file '" + name
+                    + "', which is not an object under " + object + "/", null);
+        }
+        return new ShardFile(path, from, sizeOfFile.get(path));
+    }
+
+    /** What fills a staged sharded directory once its files are in place. */
+    private interface ShardedStaging {
+        void stage(StagedObject staged, Path dir, Map<String, Long> sizes) throws IOException;
+    }
+
+    /**
+     * The sharded prefix {@code location} as a directory of its objects, {@code .metadata} and meta.pt
+     * fetched whole, each shard file a sparse file of its size, then filled by {@code staging}; null when
+     * it holds no {@code .metadata}.
+     */
+    private static StagedObject shardedDirectory(CheckpointLocation location, StagingNatives natives,
+            ShardedStaging staging) {
+        S3Objects objects = S3Objects.shared();
         if (!objects.exists(location.resolve(".metadata"))) {
             return null;
         }
@@ -167,10 +305,11 @@ public final class StagedObject implements AutoCloseable {
         try {
             dir = Files.createTempDirectory("fabricckpt-inspect-");
         } catch (IOException e) {
-            throw new CheckpointStorageException(url + ": cannot stage it in the temporary folder: " + e.getMessage(), e);
+            throw new CheckpointStorageException(location + ": cannot stage it in the temporary folder: "
+                    + e.getMessage(), e);
         }
         long total = sizes.values().stream().mapToLong(Long::longValue).sum();
-        return filled(new StagedObject(natives, location, dir, total), url, staged -> {
+        return filled(new StagedObject(natives, location, dir, total), location.toString(), staged -> {
             for (var entry : sizes.entrySet()) {
                 String name = entry.getKey();
                 if (name.equals(".metadata") || name.equals("meta.pt")) {
@@ -179,27 +318,7 @@ public final class StagedObject implements AutoCloseable {
                     staged.createSparse(location.resolve(name), dir.resolve(name), entry.getValue());
                 }
             }
-            for (int round = 0; ; round++) {
-                Map<String, List<long[]>> heldByName = new TreeMap<>();
-                sizes.keySet().forEach(name -> heldByName.put(name, staged.held(dir.resolve(name))));
-                Map<String, List<long[]>> missing = natives.shardedRangesMissing(dir, heldByName, everyItem);
-                if (missing.isEmpty()) {
-                    return;
-                }
-                if (round == MAX_ROUNDS) {
-                    throw new CheckpointStorageException(url + ": its items still name unread ranges after "
-                            + MAX_ROUNDS + " rounds of fetches", null);
-                }
-                for (var entry : missing.entrySet()) {
-                    String name = entry.getKey();
-                    if (!sizes.containsKey(name)) {
-                        throw new CorruptCheckpointException(location.resolve(".metadata") + ": names "
-                                + location.resolve(name) + ", which does not exist", null);
-                    }
-                    staged.fetch(objects, location.resolve(name), dir.resolve(name), sizes.get(name),
-                            entry.getValue());
-                }
-            }
+            staging.stage(staged, dir, sizes);
         });
     }
 
@@ -264,7 +383,7 @@ public final class StagedObject implements AutoCloseable {
     /** Stages {@code from} in the sparse file {@code to}: its first bytes, then what its outline reads, round by round. */
     private void fetchOutline(S3Objects objects, CheckpointLocation from, Path to, long bytes) throws IOException {
         createSparse(from, to, bytes);
-        fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}));
+        fetch(objects, from, to, bytes, List.of(new long[] {0, Math.min(bytes, EDGE)}), GAP);
         for (int round = 0; ; round++) {
             List<long[]> missing = natives.rangesMissing(to, held(to));
             if (missing.isEmpty()) {
@@ -274,7 +393,7 @@ public final class StagedObject implements AutoCloseable {
                 throw new CheckpointStorageException(from + ": still names unread ranges after " + MAX_ROUNDS
                         + " rounds of fetches", null);
             }
-            fetch(objects, from, to, bytes, missing);
+            fetch(objects, from, to, bytes, missing, GAP);
         }
     }
 
@@ -346,23 +465,28 @@ public final class StagedObject implements AutoCloseable {
     }
 
     /** A native call's format error renamed to the object ({@link #naming}); any other exception as it is. */
-    private RuntimeException named(RuntimeException e) {
+    public RuntimeException named(RuntimeException e) {
         return natives.isFormatError(e) ? natives.withMessage(e, naming(e.getMessage())) : e;
     }
 
     private void fetch(S3Objects objects, List<long[]> ranges) {
-        fetch(objects, object, file, size, ranges);
+        fetch(objects, object, file, size, ranges, GAP);
+    }
+
+    private void fetch(S3Objects objects, ShardFile shard, List<long[]> ranges, long gap) {
+        fetch(objects, shard.object, shard.path, shard.size, ranges, gap);
     }
 
     /**
-     * Fetches the ranges of {@code from} (near ones as one, clipped to its {@code bytes}) into the same
-     * ranges of {@code to}, all at once, and records that {@code to} holds them.
+     * Fetches the ranges of {@code from} (those less than {@code gap} apart as one, clipped to its
+     * {@code bytes}) into the same ranges of {@code to}, all at once, and records that {@code to} holds them.
      */
-    private void fetch(S3Objects objects, CheckpointLocation from, Path to, long bytes, List<long[]> ranges) {
+    private void fetch(S3Objects objects, CheckpointLocation from, Path to, long bytes, List<long[]> ranges,
+            long gap) {
         List<long[]> clipped = ranges.stream().filter(r -> r[0] < bytes)
                 .map(r -> new long[] {r[0], Math.min(r[1], bytes - r[0])}).toList();
         try {
-            for (long[] r : objects.downloadInto(from, to, clipped, GAP)) {
+            for (long[] r : objects.downloadInto(from, to, clipped, gap)) {
                 staged(from, to, r[0], r[1]);
                 fetchedBytes += r[1];
             }

@@ -23,9 +23,9 @@ import java.util.function.Supplier;
  * A torch.distributed.checkpoint directory in object storage ({@code s3://bucket/prefix/}), read as the
  * local one is ({@link DcpDirectoryIO}) from a staging folder ({@link StagedObject#forShardedLoad}) that
  * holds its {@code .metadata} and {@code meta.pt}, and of the chunks a read needs (as the metadata says:
- * those that overlap this rank's shards) only the small ones. The others are read from the store into
- * the reader's memory as they are read, a large tensor straight into its own memory with parallel ranged
- * GETs, so the disk never holds what this rank loads. The folder is removed on close.
+ * those that overlap this rank's shards) the small ones and the structure of the others, whose tensor
+ * bytes are read from the store into memory as they are read (through the read-ahead's windows, parallel
+ * ranged GETs), so the disk never holds what this rank loads. The folder is removed on close.
  */
 final class ShardedObjectReader implements CheckpointReader {
     private final CheckpointLocation location;

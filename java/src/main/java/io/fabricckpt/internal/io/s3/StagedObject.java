@@ -13,6 +13,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * A checkpoint in object storage staged in the temporary folder for the native readers, which read
@@ -54,7 +55,7 @@ public final class StagedObject implements AutoCloseable {
     /** Set once the holes are read from the store ({@link #readingHolesFromStore}). */
     private ObjectReadahead holes;
     /** Of a sharded load ({@link #forShardedLoad}): each file's ranges it may read (merged), where read-ahead stops. */
-    private Map<Path, List<long[]>> readable;
+    private Map<Path, List<long[]>> readable; // concurrent: the hole reads look it up
 
     private StagedObject(StagingNatives natives, CheckpointLocation object, Path file, long size) {
         this(natives, object, file, file, object.toString(), size);
@@ -224,7 +225,7 @@ public final class StagedObject implements AutoCloseable {
         if (staged == null) {
             return null;
         }
-        staged.readable = new HashMap<>();
+        staged.readable = new ConcurrentHashMap<>();
         return staged.readingHolesFromStore();
     }
 
@@ -236,9 +237,9 @@ public final class StagedObject implements AutoCloseable {
      * safetensors header) and last {@value #ITEM_TAIL} (the records after the tensor's bytes and the zip
      * directory, which a zip reader looks for in the last 64 KiB). DCP writes a file's items back to
      * back, so these ranges mostly touch and are fetched together, every file's at once. A large
-     * stream's tensor bytes stay in the store and are read from there into the reader's memory: at
-     * least a read-ahead window straight into the tensor, less through windows that stop at the end of
-     * the streams this load reads, so no byte of another rank's chunks beside them is fetched.
+     * stream's tensor bytes stay in the store and are read from there into the reader's memory as it
+     * reads them, through read-ahead windows that stop at the end of the streams this load reads, so
+     * no byte of another rank's chunks beside them is fetched.
      */
     public void fetchToRead(Map<String, List<long[]>> itemsByFile) {
         S3Objects objects = S3Objects.shared();

@@ -2,6 +2,10 @@ package io.fabricckpt.internal.io.s3;
 
 import io.fabricckpt.core.CheckpointLocation;
 import java.nio.ByteBuffer;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 
 /**
  * Reads byte ranges of objects in storage into memory, never to disk: the holes of staged checkpoints
@@ -16,7 +20,9 @@ import java.nio.ByteBuffer;
  * safetensors convert writes tensors in name order, not the file's) and a read of at least a window go
  * straight into the reader's memory, so reads out of order fetch no more than they read. Fills ramp up
  * as the kernel's do ({@link #fillSize}), and what a window holds of a read is always copied from it,
- * so little is fetched that is not read.
+ * so little is fetched that is not read. Once a run of reads has gone on past its first fill, the
+ * window after the one being read is fetched in the background ({@link #readAhead}), so that the
+ * reader's copying and checking overlap the fetching, as with the kernel's asynchronous readahead.
  */
 final class ObjectReadahead {
     private static final int WINDOWS = 2;
@@ -36,12 +42,21 @@ final class ObjectReadahead {
     private long lastFillEnd;
     private int nextFill = FIRST_FILL;
 
+    /** Where the windows read ahead are fetched: daemon threads, each waiting on a window's ranged GETs. */
+    private static final ExecutorService AHEAD = Executors.newCachedThreadPool(task -> {
+        Thread thread = new Thread(task, "fabricckpt-s3-readahead");
+        thread.setDaemon(true);
+        return thread;
+    });
+
     private static final class Window {
         CheckpointLocation object;
         long start;
         int length;
         ByteBuffer bytes;
         long lastUse;
+        CompletableFuture<Void> filling; // while it is fetched in the background
+        boolean unread;                  // read ahead, and not read from yet
     }
 
     ObjectReadahead(S3Objects objects) {
@@ -69,8 +84,9 @@ final class ObjectReadahead {
         // What the windows hold of its start is copied from there (a large read right after the small
         // one that filled a window: a tensor's bytes after its record's header).
         long at = offset;
-        for (Window window; dest.hasRemaining() && (window = holding(object, at)) != null; at += take(window, at, dest)) {
-            window.lastUse = ++uses;
+        for (Window window; dest.hasRemaining() && (window = holding(object, at)) != null; ) {
+            at += take(ready(window), at, dest);
+            readAhead(window, objectSize);
         }
         if (!dest.hasRemaining()) {
             return;
@@ -87,11 +103,49 @@ final class ObjectReadahead {
         for (; dest.hasRemaining(); ) {
             Window window = holding(object, at);
             if (window == null) {
-                window = fill(leastRecent(), object, at, (int) Math.min(fillSize(object, at), objectSize - at));
+                window = fill(leastRecent(), object, at, (int) Math.min(fillSize(object, at), objectSize - at), false);
             }
-            window.lastUse = ++uses;
-            at += take(window, at, dest);
+            at += take(ready(window), at, dest);
+            readAhead(window, objectSize);
         }
+    }
+
+    /** {@code window} once its background fill (if any) is done, marked used; its fill's failure thrown. */
+    private Window ready(Window window) {
+        CompletableFuture<Void> filling = window.filling;
+        if (filling != null) {
+            window.filling = null;
+            try {
+                filling.join();
+            } catch (CompletionException e) {
+                window.object = null; // holds nothing
+                throw e.getCause() instanceof RuntimeException r ? r : e;
+            }
+        }
+        window.lastUse = ++uses;
+        window.unread = false;
+        return window;
+    }
+
+    /**
+     * After a read from {@code window}, which a run of forward reads reached past its first fill: the
+     * next window fetched in the background (up to {@code limit}), into the other window if it holds
+     * nothing or bytes of the same object before this one (never another object's or place's that a
+     * reader going back and forth still reads: {@code diff} reads two objects in turn).
+     */
+    private void readAhead(Window window, long limit) {
+        long next = window.start + window.length;
+        if (nextFill <= FIRST_FILL || window.object == null || next >= limit || !window.object.equals(lastFilled)
+                || next != lastFillEnd || holding(window.object, next) != null) {
+            return;
+        }
+        Window other = leastRecent();
+        boolean behind = other.object == null
+                || other.object.equals(window.object) && other.start + other.length <= window.start;
+        if (other == window || other.filling != null || !behind) {
+            return;
+        }
+        fill(other, window.object, next, (int) Math.min(fillSize(window.object, next), limit - next), true);
     }
 
     /** Copies into {@code dest} what {@code window} holds from {@code at} on (as much as dest takes); the bytes copied. */
@@ -112,13 +166,25 @@ final class ObjectReadahead {
         return nextFill;
     }
 
-    private Window fill(Window window, CheckpointLocation object, long start, int length) {
+    /** {@code window} refilled with [start, start + length) of {@code object}: now, or in the background. */
+    private Window fill(Window window, CheckpointLocation object, long start, int length, boolean background) {
+        if (window.filling != null) { // its buffer is still being written: wait, whatever it brings
+            window.filling.exceptionally(e -> null).join();
+            window.filling = null;
+        }
         if (window.bytes == null) {
             window.bytes = ByteBuffer.allocateDirect(windowSize);
         }
         ByteBuffer bytes = window.bytes;
+        Runnable fetch = () -> objects.download(object, start, length, rangeSize,
+                (at, size) -> bytes.slice((int) (at - start), size));
         window.object = null; // holds nothing until filled
-        objects.download(object, start, length, rangeSize, (at, size) -> bytes.slice((int) (at - start), size));
+        window.unread = background;
+        if (background) {
+            window.filling = CompletableFuture.runAsync(fetch, AHEAD);
+        } else {
+            fetch.run();
+        }
         fetchedBytes += length;
         window.object = object;
         window.start = start;
@@ -137,14 +203,16 @@ final class ObjectReadahead {
         return null;
     }
 
+    /** The window to refill: the least recently used, but never one read ahead and not read yet while another is not. */
     private Window leastRecent() {
         Window oldest = null;
         for (int i = 0; i < windows.length; i++) {
             if (windows[i] == null) {
                 windows[i] = new Window();
             }
-            if (oldest == null || windows[i].lastUse < oldest.lastUse) {
-                oldest = windows[i];
+            Window w = windows[i];
+            if (oldest == null || (w.unread == oldest.unread ? w.lastUse < oldest.lastUse : oldest.unread)) {
+                oldest = w;
             }
         }
         return oldest;

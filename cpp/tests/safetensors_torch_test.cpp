@@ -400,6 +400,44 @@ TEST_F(SafetensorsTorch, OutlinesWriteTheSafetensorsOfTheLibrarysConvert) {
   EXPECT_THROW(SafetensorsIndexOutline(path("tied.ckpt"), false, "s3://bucket/hf/model.safetensors"), StateError);
 }
 
+namespace {
+
+// Bytes this process has read with read()/pread() so far (/proc/self/io's rchar), from the page cache
+// or not.
+uint64_t bytes_read_so_far() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  ADD_FAILURE() << "no rchar in /proc/self/io";
+  return 0;
+}
+
+}  // namespace
+
+// Views of one storage (a fused weight split into q, k, v, o) are each written from its record, whose
+// CRC-32 the first checks: the record is read about once, not once per view (4 times).
+TEST_F(SafetensorsTorch, OutlinesReadARecordThatManyTensorsViewOnceForItsCrc) {
+  const at::Tensor fused = torch::randn({4, 1 << 18});
+  ValuePtr state = Value::plain_dict();
+  const char* names[] = {"q", "k", "v", "o"};
+  for (int64_t i = 0; i < 4; ++i) state->dict().set(Value::string(names[i]), tensor(fused[i]));
+  TorchSaveOptions options;
+  options.archive_name = "archive";
+  save_torch_file(path("fused.ckpt"), state, options);
+  save_safetensors_file(path("library.safetensors"), load_torch_file(path("fused.ckpt")).root, false);
+
+  const uint64_t before = bytes_read_so_far();
+  convert_outline_to_safetensors(path("fused.ckpt"), false, path("outline.safetensors"));
+  const uint64_t read = bytes_read_so_far() - before;
+  EXPECT_EQ(slurp(path("outline.safetensors")), slurp(path("library.safetensors")));
+  const uint64_t record = fused.nbytes();
+  EXPECT_GE(read, record);
+  EXPECT_LT(read, 2 * record) << read << " bytes read for a record of " << record;
+}
+
 TEST_F(SafetensorsTorch, OutlinesRefuseAsTheLibraryAndCheckEveryRecordsCrc) {
   ValuePtr state = Value::plain_dict();
   state->dict().set(Value::string("w"), tensor(torch::full({1000}, 7.25f)));

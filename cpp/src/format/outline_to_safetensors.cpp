@@ -5,6 +5,7 @@
 // size first. One tensor in memory at most, never the state.
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 
 #include "fabricckpt/crc32.h"
@@ -58,10 +59,17 @@ void gather(const TensorOutline& t, const uint8_t* storage, uint8_t* out) {
   }
 }
 
+// Whether a storage's record has had its CRC-32 checked: shared by the tensors written from it, so
+// that views of one storage (q, k, v split from one weight) read its record whole once, not once each.
+struct RecordCheck {
+  bool done = false;
+};
+
 // A tensor's bytes, contiguous, produced in order (TensorData::next).
 class TensorBytes {
  public:
-  TensorBytes(TensorOutline tensor, std::string target) : t_(std::move(tensor)), target_(std::move(target)) {}
+  TensorBytes(TensorOutline tensor, std::string target, std::shared_ptr<RecordCheck> check)
+      : t_(std::move(tensor)), target_(std::move(target)), check_(std::move(check)) {}
 
   void next(void* dest, size_t size) {
     if (done_ + size > t_.nbytes()) throw Error(concat(target_, ": more bytes asked of a tensor than it holds"));
@@ -77,14 +85,19 @@ class TensorBytes {
   }
 
  private:
-  // Straight from the record; the rest of the record is read too where it holds more, for its CRC-32.
+  // Straight from the record; unless another tensor of its storage checked it already, the rest of
+  // the record is read too where it holds more, for its CRC-32.
   void stream(const StorageOutline& s, void* dest, size_t size) {
+    const bool check = s.record && !check_->done;
     const uint64_t begin = static_cast<uint64_t>(t_.offset) * t_.dtype.element_size;
-    if (done_ == 0 && s.record) crc_ = crc_of(s, 0, begin, 0);
+    if (done_ == 0 && check) crc_ = crc_of(s, 0, begin, 0);
     s.source->read_at(s.offset + begin + done_, dest, size);
-    if (s.record) crc_ = crc32_update(crc_, dest, size);
+    if (check) crc_ = crc32_update(crc_, dest, size);
     done_ += size;
-    if (done_ == t_.nbytes() && s.record) s.check_crc(crc_of(s, begin + done_, s.stored, crc_));
+    if (done_ == t_.nbytes() && check) {
+      s.check_crc(crc_of(s, begin + done_, s.stored, crc_));
+      check_->done = true;
+    }
   }
 
   // `crc` continued over the record's bytes [from, to).
@@ -118,6 +131,7 @@ class TensorBytes {
 
   TensorOutline t_;
   std::string target_;
+  std::shared_ptr<RecordCheck> check_;
   uint64_t done_ = 0;
   uint32_t crc_ = 0;
   std::vector<uint8_t> gathered_;
@@ -127,6 +141,7 @@ class TensorBytes {
 // The outline's tree flattened as the library flattens the loaded tensors (safetensors_torch.cpp).
 st::FlatState flatten_outline(const ValuePtr& root, const std::string& target) {
   uintptr_t copies = 0;  // the storages torch's contiguous() would make: odd ids, no outline's address
+  std::map<const StorageOutline*, std::shared_ptr<RecordCheck>> checks;
   return st::flatten(root, target, [&](const Value& node, const std::string& key, st::FlatState& flat) {
     const std::optional<TensorOutline> t = tensor_of(node);
     if (!t) return concat(key, " (", kind_name(node.kind), ")");
@@ -143,7 +158,9 @@ st::FlatState flatten_outline(const ValuePtr& root, const std::string& target) {
     }
     data.size = t->nbytes();
     if (data.size > 0) {
-      auto bytes = std::make_shared<TensorBytes>(*t, target);
+      std::shared_ptr<RecordCheck>& check = checks[t->storage];
+      if (!check) check = std::make_shared<RecordCheck>();
+      auto bytes = std::make_shared<TensorBytes>(*t, target, check);
       data.next = [bytes](void* dest, size_t size) { bytes->next(dest, size); };
     }
     const StorageOutline& s = *t->storage;
